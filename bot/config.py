@@ -1,0 +1,143 @@
+"""Settings: read once from the environment (or `.env`), validated before anything starts.
+
+A malformed value stops the program at start with the setting's name and what is
+expected, rather than failing later in the middle of a send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MAIL_SCHEMES = ("smtp", "smtps", "maildir")
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class MailTarget:
+    """Where messages go, parsed from MAIL_URL."""
+
+    scheme: str
+    host: str = ""
+    port: int = 0
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = False
+    path: Path | None = None
+
+
+def parse_mail_url(url: str) -> MailTarget:
+    """Parse MAIL_URL; raise ValueError naming what is wrong and what is accepted."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in MAIL_SCHEMES:
+        raise ValueError(
+            f"unknown scheme {parts.scheme!r} in {url!r}; use smtp://host:port, "
+            "smtps://host:port or maildir://PATH"
+        )
+    if scheme == "maildir":
+        path = (parts.netloc + parts.path) or ""
+        if not path:
+            raise ValueError(f"{url!r} has no folder; write maildir://data/outbox")
+        return MailTarget(scheme=scheme, path=Path(unquote(path)))
+    if not parts.hostname:
+        raise ValueError(f"{url!r} has no host; write {scheme}://host:port")
+    try:
+        port = parts.port or (465 if scheme == "smtps" else 25)
+    except ValueError as exc:
+        raise ValueError(f"{url!r} has a bad port: {exc}") from None
+    query = parse_qs(parts.query)
+    starttls = query.get("starttls", ["false"])[-1].lower() in _TRUE
+    return MailTarget(
+        scheme=scheme,
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        starttls=starttls,
+    )
+
+
+class Settings(BaseSettings):
+    """Every setting of Greenlight; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    database_url: str = "sqlite:///data/greenlight.db"
+    mail_url: str = "maildir://data/outbox"
+    public_base_url: str = "http://localhost:3000"
+    tracking_secret: SecretStr | None = None
+    feedback_secret: SecretStr | None = None
+    kpi_channel: str | None = None
+    port: int = Field(default=3000, ge=1, le=65535)
+    log_level: str = "INFO"
+
+    @field_validator("mail_url")
+    @classmethod
+    def _check_mail_url(cls, value: str) -> str:
+        parse_mail_url(value)
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0].split("+", 1)[0].lower()
+        if scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError(
+                f"unsupported database {scheme!r}; use sqlite:///PATH or postgresql://…"
+            )
+        if scheme == "postgres":
+            raise ValueError("write postgresql:// (SQLAlchemy does not accept postgres://)")
+        return value
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"{value!r} must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        if value.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("use DEBUG, INFO, WARNING or ERROR")
+        return value.upper()
+
+    @property
+    def mail_target(self) -> MailTarget:
+        return parse_mail_url(self.mail_url)
+
+
+class SettingsError(Exception):
+    """A setting is malformed; the message names each bad setting and the fix."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning pydantic's report into one readable message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = str(err["loc"][0]).upper() if err["loc"] else "settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {name}: {msg}")
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,277 @@
+"""Tables of Greenlight, as typed SQLAlchemy 2 models.
+
+Every send happens in an *execution*: a one-off delivery has exactly one, a recurring
+delivery one per occurrence or per aggregation period. Sending logs, exclusion logs,
+tracking logs and KPI counters all hang off an execution, so "the KPIs of a delivery
+or execution" is one query shape everywhere.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Stable constraint names, so that migrations are the same on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out, on every database.
+
+    SQLite has no time zones; storing naive UTC and re-attaching UTC on the way out
+    keeps comparisons right on both backends.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use an aware one")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Profile(Base):
+    __tablename__ = "profiles"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    # Lower-cased address: two profiles with the same key are duplicates at preparation.
+    email_key: Mapped[str] = mapped_column(String(320), index=True)
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    email_status: Mapped[str] = mapped_column(String(16), default="valid")
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_counted_error_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Audience(Base):
+    __tablename__ = "audiences"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # Bumped whenever membership changes, so a preparation can tell it is out of date.
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class AudienceMember(Base):
+    __tablename__ = "audience_members"
+
+    audience_id: Mapped[int] = mapped_column(
+        ForeignKey("audiences.id", ondelete="CASCADE"), primary_key=True
+    )
+    profile_id: Mapped[int] = mapped_column(
+        ForeignKey("profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class Delivery(Base):
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ref: Mapped[str] = mapped_column(String(100), unique=True)
+    name: Mapped[str] = mapped_column(String(300))
+    audience_id: Mapped[int] = mapped_column(ForeignKey("audiences.id"), index=True)
+    sender: Mapped[str] = mapped_column(String(400))
+    reply_to: Mapped[str | None] = mapped_column(String(400))
+    subject: Mapped[str] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    schedule_mode: Mapped[str] = mapped_column(String(16), default="on-confirm")
+    scheduled_at: Mapped[datetime | None]
+    schedule_timezone: Mapped[str | None] = mapped_column(String(64))
+    recurrence_cron: Mapped[str | None] = mapped_column(String(120))
+    recurrence_timezone: Mapped[str | None] = mapped_column(String(64))
+    aggregation: Mapped[str] = mapped_column(String(8), default="none")
+    request_confirmation: Mapped[bool] = mapped_column(Boolean, default=False)
+    approvals_required: Mapped[int] = mapped_column(Integer, default=1)
+    validity_seconds: Mapped[int] = mapped_column(Integer)
+    efs: Mapped[bool] = mapped_column(Boolean, default=False)
+    slack_channel: Mapped[str | None] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16), default="editing", index=True)
+    # Hash of content + audience + schedule; a preparation is valid for one hash only.
+    definition_hash: Mapped[str] = mapped_column(String(64))
+    prepared_hash: Mapped[str | None] = mapped_column(String(64))
+    prepared_audience_version: Mapped[int | None] = mapped_column(Integer)
+    prepared_at: Mapped[datetime | None]
+    targeted: Mapped[int] = mapped_column(Integer, default=0)
+    excluded: Mapped[int] = mapped_column(Integer, default=0)
+    to_deliver: Mapped[int] = mapped_column(Integer, default=0)
+    preparation_errors: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    preparation_warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    confirmed_by: Mapped[str | None] = mapped_column(String(64))
+    confirmed_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    audience: Mapped[Audience] = relationship(lazy="joined")
+
+
+class Execution(Base):
+    __tablename__ = "executions"
+    __table_args__ = (UniqueConstraint("delivery_id", "key", name="uq_executions_delivery_key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
+    # "main" for a one-off; the occurrence or period (e.g. "2026-11-23") for a recurring one.
+    key: Mapped[str] = mapped_column(String(64))
+    occurrence_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(16), default="editing")
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    validity_ends_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+    delivery: Mapped[Delivery] = relationship()
+
+
+class SendingLog(Base):
+    __tablename__ = "sending_logs"
+    __table_args__ = (
+        UniqueConstraint("execution_id", "profile_id", name="uq_sending_logs_execution_profile"),
+        Index("ix_sending_logs_execution_status", "execution_id", "status"),
+        Index("ix_sending_logs_retry_due", "next_retry_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    execution_id: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    failure_type: Mapped[str | None] = mapped_column(String(8))
+    failure_reason: Mapped[str | None] = mapped_column(String(40))
+    final: Mapped[bool] = mapped_column(Boolean, default=False)
+    retry_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_retry_at: Mapped[datetime | None]
+    # Relay claim: set atomically by a sender before relaying, so two never relay one log.
+    claim_token: Mapped[str | None] = mapped_column(String(40), index=True)
+    claimed_at: Mapped[datetime | None]
+    message_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    smtp_status: Mapped[str | None] = mapped_column(String(16))
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    relayed_at: Mapped[datetime | None]
+    event_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ExclusionLog(Base):
+    __tablename__ = "exclusion_logs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), index=True
+    )
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"))
+    email: Mapped[str] = mapped_column(String(320))
+    reason: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+class TrackingLog(Base):
+    __tablename__ = "tracking_logs"
+    __table_args__ = (Index("ix_tracking_logs_execution_kind", "execution_id", "kind"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    execution_id: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    sending_log_id: Mapped[int] = mapped_column(ForeignKey("sending_logs.id"), index=True)
+    profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # open | click
+    url: Mapped[str | None] = mapped_column(Text)
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[datetime]
+
+
+class KpiCounter(Base):
+    """Live counts per execution; `Compute stats` recounts them from the logs."""
+
+    __tablename__ = "kpi_counters"
+
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    to_deliver: Mapped[int] = mapped_column(Integer, default=0)
+    queued: Mapped[int] = mapped_column(Integer, default=0)
+    pending: Mapped[int] = mapped_column(Integer, default=0)
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    ignored: Mapped[int] = mapped_column(Integer, default=0)
+    unique_opens: Mapped[int] = mapped_column(Integer, default=0)
+    unique_clicks: Mapped[int] = mapped_column(Integer, default=0)
+    rates_refreshed_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class RoleAssignment(Base):
+    __tablename__ = "role_assignments"
+    __table_args__ = (
+        UniqueConstraint("subject_kind", "subject_id", "role", name="uq_role_assignments_subject"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subject_kind: Mapped[str] = mapped_column(String(8))  # user | usergroup
+    subject_id: Mapped[str] = mapped_column(String(64))
+    role: Mapped[str] = mapped_column(String(32))
+    granted_by: Mapped[str | None] = mapped_column(String(64))
+    granted_at: Mapped[datetime]
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_subject", "subject_kind", "subject_ref"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(64))  # a Slack user id, "cli" or "system"
+    action: Mapped[str] = mapped_column(String(40))
+    subject_kind: Mapped[str] = mapped_column(String(20))
+    subject_ref: Mapped[str] = mapped_column(String(120))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)

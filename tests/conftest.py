@@ -1,0 +1,105 @@
+"""Shared fixtures: a fresh, migrated database per test on SQLite and on PostgreSQL.
+
+PostgreSQL runs when GREENLIGHT_TEST_POSTGRES_URL points at a database the tests may
+empty (`.ci/run` starts one and sets it). Without it the PostgreSQL half is skipped
+with that reason, except under CI, where a missing database is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from bot.bootstrap import Services, bootstrap
+from bot.clock import FixedClock
+from bot.config import Settings, load_settings
+from bot.store.db import make_engine, upgrade
+from bot.store.models import Base
+
+PG_ENV = "GREENLIGHT_TEST_POSTGRES_URL"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Migrate once; each test copies the file instead of migrating again."""
+    path = tmp_path_factory.mktemp("template") / "greenlight.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_engine() -> Iterator[Engine]:
+    url = os.environ.get(PG_ENV)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"{PG_ENV} is not set: CI must run the store tests on PostgreSQL")
+        pytest.skip(f"{PG_ENV} is not set; PostgreSQL tests need a database to empty")
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+def _truncate(engine: Engine) -> None:
+    names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def clock() -> FixedClock:
+    return FixedClock(T0)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for a test: never the developer's real environment or `.env`."""
+    return load_settings(
+        _env_file=None,
+        database_url=f"sqlite:///{tmp_path / 'greenlight.db'}",
+        mail_url=f"maildir://{tmp_path / 'outbox'}",
+        tracking_secret="test-tracking-secret",
+        feedback_secret="test-feedback-secret",
+    )
+
+
+@pytest.fixture
+def services(
+    backend: str,
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    tmp_path: Path,
+    clock: FixedClock,
+    sqlite_template: Path,
+) -> Iterator[Services]:
+    """Services over an empty, migrated database of the test's backend."""
+    if backend == "postgresql":
+        engine = request.getfixturevalue("postgres_engine")
+        _truncate(engine)
+        svc = bootstrap(settings, clock, migrate=False, engine=engine)
+        yield svc
+        return
+    shutil.copy(sqlite_template, tmp_path / "greenlight.db")
+    svc = bootstrap(settings, clock, migrate=False)
+    yield svc
+    svc.close()

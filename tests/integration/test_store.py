@@ -1,0 +1,42 @@
+"""The schema: migrations match the models, and datetimes come back aware in UTC."""
+
+from __future__ import annotations
+
+from datetime import timedelta, timezone
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import select
+
+from bot.bootstrap import Services
+from bot.store.db import current_revision, head_revision
+from bot.store.models import Base, Profile
+
+
+def test_migrations_reach_head_and_match_models(services: Services) -> None:
+    assert current_revision(services.engine) == head_revision()
+    with services.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_datetimes_round_trip_as_aware_utc(services: Services) -> None:
+    paris = timezone(timedelta(hours=1))
+    at = services.clock.now().astimezone(paris)
+    with services.sessions.begin() as s:
+        s.add(
+            Profile(
+                email="a@example.com",
+                email_key="a@example.com",
+                attributes={"plan": "pro"},
+                last_counted_error_at=at,
+                created_at=at,
+                updated_at=at,
+            )
+        )
+    with services.sessions() as s:
+        p = s.scalars(select(Profile)).one()
+    assert p.last_counted_error_at == at
+    assert p.last_counted_error_at.utcoffset() == timedelta(0)
+    assert p.attributes == {"plan": "pro"}
+    assert p.email_status == "valid"
