@@ -1,0 +1,286 @@
+"""`python -m bot` (also installed as `greenlight`): the command line.
+
+Each command parses its arguments, calls one service and prints the result, as
+text for people or as stable JSON with `--json` (README documents the shapes).
+Exit codes: 0 done, 1 refused (the message says why and what to do), 2 bad usage or
+settings, 3 an error of ours (logged with an id to quote).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from bot.bootstrap import Services, bootstrap
+from bot.config import SettingsError, get_settings
+from bot.domain.errors import DomainError
+from bot.domain.roles import Role
+
+log = logging.getLogger("greenlight")
+
+Handler = Callable[[Services, argparse.Namespace], int]
+
+
+def _json_default(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else dict(value)
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def cmd_db_upgrade(services: Services, args: argparse.Namespace) -> int:
+    from bot.store.db import current_revision, upgrade
+
+    upgrade(services.engine)
+    print(f"database is at revision {current_revision(services.engine)}")
+    return 0
+
+
+def cmd_profiles_import(services: Services, args: argparse.Namespace) -> int:
+    from bot.services.profiles_import import import_profiles
+
+    report = import_profiles(services, Path(args.file), args.audience, actor="cli")
+    if args.json:
+        _print_json(report)
+    else:
+        data = _as_dict(report)
+        warnings = data.pop("warnings", [])
+        print(f"imported {args.file}: " + ", ".join(f"{k} {v}" for k, v in data.items()))
+        for w in warnings:
+            print(f"  warning: {w}")
+    return 0
+
+
+def cmd_deliveries_import(services: Services, args: argparse.Namespace) -> int:
+    from bot.services.deliveries_import import import_deliveries
+
+    report = import_deliveries(services, Path(args.file), actor="cli")
+    if args.json:
+        _print_json(report)
+    else:
+        for key, value in _as_dict(report).items():
+            shown = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
+            print(f"{key.replace('_', ' ')}: {shown or '-'}")
+    return 0
+
+
+def cmd_deliveries_list(services: Services, args: argparse.Namespace) -> int:
+    from bot.services.reporting import list_deliveries
+
+    rows = list_deliveries(services)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no deliveries yet: `python -m bot deliveries import FILE.yml` adds some")
+        return 0
+    print(f"{'REF':<20} {'STATE':<14} {'AUDIENCE':<16} {'SCHEDULE':<12} {'TO DELIVER':>10} SENT")
+    for r in rows:
+        state = r["state"] if r["prepared"] or r["state"] != "ready" else "ready (stale)"
+        print(
+            f"{r['ref']:<20} {state:<14} {r['audience']:<16} {r['schedule']['mode']:<12} "
+            f"{r['to_deliver']:>10} {r['sent']}"
+        )
+    return 0
+
+
+def cmd_deliveries_prepare(services: Services, args: argparse.Namespace) -> int:
+    from bot.services.prepare import prepare_delivery
+
+    result = prepare_delivery(services, args.ref, actor="cli")
+    data = _as_dict(result)
+    if args.json:
+        _print_json(data)
+        return 0 if not data.get("errors") else 1
+    print(
+        f"{data['ref']}: {data['state']} — targeted {data['targeted']}, "
+        f"excluded {data['excluded']}, to deliver {data['to_deliver']}"
+    )
+    for reason, count in sorted(data.get("exclusions", {}).items()):
+        print(f"  excluded, {reason}: {count}")
+    for w in data.get("warnings", []):
+        print(f"  warning: {w}")
+    for e in data.get("errors", []):
+        print(f"  error: {e}")
+    if data.get("errors"):
+        print("the delivery cannot be confirmed until these errors are fixed and it is prepared")
+        return 1
+    return 0
+
+
+def cmd_deliveries_show(services: Services, args: argparse.Namespace) -> int:
+    from bot.services.reporting import delivery_detail
+    from bot.textviews import delivery_text
+
+    detail = delivery_detail(services, args.ref)
+    if args.json:
+        _print_json(detail)
+    else:
+        print(delivery_text(detail))
+    return 0
+
+
+def cmd_roles_grant(services: Services, args: argparse.Namespace) -> int:
+    from bot.services.roles import grant
+
+    changed = grant(services, args.user, args.role, actor="cli")
+    print(f"granted {args.role} to {args.user}" if changed else f"{args.user} already had it")
+    return 0
+
+
+def cmd_roles_revoke(services: Services, args: argparse.Namespace) -> int:
+    from bot.services.roles import revoke
+
+    changed = revoke(services, args.user, args.role, actor="cli")
+    print(f"revoked {args.role} from {args.user}" if changed else f"{args.user} did not have it")
+    return 0
+
+
+def cmd_roles_list(services: Services, args: argparse.Namespace) -> int:
+    from bot.services.roles import list_grants
+
+    grants = list_grants(services)
+    if args.json:
+        _print_json([g.as_dict() for g in grants])
+        return 0
+    if not grants:
+        print("no roles granted yet: `python -m bot roles grant U012AB3CD administration`")
+    for g in grants:
+        print(f"{g.subject_id:<14} {g.subject_kind:<10} {g.role.value:<20} by {g.granted_by}")
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description="Greenlight: confirm email sends from Slack and follow them to their KPIs.",
+    )
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+
+    def command(
+        sub: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        handler: Handler,
+        help_text: str,
+        json_flag: bool = False,
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print stable JSON")
+        return p
+
+    db = groups.add_parser("db", help="database schema").add_subparsers(
+        dest="cmd", required=True, metavar="ACTION"
+    )
+    command(db, "upgrade", cmd_db_upgrade, "create or migrate the database to the latest schema")
+
+    profiles = groups.add_parser("profiles", help="recipients").add_subparsers(
+        dest="cmd", required=True, metavar="ACTION"
+    )
+    p = command(
+        profiles,
+        "import",
+        cmd_profiles_import,
+        "create or update profiles from a CSV file (email column required)",
+        json_flag=True,
+    )
+    p.add_argument("file", help="CSV with a header row")
+    p.add_argument("--audience", help="also add every profile of the file to this audience")
+
+    deliveries = groups.add_parser("deliveries", help="email deliveries").add_subparsers(
+        dest="cmd", required=True, metavar="ACTION"
+    )
+    p = command(
+        deliveries,
+        "import",
+        cmd_deliveries_import,
+        "create or update deliveries by ref from a YAML file",
+        json_flag=True,
+    )
+    p.add_argument("file", help="YAML list of deliveries")
+    command(deliveries, "list", cmd_deliveries_list, "every delivery, its state and counts", True)
+    p = command(
+        deliveries,
+        "prepare",
+        cmd_deliveries_prepare,
+        "target the audience, write exclusions and check every message renders",
+        json_flag=True,
+    )
+    p.add_argument("ref")
+    p = command(deliveries, "show", cmd_deliveries_show, "state, counts and KPIs", True)
+    p.add_argument("ref")
+
+    roles = groups.add_parser("roles", help="who may prepare, send and administer").add_subparsers(
+        dest="cmd", required=True, metavar="ACTION"
+    )
+    role_names = ", ".join(r.value for r in Role)
+    for name, handler, verb in (
+        ("grant", cmd_roles_grant, "give"),
+        ("revoke", cmd_roles_revoke, "take back"),
+    ):
+        p = command(roles, name, handler, f"{verb} a role ({role_names})")
+        p.add_argument("user", help="Slack user id (U…) or user group id (S…)")
+        p.add_argument("role", help=role_names)
+    command(roles, "list", cmd_roles_list, "every role granted", json_flag=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, services: Services | None = None) -> int:
+    """Run one command; tests pass their own `services` (which the caller then closes)."""
+    args = build_parser().parse_args(argv)
+    owned = services is None
+    if services is None:
+        try:
+            settings = get_settings()
+        except SettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        services = bootstrap(settings, migrate=args.handler is not cmd_db_upgrade)
+    try:
+        return args.handler(services, args)
+    except DomainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception:
+        error_id = uuid.uuid4().hex[:8]
+        log.exception("unexpected error %s in %s", error_id, " ".join(argv or sys.argv[1:]))
+        print(
+            f"error: something went wrong on our side (error id {error_id}); "
+            "the log above has the details",
+            file=sys.stderr,
+        )
+        return 3
+    finally:
+        if owned:
+            services.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

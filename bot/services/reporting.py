@@ -1,0 +1,165 @@
+"""What a person asks to see of deliveries: the list, and one delivery in full.
+
+Both return plain dicts with a stable shape: the CLI prints them as JSON (`--json`)
+or as text, and the Slack card reads the same fields. README documents the shape.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from bot.bootstrap import Services
+from bot.domain.kpi import Counters, kpis
+from bot.domain.schedule import format_duration
+from bot.services.errors import NotFound
+from bot.services.stats import executions_of, live_counters
+from bot.store.models import Delivery, ExclusionLog, Execution
+
+SCHEMA_VERSION = 1
+
+
+def _iso(at: datetime | None) -> str | None:
+    return at.isoformat() if at else None
+
+
+def get_delivery(session: Session, ref: str) -> Delivery:
+    delivery = session.scalar(select(Delivery).where(Delivery.ref == ref))
+    if delivery is None:
+        raise NotFound(
+            f"no delivery with ref {ref!r}; `python -m bot deliveries list` shows the refs"
+        )
+    return delivery
+
+
+def is_preparation_current(d: Delivery) -> bool:
+    """A preparation counts only for the content, schedule and audience it was made for."""
+    return (
+        d.prepared_at is not None
+        and d.prepared_hash == d.definition_hash
+        and d.prepared_audience_version == d.audience.version
+    )
+
+
+def _schedule(d: Delivery) -> dict[str, Any]:
+    if d.recurrence_cron:
+        return {"mode": "recurring", "at": None, "timezone": d.recurrence_timezone}
+    return {"mode": d.schedule_mode, "at": _iso(d.scheduled_at), "timezone": d.schedule_timezone}
+
+
+def _recurrence(d: Delivery) -> dict[str, Any] | None:
+    if not d.recurrence_cron:
+        return None
+    return {
+        "cron": d.recurrence_cron,
+        "timezone": d.recurrence_timezone,
+        "aggregation": d.aggregation,
+        "request_confirmation": d.request_confirmation,
+        "approvals_required": d.approvals_required,
+    }
+
+
+def _counters_block(c: Counters) -> dict[str, Any]:
+    return {
+        "kpis": kpis(c).as_dict(),
+        "logs": {
+            "queued": c.queued,
+            "pending": c.pending,
+            "sent": c.sent,
+            "failed": c.failed,
+            "ignored": c.ignored,
+        },
+        "unique_opens": c.unique_opens,
+        "unique_clicks": c.unique_clicks,
+    }
+
+
+def _exclusions(session: Session, execution_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(ExclusionLog.reason, func.count())
+        .where(ExclusionLog.execution_id == execution_id)
+        .group_by(ExclusionLog.reason)
+        .order_by(ExclusionLog.reason)
+    ).all()
+    return {reason: count for reason, count in rows}
+
+
+def _execution(session: Session, e: Execution) -> dict[str, Any]:
+    return {
+        "key": e.key,
+        "state": e.state,
+        "occurrence_at": _iso(e.occurrence_at),
+        "started_at": _iso(e.started_at),
+        "validity_ends_at": _iso(e.validity_ends_at),
+        "exclusions": _exclusions(session, e.id),
+        **_counters_block(live_counters(session, e.id)),
+    }
+
+
+def summary(d: Delivery, counters: Counters) -> dict[str, Any]:
+    k = kpis(counters)
+    return {
+        "ref": d.ref,
+        "name": d.name,
+        "state": d.state,
+        "audience": d.audience.name,
+        "schedule": _schedule(d),
+        "to_deliver": d.to_deliver,
+        "sent": k.sent,
+        "prepared": is_preparation_current(d),
+    }
+
+
+def list_deliveries(services: Services) -> list[dict[str, Any]]:
+    with services.sessions() as s:
+        out = []
+        for d in s.scalars(select(Delivery).order_by(Delivery.ref)):
+            total = Counters()
+            for e in executions_of(s, d.id):
+                c = live_counters(s, e.id)
+                total = Counters(**{k: getattr(total, k) + getattr(c, k) for k in total.as_dict()})
+            out.append(summary(d, total))
+        return out
+
+
+def delivery_detail(services: Services, ref: str) -> dict[str, Any]:
+    """Everything `deliveries show` prints: state, definition, preparation and KPIs."""
+    with services.sessions() as s:
+        d = get_delivery(s, ref)
+        executions = executions_of(s, d.id)
+        main = next((e for e in executions if e.key == "main"), None)
+        counters = live_counters(s, main.id) if main else Counters()
+        return {
+            "schema": SCHEMA_VERSION,
+            "ref": d.ref,
+            "name": d.name,
+            "state": d.state,
+            "audience": d.audience.name,
+            "from": d.sender,
+            "reply_to": d.reply_to,
+            "subject": d.subject,
+            "schedule": _schedule(d),
+            "recurrence": _recurrence(d),
+            "validity": format_duration(timedelta(seconds=d.validity_seconds)),
+            "efs": d.efs,
+            "slack_channel": d.slack_channel,
+            "preparation": {
+                "prepared_at": _iso(d.prepared_at),
+                "current": is_preparation_current(d),
+                "targeted": d.targeted,
+                "excluded": d.excluded,
+                "to_deliver": d.to_deliver,
+                "exclusions": _exclusions(s, main.id) if main else {},
+                "errors": d.preparation_errors or [],
+                "warnings": d.preparation_warnings or [],
+            },
+            **_counters_block(counters),
+            "confirmed_by": d.confirmed_by,
+            "confirmed_at": _iso(d.confirmed_at),
+            "started_at": _iso(d.started_at),
+            "finished_at": _iso(d.finished_at),
+            "executions": [_execution(s, e) for e in executions if e.key != "main"],
+        }

@@ -1,0 +1,73 @@
+"""KPI counters of an execution: read live, or recounted from the logs.
+
+The live counters move with every log transition; `recount` is the ground truth
+they must always equal (and what **Compute stats** writes back).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import distinct, func, select
+from sqlalchemy.orm import Session
+
+from bot.domain.kpi import Counters
+from bot.domain.logs import LogStatus
+from bot.store.models import Execution, KpiCounter, SendingLog, TrackingLog
+
+
+def live_counters(session: Session, execution_id: int) -> Counters:
+    row = session.get(KpiCounter, execution_id)
+    if row is None:
+        return Counters()
+    return Counters(
+        to_deliver=row.to_deliver,
+        queued=row.queued,
+        pending=row.pending,
+        sent=row.sent,
+        failed=row.failed,
+        ignored=row.ignored,
+        unique_opens=row.unique_opens,
+        unique_clicks=row.unique_clicks,
+    )
+
+
+def recount(session: Session, execution_id: int) -> Counters:
+    """Counters computed from the sending and tracking logs, in two queries."""
+    by_status = dict(
+        session.execute(
+            select(SendingLog.status, func.count())
+            .where(SendingLog.execution_id == execution_id)
+            .group_by(SendingLog.status)
+        ).all()
+    )
+    tracked = dict(
+        session.execute(
+            select(TrackingLog.kind, func.count(distinct(TrackingLog.profile_id)))
+            .where(TrackingLog.execution_id == execution_id)
+            .group_by(TrackingLog.kind)
+        ).all()
+    )
+    # A click counts as an open: openers are the union of both kinds.
+    openers = session.scalar(
+        select(func.count(distinct(TrackingLog.profile_id))).where(
+            TrackingLog.execution_id == execution_id
+        )
+    )
+    counter = session.get(KpiCounter, execution_id)
+    return Counters(
+        to_deliver=counter.to_deliver if counter else sum(by_status.values()),
+        queued=by_status.get(LogStatus.QUEUED.value, 0),
+        pending=by_status.get(LogStatus.PENDING.value, 0),
+        sent=by_status.get(LogStatus.SENT.value, 0),
+        failed=by_status.get(LogStatus.FAILED.value, 0),
+        ignored=by_status.get(LogStatus.IGNORED.value, 0),
+        unique_opens=openers or 0,
+        unique_clicks=tracked.get("click", 0),
+    )
+
+
+def executions_of(session: Session, delivery_id: int) -> list[Execution]:
+    return list(
+        session.scalars(
+            select(Execution).where(Execution.delivery_id == delivery_id).order_by(Execution.id)
+        )
+    )
