@@ -1,0 +1,168 @@
+"""Apply message outcomes to the store: log status, KPI counters and address health.
+
+Every source of outcomes (the relay's SMTP answers, webhooks, bounce messages, the
+validity job) hands its events here. The decisions are the domain's
+(`domain.logs.apply_event`, `domain.quarantine`); this module only loads the rows,
+writes what changed, and moves the counters by the same deltas in the same
+transaction, so the counters always equal a recount of the logs.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from bot.domain import quarantine
+from bot.domain.logs import Event, FailureType, LogState, LogStatus, Mode, apply_event
+from bot.domain.quarantine import AddressHealth, EmailStatus
+from bot.store.models import Delivery, Execution, KpiCounter, Profile, SendingLog
+
+_COUNTER = {status: getattr(KpiCounter, status.value) for status in LogStatus}
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """One outcome for one sending log, as any feedback source reports it."""
+
+    sending_log_id: int
+    event: Event
+    reason: str | None = None  # a failure reason of SPEC section 7, e.g. "user unknown"
+    smtp_status: str | None = None
+    diagnostic: str | None = None
+
+
+@dataclass(frozen=True)
+class Applied:
+    sending_log_id: int
+    before: LogState
+    after: LogState
+
+    @property
+    def changed(self) -> bool:
+        return self.before != self.after
+
+
+def _state(log: SendingLog) -> LogState:
+    failure = FailureType(log.failure_type) if log.failure_type else None
+    return LogState(LogStatus(log.status), failure, log.final)
+
+
+def _health_effect(event: Event, changed: bool, before: LogState) -> str | None:
+    """Which quarantine rule an event triggers, if any (duplicates trigger none)."""
+    if event is Event.HARD_BOUNCE and changed:
+        return "hard"
+    if event is Event.SOFT_BOUNCE and not before.final and before.failure is not FailureType.HARD:
+        # The 1-day spacing of counted errors absorbs a repeated report of one bounce.
+        return "soft"
+    if event is Event.DELIVERED and changed:
+        return "delivered"
+    return None
+
+
+def apply_log_events(session: Session, now: datetime, events: Sequence[LogEvent]) -> list[Applied]:
+    """Apply events in order inside the caller's transaction; return what each did."""
+    if not events:
+        return []
+    ids = sorted({e.sending_log_id for e in events})
+    logs = {
+        log.id: log
+        for log in session.scalars(
+            select(SendingLog).where(SendingLog.id.in_(ids)).with_for_update()
+        )
+    }
+    modes = _modes(session, {log.execution_id for log in logs.values()})
+    deltas: dict[int, dict[LogStatus, int]] = defaultdict(lambda: defaultdict(int))
+    health: dict[int, list[str]] = defaultdict(list)
+    applied: list[Applied] = []
+    for e in events:
+        log = logs.get(e.sending_log_id)
+        if log is None:
+            raise LookupError(f"no sending log {e.sending_log_id}")
+        before = _state(log)
+        outcome = apply_event(modes[log.execution_id], before, e.event)
+        after = outcome.state
+        for status, d in outcome.deltas.items():
+            deltas[log.execution_id][status] += d
+        if after != before:
+            log.status = after.status.value
+            log.failure_type = after.failure.value if after.failure else None
+            log.final = after.final
+            if after.failure in (FailureType.HARD, FailureType.SOFT) and e.reason:
+                log.failure_reason = e.reason
+            elif after.failure is None:
+                log.failure_reason = None
+            log.updated_at = now
+        if e.event is Event.RELAYED and log.relayed_at is None:
+            log.relayed_at = now
+        if e.smtp_status or e.diagnostic:
+            log.smtp_status = e.smtp_status or log.smtp_status
+            log.diagnostic = e.diagnostic or log.diagnostic
+        log.event_at = now
+        effect = _health_effect(e.event, after != before, before)
+        if effect:
+            health[log.profile_id].append(effect)
+        applied.append(Applied(e.sending_log_id, before, after))
+    _move_counters(session, now, deltas)
+    _update_health(session, now, health)
+    return applied
+
+
+def _modes(session: Session, execution_ids: set[int]) -> dict[int, Mode]:
+    rows = session.execute(
+        select(Execution.id, Delivery.efs)
+        .join(Delivery, Delivery.id == Execution.delivery_id)
+        .where(Execution.id.in_(execution_ids))
+    ).all()
+    return {eid: Mode.EFS if efs else Mode.STANDARD for eid, efs in rows}
+
+
+def _move_counters(
+    session: Session, now: datetime, deltas: dict[int, dict[LogStatus, int]]
+) -> None:
+    """Relative updates (`sent = sent + n`), so concurrent writers never lose a count."""
+    for execution_id, by_status in deltas.items():
+        values = {_COUNTER[s]: _COUNTER[s] + d for s, d in by_status.items() if d}
+        if values:
+            session.execute(
+                update(KpiCounter)
+                .where(KpiCounter.execution_id == execution_id)
+                .values({**values, KpiCounter.updated_at: now})
+            )
+
+
+def _update_health(session: Session, now: datetime, effects: dict[int, list[str]]) -> None:
+    if not effects:
+        return
+    profiles = session.scalars(
+        select(Profile).where(Profile.id.in_(list(effects))).with_for_update()
+    )
+    for p in profiles:
+        h = AddressHealth(EmailStatus(p.email_status), p.error_count, p.last_counted_error_at)
+        for effect in effects[p.id]:
+            rule = {
+                "hard": quarantine.hard_error,
+                "soft": quarantine.soft_error,
+                "delivered": quarantine.delivered,
+            }[effect]
+            h = rule(h, now)
+        p.email_status = h.status.value
+        p.error_count = h.error_count
+        p.last_counted_error_at = h.last_counted_error_at
+        p.updated_at = now
+
+
+def record_complaint(session: Session, now: datetime, profile_id: int) -> None:
+    """A spam complaint denylists the address (it is excluded from every later send)."""
+    p = session.get(Profile, profile_id, with_for_update=True)
+    if p is None:
+        raise LookupError(f"no profile {profile_id}")
+    h = quarantine.complaint(
+        AddressHealth(EmailStatus(p.email_status), p.error_count, p.last_counted_error_at), now
+    )
+    p.email_status = h.status.value
+    p.updated_at = now
