@@ -257,7 +257,7 @@ class RoleAssignment(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    subject_kind: Mapped[str] = mapped_column(String(8))  # user | usergroup
+    subject_kind: Mapped[str] = mapped_column(String(12))  # user | usergroup
     subject_id: Mapped[str] = mapped_column(String(64))
     role: Mapped[str] = mapped_column(String(32))
     granted_by: Mapped[str | None] = mapped_column(String(64))

@@ -69,7 +69,7 @@ def upgrade() -> None:
     op.create_table(
         "role_assignments",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("subject_kind", sa.String(length=8), nullable=False),
+        sa.Column("subject_kind", sa.String(length=12), nullable=False),
         sa.Column("subject_id", sa.String(length=64), nullable=False),
         sa.Column("role", sa.String(length=32), nullable=False),
         sa.Column("granted_by", sa.String(length=64), nullable=True),

@@ -1,0 +1,83 @@
+"""The command line as a person uses it: exit codes, messages and stable JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.__main__ import main
+from bot.bootstrap import Services
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(services: Services, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv), services=services)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_roles_grant_list_revoke(services: Services, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(services, capsys, "roles", "grant", "U0ALICE1", "start-deliveries")[0] == 0
+    assert (
+        "already had" in run(services, capsys, "roles", "grant", "U0ALICE1", "start-deliveries")[1]
+    )
+    assert run(services, capsys, "roles", "grant", "<!subteam^S0OPS|ops>", "administration")[0] == 0
+    code, out, _ = run(services, capsys, "roles", "list", "--json")
+    assert code == 0
+    grants = json.loads(out)
+    assert [(g["subject_kind"], g["subject_id"], g["role"]) for g in grants] == [
+        ("user", "U0ALICE1", "start-deliveries"),
+        ("usergroup", "S0OPS", "administration"),
+    ]
+    assert run(services, capsys, "roles", "revoke", "U0ALICE1", "start-deliveries")[0] == 0
+    assert (
+        "did not have"
+        in run(services, capsys, "roles", "revoke", "U0ALICE1", "start-deliveries")[1]
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (("roles", "grant", "U0ALICE1", "boss"), "the roles are: prepare-deliveries"),
+        (("roles", "grant", "alice", "administration"), "not a Slack user or user group id"),
+        (("deliveries", "show", "nope"), "no delivery with ref 'nope'"),
+    ],
+)
+def test_refusals_exit_1_with_a_message_that_says_what_to_do(
+    services: Services, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], needle: str
+) -> None:
+    code, _, err = run(services, capsys, *argv)
+    assert code == 1
+    assert needle in err
+
+
+def test_deliveries_list_when_empty(services: Services, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(services, capsys, "deliveries", "list", "--json")
+    assert (code, json.loads(out)) == (0, [])
+
+
+def test_help_lists_the_commands() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "bot", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for name in ("db", "profiles", "deliveries", "roles"):
+        assert name in out
+
+
+def test_malformed_setting_stops_at_start_with_its_name(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bot", "deliveries", "list"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "MAIL_URL": "ftp://mail.example"},
+    )
+    assert proc.returncode == 2
+    assert "MAIL_URL" in proc.stderr and "unknown scheme 'ftp'" in proc.stderr
+    assert not (tmp_path / "data").exists(), "nothing is created when settings are bad"
