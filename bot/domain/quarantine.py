@@ -47,6 +47,7 @@ class AddressHealth:
 def hard_error(h: AddressHealth, now: datetime) -> AddressHealth:
     if h.status is EmailStatus.DENYLISTED:
         return h
+    h = h.effective(now)
     return AddressHealth(EmailStatus.QUARANTINE, h.error_count + 1, now)
 
 
