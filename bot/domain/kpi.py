@@ -31,6 +31,10 @@ class Counters:
         changes = {status.value: getattr(self, status.value) + d for status, d in deltas.items()}
         return replace(self, **changes)
 
+    def __add__(self, other: Counters) -> Counters:
+        """Counters of several executions together (a recurring delivery's total)."""
+        return Counters(**{k: v + getattr(other, k) for k, v in self.as_dict().items()})
+
     @property
     def relayed(self) -> int:
         """The "Sent" KPI: messages relayed to the MTA."""

@@ -117,10 +117,7 @@ def list_deliveries(services: Services) -> list[dict[str, Any]]:
     with services.sessions() as s:
         out = []
         for d in s.scalars(select(Delivery).order_by(Delivery.ref)):
-            total = Counters()
-            for e in executions_of(s, d.id):
-                c = live_counters(s, e.id)
-                total = Counters(**{k: getattr(total, k) + getattr(c, k) for k in total.as_dict()})
+            total = sum((live_counters(s, e.id) for e in executions_of(s, d.id)), Counters())
             out.append(summary(d, total))
         return out
 

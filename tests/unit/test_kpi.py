@@ -149,3 +149,13 @@ def test_rates_stay_between_0_and_100(c: Counters) -> None:
         assert k.delivered_pct + k.bounces_errors_pct <= 100.0 + 0.01
     assert (k.delivered_pct is None) is (k.sent == 0)
     assert format_pct(k.delivered_pct).endswith("%") or k.sent == 0
+
+
+def test_counters_add_field_by_field() -> None:
+    """A recurring delivery's totals are the sum of its executions' counters."""
+    a = Counters(to_deliver=3, sent=2, failed=1, unique_opens=1)
+    b = Counters(to_deliver=5, pending=4, unique_clicks=2)
+    assert a + b == Counters(
+        to_deliver=8, pending=4, sent=2, failed=1, unique_opens=1, unique_clicks=2
+    )
+    assert (a + b).relayed == 7
