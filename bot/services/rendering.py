@@ -1,0 +1,282 @@
+"""Personalising a delivery's subject, HTML and text for one profile, in a sandbox.
+
+Templates are written by marketing people and rendered with profile data, so they
+run in Jinja2's immutable sandbox: no access to private attributes, no mutation of
+the data handed in. Each part is compiled once per delivery (`MessageTemplates`),
+because rendering is the hot loop of preparation and of sending.
+
+Two kinds of trouble, kept apart on purpose (SPEC section 3):
+
+* a variable a profile lacks renders as empty and is reported as a *warning*
+  (the name is recorded), so an optional field never blocks a send;
+* anything else that goes wrong while rendering (a division by zero, a type
+  error, a sandbox violation, a failing filter) is a critical `RenderError` that
+  names the part, the template line and the reason.
+
+Syntax errors are found when the templates are compiled: `TemplateSyntaxProblem`.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from typing import Any, NamedTuple
+
+from jinja2 import ChainableUndefined, DictLoader, Environment, Template, TemplateError
+from jinja2.debug import rewrite_traceback_stack
+from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
+
+from bot.domain.errors import DomainError
+
+PARTS = ("subject", "html", "text")
+
+# The names of missing variables used by the render in progress (None: not rendering).
+_MISSING: ContextVar[list[str] | None] = ContextVar("greenlight_missing_variables", default=None)
+
+
+class RenderError(DomainError):
+    """A message could not be rendered for one profile: a critical preparation error."""
+
+    def __init__(self, part: str, line: int | None, reason: str) -> None:
+        self.part = part
+        self.line = line
+        self.reason = reason
+        where = f"{part}, line {line}" if line else part
+        super().__init__(f"{where}: {reason}")
+
+
+class TemplateSyntaxProblem(DomainError):
+    """A part does not compile; every broken part is listed with its line."""
+
+    def __init__(self, problems: list[dict[str, Any]]) -> None:
+        self.problems = problems
+        first = problems[0]
+        self.part: str = first["part"]
+        self.line: int | None = first["line"]
+        self.reason: str = first["reason"]
+        text = "; ".join(f"{p['part']}, line {p['line']}: {p['reason']}" for p in problems)
+        super().__init__(f"template syntax error: {text}")
+
+
+class RenderedMessage(NamedTuple):
+    """One personalised message; `warnings` holds the missing variables it used."""
+
+    subject: str
+    html: str | None
+    text: str | None
+    warnings: tuple[str, ...]
+
+
+class MissingVariable(ChainableUndefined):
+    """Renders as empty and records its name; a sandbox refusal still raises.
+
+    Chainable, so `{{ profile.nickname.title() }}` is as lenient as
+    `{{ nickname }}`. Output, loops and `==` record the name; truth tests
+    (`{% if nickname %}`), `is defined` and `default` do not: the template already
+    handles the missing value there. Arithmetic and comparisons of order still fail
+    (there is no sensible result) and are critical errors.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        hint: str | None = None,
+        obj: Any = missing,
+        name: str | None = None,
+        exc: type[TemplateError] = UndefinedError,
+    ) -> None:
+        if exc is SecurityError:
+            # The sandbox reports unsafe attribute access as an Undefined that only
+            # fails when used; stop at once so it can never render silently.
+            raise SecurityError(hint or f"access to {name!r} is unsafe")
+        super().__init__(hint, obj, name, exc)
+
+    def _note(self) -> None:
+        sink = _MISSING.get()
+        if sink is not None:
+            name = self._undefined_name
+            sink.append(str(name) if name is not None else "?")
+
+    def __str__(self) -> str:
+        self._note()
+        return ""
+
+    def __html__(self) -> str:
+        self._note()
+        return ""
+
+    def __iter__(self) -> Iterator[Any]:
+        self._note()
+        return iter(())
+
+    def __len__(self) -> int:
+        self._note()
+        return 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> MissingVariable:
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        self._note()
+        return type(self) is type(other)
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return id(type(self))
+
+
+class _PartLoader(DictLoader):
+    """A DictLoader whose "filename" is the part's name, so tracebacks name the part."""
+
+    def get_source(
+        self, environment: Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        source, _, uptodate = super().get_source(environment, template)
+        return source, template, uptodate
+
+
+def _autoescape(name: str | None) -> bool:
+    return name == "html"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, SecurityError):
+        return f"not allowed in templates: {exc}"
+    if isinstance(exc, UndefinedError):
+        return f"{exc}: this profile has no value for it and the expression needs one"
+    if isinstance(exc, TemplateError):
+        return str(exc) or type(exc).__name__
+    text = str(exc)
+    return f"{text} ({type(exc).__name__})" if text else type(exc).__name__
+
+
+def _line_of(exc: BaseException, part: str) -> int | None:
+    """The template line of the innermost frame that ran the part's code."""
+    line = None
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == part:
+            line = frame.lineno
+    if line is None:
+        line = getattr(exc, "lineno", None)
+    return line
+
+
+def _one_line(subject: str) -> str:
+    """A subject is a header: no line breaks may come from the data."""
+    if "\n" in subject or "\r" in subject or "\t" in subject:
+        return " ".join(subject.split())
+    return subject.strip()
+
+
+class MessageTemplates:
+    """A delivery's subject, HTML and text compiled once, rendered per profile.
+
+    `html` and `text` may be None (a delivery has one or both); they render as None.
+    Autoescaping is on for the HTML part only: a profile value containing `<` is
+    text in HTML, and stays as typed in the subject and the text part.
+    """
+
+    def __init__(self, subject: str, html: str | None, text: str | None) -> None:
+        sources = {"subject": subject or ""}
+        if html is not None:
+            sources["html"] = html
+        if text is not None:
+            sources["text"] = text
+        self.environment = ImmutableSandboxedEnvironment(
+            loader=_PartLoader(sources),
+            autoescape=_autoescape,
+            undefined=MissingVariable,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            auto_reload=False,
+        )
+        compiled: dict[str, Template] = {}
+        problems: list[dict[str, Any]] = []
+        for part in PARTS:
+            if part not in sources:
+                continue
+            try:
+                compiled[part] = self.environment.get_template(part)
+            except TemplateSyntaxError as exc:
+                problems.append(
+                    {"part": part, "line": exc.lineno, "reason": exc.message or str(exc)}
+                )
+        if problems:
+            raise TemplateSyntaxProblem(problems)
+        self._subject = compiled["subject"]
+        self._html = compiled.get("html")
+        self._text = compiled.get("text")
+        self._globals = dict(self._subject.globals)
+
+    def render(self, context: Mapping[str, Any]) -> RenderedMessage:
+        """Render every part; RenderError on the first part that fails.
+
+        The three parts share one context dict (the environment's globals plus the
+        profile's variables) instead of each copying it, as `Template.render` would:
+        a quarter of the cost of a render, over a hundred thousand profiles.
+        """
+        parent = {**self._globals, **context}
+        used: list[str] = []
+        token = _MISSING.set(used)
+        part = "subject"
+        try:
+            subject = _run(self._subject, parent)
+            html = text = None
+            if self._html is not None:
+                part = "html"
+                html = _run(self._html, parent)
+            if self._text is not None:
+                part = "text"
+                text = _run(self._text, parent)
+        except Exception:
+            # Map the frames of compiled template code back to template lines.
+            exc = rewrite_traceback_stack()
+            raise RenderError(part, _line_of(exc, part), _reason(exc)) from exc
+        finally:
+            _MISSING.reset(token)
+        warnings = tuple(dict.fromkeys(used)) if used else ()
+        return RenderedMessage(_one_line(subject), html, text, warnings)
+
+
+def _run(template: Template, parent: dict[str, Any]) -> str:
+    return "".join(template.root_render_func(template.new_context(parent, shared=True)))
+
+
+def profile_context(
+    *,
+    email: str,
+    first_name: str | None,
+    last_name: str | None,
+    timezone: str | None,
+    attributes: Mapping[str, Any] | None,
+    delivery: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The variables a template sees for one profile.
+
+    Each attribute is a top-level variable; the known fields win over attributes of
+    the same name. `profile` holds all of them, `delivery` the delivery's ref and
+    name. A value that is None counts as missing (empty, with a warning).
+    """
+    profile: dict[str, Any] = {}
+    if attributes:
+        for key, value in attributes.items():
+            if value is not None:
+                profile[key] = value
+    profile["email"] = email
+    if first_name is not None:
+        profile["first_name"] = first_name
+    if last_name is not None:
+        profile["last_name"] = last_name
+    if timezone is not None:
+        profile["timezone"] = timezone
+    context = dict(profile)
+    context["profile"] = profile
+    context["delivery"] = delivery
+    return context
