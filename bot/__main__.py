@@ -107,6 +107,7 @@ def cmd_deliveries_list(services: Services, args: argparse.Namespace) -> int:
 
 def cmd_deliveries_prepare(services: Services, args: argparse.Namespace) -> int:
     from bot.services.prepare import prepare_delivery
+    from bot.textviews import error_text, warning_text
 
     result = prepare_delivery(services, args.ref, actor="cli")
     data = _as_dict(result)
@@ -118,11 +119,12 @@ def cmd_deliveries_prepare(services: Services, args: argparse.Namespace) -> int:
         f"excluded {data['excluded']}, to deliver {data['to_deliver']}"
     )
     for reason, count in sorted(data.get("exclusions", {}).items()):
-        print(f"  excluded, {reason}: {count}")
+        if count:
+            print(f"  excluded, {reason}: {count}")
     for w in data.get("warnings", []):
-        print(f"  warning: {w}")
+        print(f"  warning: {warning_text(w)}")
     for e in data.get("errors", []):
-        print(f"  error: {e}")
+        print(f"  error: {error_text(e)}")
     if data.get("errors"):
         print("the delivery cannot be confirmed until these errors are fixed and it is prepared")
         return 1

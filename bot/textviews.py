@@ -7,6 +7,23 @@ from typing import Any
 from bot.domain.kpi import DASH, format_pct
 
 
+def error_text(err: dict[str, Any]) -> str:
+    """A critical preparation error as a sentence: who, where, why."""
+    if err.get("omitted"):
+        return str(err["reason"])
+    where = f"{err['part']} line {err['line']}" if err.get("line") else str(err.get("part") or "")
+    who = f"{err['email']}: " if err.get("email") else ""
+    return f"{who}{where}: {err['reason']}" if where else f"{who}{err['reason']}"
+
+
+def warning_text(w: dict[str, Any]) -> str:
+    emails = ", ".join(w.get("emails", []))
+    more = f" (e.g. {emails})" if emails else ""
+    return (
+        f"{w.get('kind', 'warning')} {w.get('name', '')!r} for {w.get('count', 0)} profile(s){more}"
+    )
+
+
 def _schedule_text(schedule: dict[str, Any], recurrence: dict[str, Any] | None) -> str:
     if recurrence:
         text = f"recurring, cron {recurrence['cron']} ({recurrence['timezone']})"
@@ -57,9 +74,9 @@ def delivery_text(d: dict[str, Any]) -> str:
         for reason, count in prep["exclusions"].items():
             lines.append(f"    {reason}: {count}")
         for err in prep["errors"]:
-            lines.append(f"  error: {err}")
+            lines.append(f"  error: {error_text(err)}")
         for warning in prep["warnings"]:
-            lines.append(f"  warning: {warning}")
+            lines.append(f"  warning: {warning_text(warning)}")
     lines += ["", "Deployment:", *kpi_lines(d)]
     for e in d["executions"]:
         lines += ["", f"Execution {e['key']} ({e['state']}):", *kpi_lines(e)]

@@ -1,0 +1,393 @@
+"""One delivery definition as written in a deliveries YAML file, and its hash.
+
+The pydantic model checks everything that can be checked without the database
+(shape, unknown fields, addresses, time zones, cron, templates, the validity period,
+the rules between fields), so that an import can list every problem of a file at
+once. Cross-field rules raise `FieldError`, which names the field it is about:
+pydantic would otherwise report them against the whole entry.
+
+`definition_hash` covers exactly what changes what is sent (content, sender, audience,
+schedule, recurrence, validity, EFS) and not the name or the Slack channel: a
+preparation stays valid across a rename, and is invalidated by anything else.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+from datetime import UTC, date, datetime, timedelta
+from functools import cache, lru_cache
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from apscheduler.triggers.cron import CronTrigger
+from email_validator import EmailNotValidError, validate_email
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bot.domain.errors import DomainError
+from bot.domain.schedule import (
+    DEFAULT_VALIDITY,
+    Aggregation,
+    ScheduleMode,
+    check_request_confirmation,
+    check_validity,
+    default_request_confirmation,
+    parse_duration,
+)
+
+REF_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+_HEADER_UNSAFE = re.compile(r"[\r\n\x00]")
+_NAMED_ADDRESS = re.compile(r"^(?P<name>[^<>]*)<(?P<addr>[^<>]*)>$")
+
+
+class FieldError(ValueError):
+    """A rule between fields broke; `field` is the one to fix (dotted, relative)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@lru_cache(maxsize=256)
+def zone(name: str) -> ZoneInfo:
+    """The IANA zone `name`, or ValueError with an example of a valid name."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{name!r} is not a known time zone; use an IANA name like Europe/Paris"
+        ) from None
+
+
+@cache
+def _template_env() -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment()
+
+
+def check_template(source: str) -> str:
+    """Parse (not render) a template, so a syntax error is caught at import time."""
+    try:
+        _template_env().parse(source)
+    except TemplateSyntaxError as exc:
+        message = f"template syntax error on template line {exc.lineno}: {exc.message}"
+        raise ValueError(message) from None
+    return source
+
+
+def check_address(value: str) -> str:
+    """An address, bare or as `Name <addr>`; only its syntax is checked (no DNS)."""
+    text = value.strip()
+    if _HEADER_UNSAFE.search(text):
+        raise ValueError("an address must be on one line")
+    match = _NAMED_ADDRESS.match(text)
+    addr = match.group("addr").strip() if match else text
+    if not addr:
+        raise ValueError(f"{value!r} has no address; write news@example.com or Name <news@…>")
+    try:
+        validate_email(addr, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"{addr!r} is not a valid address: {exc}") from None
+    return text
+
+
+def _no_bare_date(value: Any) -> Any:
+    """YAML reads `2026-11-27` as a date; a contact date needs a time as well."""
+    if isinstance(value, date) and not isinstance(value, datetime):
+        raise ValueError("give a date and a time, like 2026-11-27T08:00")
+    if isinstance(value, str) and re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", value):
+        raise ValueError("give a date and a time, like 2026-11-27T08:00")
+    return value
+
+
+Address = Annotated[str, Field(min_length=3, max_length=400)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScheduleDefinition(_Strict):
+    mode: ScheduleMode = ScheduleMode.ON_CONFIRM
+    at: Annotated[datetime | None, BeforeValidator(_no_bare_date)] = None
+    timezone: str | None = Field(default=None, max_length=64)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            zone(value)
+        return value
+
+    @model_validator(mode="after")
+    def _mode_fields(self) -> ScheduleDefinition:
+        if self.mode is ScheduleMode.AT:
+            if self.at is None:
+                raise FieldError("at", "mode: at needs a contact date, like at: 2026-11-27T08:00")
+            if self.timezone is None:
+                raise FieldError(
+                    "timezone", "mode: at needs a time zone, like timezone: Europe/Paris"
+                )
+        else:
+            for name in ("at", "timezone"):
+                if getattr(self, name) is not None:
+                    raise FieldError(
+                        name, f"{name} is used only with mode: at; set mode: at or remove {name}"
+                    )
+        return self
+
+    def at_utc(self) -> datetime | None:
+        """The contact date in UTC; a date without an offset is read in `timezone`."""
+        if self.at is None:
+            return None
+        at = self.at
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=zone(self.timezone or "UTC"))
+        return at.astimezone(UTC)
+
+
+class RecurrenceDefinition(_Strict):
+    cron: str = Field(min_length=1, max_length=120)
+    timezone: str = Field(max_length=64)
+    aggregation: Aggregation = Aggregation.NONE
+    request_confirmation: bool | None = None
+    approvals_required: int = Field(default=1, ge=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        zone(value)
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        try:
+            CronTrigger.from_crontab(value, timezone=UTC)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a cron expression ({exc}); write 5 fields like '0 9 * * 1' "
+                "(minute hour day-of-month month day-of-week)"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _confirmation(self) -> RecurrenceDefinition:
+        if self.request_confirmation is None:
+            self.request_confirmation = default_request_confirmation(self.aggregation)
+            return self
+        try:
+            check_request_confirmation(self.aggregation, self.request_confirmation)
+        except DomainError as exc:
+            raise FieldError("request_confirmation", str(exc)) from None
+        return self
+
+
+class DeliveryDefinition(_Strict):
+    """One entry of a deliveries YAML file (DESIGN.md, "Public interfaces")."""
+
+    ref: str = Field(min_length=1, max_length=100)
+    name: str = Field(min_length=1, max_length=300)
+    audience: str = Field(min_length=1, max_length=200)
+    sender: Address = Field(alias="from")
+    reply_to: Address | None = None
+    subject: str = Field(min_length=1)
+    html: str | None = None
+    text: str | None = None
+    schedule: ScheduleDefinition | None = None
+    recurrence: RecurrenceDefinition | None = None
+    validity: timedelta = DEFAULT_VALIDITY
+    efs: bool = False
+    slack_channel: str | None = Field(default=None, min_length=1, max_length=100)
+
+    @field_validator("ref", mode="before")
+    @classmethod
+    def _ref_hint(cls, value: Any) -> Any:
+        if isinstance(value, str) and not re.match(REF_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is not a ref; use lower-case letters, digits, - and _, "
+                "starting with a letter or digit (like spring-sale)"
+            )
+        return value
+
+    @field_validator("sender", "reply_to")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else check_address(value)
+
+    @field_validator("subject", "html", "text")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        return None if value is None else check_template(value)
+
+    @field_validator("subject")
+    @classmethod
+    def _one_line_subject(cls, value: str) -> str:
+        if _HEADER_UNSAFE.search(value.strip()):
+            raise ValueError("the subject must be on one line")
+        return value.strip()
+
+    @field_validator("validity", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> timedelta:
+        if isinstance(value, timedelta):
+            period = value
+        elif isinstance(value, str):
+            try:
+                period = parse_duration(value)
+            except DomainError as exc:
+                raise ValueError(str(exc)) from None
+        else:
+            raise ValueError("write the validity period like 3d12h, 36h or 90m")
+        try:
+            return check_validity(period)
+        except DomainError as exc:
+            raise ValueError(str(exc)) from None
+
+    @field_validator("slack_channel")
+    @classmethod
+    def _channel(cls, value: str | None) -> str | None:
+        if value is not None and re.search(r"\s", value):
+            raise ValueError("a Slack channel is an id like C0123456789 (no spaces)")
+        return value
+
+    @model_validator(mode="after")
+    def _between_fields(self) -> DeliveryDefinition:
+        if not (self.html or self.text):
+            raise FieldError("html", "a delivery needs an html body, a text body, or both")
+        if self.recurrence is not None and self.schedule is not None:
+            raise FieldError(
+                "schedule",
+                "a recurring delivery starts at each occurrence of its recurrence, so it "
+                "cannot also have a schedule; remove schedule or recurrence",
+            )
+        return self
+
+    # What the database stores and what the hash covers -----------------------------
+
+    def columns(self) -> dict[str, Any]:
+        """The Delivery columns this definition sets (without audience_id and state)."""
+        schedule = self.schedule or ScheduleDefinition()
+        recurrence = self.recurrence
+        return {
+            "ref": self.ref,
+            "name": self.name,
+            "sender": self.sender,
+            "reply_to": self.reply_to,
+            "subject": self.subject,
+            "html": self.html,
+            "text": self.text,
+            "schedule_mode": schedule.mode.value,
+            "scheduled_at": schedule.at_utc(),
+            "schedule_timezone": schedule.timezone,
+            "recurrence_cron": recurrence.cron if recurrence else None,
+            "recurrence_timezone": recurrence.timezone if recurrence else None,
+            "aggregation": (recurrence.aggregation if recurrence else Aggregation.NONE).value,
+            "request_confirmation": bool(recurrence and recurrence.request_confirmation),
+            "approvals_required": recurrence.approvals_required if recurrence else 1,
+            "validity_seconds": int(self.validity.total_seconds()),
+            "efs": self.efs,
+            "slack_channel": self.slack_channel,
+        }
+
+    def hash(self) -> str:
+        return definition_hash(self.columns(), self.audience)
+
+
+# Columns that change what is sent; name and slack_channel are left out on purpose.
+HASHED_COLUMNS = (
+    "sender",
+    "reply_to",
+    "subject",
+    "html",
+    "text",
+    "schedule_mode",
+    "scheduled_at",
+    "schedule_timezone",
+    "recurrence_cron",
+    "recurrence_timezone",
+    "aggregation",
+    "request_confirmation",
+    "approvals_required",
+    "validity_seconds",
+    "efs",
+)
+
+
+def definition_hash(columns: dict[str, Any], audience: str) -> str:
+    """sha256 of a canonical JSON of what is sent; the same for a file entry and a row."""
+    canon: dict[str, Any] = {"audience": audience}
+    for name in HASHED_COLUMNS:
+        value = columns.get(name)
+        if isinstance(value, datetime):
+            value = value.astimezone(UTC).isoformat()
+        canon[name] = value
+    blob = json.dumps(canon, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def delivery_hash(delivery: Any) -> str:
+    """The hash of a stored Delivery row (to check a row against its definition_hash)."""
+    columns = {name: getattr(delivery, name) for name in HASHED_COLUMNS}
+    return definition_hash(columns, delivery.audience.name)
+
+
+def error_field(err: Any) -> str | None:
+    """The dotted field path of one pydantic error, with FieldError's field appended."""
+    parts = [str(p) for p in err.get("loc", ())]
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldError):
+        parts.append(cause.field)
+    return ".".join(parts) or None
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def error_reason(err: Any) -> str:
+    """pydantic's message, minus its "Value error, " prefix; an unknown field gets the
+    closest known name and the list of known ones."""
+    kind = err.get("type")
+    if kind == "extra_forbidden":
+        loc = [str(p) for p in err.get("loc", ())]
+        section = loc[0] if len(loc) > 1 else None
+        model = {"schedule": ScheduleDefinition, "recurrence": RecurrenceDefinition}.get(
+            section or "", DeliveryDefinition
+        )
+        known = _field_names(model)
+        close = difflib.get_close_matches(loc[-1] if loc else "", known, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        where = f" of {section}" if section else ""
+        return f"unknown field; {hint}the fields{where} are: {', '.join(known)}"
+    if kind == "missing":
+        return "this field is required"
+    message = str(err.get("msg", "invalid value"))
+    return message.removeprefix("Value error, ")
+
+
+__all__ = [
+    "DeliveryDefinition",
+    "FieldError",
+    "RecurrenceDefinition",
+    "ScheduleDefinition",
+    "ValidationError",
+    "check_address",
+    "check_template",
+    "definition_hash",
+    "delivery_hash",
+    "error_field",
+    "error_reason",
+    "zone",
+]

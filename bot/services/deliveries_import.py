@@ -1,0 +1,345 @@
+"""`deliveries import FILE.yml`: create or update deliveries by ref, all or nothing.
+
+A file is checked whole before anything is written, and every problem is listed with
+the file, the entry (its position, ref and YAML line) and the field, so one run of the
+command shows everything to fix. Deliveries that are in the database but not in the
+file are left alone: a file need not hold every delivery.
+
+A change to what is sent (see `definitions.definition_hash`) is allowed only while a
+delivery is being edited or is ready; a ready delivery goes back to editing and must
+be prepared again. Renaming or moving a delivery to another Slack channel is allowed
+in any state. Importing the same file twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from bot.bootstrap import Services
+from bot.domain.errors import DomainError
+from bot.domain.lifecycle import Action, DeliveryState, can, transition
+from bot.services import audit
+from bot.services.definitions import DeliveryDefinition, error_field, error_reason
+from bot.services.errors import InputRejected, Problem
+from bot.services.profiles_import import read_input
+from bot.store.models import Audience, Delivery
+
+# Changing only these never invalidates a preparation.
+COSMETIC = ("name", "slack_channel")
+
+
+@dataclass
+class DeliveriesImportReport:
+    """What an import did, by ref; `back_to_editing` must be prepared again."""
+
+    file: str
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    back_to_editing: list[str] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+@dataclass
+class _Entry:
+    index: int  # 1-based position in the file
+    line: int  # YAML line where the entry starts
+    ref: str | None
+    data: Any
+    definition: DeliveryDefinition | None = None
+
+    def where(self) -> str:
+        ref = f"ref {self.ref}, " if self.ref else ""
+        return f"entry {self.index} ({ref}line {self.line})"
+
+
+def import_deliveries(
+    services: Services, path: str | Path, actor: str = "cli"
+) -> DeliveriesImportReport:
+    """Create or update every delivery of the YAML file at `path`, or none of them.
+
+    Raises InputRejected listing every problem when any entry is bad, an audience is
+    missing, or a delivery that cannot change now would change.
+    """
+    path = Path(path)
+    name = str(path)
+    entries, problems = _parse(name, read_input(path))
+    report = DeliveriesImportReport(file=name)
+    now = services.clock.now()
+    try:
+        with services.sessions.begin() as session:
+            plans, db_problems = _plan(session, name, entries, now, report)
+            problems.extend(db_problems)
+            if problems:
+                problems.sort(key=_problem_order)
+                raise InputRejected(problems)
+            for entry, delivery, audience in plans:
+                _apply(session, services, entry, delivery, audience, actor, report)
+    except IntegrityError as exc:
+        raise DomainError(
+            "another import created one of these deliveries at the same moment; nothing "
+            "of this one was applied: run it again"
+        ) from exc
+    return report
+
+
+# Reading the file ----------------------------------------------------------------------
+
+
+def _parse(name: str, raw: bytes) -> tuple[list[_Entry], list[Problem]]:
+    """Decode and check every entry; problems of shape and content, no database."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        return [], [Problem(name, f"line {line}", None, "not UTF-8 text; save it as UTF-8")]
+    try:
+        root, data = _load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "file"
+        reason = getattr(exc, "problem", None) or str(exc)
+        return [], [Problem(name, where, None, f"not valid YAML: {reason}")]
+    if root is None:
+        return [], [Problem(name, "file", None, "the file is empty; list deliveries as - ref: …")]
+    if not isinstance(root, yaml.SequenceNode):
+        return [], [
+            Problem(
+                name,
+                f"line {root.start_mark.line + 1}",
+                None,
+                "the file must be a list of deliveries, each starting with '- ref: …'",
+            )
+        ]
+    entries: list[_Entry] = []
+    problems: list[Problem] = []
+    for index, (node, item) in enumerate(zip(root.value, data, strict=True), start=1):
+        ref = item.get("ref") if isinstance(item, dict) else None
+        entry = _Entry(index, node.start_mark.line + 1, ref if isinstance(ref, str) else None, item)
+        entries.append(entry)
+        if not isinstance(node, yaml.MappingNode):
+            problems.append(
+                Problem(name, entry.where(), None, "an entry must be a mapping (ref: …, name: …)")
+            )
+            continue
+        duplicates = _duplicate_keys(node)
+        problems.extend(Problem(name, entry.where(), f, r) for f, r in duplicates)
+        try:
+            entry.definition = DeliveryDefinition.model_validate(item)
+        except ValidationError as exc:
+            problems.extend(
+                Problem(name, entry.where(), error_field(err), error_reason(err))
+                for err in exc.errors()
+            )
+        if duplicates:
+            entry.definition = None
+    problems.extend(_duplicate_refs(name, entries))
+    return entries, problems
+
+
+def _load(text: str) -> tuple[yaml.Node | None, Any]:
+    """Parse once, keeping the node tree (for line numbers) and the plain data."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    finally:
+        loader.dispose()
+    return node, data
+
+
+def _duplicate_keys(node: yaml.MappingNode, prefix: str = "") -> list[tuple[str, str]]:
+    """YAML keeps the last of two equal keys silently; a person meant one of them."""
+    found: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            found.append((prefix + key, f"this field appears twice (lines {seen[key]} and {line})"))
+        seen.setdefault(key, line)
+        if isinstance(value_node, yaml.MappingNode):
+            found.extend(_duplicate_keys(value_node, f"{prefix}{key}."))
+    return found
+
+
+def _duplicate_refs(name: str, entries: list[_Entry]) -> list[Problem]:
+    first: dict[str, _Entry] = {}
+    problems = []
+    for entry in entries:
+        if entry.ref is None:
+            continue
+        if entry.ref in first:
+            other = first[entry.ref]
+            problems.append(
+                Problem(
+                    name,
+                    entry.where(),
+                    "ref",
+                    f"ref {entry.ref!r} is already used by entry {other.index} "
+                    f"(line {other.line}); each ref must be unique in a file",
+                )
+            )
+            entry.definition = None
+        else:
+            first[entry.ref] = entry
+    return problems
+
+
+def _problem_order(problem: Problem) -> tuple[int, str]:
+    where = problem.where
+    number = where.split(" ", 2)[1] if where.startswith(("entry ", "line ")) else "0"
+    return (int(number) if number.isdigit() else 0, where)
+
+
+# Checking against the database and applying -----------------------------------------
+
+
+def _plan(
+    session: Session,
+    name: str,
+    entries: list[_Entry],
+    now: Any,
+    report: DeliveriesImportReport,
+) -> tuple[list[tuple[_Entry, Delivery | None, Audience]], list[Problem]]:
+    """Match each valid entry to its audience and existing delivery; refuse what can't be."""
+    valid = [e for e in entries if e.definition is not None]
+    # Every entry that names an audience is checked, valid or not, to list every problem.
+    named = {e.index: e.data["audience"] for e in entries if _names_audience(e)}
+    query = select(Audience).where(Audience.name.in_(set(named.values())))
+    audiences = {a.name: a for a in session.scalars(query)}
+    refs = [e.definition.ref for e in valid if e.definition]
+    existing = {d.ref: d for d in session.scalars(select(Delivery).where(Delivery.ref.in_(refs)))}
+    problems = [
+        Problem(
+            name,
+            entry.where(),
+            "audience",
+            f"audience {named[entry.index]!r} does not exist; import profiles with "
+            f"--audience {named[entry.index]} first",
+        )
+        for entry in entries
+        if entry.index in named and named[entry.index] not in audiences
+    ]
+    plans = []
+    for entry in valid:
+        definition = entry.definition
+        assert definition is not None
+        audience = audiences.get(definition.audience)
+        if audience is None:
+            continue
+        delivery = existing.get(definition.ref)
+        if delivery is not None and delivery.definition_hash != definition.hash():
+            state = DeliveryState(delivery.state)
+            if not can(Action.EDIT, state):
+                problems.append(
+                    Problem(
+                        name,
+                        entry.where(),
+                        None,
+                        f"delivery {definition.ref!r} is {state.value} and cannot change now; "
+                        "only a delivery that is editing or ready can change what it sends "
+                        "(its name and slack_channel can still change)",
+                    )
+                )
+                continue
+        at = definition.schedule.at_utc() if definition.schedule else None
+        if at is not None and at <= now:
+            report.warnings.append(
+                Problem(
+                    name,
+                    entry.where(),
+                    "schedule.at",
+                    f"{at.isoformat()} is in the past: once confirmed, it starts at once",
+                )
+            )
+        plans.append((entry, delivery, audience))
+    return plans, problems
+
+
+def _names_audience(entry: _Entry) -> bool:
+    return isinstance(entry.data, dict) and isinstance(entry.data.get("audience"), str)
+
+
+def _apply(
+    session: Session,
+    services: Services,
+    entry: _Entry,
+    delivery: Delivery | None,
+    audience: Audience,
+    actor: str,
+    report: DeliveriesImportReport,
+) -> None:
+    definition = entry.definition
+    assert definition is not None
+    now = services.clock.now()
+    columns = definition.columns()
+    new_hash = definition.hash()
+    if delivery is None:
+        delivery = Delivery(
+            **columns,
+            audience_id=audience.id,
+            state=DeliveryState.EDITING.value,
+            definition_hash=new_hash,
+            preparation_errors=[],
+            preparation_warnings=[],
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(delivery)
+        report.created.append(definition.ref)
+        audit.record(
+            session,
+            services.clock,
+            actor=actor,
+            action="delivery.create",
+            subject_kind="delivery",
+            subject_ref=definition.ref,
+            detail={"file": report.file, "definition_hash": new_hash},
+        )
+        return
+
+    changed = sorted(k for k, v in columns.items() if getattr(delivery, k) != v)
+    if delivery.audience_id != audience.id:
+        changed.append("audience")
+    if not changed and delivery.definition_hash == new_hash:
+        report.unchanged.append(definition.ref)
+        return
+    before = DeliveryState(delivery.state)
+    after = before
+    if delivery.definition_hash != new_hash:
+        after = transition(before, Action.EDIT)
+        for key, value in columns.items():
+            setattr(delivery, key, value)
+        delivery.audience_id = audience.id
+        delivery.definition_hash = new_hash
+        delivery.state = after.value
+        if before is not after:
+            report.back_to_editing.append(definition.ref)
+    else:
+        for key in COSMETIC:
+            setattr(delivery, key, columns[key])
+    delivery.updated_at = now
+    report.updated.append(definition.ref)
+    audit.record(
+        session,
+        services.clock,
+        actor=actor,
+        action="delivery.update",
+        subject_kind="delivery",
+        subject_ref=definition.ref,
+        detail={
+            "file": report.file,
+            "changed": changed,
+            "state": {"from": before.value, "to": after.value},
+            "definition_hash": new_hash,
+        },
+    )

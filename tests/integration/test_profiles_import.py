@@ -1,0 +1,379 @@
+"""`profiles import`: all or nothing, idempotent, every bad line named, audiences kept current.
+
+examples/profiles.csv holds 300 data rows (examples/README.md): 293 distinct valid
+addresses, 4 case variants of 4 of those (`Paula.michel532@EXAMPLE.COM` next to
+`paula.michel532@example.com`), and 3 syntactically invalid addresses. All 300 become
+profiles; preparation later excludes 3 as invalid and 4 as duplicates.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select, text
+
+from bot.bootstrap import Services
+from bot.clock import FixedClock
+from bot.services.errors import InputRejected, NotFound, Problem
+from bot.services.profiles_import import address_problem, import_profiles, parse_profiles
+from bot.store.models import Audience, AudienceMember, AuditEntry, Delivery, Profile
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+HEADER = "email,first_name,last_name,timezone,plan\n"
+
+
+def write(tmp_path: Path, content: str | bytes, name: str = "profiles.csv") -> Path:
+    path = tmp_path / name
+    path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+    return path
+
+
+def snapshot(services: Services) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the tables an import writes (the audit log aside), in a fixed order."""
+    tables = {
+        "profiles": "SELECT id, email, email_key, first_name, last_name, timezone, attributes, "
+        "email_status, error_count, created_at, updated_at FROM profiles ORDER BY id",
+        "audiences": "SELECT id, name, version, created_at, updated_at FROM audiences ORDER BY id",
+        "members": "SELECT audience_id, profile_id FROM audience_members "
+        "ORDER BY audience_id, profile_id",
+        "deliveries": "SELECT id, ref, state, updated_at FROM deliveries ORDER BY id",
+    }
+    with services.engine.connect() as conn:
+        return {
+            name: [tuple(str(v) for v in row) for row in conn.execute(text(query))]
+            for name, query in tables.items()
+        }
+
+
+def profiles(services: Services) -> dict[str, Profile]:
+    with services.sessions() as s:
+        return {p.email: p for p in s.scalars(select(Profile))}
+
+
+def add_delivery(services: Services, audience: str, ref: str, state: str) -> None:
+    now = services.clock.now()
+    with services.sessions.begin() as s:
+        audience_id = s.scalar(select(Audience.id).where(Audience.name == audience))
+        s.add(
+            Delivery(
+                ref=ref,
+                name=ref,
+                audience_id=audience_id,
+                sender="news@example.com",
+                subject="Hello",
+                text="Hello",
+                validity_seconds=3600,
+                state=state,
+                definition_hash="0" * 64,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+
+
+def delivery_state(services: Services, ref: str) -> str:
+    with services.sessions() as s:
+        return s.scalars(select(Delivery.state).where(Delivery.ref == ref)).one()
+
+
+# The example file ---------------------------------------------------------------------
+
+
+def test_example_file_imports_every_row(services: Services) -> None:
+    report = import_profiles(services, EXAMPLES / "profiles.csv", "newsletter")
+
+    assert (report.rows, report.created, report.updated, report.unchanged) == (300, 300, 0, 0)
+    assert report.members_added == 300
+    assert report.audience_created and report.audience_version == 1
+    assert report.invalid_addresses == 3
+    stored = profiles(services)
+    assert len(stored) == 300
+    assert len({p.email_key for p in stored.values()}) == 296
+    assert {"not-an-email", "a@@example.com", "bob smith@example.com"} <= set(stored)
+    case_warnings = [w for w in report.warnings if "only in letter case" in w.reason]
+    invalid_warnings = [w for w in report.warnings if "not a valid address" in w.reason]
+    assert len(case_warnings) == 4 and len(invalid_warnings) == 3
+    assert stored["paula.michel532@example.com"].email_key == "paula.michel532@example.com"
+    assert stored["Paula.michel532@EXAMPLE.COM"].email_key == "paula.michel532@example.com"
+
+
+def test_reimport_changes_nothing(services: Services, clock: FixedClock) -> None:
+    import_profiles(services, EXAMPLES / "profiles.csv", "newsletter")
+    before = snapshot(services)
+    clock.advance(timedelta(hours=1))
+
+    report = import_profiles(services, EXAMPLES / "profiles.csv", "newsletter")
+
+    assert (report.rows, report.created, report.updated, report.unchanged) == (300, 0, 0, 300)
+    assert report.members_added == 0 and not report.audience_created
+    assert report.audience_version == 1
+    assert report.invalid_addresses == 0  # counted among created profiles only
+    assert snapshot(services) == before
+
+
+# All or nothing -----------------------------------------------------------------------
+
+
+def test_a_file_with_bad_lines_changes_nothing_and_lists_every_one(
+    services: Services, tmp_path: Path
+) -> None:
+    good = write(tmp_path, HEADER + "ann@example.com,Ann,Lee,Europe/Paris,pro\n", "good.csv")
+    import_profiles(services, good, "newsletter")
+    before = snapshot(services)
+    long_email = "x" * 310 + "@example.com"
+    bad = write(
+        tmp_path,
+        (HEADER + "ann@example.com,Annie,Lee,Europe/Paris,team\n").encode()  # line 2: fine
+        + b"bob@example.com,Bob,Stone,Europe/Paris\n"  # line 3: 4 fields
+        + b"cara@example.com,Cara,Diaz,,free\n"  # line 4: fine
+        + b" ,Dan,Eve,,free\n"  # line 5: empty email
+        + b"eve@example.com,\xe9ve,Fox,,free\n"  # line 6: Latin-1, not UTF-8
+        + b"finn@example.com,Finn,Gray,Europe/Pariss,free\n"  # line 7: unknown zone
+        + f"{long_email},Gus,Hill,,free\n".encode(),  # line 8: too long
+        "bad.csv",
+    )
+
+    with pytest.raises(InputRejected) as caught:
+        import_profiles(services, bad, "newsletter")
+
+    name = str(bad)
+    assert caught.value.problems == [
+        Problem(name, "line 3", None, "expected 5 fields (as in the header), found 4"),
+        Problem(name, "line 5", "email", "the email is empty"),
+        Problem(
+            name,
+            "line 6",
+            None,
+            "not UTF-8 text (byte 0xe9 at column 17); save the file as UTF-8",
+        ),
+        Problem(
+            name,
+            "line 7",
+            "timezone",
+            "'Europe/Pariss' is not a known time zone; use an IANA name like Europe/Paris",
+        ),
+        Problem(name, "line 8", "email", "longer than 320 characters"),
+    ]
+    assert "nothing was imported; fix 5 problems" in str(caught.value)
+    assert snapshot(services) == before
+
+
+def test_header_must_name_an_email_column(services: Services, tmp_path: Path) -> None:
+    path = write(tmp_path, "mail;first_name\nann@example.com;Ann\n")
+    with pytest.raises(InputRejected) as caught:
+        import_profiles(services, path)
+    (problem,) = caught.value.problems
+    assert (problem.where, problem.field) == ("line 1", "email")
+    assert "use commas" in problem.reason
+
+    empty = write(tmp_path, "", "empty.csv")
+    with pytest.raises(InputRejected, match="the file is empty"):
+        import_profiles(services, empty)
+    assert profiles(services) == {}
+
+
+def test_a_missing_file_is_named(services: Services, tmp_path: Path) -> None:
+    with pytest.raises(NotFound, match=r"no file at .*nowhere\.csv"):
+        import_profiles(services, tmp_path / "nowhere.csv")
+
+
+def test_a_quoted_field_may_span_lines_and_line_numbers_follow(
+    services: Services, tmp_path: Path
+) -> None:
+    path = write(
+        tmp_path,
+        'email,note\nann@example.com,"two\nlines"\n\nbob@example.com,a,b\n',
+    )
+    with pytest.raises(InputRejected) as caught:
+        import_profiles(services, path)
+    assert [p.where for p in caught.value.problems] == ["line 5"]
+
+
+# What a row does ----------------------------------------------------------------------
+
+
+def test_byte_order_mark_and_header_case_are_accepted(services: Services, tmp_path: Path) -> None:
+    path = write(tmp_path, "\ufeffEmail,First_Name,Plan\nann@example.com,Ann,pro\n".encode())
+    report = import_profiles(services, path)
+    assert report.created == 1
+    ann = profiles(services)["ann@example.com"]
+    assert (ann.first_name, ann.attributes) == ("Ann", {"Plan": "pro"})
+
+
+def test_invalid_address_is_kept_for_preparation_to_exclude(
+    services: Services, tmp_path: Path
+) -> None:
+    path = write(tmp_path, HEADER + "not-an-email,Nina,Nobody,,free\na@@b,Ada,Twice,,pro\n")
+    report = import_profiles(services, path)
+    assert report.created == 2 and report.invalid_addresses == 2
+    assert set(profiles(services)) == {"not-an-email", "a@@b"}
+    assert [w.where for w in report.warnings] == ["line 2", "line 3"]
+
+
+def test_case_variants_are_separate_profiles(services: Services, tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + "Ann@Example.com,Ann,,,\nann@example.com,Annie,,,\n")
+    report = import_profiles(services, path)
+    stored = profiles(services)
+    assert report.created == 2
+    assert {p.email_key for p in stored.values()} == {"ann@example.com"}
+    assert stored["Ann@Example.com"].first_name == "Ann"
+    assert stored["ann@example.com"].first_name == "Annie"
+    (warning,) = report.warnings
+    assert warning.where == "line 3" and "line 2" in warning.reason
+
+
+def test_same_address_twice_the_later_row_wins_with_a_warning(
+    services: Services, tmp_path: Path
+) -> None:
+    path = write(tmp_path, HEADER + "ann@example.com,Ann,,,free\nann@example.com,Annie,,,pro\n")
+    report = import_profiles(services, path)
+    assert (report.rows, report.created) == (2, 1)
+    ann = profiles(services)["ann@example.com"]
+    assert (ann.first_name, ann.attributes) == ("Annie", {"plan": "pro"})
+    (warning,) = report.warnings
+    assert warning.where == "line 3"
+    assert warning.reason == "ann@example.com is also on line 2; line 3 wins"
+
+
+def test_the_file_decides_only_the_columns_it_has(
+    services: Services, tmp_path: Path, clock: FixedClock
+) -> None:
+    first = write(
+        tmp_path, "email,first_name,plan,city\nann@example.com,Ann,pro,Lyon\n", "first.csv"
+    )
+    import_profiles(services, first)
+    created_at = profiles(services)["ann@example.com"].created_at
+    clock.advance(timedelta(minutes=5))
+
+    # No first_name column: the name stays. An empty plan removes the attribute.
+    second = write(tmp_path, "email,plan,tier\nann@example.com,,gold\n", "second.csv")
+    report = import_profiles(services, second)
+
+    assert (report.created, report.updated, report.unchanged) == (0, 1, 0)
+    ann = profiles(services)["ann@example.com"]
+    assert ann.first_name == "Ann"
+    assert ann.attributes == {"city": "Lyon", "tier": "gold"}
+    assert ann.created_at == created_at
+    assert ann.updated_at == clock.now()
+
+
+def test_import_never_touches_email_status_or_error_counters(
+    services: Services, tmp_path: Path
+) -> None:
+    path = write(tmp_path, HEADER + "ann@example.com,Ann,,,free\n")
+    import_profiles(services, path)
+    last_error = services.clock.now() - timedelta(days=1)
+    with services.sessions.begin() as s:
+        ann = s.scalars(select(Profile)).one()
+        ann.email_status, ann.error_count, ann.last_counted_error_at = "quarantine", 5, last_error
+
+    import_profiles(services, write(tmp_path, HEADER + "ann@example.com,Annie,,,pro\n"))
+
+    ann = profiles(services)["ann@example.com"]
+    assert ann.first_name == "Annie"
+    assert (ann.email_status, ann.error_count) == ("quarantine", 5)
+    assert ann.last_counted_error_at == last_error
+
+
+# Audiences ----------------------------------------------------------------------------
+
+
+def test_audience_membership_is_additive_and_a_change_sends_ready_deliveries_back(
+    services: Services, tmp_path: Path
+) -> None:
+    first = write(tmp_path, HEADER + "ann@example.com,Ann,,,\nbob@example.com,Bob,,,\n", "1.csv")
+    import_profiles(services, first, "newsletter")
+    import_profiles(services, first, "vip")
+    add_delivery(services, "newsletter", "spring-sale", "ready")
+    add_delivery(services, "newsletter", "draft", "editing")
+    add_delivery(services, "newsletter", "sent-one", "finished")
+    add_delivery(services, "vip", "vip-sale", "ready")
+
+    # Same members: nothing moves.
+    report = import_profiles(services, first, "newsletter")
+    assert (report.members_added, report.audience_version, report.back_to_editing) == (0, 1, [])
+    assert delivery_state(services, "spring-sale") == "ready"
+
+    # One new member (bob is already in): version 2, the ready delivery must be prepared again.
+    second = write(tmp_path, HEADER + "bob@example.com,Bob,,,\ncara@example.com,Cara,,,\n", "2.csv")
+    report = import_profiles(services, second, "newsletter")
+
+    assert report.members_added == 1
+    assert report.audience_version == 2
+    assert report.back_to_editing == ["spring-sale"]
+    assert delivery_state(services, "spring-sale") == "editing"
+    assert delivery_state(services, "draft") == "editing"
+    assert delivery_state(services, "sent-one") == "finished"
+    assert delivery_state(services, "vip-sale") == "ready"  # another audience
+    with services.sessions() as s:
+        members = s.scalars(
+            select(Profile.email)
+            .join(AudienceMember, AudienceMember.profile_id == Profile.id)
+            .join(Audience, Audience.id == AudienceMember.audience_id)
+            .where(Audience.name == "newsletter")
+        ).all()
+    assert sorted(members) == ["ann@example.com", "bob@example.com", "cara@example.com"]
+
+
+def test_one_audit_entry_per_import(services: Services, tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + "ann@example.com,Ann,,,\n")
+    import_profiles(services, path, "newsletter", actor="U012AB3CD")
+    import_profiles(services, path)
+    with services.sessions() as s:
+        entries = s.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    assert [(e.actor, e.action, e.subject_kind, e.subject_ref) for e in entries] == [
+        ("U012AB3CD", "profiles.import", "audience", "newsletter"),
+        ("cli", "profiles.import", "profiles", "profiles.csv"),
+    ]
+    assert entries[0].detail["created"] == 1 and entries[0].detail["members_added"] == 1
+    assert entries[1].detail["unchanged"] == 1
+
+
+def test_a_bad_audience_name_is_refused(services: Services, tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER + "ann@example.com,Ann,,,\n")
+    with pytest.raises(InputRejected, match="audience name"):
+        import_profiles(services, path, "   ")
+    assert profiles(services) == {}
+
+
+# The CSV round trip, without a database -------------------------------------------------
+
+cell = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.tuples(cell, cell), min_size=1, max_size=8))
+def test_attribute_values_survive_the_csv_round_trip(values: list[tuple[str, str]]) -> None:
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["email", "plan", "note"])
+    for i, (plan, note) in enumerate(values):
+        writer.writerow([f"user{i}@example.com", plan, note])
+
+    rows, _, count = parse_profiles("t.csv", buffer.getvalue().encode("utf-8"))
+
+    assert count == len(values)
+    for i, (plan, note) in enumerate(values):
+        row = rows[f"user{i}@example.com"]
+        assert row.attributes == {"plan": plan.strip() or None, "note": note.strip() or None}
+
+
+local_part = st.text(st.sampled_from("abcXYZ09.!#+-_'~é@ \""), min_size=0, max_size=12)
+domain = st.sampled_from(
+    ["example.com", "EXAMPLE.org", "localhost", "x.test", "-bad.com", "a..b", "münchen.de", ""]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.emails(), st.builds("{}@{}".format, local_part, domain))))
+def test_the_fast_address_check_agrees_with_email_validator(emails: list[str]) -> None:
+    domains: dict[str, str | None] = {}  # shared, as in an import
+    for email in emails:
+        assert (address_problem(email, domains) is None) == (address_problem(email) is None)
