@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
@@ -57,18 +58,24 @@ def cmd_db_upgrade(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_report(report: Any) -> None:
+    """An import report as `key: value` lines, then each warning as a sentence."""
+    for field in dataclasses.fields(report):
+        if field.name == "warnings":
+            continue
+        value = getattr(report, field.name)
+        if isinstance(value, list | tuple):
+            value = ", ".join(map(str, value)) or "-"
+        print(f"{field.name.replace('_', ' ')}: {value}")
+    for warning in getattr(report, "warnings", []):
+        print(f"  warning: {warning}")
+
+
 def cmd_profiles_import(services: Services, args: argparse.Namespace) -> int:
     from bot.services.profiles_import import import_profiles
 
     report = import_profiles(services, Path(args.file), args.audience, actor="cli")
-    if args.json:
-        _print_json(report)
-    else:
-        data = _as_dict(report)
-        warnings = data.pop("warnings", [])
-        print(f"imported {args.file}: " + ", ".join(f"{k} {v}" for k, v in data.items()))
-        for w in warnings:
-            print(f"  warning: {w}")
+    _print_json(report) if args.json else _print_report(report)
     return 0
 
 
@@ -76,12 +83,7 @@ def cmd_deliveries_import(services: Services, args: argparse.Namespace) -> int:
     from bot.services.deliveries_import import import_deliveries
 
     report = import_deliveries(services, Path(args.file), actor="cli")
-    if args.json:
-        _print_json(report)
-    else:
-        for key, value in _as_dict(report).items():
-            shown = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
-            print(f"{key.replace('_', ' ')}: {shown or '-'}")
+    _print_json(report) if args.json else _print_report(report)
     return 0
 
 
@@ -270,6 +272,10 @@ def main(argv: Sequence[str] | None = None, services: Services | None = None) ->
     except DomainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader (`| head`) went away: not an error; keep Python from complaining on exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception:
         error_id = uuid.uuid4().hex[:8]
         log.exception("unexpected error %s in %s", error_id, " ".join(argv or sys.argv[1:]))
