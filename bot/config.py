@@ -77,6 +77,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///data/greenlight.db"
     mail_url: str = "maildir://data/outbox"
+    smtp_pool_size: int = Field(default=8, ge=1, le=256)
+    smtp_timeout: float = Field(default=30.0, gt=0)
+    send_rate_limit: float = Field(default=0.0, ge=0)
     public_base_url: str = "http://localhost:3000"
     tracking_secret: SecretStr | None = None
     feedback_secret: SecretStr | None = None
