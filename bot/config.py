@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     smtp_pool_size: int = Field(default=8, ge=1, le=256)
     smtp_timeout: float = Field(default=30.0, gt=0)
     send_rate_limit: float = Field(default=0.0, ge=0)
+    send_batch_size: int = Field(default=200, ge=1, le=5000)
+    retry_interval_minutes: int = Field(default=60, ge=1)
+    max_retries: int = Field(default=5, ge=0, le=50)
     public_base_url: str = "http://localhost:3000"
     tracking_secret: SecretStr | None = None
     feedback_secret: SecretStr | None = None

@@ -1,0 +1,357 @@
+"""The sender: turns an in-progress execution's queued logs into messages at the MTA.
+
+One loop, batch by batch:
+
+1. **claim** up to `SEND_BATCH_SIZE` queued logs with one atomic UPDATE (on PostgreSQL
+   the candidate rows are locked with SKIP LOCKED, so two senders never share a log);
+2. **build** each message from the profile (rendering and links, see `engine.message`);
+3. **relay** the batch through the transport;
+4. **record** every answer through `services.outcomes` in one transaction, with the
+   claim released in the same write.
+
+The delivery's state is read between batches: `paused` ends the loop with nothing
+claimed, `stopped` also turns what is left into Ignored logs. When the relay is
+unreachable the sender records the answers it did get, backs off and resends only
+the rest; no recipient is marked failed for the relay's fault.
+
+Crash safety: a log is claimed before it is relayed and released when its answer
+is recorded. After a crash the next run releases the claims left behind, so those
+logs are sent again: at most one batch (the messages in flight at the crash) can
+reach the MTA twice, and none is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import bindparam, select, update
+
+from bot.bootstrap import Services
+from bot.domain.lifecycle import Action, DeliveryState, transition
+from bot.domain.logs import Event, LogStatus
+from bot.engine.message import MessageSkeleton
+from bot.engine.transports.base import Envelope, RelayResult, RelayUnavailable, Transport
+from bot.services.outcomes import LogEvent, apply_log_events
+from bot.services.rendering import MessageTemplates, RenderError, profile_context
+from bot.services.sending import cancel_unsent
+from bot.store.models import Delivery, Execution, Profile, SendingLog
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+def failure_reason(result: RelayResult) -> str:
+    """A reason of SPEC section 7 from the relay's answer."""
+    code = result.smtp_code or 0
+    if code in (550, 551, 553):
+        return "user unknown"
+    if code in (452, 552):
+        return "mailbox full"
+    if code == 421:
+        return "unreachable"
+    if code == 554 or 500 <= code < 600:
+        return "refused"
+    if result.outcome == "hard" and not code:
+        return "invalid address"
+    return "not defined"
+
+
+@dataclass
+class Progress:
+    """What the Deployment message shows while relaying."""
+
+    relayed: int = 0
+    hard: int = 0
+    soft: int = 0
+    outages: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started
+        return self.relayed / elapsed if elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Waits between attempts while the relay is unavailable: 1 s doubling up to 60 s."""
+
+    first: float = 1.0
+    factor: float = 2.0
+    ceiling: float = 60.0
+
+    def delay(self, attempt: int) -> float:
+        return min(self.ceiling, self.first * self.factor**attempt)
+
+
+class Sender:
+    def __init__(
+        self,
+        services: Services,
+        transport: Transport,
+        *,
+        batch_size: int | None = None,
+        backoff: Backoff = Backoff(),
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.services = services
+        self.transport = transport
+        self.batch_size = batch_size or services.settings.send_batch_size
+        self.backoff = backoff
+        self.sleep = sleep
+        self.progress: dict[int, Progress] = {}
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self, execution_id: int) -> DeliveryState:
+        """Send until the execution is finished, paused or stopped; return that state."""
+        self.release_claims(execution_id)
+        templates, skeleton = self._design(execution_id)
+        progress = self.progress.setdefault(execution_id, Progress())
+        token = uuid.uuid4().hex
+        while True:
+            state = self._state(execution_id)
+            if state is not DeliveryState.IN_PROGRESS:
+                return self._leave(execution_id, state)
+            claimed = self._claim(execution_id, token)
+            if not claimed:
+                return self._finish(execution_id)
+            envelopes, unrenderable = self._build(claimed, templates, skeleton)
+            if unrenderable:
+                self._record(unrenderable, skeleton)
+            await self._relay(execution_id, envelopes, skeleton, progress)
+
+    async def _relay(
+        self,
+        execution_id: int,
+        envelopes: list[Envelope],
+        skeleton: MessageSkeleton,
+        progress: Progress,
+    ) -> None:
+        attempt = 0
+        while envelopes:
+            try:
+                results = await self.transport.send(envelopes)
+            except RelayUnavailable as exc:
+                results = exc.partial
+                progress.outages += 1
+                answered = {r.log_id for r in results}
+                envelopes = [e for e in envelopes if e.log_id not in answered]
+                self._record_results(results, skeleton, progress)
+                delay = self.backoff.delay(attempt)
+                attempt += 1
+                log.warning(
+                    "relay unavailable (%s); %d messages wait, retrying in %.0f s",
+                    exc.reason,
+                    len(envelopes),
+                    delay,
+                )
+                await self.sleep(delay)
+                if self._state(execution_id) is not DeliveryState.IN_PROGRESS:
+                    # Paused or stopped during the outage: the rest stays queued.
+                    self._release([e.log_id for e in envelopes])
+                    return
+                continue
+            self._record_results(results, skeleton, progress)
+            return
+
+    # -- database steps ------------------------------------------------------------------
+
+    def _design(self, execution_id: int) -> tuple[MessageTemplates, MessageSkeleton]:
+        with self.services.sessions() as s:
+            e = s.get(Execution, execution_id)
+            if e is None:
+                raise LookupError(f"no execution {execution_id}")
+            d = s.get(Delivery, e.delivery_id)
+            assert d is not None
+            self._delivery = {"ref": d.ref, "name": d.name}
+            return (
+                MessageTemplates(d.subject, d.html, d.text),
+                MessageSkeleton.for_delivery(d, self.services.settings, self.services.clock),
+            )
+
+    def _state(self, execution_id: int) -> DeliveryState:
+        with self.services.sessions() as s:
+            state = s.scalar(
+                select(Delivery.state)
+                .join(Execution, Execution.delivery_id == Delivery.id)
+                .where(Execution.id == execution_id)
+            )
+        return DeliveryState(state)
+
+    def _claim(self, execution_id: int, token: str) -> list[tuple[int, int, str]]:
+        """Atomically take the next queued logs for this sender: (log id, profile id, email)."""
+        now = self.services.clock.now()
+        with self.services.sessions.begin() as s:
+            candidates = (
+                select(SendingLog.id)
+                .where(
+                    SendingLog.execution_id == execution_id,
+                    SendingLog.status == LogStatus.QUEUED.value,
+                    SendingLog.claim_token.is_(None),
+                )
+                .order_by(SendingLog.id)
+                .limit(self.batch_size)
+            )
+            if s.bind is not None and s.bind.dialect.name == "postgresql":
+                candidates = candidates.with_for_update(skip_locked=True)
+            rows = s.execute(
+                update(SendingLog)
+                .where(SendingLog.id.in_(candidates.scalar_subquery()))
+                .values(claim_token=token, claimed_at=now)
+                .returning(SendingLog.id, SendingLog.profile_id, SendingLog.email)
+                .execution_options(synchronize_session=False)
+            ).all()
+        return sorted((r[0], r[1], r[2]) for r in rows)
+
+    def release_claims(self, execution_id: int) -> int:
+        """Free claims left by a sender that died: those logs will be sent (again)."""
+        with self.services.sessions.begin() as s:
+            return s.execute(
+                update(SendingLog)
+                .where(
+                    SendingLog.execution_id == execution_id,
+                    SendingLog.status == LogStatus.QUEUED.value,
+                    SendingLog.claim_token.is_not(None),
+                )
+                .values(claim_token=None, claimed_at=None)
+            ).rowcount
+
+    def _release(self, log_ids: Sequence[int]) -> None:
+        if not log_ids:
+            return
+        with self.services.sessions.begin() as s:
+            s.execute(
+                update(SendingLog)
+                .where(SendingLog.id.in_(list(log_ids)))
+                .values(claim_token=None, claimed_at=None)
+            )
+
+    def _build(
+        self,
+        claimed: list[tuple[int, int, str]],
+        templates: MessageTemplates,
+        skeleton: MessageSkeleton,
+    ) -> tuple[list[Envelope], list[tuple[int, str]]]:
+        with self.services.sessions() as s:
+            profiles = {
+                p.id: p
+                for p in s.execute(
+                    select(
+                        Profile.id,
+                        Profile.first_name,
+                        Profile.last_name,
+                        Profile.timezone,
+                        Profile.attributes,
+                    ).where(Profile.id.in_([c[1] for c in claimed]))
+                )
+            }
+        envelopes: list[Envelope] = []
+        unrenderable: list[tuple[int, str]] = []
+        for log_id, profile_id, email in claimed:
+            p = profiles[profile_id]
+            context = profile_context(
+                email=email,
+                first_name=p.first_name,
+                last_name=p.last_name,
+                timezone=p.timezone,
+                attributes=p.attributes,
+                delivery=self._delivery,
+            )
+            try:
+                rendered = templates.render(context)
+            except RenderError as exc:
+                unrenderable.append((log_id, f"{exc.part} line {exc.line}: {exc.reason}"))
+                continue
+            data = skeleton.build(log_id, email, rendered)
+            envelopes.append(Envelope(log_id, skeleton.mail_from, email, data))
+        return envelopes, unrenderable
+
+    def _record(self, unrenderable: list[tuple[int, str]], skeleton: MessageSkeleton) -> None:
+        """A message that no longer renders is not sent: Ignored, with the reason kept."""
+        now = self.services.clock.now()
+        with self.services.sessions.begin() as s:
+            apply_log_events(
+                s,
+                now,
+                [LogEvent(i, Event.CANCELLED, diagnostic=why) for i, why in unrenderable],
+            )
+            self._clear_claims(s, [i for i, _ in unrenderable])
+
+    def _record_results(
+        self, results: Sequence[RelayResult], skeleton: MessageSkeleton, progress: Progress
+    ) -> None:
+        if not results:
+            return
+        now = self.services.clock.now()
+        retry_at = now + timedelta(minutes=self.services.settings.retry_interval_minutes)
+        events = []
+        for r in results:
+            status = str(r.smtp_code) if r.smtp_code else None
+            if r.outcome == "accepted":
+                events.append(LogEvent(r.log_id, Event.RELAYED, smtp_status=status))
+                progress.relayed += 1
+            else:
+                kind = Event.HARD_BOUNCE if r.outcome == "hard" else Event.SOFT_BOUNCE
+                events.append(LogEvent(r.log_id, kind, failure_reason(r), status, r.smtp_message))
+                progress.relayed += 1
+                progress.hard += r.outcome == "hard"
+                progress.soft += r.outcome == "soft"
+        rows = [
+            {
+                "log_id": r.log_id,
+                "message_id": skeleton.message_id(r.log_id),
+                "retry_at": retry_at if r.outcome == "soft" else None,
+            }
+            for r in results
+        ]
+        with self.services.sessions.begin() as s:
+            apply_log_events(s, now, events)
+            s.flush()
+            s.connection().execute(
+                update(SendingLog.__table__)
+                .where(SendingLog.__table__.c.id == bindparam("log_id"))
+                .values(
+                    message_id=bindparam("message_id"),
+                    next_retry_at=bindparam("retry_at"),
+                    claim_token=None,
+                    claimed_at=None,
+                ),
+                rows,
+            )
+
+    @staticmethod
+    def _clear_claims(s, ids: list[int]) -> None:  # type: ignore[no-untyped-def]
+        s.execute(
+            update(SendingLog)
+            .where(SendingLog.id.in_(ids))
+            .values(claim_token=None, claimed_at=None)
+            .execution_options(synchronize_session=False)
+        )
+
+    def _finish(self, execution_id: int) -> DeliveryState:
+        now = self.services.clock.now()
+        with self.services.sessions.begin() as s:
+            e = s.get(Execution, execution_id)
+            assert e is not None
+            d = s.get(Delivery, e.delivery_id)
+            assert d is not None
+            after = transition(DeliveryState(d.state), Action.FINISH)
+            d.state = after.value
+            d.finished_at = now
+            e.state = after.value
+            e.finished_at = now
+        return after
+
+    def _leave(self, execution_id: int, state: DeliveryState) -> DeliveryState:
+        if state is DeliveryState.STOPPED:
+            with self.services.sessions.begin() as s:
+                cancel_unsent(s, self.services.clock.now(), execution_id, include_claimed=True)
+        return state

@@ -1,0 +1,156 @@
+"""Confirm, start, pause, resume and stop a delivery (SPEC section 3).
+
+These change the delivery's state only; the sender (`bot.engine.sender`) reads the
+state between batches and acts on it, so a pause takes effect after the batch in
+flight and a stop never sends the rest.
+
+Each transition is an atomic `UPDATE … WHERE state = <expected>`: of two people
+clicking at once, or a click and Slack's retry of it, exactly one changes the state;
+the other is told what happened instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from bot.bootstrap import Services
+from bot.clock import Clock
+from bot.domain.errors import DomainError
+from bot.domain.lifecycle import Action, DeliveryState, transition
+from bot.domain.logs import Event, LogStatus
+from bot.domain.roles import Permission, Role, require
+from bot.services import audit
+from bot.services.executions import main_execution
+from bot.services.outcomes import LogEvent, apply_log_events
+from bot.services.reporting import get_delivery, is_preparation_current
+from bot.store.models import Delivery, Execution, SendingLog
+
+
+@dataclass(frozen=True)
+class Transitioned:
+    ref: str
+    before: DeliveryState
+    after: DeliveryState
+
+
+def not_ready_reason(d: Delivery) -> str | None:
+    """Why a delivery cannot be confirmed now, in words a person can act on."""
+    state = DeliveryState(d.state)
+    if state is not DeliveryState.READY:
+        if d.prepared_at is None:
+            return f"{d.ref} is not prepared yet: run `/campaign prepare {d.ref}` first"
+        if state is DeliveryState.EDITING and d.preparation_errors:
+            return f"{d.ref} has preparation errors: fix them and prepare it again"
+        if state is DeliveryState.EDITING:
+            return f"{d.ref} changed after it was prepared: prepare it again"
+        return f"{d.ref} is {state.value}: it was already confirmed"
+    if not is_preparation_current(d):
+        return f"{d.ref} changed after it was prepared: prepare it again"
+    if d.recurrence_cron:
+        return f"{d.ref} is recurring: each occurrence is approved when it comes"
+    if d.to_deliver == 0:
+        return f"{d.ref} has nobody to deliver to (to deliver = 0): check its audience"
+    return None
+
+
+def _move(
+    session: Session, clock: Clock, d: Delivery, action: Action, actor: str, **values: object
+) -> Transitioned:
+    before = DeliveryState(d.state)
+    after = transition(before, action)
+    done = session.execute(
+        update(Delivery)
+        .where(Delivery.id == d.id, Delivery.state == before.value)
+        .values(state=after.value, **values)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not done:
+        raise DomainError(f"{d.ref} changed meanwhile; look at it again before acting")
+    session.execute(
+        update(Execution)
+        .where(Execution.delivery_id == d.id, Execution.key == "main")
+        .values(state=after.value)
+    )
+    audit.record(
+        session,
+        clock,
+        actor=actor,
+        action=f"delivery.{action.value}",
+        subject_kind="delivery",
+        subject_ref=d.ref,
+        detail={"from": before.value, "to": after.value},
+    )
+    return Transitioned(d.ref, before, after)
+
+
+def confirm_send(services: Services, ref: str, actor: str, roles: Iterable[Role]) -> Transitioned:
+    """The OK of the confirmation dialog: record who and when, then start or wait."""
+    require(roles, Permission.CONFIRM_SEND)
+    now = services.clock.now()
+    with services.sessions.begin() as s:
+        d = get_delivery(s, ref)
+        reason = not_ready_reason(d)
+        if reason:
+            raise DomainError(reason)
+        moved = _move(
+            s, services.clock, d, Action.CONFIRM, actor, confirmed_by=actor, confirmed_at=now
+        )
+    if d.schedule_mode == "on-confirm":
+        return start_delivery(services, ref, actor="system")
+    return moved
+
+
+def start_delivery(services: Services, ref: str, actor: str = "system") -> Transitioned:
+    """Begin sending: the validity period starts now."""
+    now = services.clock.now()
+    with services.sessions.begin() as s:
+        d = get_delivery(s, ref)
+        moved = _move(s, services.clock, d, Action.START, actor, started_at=now)
+        e = main_execution(s, d, now)
+        e.started_at = now
+        e.validity_ends_at = now + timedelta(seconds=d.validity_seconds)
+        e.state = DeliveryState.IN_PROGRESS.value
+    return moved
+
+
+def pause_delivery(services: Services, ref: str, actor: str, roles: Iterable[Role]) -> Transitioned:
+    require(roles, Permission.PAUSE)
+    with services.sessions.begin() as s:
+        return _move(s, services.clock, get_delivery(s, ref), Action.PAUSE, actor)
+
+
+def resume_delivery(
+    services: Services, ref: str, actor: str, roles: Iterable[Role]
+) -> Transitioned:
+    require(roles, Permission.RESUME)
+    with services.sessions.begin() as s:
+        return _move(s, services.clock, get_delivery(s, ref), Action.RESUME, actor)
+
+
+def stop_delivery(services: Services, ref: str, actor: str, roles: Iterable[Role]) -> Transitioned:
+    """End the send for good: recipients not yet claimed by a sender are never sent."""
+    require(roles, Permission.STOP)
+    now = services.clock.now()
+    with services.sessions.begin() as s:
+        d = get_delivery(s, ref)
+        moved = _move(s, services.clock, d, Action.STOP, actor, finished_at=now)
+        for e in s.scalars(select(Execution).where(Execution.delivery_id == d.id)):
+            cancel_unsent(s, now, e.id, include_claimed=False)
+    return moved
+
+
+def cancel_unsent(session: Session, now: datetime, execution_id: int, include_claimed: bool) -> int:
+    """Queued logs become Ignored (never relayed); claimed ones only once their sender is done."""
+    stmt = select(SendingLog.id).where(
+        SendingLog.execution_id == execution_id, SendingLog.status == LogStatus.QUEUED.value
+    )
+    if not include_claimed:
+        stmt = stmt.where(SendingLog.claim_token.is_(None))
+    ids = list(session.scalars(stmt))
+    apply_log_events(session, now, [LogEvent(i, Event.CANCELLED, reason="stopped") for i in ids])
+    return len(ids)

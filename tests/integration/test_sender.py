@@ -1,0 +1,248 @@
+"""The sender against a real SMTP server on loopback, on SQLite and PostgreSQL.
+
+Deliveries are imported and prepared through the real services, confirmed, and sent
+through the pooled SMTP transport to an aiosmtpd relay that records what it accepts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from email import message_from_bytes, policy
+from pathlib import Path
+
+import pytest
+from smtp_relay import Relay
+from sqlalchemy import select
+
+from bot.bootstrap import Services
+from bot.domain.errors import DomainError, PermissionDenied
+from bot.domain.lifecycle import DeliveryState
+from bot.domain.roles import Role
+from bot.engine.sender import Backoff, Sender
+from bot.engine.tokens import TokenSigner
+from bot.engine.transports import Envelope, RelayResult
+from bot.engine.transports.smtp import SmtpTransport
+from bot.services.deliveries_import import import_deliveries
+from bot.services.prepare import prepare_delivery
+from bot.services.profiles_import import import_profiles
+from bot.services.reporting import delivery_detail
+from bot.services.sending import confirm_send, pause_delivery, resume_delivery, stop_delivery
+from bot.store.models import Execution, Profile, SendingLog
+
+START = [Role.START_DELIVERIES]
+
+DELIVERY = """
+- ref: promo
+  name: Promo
+  audience: buyers
+  from: Shop <news@shop.example>
+  subject: "{{ first_name }}, a deal for you"
+  html: '<p>Hi {{ first_name }}</p><a href="https://shop.example/deal?u={{ first_name }}">Deal</a>'
+  text: "Hi {{ first_name }}"
+  efs: EFS
+"""
+
+
+@pytest.fixture
+def relay() -> Iterator[Relay]:
+    server = Relay()
+    server.start()
+    yield server
+    server.stop()
+
+
+def load(services: Services, tmp_path: Path, emails: Sequence[str], efs: bool = False) -> int:
+    """Import, prepare and confirm `promo` for `emails`; return its execution id."""
+    csv = tmp_path / "p.csv"
+    csv.write_text("email,first_name\n" + "".join(f"{e},Name{i}\n" for i, e in enumerate(emails)))
+    import_profiles(services, csv, "buyers")
+    yml = tmp_path / "d.yml"
+    yml.write_text(DELIVERY.replace("EFS", "true" if efs else "false"))
+    import_deliveries(services, yml)
+    prepare_delivery(services, "promo")
+    confirm_send(services, "promo", "U0ALICE", START)
+    with services.sessions() as s:
+        return s.scalar(select(Execution.id))
+
+
+def transport(relay: Relay) -> SmtpTransport:
+    return SmtpTransport(
+        "127.0.0.1", relay.port, pool_size=3, timeout=10.0, local_hostname="gl.test"
+    )
+
+
+def send(services: Services, t, execution_id: int, **kw) -> DeliveryState:  # type: ignore[no-untyped-def]
+    async def go() -> DeliveryState:
+        try:
+            return await Sender(services, t, **kw).run(execution_id)
+        finally:
+            await t.close()
+
+    return asyncio.run(go())
+
+
+def statuses(services: Services) -> dict[str, str]:
+    with services.sessions() as s:
+        return dict(s.execute(select(SendingLog.email, SendingLog.status)).all())
+
+
+def test_every_recipient_once_personalised_with_headers_and_tracked_links(
+    services: Services, relay: Relay, tmp_path: Path
+) -> None:
+    emails = [f"user{i}@x.example" for i in range(23)]
+    eid = load(services, tmp_path, emails)
+    assert send(services, transport(relay), eid, batch_size=5) is DeliveryState.FINISHED
+
+    got = relay.recorder.by_rcpt()
+    assert sorted(got) == sorted(emails)
+    assert all(len(v) == 1 for v in got.values())
+    signer = TokenSigner(services.settings.tracking_secret.get_secret_value())
+    with services.sessions() as s:
+        logs = {lg.email: lg for lg in s.scalars(select(SendingLog))}
+    for i, e in enumerate(emails):
+        msg = message_from_bytes(got[e][0].data, policy=policy.default)
+        assert msg["Subject"] == f"Name{i}, a deal for you"
+        assert msg["X-Greenlight-Log"] == str(logs[e].id)
+        assert msg["Message-ID"] == logs[e].message_id
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        html = msg.get_body(("html",)).get_content()
+        token = html.split("/t/c/", 1)[1].split('"', 1)[0]
+        click = signer.read_click(token)
+        assert click is not None and click.url == f"https://shop.example/deal?u=Name{i}"
+        assert "/t/o/" in html
+    detail = delivery_detail(services, "promo")
+    assert detail["state"] == "finished"
+    assert detail["kpis"]["sent"] == 23 and detail["kpis"]["delivered_pct"] == 100.0
+
+
+def test_hard_and_soft_answers_end_in_the_right_logs_kpis_and_quarantine(
+    services: Services, relay: Relay, tmp_path: Path
+) -> None:
+    emails = ["ok1@x.example", "hard1@x.example", "soft1@x.example", "ok2@x.example"]
+    eid = load(services, tmp_path, emails, efs=True)
+    send(services, transport(relay), eid)
+    assert statuses(services) == {
+        "ok1@x.example": "pending",
+        "hard1@x.example": "failed",
+        "soft1@x.example": "failed",
+        "ok2@x.example": "pending",
+    }
+    with services.sessions() as s:
+        soft = s.scalar(select(SendingLog).where(SendingLog.email == "soft1@x.example"))
+        assert soft.failure_type == "soft" and soft.next_retry_at is not None
+        hard = s.scalar(select(SendingLog).where(SendingLog.email == "hard1@x.example"))
+        assert (hard.failure_type, hard.failure_reason, hard.smtp_status) == (
+            "hard",
+            "user unknown",
+            "550",
+        )
+        status = dict(s.execute(select(Profile.email, Profile.email_status)).all())
+    assert status["hard1@x.example"] == "quarantine"
+    assert status["soft1@x.example"] == "erroneous"
+    k = delivery_detail(services, "promo")["kpis"]
+    assert (k["sent"], k["delivered_pct"], k["bounces_errors_pct"]) == (4, 0.0, 50.0)
+
+
+def test_relay_down_then_back_loses_nothing_and_sends_nothing_twice(
+    services: Services, relay: Relay, tmp_path: Path
+) -> None:
+    emails = [f"u{i}@x.example" for i in range(12)]
+    eid = load(services, tmp_path, emails)
+    relay.stop()
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            relay.start()
+
+    state = send(services, transport(relay), eid, batch_size=4, sleep=sleep)
+    assert state is DeliveryState.FINISHED
+    assert waits == [1.0, 2.0], "backs off, doubling"
+    got = relay.recorder.by_rcpt()
+    assert sorted(got) == sorted(emails) and all(len(v) == 1 for v in got.values())
+    assert set(statuses(services).values()) == {"sent"}
+
+
+class Steering:
+    """A transport wrapper that runs an action after its n-th batch (a click mid-send)."""
+
+    def __init__(self, inner: SmtpTransport, after: int, action) -> None:  # type: ignore[no-untyped-def]
+        self.inner, self.after, self.action, self.batches = inner, after, action, 0
+
+    async def send(self, batch: Sequence[Envelope]) -> list[RelayResult]:
+        results = await self.inner.send(batch)
+        self.batches += 1
+        if self.batches == self.after:
+            self.action()
+        return results
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def test_pause_after_the_batch_in_flight_then_resume_from_where_it_stopped(
+    services: Services, relay: Relay, tmp_path: Path
+) -> None:
+    emails = [f"u{i}@x.example" for i in range(20)]
+    eid = load(services, tmp_path, emails)
+    pausing = Steering(
+        transport(relay), 2, lambda: pause_delivery(services, "promo", "U0BOB", START)
+    )
+    assert send(services, pausing, eid, batch_size=5) is DeliveryState.PAUSED
+    assert len(relay.recorder.received) == 10
+    assert list(statuses(services).values()).count("queued") == 10
+
+    resume_delivery(services, "promo", "U0BOB", START)
+    assert send(services, transport(relay), eid, batch_size=5) is DeliveryState.FINISHED
+    got = relay.recorder.by_rcpt()
+    assert sorted(got) == sorted(emails) and all(len(v) == 1 for v in got.values())
+
+
+def test_stop_never_sends_the_rest(services: Services, relay: Relay, tmp_path: Path) -> None:
+    emails = [f"u{i}@x.example" for i in range(20)]
+    eid = load(services, tmp_path, emails)
+    stopping = Steering(
+        transport(relay), 1, lambda: stop_delivery(services, "promo", "U0BOB", START)
+    )
+    assert send(services, stopping, eid, batch_size=5) is DeliveryState.STOPPED
+    assert len(relay.recorder.received) == 5
+    values = list(statuses(services).values())
+    assert (values.count("sent"), values.count("ignored")) == (5, 15)
+    k = delivery_detail(services, "promo")["kpis"]
+    assert (k["sent"], k["delivered_pct"]) == (5, 100.0)
+
+
+def test_confirm_is_refused_without_the_role_and_only_once(
+    services: Services, tmp_path: Path
+) -> None:
+    csv = tmp_path / "p.csv"
+    csv.write_text("email\na@x.example\n")
+    import_profiles(services, csv, "buyers")
+    yml = tmp_path / "d.yml"
+    yml.write_text(DELIVERY.replace("EFS", "false"))
+    import_deliveries(services, yml)
+    with pytest.raises(DomainError, match="not prepared yet"):
+        confirm_send(services, "promo", "U0ALICE", START)
+    prepare_delivery(services, "promo")
+    with pytest.raises(PermissionDenied, match="do not allow you to confirm a delivery"):
+        confirm_send(services, "promo", "U0EVE", [Role.PREPARE_DELIVERIES])
+    confirm_send(services, "promo", "U0ALICE", START)
+    with pytest.raises(DomainError, match="already confirmed"):
+        confirm_send(services, "promo", "U0ALICE", START)
+    d = delivery_detail(services, "promo")
+    assert (d["state"], d["confirmed_by"]) == ("in-progress", "U0ALICE")
+
+
+def test_claims_left_by_a_dead_sender_are_sent_on_the_next_run(
+    services: Services, relay: Relay, tmp_path: Path
+) -> None:
+    emails = [f"u{i}@x.example" for i in range(6)]
+    eid = load(services, tmp_path, emails)
+    sender = Sender(services, transport(relay), batch_size=4)
+    claimed = sender._claim(eid, "dead-process")  # claimed, then the process died
+    assert len(claimed) == 4
+    assert send(services, transport(relay), eid, backoff=Backoff()) is DeliveryState.FINISHED
+    got = relay.recorder.by_rcpt()
+    assert sorted(got) == sorted(emails) and all(len(v) == 1 for v in got.values())
