@@ -16,6 +16,7 @@ import os
 import sys
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +176,39 @@ def cmd_roles_list(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs_run_due(services: Services, args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bot.clock import FixedClock
+    from bot.services.due_work import run_due
+
+    if args.at:
+        services.clock = FixedClock(_parse_instant(args.at))
+    report = asyncio.run(run_due(services))
+    if args.json:
+        _print_json(report)
+    else:
+        print(f"due at {services.clock.now().isoformat()}:")
+        print(f"  started: {', '.join(report.started) or '-'}")
+        for ref, state in report.sent.items():
+            print(f"  sent {ref}: now {state}")
+        print(f"  soft bounces retried: {report.retried}")
+        print(f"  logs resolved at the end of their validity: {report.expired_logs}")
+    return 0
+
+
+def _parse_instant(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise DomainError(
+            f"{text!r} is not an ISO-8601 date-time; write it like 2026-11-23T09:00:00+01:00"
+        ) from None
+    if at.tzinfo is None:
+        raise DomainError(f"{text!r} has no time zone; add one, e.g. {text}+00:00")
+    return at
+
+
 # -- parser -----------------------------------------------------------------------------
 
 
@@ -251,6 +285,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("user", help="Slack user id (U…) or user group id (S…)")
         p.add_argument("role", help=role_names)
     command(roles, "list", cmd_roles_list, "every role granted", json_flag=True)
+
+    jobs = groups.add_parser("jobs", help="scheduled work").add_subparsers(
+        dest="cmd", required=True, metavar="ACTION"
+    )
+    p = command(
+        jobs,
+        "run-due",
+        cmd_jobs_run_due,
+        "run every piece of scheduled work due now (or at --at): start, send, retry, expire",
+        json_flag=True,
+    )
+    p.add_argument("--at", help="ISO-8601 instant with a time zone; default: now")
     return parser
 
 

@@ -1,8 +1,9 @@
 """A real SMTP relay for tests: aiosmtpd on loopback, scripted by recipient name.
 
-Recipients whose local part starts with `hard` get 550 at RCPT, `soft` 451, `closing`
-421, `flaky` a dropped connection the first time; `datahard`/`datasoft` are refused
-after DATA. Everything accepted is recorded.
+Recipients whose local part starts with `hard` get 550 at RCPT, `soft` 451,
+`softonce` 451 the first time only, `closing` 421, `flaky` a dropped connection the
+first time; `datahard`/`datasoft` are refused after DATA. Everything accepted is
+recorded.
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ class Recorder:
         local = address.split("@", 1)[0]
         if local.startswith("hard"):
             return "550 5.1.1 no such user"
-        if local.startswith("soft"):
+        if local.startswith("softonce"):
+            with self.lock:
+                first = address not in self.dropped
+                self.dropped.add(address)
+            if first:
+                return "451 4.2.0 mailbox busy, try later"
+        elif local.startswith("soft"):
             return "451 4.2.0 mailbox busy, try later"
         if local.startswith("closing"):
             return "421 4.3.2 service shutting down"

@@ -34,7 +34,7 @@ from sqlalchemy import bindparam, select, update
 
 from bot.bootstrap import Services
 from bot.domain.lifecycle import Action, DeliveryState, transition
-from bot.domain.logs import Event, LogStatus
+from bot.domain.logs import Event, FailureType, LogStatus
 from bot.engine.message import MessageSkeleton
 from bot.engine.transports.base import Envelope, RelayResult, RelayUnavailable, Transport
 from bot.services.outcomes import LogEvent, apply_log_events
@@ -128,12 +128,30 @@ class Sender:
                 self._record(unrenderable, skeleton)
             await self._relay(execution_id, envelopes, skeleton, progress)
 
+    async def retry(self, execution_id: int) -> int:
+        """Send again the soft-bounced logs whose retry is due; return how many were tried."""
+        templates, skeleton = self._design(execution_id)
+        progress = self.progress.setdefault(execution_id, Progress())
+        token = uuid.uuid4().hex
+        tried = 0
+        while True:
+            claimed = self._claim_retries(execution_id, token)
+            if not claimed:
+                return tried
+            tried += len(claimed)
+            counts = {log_id: count for log_id, _, _, count in claimed}
+            envelopes, unrenderable = self._build([c[:3] for c in claimed], templates, skeleton)
+            if unrenderable:
+                self._record(unrenderable, skeleton)
+            await self._relay(execution_id, envelopes, skeleton, progress, counts)
+
     async def _relay(
         self,
         execution_id: int,
         envelopes: list[Envelope],
         skeleton: MessageSkeleton,
         progress: Progress,
+        retry_counts: dict[int, int] | None = None,
     ) -> None:
         attempt = 0
         while envelopes:
@@ -144,7 +162,7 @@ class Sender:
                 progress.outages += 1
                 answered = {r.log_id for r in results}
                 envelopes = [e for e in envelopes if e.log_id not in answered]
-                self._record_results(results, skeleton, progress)
+                self._record_results(results, skeleton, progress, retry_counts)
                 delay = self.backoff.delay(attempt)
                 attempt += 1
                 log.warning(
@@ -159,7 +177,7 @@ class Sender:
                     self._release([e.log_id for e in envelopes])
                     return
                 continue
-            self._record_results(results, skeleton, progress)
+            self._record_results(results, skeleton, progress, retry_counts)
             return
 
     # -- database steps ------------------------------------------------------------------
@@ -211,6 +229,44 @@ class Sender:
             ).all()
         return sorted((r[0], r[1], r[2]) for r in rows)
 
+    def _claim_retries(self, execution_id: int, token: str) -> list[tuple[int, int, str, int]]:
+        """Take soft-bounced logs whose retry is due, counting the attempt as it is claimed."""
+        now = self.services.clock.now()
+        with self.services.sessions.begin() as s:
+            ends = s.scalar(select(Execution.validity_ends_at).where(Execution.id == execution_id))
+            if ends is not None and ends <= now:
+                return []
+            candidates = (
+                select(SendingLog.id)
+                .where(
+                    SendingLog.execution_id == execution_id,
+                    SendingLog.failure_type == FailureType.SOFT.value,
+                    SendingLog.final.is_(False),
+                    SendingLog.next_retry_at <= now,
+                    SendingLog.claim_token.is_(None),
+                )
+                .order_by(SendingLog.id)
+                .limit(self.batch_size)
+            )
+            if s.bind is not None and s.bind.dialect.name == "postgresql":
+                candidates = candidates.with_for_update(skip_locked=True)
+            rows = s.execute(
+                update(SendingLog)
+                .where(SendingLog.id.in_(candidates.scalar_subquery()))
+                .values(
+                    claim_token=token,
+                    claimed_at=now,
+                    # next_retry_at stays until the answer is recorded: after a crash the
+                    # released log is still due and is tried again.
+                    retry_count=SendingLog.retry_count + 1,
+                )
+                .returning(
+                    SendingLog.id, SendingLog.profile_id, SendingLog.email, SendingLog.retry_count
+                )
+                .execution_options(synchronize_session=False)
+            ).all()
+        return sorted((r[0], r[1], r[2], r[3]) for r in rows)
+
     def release_claims(self, execution_id: int) -> int:
         """Free claims left by a sender that died: those logs will be sent (again)."""
         with self.services.sessions.begin() as s:
@@ -218,7 +274,6 @@ class Sender:
                 update(SendingLog)
                 .where(
                     SendingLog.execution_id == execution_id,
-                    SendingLog.status == LogStatus.QUEUED.value,
                     SendingLog.claim_token.is_not(None),
                 )
                 .values(claim_token=None, claimed_at=None)
@@ -286,29 +341,38 @@ class Sender:
             self._clear_claims(s, [i for i, _ in unrenderable])
 
     def _record_results(
-        self, results: Sequence[RelayResult], skeleton: MessageSkeleton, progress: Progress
+        self,
+        results: Sequence[RelayResult],
+        skeleton: MessageSkeleton,
+        progress: Progress,
+        retry_counts: dict[int, int] | None = None,
     ) -> None:
         if not results:
             return
         now = self.services.clock.now()
-        retry_at = now + timedelta(minutes=self.services.settings.retry_interval_minutes)
-        events = []
+        settings = self.services.settings
+        retry_at = now + timedelta(minutes=settings.retry_interval_minutes)
+        events: list[LogEvent] = []
+        exhausted: set[int] = set()
         for r in results:
             status = str(r.smtp_code) if r.smtp_code else None
+            progress.relayed += 1
             if r.outcome == "accepted":
                 events.append(LogEvent(r.log_id, Event.RELAYED, smtp_status=status))
-                progress.relayed += 1
-            else:
-                kind = Event.HARD_BOUNCE if r.outcome == "hard" else Event.SOFT_BOUNCE
-                events.append(LogEvent(r.log_id, kind, failure_reason(r), status, r.smtp_message))
-                progress.relayed += 1
-                progress.hard += r.outcome == "hard"
-                progress.soft += r.outcome == "soft"
+                continue
+            kind = Event.HARD_BOUNCE if r.outcome == "hard" else Event.SOFT_BOUNCE
+            events.append(LogEvent(r.log_id, kind, failure_reason(r), status, r.smtp_message))
+            progress.hard += r.outcome == "hard"
+            progress.soft += r.outcome == "soft"
+            tries = (retry_counts or {}).get(r.log_id, 0)
+            if r.outcome == "soft" and tries >= settings.max_retries:
+                events.append(LogEvent(r.log_id, Event.RETRY_FAILED, failure_reason(r)))
+                exhausted.add(r.log_id)
         rows = [
             {
                 "log_id": r.log_id,
                 "message_id": skeleton.message_id(r.log_id),
-                "retry_at": retry_at if r.outcome == "soft" else None,
+                "retry_at": retry_at if r.outcome == "soft" and r.log_id not in exhausted else None,
             }
             for r in results
         ]

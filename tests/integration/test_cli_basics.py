@@ -47,6 +47,8 @@ def test_roles_grant_list_revoke(services: Services, capsys: pytest.CaptureFixtu
         (("roles", "grant", "U0ALICE1", "boss"), "the roles are: prepare-deliveries"),
         (("roles", "grant", "alice", "administration"), "not a Slack user or user group id"),
         (("deliveries", "show", "nope"), "no delivery with ref 'nope'"),
+        (("jobs", "run-due", "--at", "tomorrow"), "not an ISO-8601 date-time"),
+        (("jobs", "run-due", "--at", "2026-11-23T09:00:00"), "has no time zone"),
     ],
 )
 def test_refusals_exit_1_with_a_message_that_says_what_to_do(
@@ -81,3 +83,15 @@ def test_malformed_setting_stops_at_start_with_its_name(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "MAIL_URL" in proc.stderr and "unknown scheme 'ftp'" in proc.stderr
     assert not (tmp_path / "data").exists(), "nothing is created when settings are bad"
+
+
+def test_run_due_with_nothing_to_do(services: Services, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(services, capsys, "jobs", "run-due", "--at", "2026-11-24T09:00:00+01:00")
+    assert code == 0
+    assert json.loads(run(services, capsys, "jobs", "run-due", "--json")[1]) == {
+        "started": [],
+        "sent": {},
+        "retried": 0,
+        "expired_logs": 0,
+    }
+    assert "2026-11-24T08:00:00+00:00" in out

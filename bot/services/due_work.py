@@ -1,0 +1,119 @@
+"""Everything scheduled that is due at an instant: what `jobs run-due` and the tick run.
+
+The database decides what is due; running the same instant twice does nothing more
+the second time, and an instant missed while the process was down is caught up once:
+
+1. `at` deliveries confirmed and waiting whose contact date has come start;
+2. in-progress executions send what is still queued;
+3. soft bounces whose retry is due are sent again (inside the validity period);
+4. executions whose validity period has ended resolve every open log (SPEC section 6).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from bot.bootstrap import Services
+from bot.domain.errors import DomainError
+from bot.domain.lifecycle import DeliveryState
+from bot.domain.logs import Event
+from bot.engine.sender import Sender
+from bot.engine.transports import Transport, make_transport
+from bot.services.outcomes import LogEvent, apply_log_events
+from bot.services.sending import start_delivery
+from bot.store.models import Delivery, Execution, SendingLog
+
+CHUNK = 1000
+
+
+@dataclass
+class DueReport:
+    started: list[str] = field(default_factory=list)
+    sent: dict[str, str] = field(default_factory=dict)  # ref -> state after sending
+    retried: int = 0
+    expired_logs: int = 0
+
+
+def start_due(services: Services) -> list[str]:
+    """Start `at` deliveries whose date has come (also dates missed while down)."""
+    now = services.clock.now()
+    with services.sessions() as s:
+        refs = list(
+            s.scalars(
+                select(Delivery.ref).where(
+                    Delivery.state == DeliveryState.START_PENDING.value,
+                    Delivery.scheduled_at <= now,
+                )
+            )
+        )
+    started = []
+    for ref in refs:
+        try:
+            start_delivery(services, ref, actor="scheduler")
+            started.append(ref)
+        except DomainError:
+            continue  # another process started it first
+    return started
+
+
+def expire_due(services: Services) -> int:
+    """Resolve the open logs of executions whose validity period has ended."""
+    now = services.clock.now()
+    total = 0
+    while True:
+        with services.sessions.begin() as s:
+            ids = list(
+                s.scalars(
+                    select(SendingLog.id)
+                    .join(Execution, Execution.id == SendingLog.execution_id)
+                    .where(
+                        Execution.validity_ends_at <= now,
+                        SendingLog.final.is_(False),
+                        SendingLog.failure_type.is_distinct_from("hard"),
+                        SendingLog.claim_token.is_(None),
+                    )
+                    .limit(CHUNK)
+                )
+            )
+            if not ids:
+                return total
+            apply_log_events(
+                s, now, [LogEvent(i, Event.EXPIRED, reason="not defined") for i in ids]
+            )
+            total += len(ids)
+
+
+async def run_due(
+    services: Services, transport_factory: Callable[[], Transport] | None = None
+) -> DueReport:
+    report = DueReport(started=start_due(services))
+    transport = (transport_factory or (lambda: make_transport(services.settings)))()
+    try:
+        sender = Sender(services, transport)
+        with services.sessions() as s:
+            sending = s.execute(
+                select(Execution.id, Delivery.ref)
+                .join(Delivery, Delivery.id == Execution.delivery_id)
+                .where(Delivery.state == DeliveryState.IN_PROGRESS.value, Execution.key == "main")
+            ).all()
+            retrying = s.execute(
+                select(Execution.id)
+                .join(SendingLog, SendingLog.execution_id == Execution.id)
+                .where(
+                    SendingLog.failure_type == "soft",
+                    SendingLog.final.is_(False),
+                    SendingLog.next_retry_at <= services.clock.now(),
+                )
+                .distinct()
+            ).all()
+        for execution_id, ref in sending:
+            report.sent[ref] = (await sender.run(execution_id)).value
+        for (execution_id,) in retrying:
+            report.retried += await sender.retry(execution_id)
+    finally:
+        await transport.close()
+    report.expired_logs = expire_due(services)
+    return report

@@ -1,0 +1,129 @@
+"""Scheduled work with an injected clock: `at` starts, soft-bounce retries, validity end."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from smtp_relay import Relay
+from sqlalchemy import select
+
+from bot.bootstrap import Services
+from bot.domain.roles import Role
+from bot.engine.transports.smtp import SmtpTransport
+from bot.services.deliveries_import import import_deliveries
+from bot.services.due_work import DueReport, run_due
+from bot.services.prepare import prepare_delivery
+from bot.services.profiles_import import import_profiles
+from bot.services.reporting import delivery_detail
+from bot.services.sending import confirm_send
+from bot.store.models import SendingLog
+
+DELIVERY = """
+- ref: promo
+  name: Promo
+  audience: buyers
+  from: news@shop.example
+  subject: "Hello {{ first_name }}"
+  text: "Hi"
+  efs: EFS
+  validity: 1d
+SCHEDULE
+"""
+
+
+@pytest.fixture
+def relay():  # type: ignore[no-untyped-def]
+    server = Relay()
+    server.start()
+    yield server
+    server.stop()
+
+
+def load(services: Services, tmp_path: Path, emails: list[str], efs=False, schedule=""):  # type: ignore[no-untyped-def]
+    csv = tmp_path / "p.csv"
+    csv.write_text("email,first_name\n" + "".join(f"{e},N\n" for e in emails))
+    import_profiles(services, csv, "buyers")
+    yml = tmp_path / "d.yml"
+    yml.write_text(DELIVERY.replace("EFS", str(efs).lower()).replace("SCHEDULE", schedule))
+    import_deliveries(services, yml)
+    prepare_delivery(services, "promo")
+    confirm_send(services, "promo", "U0ALICE", [Role.START_DELIVERIES])
+
+
+def due(services: Services, relay: Relay, after: timedelta = timedelta(0)) -> DueReport:
+    services.clock.advance(after)  # type: ignore[attr-defined]
+    return asyncio.run(
+        run_due(
+            services,
+            lambda: SmtpTransport("127.0.0.1", relay.port, pool_size=2, timeout=10.0),
+        )
+    )
+
+
+def logs(services: Services) -> dict[str, tuple[str, str | None, int]]:
+    with services.sessions() as s:
+        return {
+            lg.email: (lg.status, lg.failure_type, lg.retry_count)
+            for lg in s.scalars(select(SendingLog))
+        }
+
+
+def test_soft_bounce_retried_every_interval_then_failed_when_retries_run_out(
+    services: Services, relay: Relay, tmp_path: Path
+) -> None:
+    services.settings = services.settings.model_copy(update={"max_retries": 2})
+    load(services, tmp_path, ["soft1@x.example", "softonce1@x.example", "ok@x.example"])
+    first = due(services, relay)
+    assert first.sent == {"promo": "finished"}
+    assert logs(services)["soft1@x.example"] == ("sent", "soft", 0)
+    assert delivery_detail(services, "promo")["kpis"]["delivered_pct"] == 100.0
+
+    assert due(services, relay, timedelta(minutes=30)).retried == 0, "not due yet"
+    assert due(services, relay, timedelta(minutes=30)).retried == 2
+    assert logs(services)["softonce1@x.example"] == ("sent", None, 1), "retry succeeded"
+    assert logs(services)["soft1@x.example"] == ("sent", "soft", 1)
+
+    assert due(services, relay, timedelta(hours=1)).retried == 1
+    assert logs(services)["soft1@x.example"] == ("failed", "soft", 2), "retries ran out"
+    k = delivery_detail(services, "promo")["kpis"]
+    assert (k["delivered_pct"], k["bounces_errors_pct"]) == (66.67, 33.33)
+    assert due(services, relay, timedelta(hours=1)).retried == 0
+    received = relay.recorder.by_rcpt()
+    assert len(received["ok@x.example"]) == 1 and len(received["softonce1@x.example"]) == 1
+
+
+def test_validity_end_resolves_what_is_still_open(
+    services: Services, relay: Relay, tmp_path: Path
+) -> None:
+    load(services, tmp_path, ["a@x.example", "soft1@x.example"], efs=True)
+    due(services, relay)
+    assert logs(services)["a@x.example"] == ("pending", None, 0)
+    report = due(services, relay, timedelta(days=1))
+    assert report.expired_logs == 2
+    assert {e: v[0] for e, v in logs(services).items()} == {
+        "a@x.example": "failed",
+        "soft1@x.example": "failed",
+    }
+    k = delivery_detail(services, "promo")["kpis"]
+    assert (k["sent"], k["delivered_pct"], k["bounces_errors_pct"]) == (2, 0.0, 100.0)
+    assert due(services, relay, timedelta(days=1)).expired_logs == 0
+
+
+def test_at_delivery_waits_for_its_date_and_starts_once_even_if_the_moment_was_missed(
+    services: Services, relay: Relay, tmp_path: Path
+) -> None:
+    schedule = (
+        "  schedule:\n    mode: at\n    at: 2026-11-23T12:00:00\n    timezone: Europe/Paris\n"
+    )
+    load(services, tmp_path, ["a@x.example", "b@x.example"], schedule=schedule)
+    assert delivery_detail(services, "promo")["state"] == "start-pending"
+    assert due(services, relay, timedelta(hours=1)).started == []  # 10:00 UTC = 11:00 Paris
+    report = due(services, relay, timedelta(hours=5))  # down at 12:00 Paris; catch up once
+    assert report.started == ["promo"] and report.sent == {"promo": "finished"}
+    assert due(services, relay, timedelta(hours=1)).started == []
+    received = relay.recorder.by_rcpt()
+    assert sorted(received) == ["a@x.example", "b@x.example"]
+    assert all(len(v) == 1 for v in received.values())
