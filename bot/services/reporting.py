@@ -17,7 +17,7 @@ from bot.domain.kpi import Counters, kpis
 from bot.domain.schedule import format_duration
 from bot.services.errors import NotFound
 from bot.services.stats import executions_of, live_counters
-from bot.store.models import Delivery, ExclusionLog, Execution
+from bot.store.models import Delivery, ExclusionLog, Execution, SendingLog
 
 SCHEMA_VERSION = 1
 
@@ -160,3 +160,35 @@ def delivery_detail(services: Services, ref: str) -> dict[str, Any]:
             "finished_at": _iso(d.finished_at),
             "executions": [_execution(s, e) for e in executions if e.key != "main"],
         }
+
+
+RATE_WINDOW = timedelta(seconds=60)
+
+
+def sending_progress(services: Services, ref: str) -> dict[str, Any]:
+    """Relayed / to deliver and the current rate, readable from any process at any time.
+
+    The rate counts the messages relayed in the last minute, from the logs, so the
+    Deployment message shows it whichever process is sending.
+    """
+    now = services.clock.now()
+    with services.sessions() as s:
+        d = get_delivery(s, ref)
+        executions = executions_of(s, d.id)
+        total = sum((live_counters(s, e.id) for e in executions), Counters())
+        recent = s.scalar(
+            select(func.count())
+            .select_from(SendingLog)
+            .where(
+                SendingLog.execution_id.in_([e.id for e in executions]),
+                SendingLog.relayed_at > now - RATE_WINDOW,
+            )
+        )
+    return {
+        "ref": d.ref,
+        "state": d.state,
+        "relayed": total.relayed,
+        "to_deliver": total.to_deliver,
+        "queued": total.queued,
+        "rate_per_s": round((recent or 0) / RATE_WINDOW.total_seconds(), 1),
+    }

@@ -26,7 +26,7 @@ from bot.engine.transports.smtp import SmtpTransport
 from bot.services.deliveries_import import import_deliveries
 from bot.services.prepare import prepare_delivery
 from bot.services.profiles_import import import_profiles
-from bot.services.reporting import delivery_detail
+from bot.services.reporting import delivery_detail, sending_progress
 from bot.services.sending import confirm_send, pause_delivery, resume_delivery, stop_delivery
 from bot.store.models import Execution, Profile, SendingLog
 
@@ -193,6 +193,9 @@ def test_pause_after_the_batch_in_flight_then_resume_from_where_it_stopped(
     assert send(services, pausing, eid, batch_size=5) is DeliveryState.PAUSED
     assert len(relay.recorder.received) == 10
     assert list(statuses(services).values()).count("queued") == 10
+    progress = sending_progress(services, "promo")
+    assert (progress["state"], progress["relayed"], progress["to_deliver"]) == ("paused", 10, 20)
+    assert progress["rate_per_s"] == round(10 / 60, 1), "10 relayed in the last minute"
 
     resume_delivery(services, "promo", "U0BOB", START)
     assert send(services, transport(relay), eid, batch_size=5) is DeliveryState.FINISHED

@@ -236,3 +236,17 @@ def test_every_bad_setting_is_reported_at_once() -> None:
         "LOG_LEVEL",
         "DATABASE_URL",
     }
+
+
+def test_first_run_generates_and_keeps_a_tracking_secret(tmp_path: Path) -> None:
+    """Without TRACKING_SECRET a secret is made once and every later start reads it."""
+    from bot.bootstrap import with_tracking_secret
+
+    path = tmp_path / "data" / "tracking_secret"
+    first = with_tracking_secret(load_settings(_env_file=None), path)
+    second = with_tracking_secret(load_settings(_env_file=None), path)
+    assert first.tracking_secret is not None and len(first.tracking_secret.get_secret_value()) > 30
+    assert first.tracking_secret == second.tracking_secret
+    assert path.stat().st_mode & 0o777 == 0o600
+    given = with_tracking_secret(load_settings(_env_file=None, tracking_secret="mine"), path)
+    assert given.tracking_secret.get_secret_value() == "mine"
