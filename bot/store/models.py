@@ -145,6 +145,9 @@ class Delivery(Base):
     to_deliver: Mapped[int] = mapped_column(Integer, default=0)
     preparation_errors: Mapped[list[Any]] = mapped_column(JSON, default=list)
     preparation_warnings: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    # Where the Deployment message was posted, so it is updated in place.
+    deployment_channel: Mapped[str | None] = mapped_column(String(100))
+    deployment_ts: Mapped[str | None] = mapped_column(String(32))
     confirmed_by: Mapped[str | None] = mapped_column(String(64))
     confirmed_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
