@@ -176,6 +176,20 @@ def cmd_roles_list(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(services: Services, args: argparse.Namespace) -> int:
+    from bot.web import serve
+
+    serve(services, socket_mode=False)
+    return 0
+
+
+def cmd_socket(services: Services, args: argparse.Namespace) -> int:
+    from bot.web import serve
+
+    serve(services, socket_mode=True)
+    return 0
+
+
 def cmd_jobs_run_due(services: Services, args: argparse.Namespace) -> int:
     import asyncio
 
@@ -231,6 +245,15 @@ def build_parser() -> argparse.ArgumentParser:
         if json_flag:
             p.add_argument("--json", action="store_true", help="print stable JSON")
         return p
+
+    p = groups.add_parser(
+        "serve", help="HTTP mode: Slack endpoint, webhooks, tracking, scheduler, sender"
+    )
+    p.set_defaults(handler=cmd_serve)
+    p = groups.add_parser(
+        "socket", help="Socket Mode for Slack, plus the same HTTP server and workers"
+    )
+    p.set_defaults(handler=cmd_socket)
 
     db = groups.add_parser("db", help="database schema").add_subparsers(
         dest="cmd", required=True, metavar="ACTION"

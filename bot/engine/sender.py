@@ -100,8 +100,12 @@ class Sender:
         batch_size: int | None = None,
         backoff: Backoff = Backoff(),
         sleep: Sleep = asyncio.sleep,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.services = services
+        # Called with the execution id after each recorded batch and when the loop ends:
+        # the Deployment message follows the send through it.
+        self.on_batch = on_batch or (lambda _execution_id: None)
         self.transport = transport
         self.batch_size = batch_size or services.settings.send_batch_size
         self.backoff = backoff
@@ -119,14 +123,19 @@ class Sender:
         while True:
             state = self._state(execution_id)
             if state is not DeliveryState.IN_PROGRESS:
-                return self._leave(execution_id, state)
+                state = self._leave(execution_id, state)
+                self.on_batch(execution_id)
+                return state
             claimed = self._claim(execution_id, token)
             if not claimed:
-                return self._finish(execution_id)
+                state = self._finish(execution_id)
+                self.on_batch(execution_id)
+                return state
             envelopes, unrenderable = self._build(claimed, templates, skeleton)
             if unrenderable:
                 self._record(unrenderable, skeleton)
             await self._relay(execution_id, envelopes, skeleton, progress)
+            self.on_batch(execution_id)
 
     async def retry(self, execution_id: int) -> int:
         """Send again the soft-bounced logs whose retry is due; return how many were tried."""

@@ -87,12 +87,14 @@ def expire_due(services: Services) -> int:
 
 
 async def run_due(
-    services: Services, transport_factory: Callable[[], Transport] | None = None
+    services: Services,
+    transport_factory: Callable[[], Transport] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> DueReport:
     report = DueReport(started=start_due(services))
     transport = (transport_factory or (lambda: make_transport(services.settings)))()
     try:
-        sender = Sender(services, transport)
+        sender = Sender(services, transport, on_batch=on_batch)
         with services.sessions() as s:
             sending = s.execute(
                 select(Execution.id, Delivery.ref)

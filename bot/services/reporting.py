@@ -192,3 +192,70 @@ def sending_progress(services: Services, ref: str) -> dict[str, Any]:
         "queued": total.queued,
         "rate_per_s": round((recent or 0) / RATE_WINDOW.total_seconds(), 1),
     }
+
+
+def compute_delivery_stats(services: Services, ref: str) -> dict[str, Any]:
+    """Recount every execution of `ref` from its logs; return the fresh detail."""
+    from bot.services.stats import compute_stats
+
+    with services.sessions.begin() as s:
+        d = get_delivery(s, ref)
+        for e in executions_of(s, d.id):
+            compute_stats(s, e.id, services.clock.now())
+    return delivery_detail(services, ref)
+
+
+def marketing_history(services: Services, email: str, limit: int = 50) -> list[dict[str, Any]]:
+    """A profile's messages, newest first: date, delivery, status, failure, opens, clicks."""
+    from bot.store.models import Profile, TrackingLog
+
+    key = email.strip().lower()
+    with services.sessions() as s:
+        profile_ids = list(s.scalars(select(Profile.id).where(Profile.email_key == key)))
+        if not profile_ids:
+            raise NotFound(f"no profile with the address {email!r}")
+        opens = (
+            select(func.count())
+            .where(TrackingLog.sending_log_id == SendingLog.id, TrackingLog.kind == "open")
+            .scalar_subquery()
+        )
+        clicks = (
+            select(func.count())
+            .where(TrackingLog.sending_log_id == SendingLog.id, TrackingLog.kind == "click")
+            .scalar_subquery()
+        )
+        rows = s.execute(
+            select(
+                SendingLog.email,
+                SendingLog.status,
+                SendingLog.failure_type,
+                SendingLog.failure_reason,
+                SendingLog.relayed_at,
+                SendingLog.created_at,
+                Delivery.ref,
+                Delivery.name,
+                Execution.key,
+                opens,
+                clicks,
+            )
+            .join(Execution, Execution.id == SendingLog.execution_id)
+            .join(Delivery, Delivery.id == Execution.delivery_id)
+            .where(SendingLog.profile_id.in_(profile_ids))
+            .order_by(SendingLog.created_at.desc(), SendingLog.id.desc())
+            .limit(limit)
+        ).all()
+    return [
+        {
+            "date": _iso(r.relayed_at or r.created_at),
+            "email": r.email,
+            "ref": r.ref,
+            "name": r.name,
+            "execution": r.key,
+            "status": r.status,
+            "failure_type": r.failure_type,
+            "failure_reason": r.failure_reason,
+            "opens": r[9],
+            "clicks": r[10],
+        }
+        for r in rows
+    ]

@@ -154,3 +154,9 @@ def cancel_unsent(session: Session, now: datetime, execution_id: int, include_cl
     ids = list(session.scalars(stmt))
     apply_log_events(session, now, [LogEvent(i, Event.CANCELLED, reason="stopped") for i in ids])
     return len(ids)
+
+
+def readiness(services: Services, ref: str) -> str | None:
+    """None when `ref` can be confirmed now, else the reason in words a person acts on."""
+    with services.sessions() as s:
+        return not_ready_reason(get_delivery(s, ref))

@@ -6,6 +6,8 @@ they must always equal (and what **Compute stats** writes back).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import distinct, func, select
 from sqlalchemy.orm import Session
 
@@ -71,3 +73,15 @@ def executions_of(session: Session, delivery_id: int) -> list[Execution]:
             select(Execution).where(Execution.delivery_id == delivery_id).order_by(Execution.id)
         )
     )
+
+
+def compute_stats(session: Session, execution_id: int, now: datetime) -> Counters:
+    """**Compute stats**: recount every KPI from the logs and make the counters say so."""
+    counter = session.get(KpiCounter, execution_id, with_for_update=True)
+    fresh = recount(session, execution_id)
+    if counter is not None:
+        for name, value in fresh.as_dict().items():
+            setattr(counter, name, value)
+        counter.rates_refreshed_at = now
+        counter.updated_at = now
+    return fresh

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from smtp_relay import Relay
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.bootstrap import Services
 from bot.domain.errors import DomainError, PermissionDenied
@@ -24,11 +24,17 @@ from bot.engine.tokens import TokenSigner
 from bot.engine.transports import Envelope, RelayResult
 from bot.engine.transports.smtp import SmtpTransport
 from bot.services.deliveries_import import import_deliveries
+from bot.services.errors import NotFound
 from bot.services.prepare import prepare_delivery
 from bot.services.profiles_import import import_profiles
-from bot.services.reporting import delivery_detail, sending_progress
+from bot.services.reporting import (
+    compute_delivery_stats,
+    delivery_detail,
+    marketing_history,
+    sending_progress,
+)
 from bot.services.sending import confirm_send, pause_delivery, resume_delivery, stop_delivery
-from bot.store.models import Execution, Profile, SendingLog
+from bot.store.models import Execution, KpiCounter, Profile, SendingLog
 
 START = [Role.START_DELIVERIES]
 
@@ -249,3 +255,23 @@ def test_claims_left_by_a_dead_sender_are_sent_on_the_next_run(
     assert send(services, transport(relay), eid, backoff=Backoff()) is DeliveryState.FINISHED
     got = relay.recorder.by_rcpt()
     assert sorted(got) == sorted(emails) and all(len(v) == 1 for v in got.values())
+
+
+def test_compute_stats_equals_live_counters_and_history_lists_the_message(
+    services: Services, relay: Relay, tmp_path: Path
+) -> None:
+    eid = load(services, tmp_path, ["ok@x.example", "hard1@x.example", "soft1@x.example"])
+    send(services, transport(relay), eid)
+    live = delivery_detail(services, "promo")
+    recomputed = compute_delivery_stats(services, "promo")
+    assert (recomputed["kpis"], recomputed["logs"]) == (live["kpis"], live["logs"])
+    with services.sessions.begin() as s:  # counters drift (as after a lost update)...
+        s.execute(update(KpiCounter).values(sent=0, failed=0))
+    assert delivery_detail(services, "promo")["kpis"] != live["kpis"]
+    assert compute_delivery_stats(services, "promo")["kpis"] == live["kpis"]  # ...and heal
+
+    [row] = marketing_history(services, "HARD1@x.example")
+    assert (row["ref"], row["status"], row["failure_reason"]) == ("promo", "failed", "user unknown")
+    assert (row["opens"], row["clicks"]) == (0, 0)
+    with pytest.raises(NotFound):
+        marketing_history(services, "nobody@x.example")
