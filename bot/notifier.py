@@ -82,7 +82,7 @@ class DeploymentNotifier:
                 and now - self._last.get(ref, -1e9) < self.min_interval
             ):
                 return None
-            message = deployment_message(detail, progress)
+            message = deployment_message(detail, progress, now=self.services.clock.now())
             try:
                 if ts:
                     await self.client.chat_update(channel=channel, ts=ts, **message)

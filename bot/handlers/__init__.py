@@ -1,0 +1,41 @@
+"""Slack listeners, one module per kind, each with `register(app, deps)`.
+
+Handlers are thin: `ack()` first, then a service call in a worker thread (the
+services use the database synchronously), then a reply. The role is checked by the
+service at the moment of the action, never from the message that showed the button.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from bot.bootstrap import Services
+from bot.domain.roles import Role
+
+T = TypeVar("T")
+
+
+@dataclass
+class Deps:
+    services: Services
+    kick: Callable[[], None]  # wake the sender
+    refresh: Callable[..., Any]  # async: refresh a delivery's Deployment message
+
+    async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def roles(self, user_id: str) -> frozenset[Role]:
+        from bot.services.roles import roles_of
+
+        return await self.call(roles_of, self.services, user_id)
+
+
+def register_all(app: Any, deps: Deps) -> None:
+    from bot.handlers import campaign, confirm, deployment
+
+    confirm.register(app, deps)
+    deployment.register(app, deps)
+    campaign.register(app, deps)

@@ -1,0 +1,74 @@
+"""Fixtures for Slack tests: the live app, a mock Slack, a real SMTP relay, a delivery."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import ADMIN, ALLOWED, EMAILS, SIGNING_SECRET, LiveApp, SlackClient
+from mock_slack import MockSlack
+from pydantic import SecretStr
+from smtp_relay import Relay
+
+from bot.bootstrap import Services
+from bot.services.deliveries_import import import_deliveries
+from bot.services.prepare import prepare_delivery
+from bot.services.profiles_import import import_profiles
+from bot.services.roles import grant
+
+
+@pytest.fixture
+def mock_slack() -> Iterator[MockSlack]:
+    server = MockSlack()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def relay() -> Iterator[Relay]:
+    server = Relay()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def slack_services(
+    services: Services, mock_slack: MockSlack, relay: Relay, tmp_path: Path
+) -> Services:
+    services.settings = services.settings.model_copy(
+        update={
+            "slack_bot_token": SecretStr("xoxb-test"),
+            "slack_signing_secret": SecretStr(SIGNING_SECRET),
+            "slack_api_url": f"{mock_slack.url}/api/",
+            "mail_url": f"smtp://127.0.0.1:{relay.port}",
+            "smtp_pool_size": 2,
+        }
+    )
+    csv = tmp_path / "p.csv"
+    csv.write_text("email,first_name\n" + "".join(f"{e},B{i}\n" for i, e in enumerate(EMAILS)))
+    import_profiles(services, csv, "buyers")
+    yml = tmp_path / "d.yml"
+    yml.write_text(
+        "- ref: promo\n  name: Spring promo\n  audience: buyers\n  from: news@shop.example\n"
+        "  subject: 'Hi {{ first_name }}'\n  text: Hello\n  slack_channel: C0DEPLOY\n"
+    )
+    import_deliveries(services, yml)
+    prepare_delivery(services, "promo")
+    grant(services, ALLOWED, "start-deliveries")
+    grant(services, ADMIN, "administration")
+    return services
+
+
+@pytest.fixture
+def live(slack_services: Services) -> Iterator[LiveApp]:
+    app = LiveApp(slack_services).start()
+    yield app
+    app.stop()
+
+
+@pytest.fixture
+def slack(live: LiveApp, mock_slack: MockSlack) -> SlackClient:
+    return SlackClient(live, mock_slack.url)
