@@ -19,11 +19,9 @@ run: $(STAMP)
 	$(PY) -m bot deliveries prepare spring-sale
 	$(PY) -m bot deliveries list
 	@echo
-	@echo "Greenlight is set up on SQLite (data/greenlight.db) with the examples loaded."
-	@echo "Next: python -m bot deliveries show spring-sale   (state, counts and KPIs)"
-	@echo "      python -m bot roles grant <your Slack user id> start-deliveries"
-	@echo "The Slack app, the sender and the HTTP endpoints start here once they are built;"
-	@echo "README.md says what each command does today."
+	@echo "Examples loaded. Next: python -m bot roles grant <your Slack member id> start-deliveries"
+	@echo "Starting Greenlight (Ctrl-C stops it); messages go to MAIL_URL (default data/outbox)."
+	$(PY) -m bot $$($(PY) -c 'from bot.config import get_settings as s; print("socket" if s().slack_app_token else "serve")')
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
