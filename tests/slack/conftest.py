@@ -72,3 +72,11 @@ def live(slack_services: Services) -> Iterator[LiveApp]:
 @pytest.fixture
 def slack(live: LiveApp, mock_slack: MockSlack) -> SlackClient:
     return SlackClient(live, mock_slack.url)
+
+
+@pytest.fixture
+def idle(slack_services: Services, mock_slack: MockSlack) -> Iterator[SlackClient]:
+    """The live app without its sender: confirmed deliveries stay in progress, unsent."""
+    app = LiveApp(slack_services, start_sender=False).start()
+    yield SlackClient(app, mock_slack.url)
+    app.stop()
