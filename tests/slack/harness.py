@@ -54,6 +54,13 @@ class LiveApp:
     def stop(self) -> None:
         fut = asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop)
         fut.result(30)
+
+        async def settle() -> None:
+            """Let Deployment updates still in flight finish before the loop goes."""
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            await asyncio.wait(pending, timeout=10) if pending else None
+
+        asyncio.run_coroutine_threadsafe(settle(), self.loop).result(15)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 
