@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable
 
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
@@ -13,6 +16,8 @@ from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
+
+log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -65,3 +70,39 @@ def make_client(settings: Settings, sleep: Sleep = asyncio.sleep) -> AsyncWebCli
         else settings.slack_api_url + "/"
     )
     return AsyncWebClient(token=token, base_url=base, retry_handlers=[RetryAfter(sleep=sleep)])
+
+
+class UsergroupDirectory:
+    """Which of the given Slack user groups a user belongs to, cached for a minute.
+
+    Only groups that hold a role are asked about, so a workspace without group grants
+    makes no call at all. A failed lookup counts as "not a member": a role is never
+    granted because Slack could not be asked.
+    """
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        ttl: float = 60.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.ttl = ttl
+        self.monotonic = monotonic
+        self._members: dict[str, tuple[float, frozenset[str]]] = {}
+
+    async def groups_of(self, user_id: str, groups: list[str]) -> list[str]:
+        return [g for g in groups if user_id in await self._members_of(g)]
+
+    async def _members_of(self, group: str) -> frozenset[str]:
+        cached = self._members.get(group)
+        if cached and self.monotonic() - cached[0] < self.ttl:
+            return cached[1]
+        try:
+            resp = await self.client.usergroups_users_list(usergroup=group)
+            members = frozenset(resp.get("users") or [])
+        except SlackApiError as exc:
+            log.warning("members of user group %s unknown: %s", group, exc.response.get("error"))
+            members = frozenset()
+        self._members[group] = (self.monotonic(), members)
+        return members

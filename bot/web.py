@@ -21,7 +21,7 @@ from bot.bootstrap import Services
 from bot.engine.runner import SendRunner
 from bot.handlers import Deps, register_all
 from bot.notifier import DeploymentNotifier
-from bot.slack_api import make_client
+from bot.slack_api import UsergroupDirectory, make_client
 
 log = logging.getLogger(__name__)
 RUNTIME: web.AppKey[Runtime] = web.AppKey("runtime")
@@ -66,7 +66,12 @@ def build_runtime(services: Services, *, start_sender: bool = True, tick: float 
     client = make_client(services.settings)
     notifier = DeploymentNotifier(services, client)
     runner = SendRunner(services, on_batch=notifier.from_thread, tick_seconds=tick)
-    deps = Deps(services=services, kick=runner.kick, refresh=notifier.refresh)
+    deps = Deps(
+        services=services,
+        kick=runner.kick,
+        refresh=notifier.refresh,
+        groups=UsergroupDirectory(client),
+    )
     slack = build_slack_app(services, deps, client)
     return Runtime(services, slack, notifier, runner, start_sender=start_sender)
 

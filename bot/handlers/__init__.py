@@ -23,14 +23,19 @@ class Deps:
     services: Services
     kick: Callable[[], None]  # wake the sender
     refresh: Callable[..., Any]  # async: refresh a delivery's Deployment message
+    groups: Any = None  # a UsergroupDirectory, for roles granted to user groups
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def roles(self, user_id: str) -> frozenset[Role]:
-        from bot.services.roles import roles_of
+        from bot.services.roles import granted_groups, roles_of
 
-        return await self.call(roles_of, self.services, user_id)
+        groups: list[str] = []
+        if self.groups is not None:
+            candidates = await self.call(granted_groups, self.services)
+            groups = await self.groups.groups_of(user_id, candidates) if candidates else []
+        return await self.call(roles_of, self.services, user_id, groups)
 
 
 def register_all(app: Any, deps: Deps) -> None:

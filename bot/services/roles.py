@@ -140,3 +140,15 @@ def roles_of(services: Services, user_id: str, usergroups: Iterable[str] = ()) -
                 )
             )
         return frozenset(Role(r) for r in s.scalars(stmt))
+
+
+def granted_groups(services: Services) -> list[str]:
+    """The user groups that hold at least one role (the only ones worth asking Slack about)."""
+    with services.sessions() as s:
+        return list(
+            s.scalars(
+                select(RoleAssignment.subject_id)
+                .where(RoleAssignment.subject_kind == "usergroup")
+                .distinct()
+            )
+        )

@@ -32,6 +32,7 @@ class MockSlack:
         self.calls: list[Call] = []
         self.cond = threading.Condition()
         self.rate_limit_next: dict[str, int] = {}  # method -> Retry-After seconds, once
+        self.usergroups: dict[str, list[str]] = {}  # group id -> member ids
         self._ts = itertools.count(1)
         mock = self
 
@@ -39,19 +40,26 @@ class MockSlack:
             def log_message(self, *args: Any) -> None:
                 pass
 
+            def do_GET(self) -> None:
+                path, _, query = self.path.partition("?")
+                self._handle(path, {k: v[-1] for k, v in parse_qs(query).items()})
+
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
                 if "json" in (self.headers.get("Content-Type") or ""):
                     body = json.loads(raw or "{}")
                 else:
                     body = {k: v[-1] for k, v in parse_qs(raw).items()}
-                method = self.path.rsplit("/", 1)[-1]
+                self._handle(self.path, body)
+
+            def _handle(self, path: str, body: dict[str, Any]) -> None:
+                method = path.rsplit("/", 1)[-1]
                 with mock.cond:
                     retry_after = mock.rate_limit_next.pop(method, None)
                 if retry_after is not None:
                     self._send(429, {"ok": False, "error": "ratelimited"}, retry_after)
                     return
-                call = Call(self.path, body, dict(self.headers))
+                call = Call(path, body, dict(self.headers))
                 with mock.cond:
                     mock.calls.append(call)
                     mock.cond.notify_all()
@@ -91,6 +99,11 @@ class MockSlack:
             }
         if method == "chat.update":
             return {"ok": True, "channel": call.body.get("channel"), "ts": call.body.get("ts")}
+        if method == "usergroups.users.list":
+            group = call.body.get("usergroup", "")
+            if group not in self.usergroups:
+                return {"ok": False, "error": "no_such_subteam"}
+            return {"ok": True, "users": self.usergroups[group]}
         return {"ok": True}
 
     def start(self) -> None:

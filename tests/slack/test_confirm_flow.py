@@ -105,3 +105,19 @@ def test_without_a_ref_a_picker_of_ready_deliveries(
         mock_slack.wait_for(lambda: len(mock_slack.responses()) == 2) and mock_slack.responses()[1]
     )
     assert [b["action_id"] for b in buttons(card)] == [ids.CONFIRM_SEND]
+
+
+def test_a_role_granted_to_a_user_group_holds_for_its_members_only(
+    slack: SlackClient, mock_slack: MockSlack, slack_services: Services
+) -> None:
+    from bot.services.roles import grant
+
+    grant(slack_services, "S0SENDERS", "start-deliveries")
+    mock_slack.usergroups["S0SENDERS"] = ["U0MEMBER"]
+    slack.command("/confirm-send", "promo", "U0MEMBER")
+    slack.command("/confirm-send", "promo", "U0OUTSIDER")
+    mock_slack.wait_for(lambda: len(mock_slack.responses()) == 2)
+    by_text = [text_of(c) for c in mock_slack.responses()]
+    assert sum("do not allow you to confirm" in t for t in by_text) == 1
+    assert sum(ids.CONFIRM_SEND in t for t in by_text) == 1
+    assert len(mock_slack.api_calls("usergroups.users.list")) == 1, "members cached"
