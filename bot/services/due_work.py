@@ -6,15 +6,17 @@ the second time, and an instant missed while the process was down is caught up o
 1. `at` deliveries confirmed and waiting whose contact date has come start;
 2. in-progress executions send what is still queued;
 3. soft bounces whose retry is due are sent again (inside the validity period);
-4. executions whose validity period has ended resolve every open log (SPEC section 6).
+4. executions whose validity period has ended resolve every open log (SPEC section 6);
+5. open rate and click-through rate are refreshed, hourly per execution.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from bot.bootstrap import Services
 from bot.domain.errors import DomainError
@@ -24,7 +26,8 @@ from bot.engine.sender import Sender
 from bot.engine.transports import Transport, make_transport
 from bot.services.outcomes import LogEvent, apply_log_events
 from bot.services.sending import start_delivery
-from bot.store.models import Delivery, Execution, SendingLog
+from bot.services.stats import recount
+from bot.store.models import Delivery, Execution, KpiCounter, SendingLog
 
 CHUNK = 1000
 
@@ -35,6 +38,7 @@ class DueReport:
     sent: dict[str, str] = field(default_factory=dict)  # ref -> state after sending
     retried: int = 0
     expired_logs: int = 0
+    indicators_refreshed: int = 0
 
 
 def start_due(services: Services) -> list[str]:
@@ -86,6 +90,44 @@ def expire_due(services: Services) -> int:
             total += len(ids)
 
 
+INDICATOR_PERIOD = timedelta(hours=1)
+
+
+def refresh_indicators(services: Services) -> int:
+    """The hourly job: recount unique openers and clickers of executions still in validity.
+
+    Each execution is refreshed at most once an hour (its `rates_refreshed_at`), so a
+    tick every few seconds costs one indexed query when nothing is due.
+    """
+    now = services.clock.now()
+    with services.sessions.begin() as s:
+        due = list(
+            s.scalars(
+                select(KpiCounter.execution_id)
+                .join(Execution, Execution.id == KpiCounter.execution_id)
+                .where(
+                    Execution.started_at.is_not(None),
+                    Execution.validity_ends_at > now - INDICATOR_PERIOD,
+                    (KpiCounter.rates_refreshed_at.is_(None))
+                    | (KpiCounter.rates_refreshed_at <= now - INDICATOR_PERIOD),
+                )
+                .with_for_update(skip_locked=True)
+            )
+        )
+        for execution_id in due:
+            fresh = recount(s, execution_id)
+            s.execute(
+                update(KpiCounter)
+                .where(KpiCounter.execution_id == execution_id)
+                .values(
+                    unique_opens=fresh.unique_opens,
+                    unique_clicks=fresh.unique_clicks,
+                    rates_refreshed_at=now,
+                )
+            )
+    return len(due)
+
+
 async def run_due(
     services: Services,
     transport_factory: Callable[[], Transport] | None = None,
@@ -118,4 +160,5 @@ async def run_due(
     finally:
         await transport.close()
     report.expired_logs = expire_due(services)
+    report.indicators_refreshed = refresh_indicators(services)
     return report

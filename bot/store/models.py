@@ -278,3 +278,19 @@ class AuditEntry(Base):
     subject_kind: Mapped[str] = mapped_column(String(20))
     subject_ref: Mapped[str] = mapped_column(String(120))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class FeedbackReceipt(Base):
+    """One feedback event taken in; the unique key makes a repeated event a no-op."""
+
+    __tablename__ = "feedback_receipts"
+    __table_args__ = (
+        UniqueConstraint("source", "source_event_id", name="uq_feedback_receipts_source_event"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))
+    source_event_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    sending_log_id: Mapped[int | None] = mapped_column(ForeignKey("sending_logs.id"), index=True)
+    received_at: Mapped[datetime]

@@ -93,5 +93,6 @@ def test_run_due_with_nothing_to_do(services: Services, capsys: pytest.CaptureFi
         "sent": {},
         "retried": 0,
         "expired_logs": 0,
+        "indicators_refreshed": 0,
     }
     assert "2026-11-24T08:00:00+00:00" in out

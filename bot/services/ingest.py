@@ -1,0 +1,146 @@
+"""Take feedback events from any source and apply them once (SPEC sections 6–8).
+
+Every parser (webhooks, bounce messages, the tracking endpoints) produces
+`FeedbackEvent`s; this service matches each to its sending log (by the log id the
+message carried, else by its Message-ID), drops events already taken (by source and
+source event id, through a unique key), and applies the rest in one transaction:
+log transitions and counters through `services.outcomes`, complaints to the denylist,
+opens and clicks to the tracking log. An event for no known message is counted as
+unmatched and acknowledged, so the provider does not retry it forever.
+
+Open rate and click-through rate are not moved here: the hourly indicator job and
+**Compute stats** recount them from the tracking log (SPEC section 6).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from bot.bootstrap import Services
+from bot.feedback.events import FeedbackEvent, FeedbackKind
+from bot.services.outcomes import LogEvent, apply_log_events, record_complaint
+from bot.store.models import FeedbackReceipt, SendingLog, TrackingLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestReport:
+    received: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    unmatched: int = 0
+    changed_logs: int = 0
+    unmatched_ids: list[str] = field(default_factory=list)
+
+
+def _match(session: Session, events: Sequence[FeedbackEvent]) -> dict[int, tuple[int, int, int]]:
+    """Event index -> (sending log id, execution id, profile id), for those we know."""
+    by_id = {e.log_id for e in events if e.log_id is not None}
+    by_mid = {e.message_id for e in events if e.log_id is None and e.message_id}
+    rows = []
+    if by_id:
+        rows += session.execute(
+            select(
+                SendingLog.id, SendingLog.execution_id, SendingLog.profile_id, SendingLog.message_id
+            ).where(SendingLog.id.in_(by_id))
+        ).all()
+    if by_mid:
+        rows += session.execute(
+            select(
+                SendingLog.id, SendingLog.execution_id, SendingLog.profile_id, SendingLog.message_id
+            ).where(SendingLog.message_id.in_(by_mid))
+        ).all()
+    ids = {r[0]: (r[0], r[1], r[2]) for r in rows}
+    mids = {r[3]: (r[0], r[1], r[2]) for r in rows if r[3]}
+    found: dict[int, tuple[int, int, int]] = {}
+    for i, e in enumerate(events):
+        hit = ids.get(e.log_id) if e.log_id is not None else mids.get(e.message_id or "")
+        if hit:
+            found[i] = hit
+    return found
+
+
+def _claim_receipts(
+    session: Session,
+    services: Services,
+    events: Sequence[FeedbackEvent],
+    matched: dict[int, tuple[int, int, int]],
+) -> set[int]:
+    """Insert a receipt per matched event; return the indexes that were new."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    now = services.clock.now()
+    fresh: set[int] = set()
+    seen: set[tuple[str, str]] = set()
+    for i in sorted(matched):
+        e = events[i]
+        key = (e.source, e.source_event_id)
+        if key in seen:
+            continue
+        seen.add(key)
+        stmt = (
+            insert(FeedbackReceipt)
+            .values(
+                source=e.source,
+                source_event_id=e.source_event_id,
+                kind=e.kind.value,
+                sending_log_id=matched[i][0],
+                received_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["source", "source_event_id"])
+            .returning(FeedbackReceipt.id)
+        )
+        if session.execute(stmt).first() is not None:
+            fresh.add(i)
+    return fresh
+
+
+def ingest(services: Services, events: Sequence[FeedbackEvent]) -> IngestReport:
+    """Apply `events` in order, each at most once; raise on a database failure (→ 5xx)."""
+    report = IngestReport(received=len(events))
+    now = services.clock.now()
+    with services.sessions.begin() as s:
+        matched = _match(s, events)
+        for i, e in enumerate(events):
+            if i not in matched:
+                report.unmatched += 1
+                report.unmatched_ids.append(f"{e.source}:{e.source_event_id}")
+        fresh = _claim_receipts(s, services, events, matched)
+        report.duplicates = len(matched) - len(fresh)
+        log_events: list[LogEvent] = []
+        for i in sorted(fresh):
+            e = events[i]
+            log_id, execution_id, profile_id = matched[i]
+            if e.kind.log_event is not None:
+                log_events.append(
+                    LogEvent(log_id, e.kind.log_event, e.reason, e.smtp_status, e.diagnostic)
+                )
+            elif e.kind is FeedbackKind.COMPLAINT:
+                record_complaint(s, now, profile_id)
+            else:
+                s.add(
+                    TrackingLog(
+                        execution_id=execution_id,
+                        sending_log_id=log_id,
+                        profile_id=profile_id,
+                        kind="open" if e.kind is FeedbackKind.OPEN else "click",
+                        url=e.url,
+                        user_agent=e.user_agent,
+                        occurred_at=e.occurred_at or now,
+                    )
+                )
+        applied = apply_log_events(s, now, log_events)
+        report.changed_logs = sum(a.changed for a in applied)
+        report.applied = len(fresh)
+    if report.unmatched:
+        log.warning(
+            "%d feedback events matched no message: %s", report.unmatched, report.unmatched_ids[:5]
+        )
+    return report

@@ -1,0 +1,103 @@
+"""Feedback ingestion: matching, duplicates, complaints, tracking and the hourly rates."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bot.bootstrap import Services
+from bot.domain.roles import Role
+from bot.engine.transports import MaildirTransport
+from bot.feedback.events import FeedbackEvent, FeedbackKind
+from bot.services.deliveries_import import import_deliveries
+from bot.services.due_work import refresh_indicators, run_due
+from bot.services.ingest import ingest
+from bot.services.prepare import prepare_delivery
+from bot.services.profiles_import import import_profiles
+from bot.services.reporting import compute_delivery_stats, delivery_detail
+from bot.services.sending import confirm_send
+from bot.store.models import Profile, SendingLog
+
+EMAILS = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"]
+
+
+def sent(services: Services, tmp_path: Path, efs: bool) -> dict[str, SendingLog]:
+    csv = tmp_path / "p.csv"
+    csv.write_text("email\n" + "\n".join(EMAILS) + "\n")
+    import_profiles(services, csv, "all")
+    yml = tmp_path / "d.yml"
+    yml.write_text(
+        "- ref: promo\n  name: Promo\n  audience: all\n  from: news@shop.example\n"
+        f"  subject: Hi\n  text: Hello\n  efs: {str(efs).lower()}\n"
+    )
+    import_deliveries(services, yml)
+    prepare_delivery(services, "promo")
+    confirm_send(services, "promo", "U0A", [Role.START_DELIVERIES])
+    asyncio.run(run_due(services, lambda: MaildirTransport(tmp_path / "outbox")))
+    with services.sessions() as s:
+        return {lg.email: lg for lg in s.scalars(select(SendingLog))}
+
+
+def ev(kind: FeedbackKind, event_id: str, **kw) -> FeedbackEvent:  # type: ignore[no-untyped-def]
+    return FeedbackEvent(kind=kind, source="generic", source_event_id=event_id, **kw)
+
+
+def test_events_apply_once_match_by_id_or_message_id_and_unknown_ones_are_counted(
+    services: Services, tmp_path: Path
+) -> None:
+    logs = sent(services, tmp_path, efs=True)
+    events = [
+        ev(FeedbackKind.DELIVERED, "e1", log_id=logs["a@x.example"].id),
+        ev(
+            FeedbackKind.HARD_BOUNCE,
+            "e2",
+            message_id=logs["b@x.example"].message_id,
+            reason="user unknown",
+            smtp_status="5.1.1",
+        ),
+        ev(FeedbackKind.DELIVERED, "e1", log_id=logs["a@x.example"].id),  # twice in one batch
+        ev(FeedbackKind.DELIVERED, "e3", message_id="<someone-else@x.example>"),
+    ]
+    report = ingest(services, events)
+    assert (report.applied, report.duplicates, report.unmatched) == (2, 1, 1)
+    again = ingest(services, events[:2])
+    assert (again.applied, again.duplicates) == (0, 2)
+    k = delivery_detail(services, "promo")["kpis"]
+    assert (k["sent"], k["delivered_pct"], k["bounces_errors_pct"]) == (4, 25.0, 25.0)
+    with services.sessions() as s:
+        b = s.get(SendingLog, logs["b@x.example"].id)
+        assert (b.status, b.failure_reason, b.smtp_status) == ("failed", "user unknown", "5.1.1")
+        status = dict(s.execute(select(Profile.email, Profile.email_status)).all())
+    assert status["b@x.example"] == "quarantine"
+
+
+def test_complaint_denylists_and_opens_clicks_feed_the_hourly_rates(
+    services: Services, tmp_path: Path
+) -> None:
+    logs = sent(services, tmp_path, efs=False)
+    ingest(
+        services,
+        [
+            ev(FeedbackKind.COMPLAINT, "c1", log_id=logs["d@x.example"].id),
+            ev(FeedbackKind.OPEN, "o1", log_id=logs["a@x.example"].id),
+            ev(FeedbackKind.OPEN, "o2", log_id=logs["a@x.example"].id),
+            ev(FeedbackKind.CLICK, "k1", log_id=logs["b@x.example"].id, url="https://x.example"),
+        ],
+    )
+    with services.sessions() as s:
+        assert s.scalar(select(Profile.email_status).where(Profile.email == "d@x.example")) == (
+            "denylisted"
+        )
+    assert delivery_detail(services, "promo")["kpis"]["open_rate"] == 0.0, "hourly, not live"
+    assert refresh_indicators(services) == 0, "refreshed when it was sent, due in an hour"
+    services.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    assert refresh_indicators(services) == 1
+    k = delivery_detail(services, "promo")["kpis"]
+    assert (k["open_rate"], k["click_through_rate"]) == (50.0, 25.0), "a click is an open"
+    assert refresh_indicators(services) == 0, "once an hour"
+    services.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    assert refresh_indicators(services) == 1
+    assert compute_delivery_stats(services, "promo")["kpis"] == k
