@@ -1,0 +1,490 @@
+"""One event type for every feedback source, and the helpers all the parsers share.
+
+Each parser (generic webhook, Amazon SES, SendGrid, Mailgun, Postmark, bounce
+messages) turns what its source says into `FeedbackEvent`s, so the ingestion service
+has one thing to match and apply whatever the source. The parsers are pure: no
+database, no HTTP; they raise `SignatureInvalid` (answer 401, change nothing) or
+`MalformedPayload` (answer 400 with its reason).
+
+Matching an event to its sending log. The engine sets, on every message:
+
+* ``Message-ID: <gl.{log_id}.{tag}@{domain}>`` where ``tag`` is a keyed digest of
+  the delivery and the log id (see `bot.engine.message.MessageSkeleton.message_id`);
+* ``X-Greenlight-Log: {log_id}`` and ``X-Greenlight-Delivery: {ref}``.
+
+So `log_id` comes from an explicit carrier when the source gives one (the header,
+or a provider's custom variable named ``greenlight_log``), else from the Message-ID
+pattern. The parsers cannot check the Message-ID's tag (it needs the tracking secret
+and the delivery); `message_id` keeps the whole id so the ingestion service can look
+the log up by its stored Message-ID, which is authoritative.
+
+Message ids are normalised so that an RFC 5322 id (it contains ``@``) is always in
+angle brackets, as the engine stores it in ``sending_logs.message_id``; a provider's
+own id (a UUID, say) is kept as given.
+
+Reasons. Failures carry one of the reasons of SPEC section 7, chosen by
+`reason_for` from the enhanced status code (RFC 3463) first, then the diagnostic
+text, then the basic SMTP reply code:
+
+=====================  ===========================================================
+enhanced status         reason
+=====================  ===========================================================
+X.1.1, X.1.6            user unknown (bad mailbox; moved, no forwarding address)
+X.1.10                  user unknown (Microsoft's "RecipientNotFound"), or invalid
+                        domain when the diagnostic says "null MX" (RFC 7505)
+X.1.2, 5.4.4            invalid domain
+X.1.0, X.1.3, X.1.4     invalid address
+X.2.1                   account disabled
+X.2.2, X.3.1            mailbox full
+X.4.1, X.4.2            not connected (no answer, bad connection)
+other X.4.x, X.3.2      unreachable
+X.1.7, X.1.8, X.2.3,
+X.2.4, other X.3.x,
+X.5.x, X.6.x, X.7.x     refused
+X.0.0, X.2.0, none      decided by the diagnostic text, then by the reply code
+=====================  ===========================================================
+
+Reply codes alone (as the engine's relay does): 550/551/553 user unknown, 452/552
+mailbox full, 421 unreachable, any other 5xx refused; anything else "not defined".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from bot.domain.logs import Event
+
+MAX_LOG_ID = 2**63 - 1  # the database's BIGINT
+MAX_EVENT_ID_LENGTH = 200  # longer provider ids are hashed to stay indexable
+MAX_DIAGNOSTIC_LENGTH = 2000
+MAX_URL_LENGTH = 8192
+MAX_USER_AGENT_LENGTH = 1000
+MAX_MESSAGE_ID_LENGTH = 255  # sending_logs.message_id
+
+# SPEC section 7.
+REASONS = frozenset(
+    {
+        "user unknown",
+        "invalid domain",
+        "unreachable",
+        "mailbox full",
+        "account disabled",
+        "refused",
+        "not connected",
+        "invalid address",
+        "quarantined address",
+        "denylisted address",
+        "duplicate",
+        "not defined",
+    }
+)
+NOT_DEFINED = "not defined"
+
+
+class FeedbackKind(StrEnum):
+    DELIVERED = "delivered"
+    HARD_BOUNCE = "hard_bounce"
+    SOFT_BOUNCE = "soft_bounce"
+    COMPLAINT = "complaint"
+    OPEN = "open"
+    CLICK = "click"
+
+    @property
+    def log_event(self) -> Event | None:
+        """The sending-log transition this kind drives; None for complaint/open/click.
+
+        Complaints go to `services.outcomes.record_complaint`, opens and clicks to the
+        tracking counters: none of them changes a log's status.
+        """
+        return _LOG_EVENTS.get(self)
+
+    @property
+    def is_bounce(self) -> bool:
+        return self in (FeedbackKind.HARD_BOUNCE, FeedbackKind.SOFT_BOUNCE)
+
+
+_LOG_EVENTS = {
+    FeedbackKind.DELIVERED: Event.DELIVERED,
+    FeedbackKind.HARD_BOUNCE: Event.HARD_BOUNCE,
+    FeedbackKind.SOFT_BOUNCE: Event.SOFT_BOUNCE,
+}
+
+
+class SignatureInvalid(Exception):
+    """The request's signature (or credentials) is missing or wrong: answer 401.
+
+    The reason is for the server's log only; the HTTP answer should not echo it, so
+    a forger learns nothing about what was checked.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class MalformedPayload(Exception):
+    """The body cannot be read as the source's format: answer 400 with the reason."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class FeedbackEvent:
+    """One thing a feedback source reported about one message to one recipient."""
+
+    kind: FeedbackKind
+    source: str  # "generic", "ses", "sendgrid", "mailgun", "postmark", "dsn"
+    source_event_id: str  # the source's id, or a stable hash when it gives none
+    occurred_at: datetime | None = None  # always timezone-aware
+    recipient: str | None = None
+    message_id: str | None = None  # RFC Message-ID in <...>, else the provider's id
+    log_id: int | None = None  # the sending log, when the source carried it
+    reason: str | None = None  # SPEC section 7, for bounces only
+    smtp_status: str | None = None  # enhanced status, e.g. "5.1.1"
+    diagnostic: str | None = None
+    url: str | None = None  # clicks
+    user_agent: str | None = None  # opens and clicks
+
+    def __post_init__(self) -> None:
+        if self.occurred_at is not None and self.occurred_at.utcoffset() is None:
+            raise ValueError("occurred_at must be timezone-aware")
+        if self.reason is not None and self.reason not in REASONS:
+            raise ValueError(f"unknown failure reason {self.reason!r}")
+
+
+# --------------------------------------------------------------------- matching
+
+_GL_MESSAGE_ID = re.compile(r"<?\s*gl\.(\d{1,19})\.[0-9a-f]+@", re.IGNORECASE)
+_DIGITS = re.compile(r"\d{1,19}")
+
+
+def log_id_from_message_id(mid: str | None) -> int | None:
+    """The log id in an engine Message-ID (``<gl.{log_id}.{tag}@domain>``), else None.
+
+    Only ids that start with the engine's pattern count: a ``gl.`` deep inside some
+    other id is not ours.
+    """
+    if not mid or not isinstance(mid, str):
+        return None
+    m = _GL_MESSAGE_ID.match(mid.strip())
+    if m is None:
+        return None
+    value = int(m.group(1))
+    return value if value <= MAX_LOG_ID else None
+
+
+def parse_log_id(value: object) -> int | None:
+    """A log id carried as a header or custom variable (int or digits), else None.
+
+    Booleans, negatives, floats, signs and out-of-range numbers are not log ids.
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value <= MAX_LOG_ID else None
+    if isinstance(value, str):
+        text = value.strip()
+        if _DIGITS.fullmatch(text):
+            number = int(text)
+            return number if number <= MAX_LOG_ID else None
+    return None
+
+
+def normalize_message_id(value: object) -> str | None:
+    """An RFC 5322 id in angle brackets (as the engine stores it); others as given."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if not text or len(text) > MAX_MESSAGE_ID_LENGTH:
+        return None
+    if "@" in text and not (text.startswith("<") and text.endswith(">")):
+        text = "<" + text.strip("<>").strip() + ">"
+    return text
+
+
+def normalize_recipient(value: object) -> str | None:
+    """The address part of a recipient field (``rfc822; a@b``, ``<a@b>``), else None."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if ";" in text:  # DSN address-type prefix
+        text = text.split(";", 1)[1].strip()
+    text = text.strip("<>").strip()
+    if "@" not in text or len(text) > 320 or any(c.isspace() for c in text):
+        return None
+    return text
+
+
+# ----------------------------------------------------------------------- status
+
+_ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_ENHANCED_START = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_BASIC = re.compile(r"(?<![\d.])([245]\d\d)(?![\d.])")
+
+
+def normalize_status(value: object) -> str | None:
+    """An enhanced status code (``5.1.1``) from a field that should hold one."""
+    if isinstance(value, str):
+        m = _ENHANCED_START.match(value)
+        if m:
+            return f"{m.group(1)}.{int(m.group(2))}.{int(m.group(3))}"
+    return None
+
+
+def status_in_text(text: str | None) -> str | None:
+    """The first enhanced status code quoted in a diagnostic, e.g. ``550 5.1.1 ...``."""
+    if not text:
+        return None
+    m = _ENHANCED.search(text)
+    return f"{m.group(1)}.{int(m.group(2))}.{int(m.group(3))}" if m else None
+
+
+def _reason_from_status(status: str | None, text: str) -> str | None:
+    if not status:
+        return None
+    cls, subject, detail = (int(p) for p in status.split("."))
+    if subject == 1:
+        if detail in (1, 6):
+            return "user unknown"
+        if detail == 10:
+            return "invalid domain" if "null mx" in text else "user unknown"
+        if detail == 2:
+            return "invalid domain"
+        if detail in (0, 3, 4):
+            return "invalid address"
+        if detail in (7, 8):
+            return "refused"
+        return None
+    if subject == 2:
+        return {1: "account disabled", 2: "mailbox full", 3: "refused", 4: "refused"}.get(detail)
+    if subject == 3:
+        return {1: "mailbox full", 2: "unreachable"}.get(detail, "refused")
+    if subject == 4:
+        if cls == 5 and detail == 4:
+            return "invalid domain"
+        return "not connected" if detail in (1, 2) else "unreachable"
+    if subject in (5, 6, 7):
+        return "refused"
+    return None
+
+
+_TEXT_REASONS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (reason, re.compile(pattern, re.IGNORECASE))
+    for reason, pattern in (
+        (
+            "account disabled",
+            r"\b(account|mailbox|user)\b[^.;\n]{0,40}\b(disabled|deactivated|suspended|"
+            r"inactive|locked)\b|\bdisabled (account|mailbox|user)\b",
+        ),
+        (
+            "mailbox full",
+            r"quota|mailbox (is )?full|inbox is full|out of storage|insufficient "
+            r"(system )?storage|storage space",
+        ),
+        (
+            "invalid domain",
+            r"host (or domain name )?not found|domain (name )?(not found|does not exist)|"
+            r"name service error|nxdomain|\bno mx\b|null mx|unrout(e)?able|"
+            r"no route to domain",
+        ),
+        (
+            "user unknown",
+            r"user unknown|unknown user|no such (user|mailbox|recipient|address)|"
+            r"(user|mailbox|account|address|recipient) (does not|doesn't) exist|"
+            r"mailbox (not found|unavailable)|recipient ?not ?found|unknown recipient|"
+            r"invalid recipient|no mailbox|does not exist",
+        ),
+        (
+            "not connected",
+            r"connection (refused|timed out|reset|closed)|timed out|could ?n[o']t connect|"
+            r"network is unreachable|no route to host|lost connection",
+        ),
+        (
+            "refused",
+            r"spam|blocked|block ?list|black ?list|deny ?list|\brbl\b|policy|reputation|"
+            r"rejected|denied|not allowed|dmarc|\bspf\b|dkim",
+        ),
+        ("unreachable", r"unreachable|temporarily unavailable|try again later|deferred"),
+    )
+)
+
+_BASIC_REASONS = {
+    550: "user unknown",
+    551: "user unknown",
+    553: "user unknown",
+    452: "mailbox full",
+    552: "mailbox full",
+    421: "unreachable",
+}
+
+
+def reason_for(smtp_status: str | None, diagnostic: str | None) -> str:
+    """The SPEC section 7 reason of a failure (see the table in the module docstring)."""
+    text = (diagnostic or "").lower()
+    status = normalize_status(smtp_status) or status_in_text(diagnostic)
+    reason = _reason_from_status(status, text)
+    if reason:
+        return reason
+    for candidate, pattern in _TEXT_REASONS:
+        if pattern.search(text):
+            return candidate
+    m = _BASIC.search(text)
+    if m:
+        code = int(m.group(1))
+        if code in _BASIC_REASONS:
+            return _BASIC_REASONS[code]
+        if 500 <= code < 600:
+            return "refused"
+    return NOT_DEFINED
+
+
+# ------------------------------------------------------------------- utilities
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def derive_event_id(source: str, payload: Any) -> str:
+    """A stable id for an event its source did not name: the same event hashes the same.
+
+    A provider that retries a request sends the same JSON again, so the retry
+    hashes to the same id and the ingestion service drops it as a duplicate.
+    """
+    digest = hashlib.sha256(f"{source}\0{canonical_json(payload)}".encode()).hexdigest()
+    return "derived:" + digest[:40]
+
+
+def event_id(source: str, given: object, payload: Any) -> str:
+    """The provider's event id when it gave a usable one, else `derive_event_id`."""
+    if isinstance(given, int) and not isinstance(given, bool):
+        given = str(given)
+    if isinstance(given, str) and given.strip():
+        text = given.strip()
+        if len(text) <= MAX_EVENT_ID_LENGTH:
+            return text
+        return "long:" + hashlib.sha256(text.encode()).hexdigest()[:40]
+    return derive_event_id(source, payload)
+
+
+def parse_iso(value: object) -> datetime | None:
+    """An ISO 8601 timestamp as an aware datetime; naive or unreadable gives None."""
+    if not isinstance(value, str) or "T" not in value.upper():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.utcoffset() is not None else None
+
+
+def from_epoch(value: object) -> datetime | None:
+    """Seconds since the epoch (int, float or digits) as an aware UTC datetime."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    if isinstance(value, int | float):
+        try:
+            return datetime.fromtimestamp(value, tz=UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def load_json(body: bytes) -> Any:
+    """The JSON document in a request body, or `MalformedPayload` saying why not."""
+    try:
+        text = body.decode("utf-8")  # RFC 8259; json.loads would also guess UTF-16/32
+    except UnicodeDecodeError:
+        raise MalformedPayload("the body is not UTF-8 text") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise MalformedPayload(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise MalformedPayload("the body's JSON is nested too deeply") from None
+
+
+def _clip(value: object, limit: int) -> str | None:
+    if value is None:
+        return None
+    text = value if isinstance(value, str) else str(value)
+    text = text.strip()
+    return text[:limit] if text else None
+
+
+def make_event(
+    kind: FeedbackKind,
+    source: str,
+    *,
+    source_event_id: str,
+    occurred_at: datetime | None = None,
+    recipient: object = None,
+    message_id: object = None,
+    log_hint: object = None,
+    reason: str | None = None,
+    smtp_status: object = None,
+    diagnostic: object = None,
+    url: object = None,
+    user_agent: object = None,
+) -> FeedbackEvent:
+    """Build an event with every field normalised the same way for every source.
+
+    ``log_hint`` is an explicit carrier of the log id (header or custom variable);
+    when it does not hold one, the Message-ID pattern is tried. A bounce without a
+    reason gets one from its status and diagnostic.
+    """
+    mid = normalize_message_id(message_id)
+    log_id = parse_log_id(log_hint)
+    if log_id is None:
+        log_id = log_id_from_message_id(mid)
+    diag = _clip(diagnostic, MAX_DIAGNOSTIC_LENGTH)
+    status = normalize_status(smtp_status) or status_in_text(diag)
+    if not kind.is_bounce:
+        reason = None
+    elif reason not in REASONS:
+        reason = reason_for(status, diag)
+    return FeedbackEvent(
+        kind=kind,
+        source=source,
+        source_event_id=source_event_id,
+        occurred_at=occurred_at,
+        recipient=normalize_recipient(recipient),
+        message_id=mid,
+        log_id=log_id,
+        reason=reason,
+        smtp_status=status,
+        diagnostic=diag,
+        url=_clip(url, MAX_URL_LENGTH) if kind is FeedbackKind.CLICK else None,
+        user_agent=_clip(user_agent, MAX_USER_AGENT_LENGTH),
+    )
+
+
+def header_value(headers: object, name: str) -> str | None:
+    """A header's value from ``[{"name": .., "value": ..}]`` or a mapping, any case."""
+    wanted = name.lower()
+    if isinstance(headers, Mapping):
+        for key, value in headers.items():
+            if isinstance(key, str) and key.lower() == wanted and isinstance(value, str):
+                return value
+        return None
+    if isinstance(headers, list):
+        for item in headers:
+            if isinstance(item, Mapping):
+                key, value = item.get("name"), item.get("value")
+                if isinstance(key, str) and key.lower() == wanted and isinstance(value, str):
+                    return value
+    return None
