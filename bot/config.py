@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     public_base_url: str = "http://localhost:3000"
     tracking_secret: SecretStr | None = None
     feedback_secret: SecretStr | None = None
+    sendgrid_public_key: str | None = None
+    mailgun_signing_key: SecretStr | None = None
+    postmark_webhook_user: str | None = None
+    postmark_webhook_password: SecretStr | None = None
+    ses_topic_arns: str = ""
     kpi_channel: str | None = None
     port: int = Field(default=3000, ge=1, le=65535)
     log_level: str = "INFO"

@@ -99,12 +99,17 @@ def build_web_app(runtime: Runtime) -> web.Application:
         return web.json_response({"ok": True, "database": "ok", "slack": runtime.slack is not None})
 
     async def metrics(request: web.Request) -> web.Response:
-        lines = [
-            "# TYPE greenlight_slack_requests_total counter",
-            f"greenlight_slack_requests_total {runtime.metrics.get('slack_requests', 0)}",
-            "# TYPE greenlight_sender_rounds_total counter",
-            f"greenlight_sender_rounds_total {runtime.runner.rounds}",
-        ]
+        counters = {
+            "slack_requests": runtime.metrics.get("slack_requests", 0),
+            "sender_rounds": runtime.runner.rounds,
+            "feedback_events": runtime.metrics.get("feedback_events", 0),
+            "feedback_unmatched": runtime.metrics.get("feedback_unmatched", 0),
+            "feedback_refused": runtime.metrics.get("feedback_refused", 0),
+            "tracking_forged": runtime.metrics.get("tracking_forged", 0),
+        }
+        lines = []
+        for name, value in counters.items():
+            lines += [f"# TYPE greenlight_{name}_total counter", f"greenlight_{name}_total {value}"]
         return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
     async def on_startup(app: web.Application) -> None:
@@ -115,6 +120,9 @@ def build_web_app(runtime: Runtime) -> web.Application:
     async def on_cleanup(app: web.Application) -> None:
         await asyncio.to_thread(runtime.runner.stop)
 
+    from bot.web_feedback import add_feedback_routes
+
+    add_feedback_routes(app, runtime.services, runtime.metrics)
     app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

@@ -1,0 +1,188 @@
+"""The feedback endpoints of the real HTTP app: webhooks, bounce messages, tracking."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import LiveApp
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from bot.bootstrap import Services
+from bot.domain.roles import Role
+from bot.engine.message import MessageSkeleton
+from bot.engine.tokens import TokenSigner
+from bot.engine.transports import MaildirTransport
+from bot.feedback import generic
+from bot.services.deliveries_import import import_deliveries
+from bot.services.due_work import run_due
+from bot.services.prepare import prepare_delivery
+from bot.services.profiles_import import import_profiles
+from bot.services.reporting import delivery_detail
+from bot.services.sending import confirm_send
+from bot.store.models import Profile, SendingLog, TrackingLog
+
+SECRET = "test-feedback-secret"  # tests/conftest.py's FEEDBACK_SECRET
+
+
+@pytest.fixture
+def logs(services: Services, tmp_path: Path) -> dict[str, SendingLog]:
+    (tmp_path / "p.csv").write_text("email\na@x.example\nb@x.example\nc@x.example\n")
+    import_profiles(services, tmp_path / "p.csv", "all")
+    (tmp_path / "d.yml").write_text(
+        "- ref: promo\n  name: Promo\n  audience: all\n  from: news@shop.example\n"
+        "  subject: Hi\n  html: '<a href=\"https://shop.example/x\">x</a>'\n  efs: true\n"
+    )
+    import_deliveries(services, tmp_path / "d.yml")
+    prepare_delivery(services, "promo")
+    confirm_send(services, "promo", "U0A", [Role.START_DELIVERIES])
+    asyncio.run(run_due(services, lambda: MaildirTransport(tmp_path / "outbox")))
+    with services.sessions() as s:
+        return {lg.email: lg for lg in s.scalars(select(SendingLog))}
+
+
+@pytest.fixture
+def app(services: Services) -> Iterator[LiveApp]:
+    live = LiveApp(services, start_sender=False).start()
+    yield live
+    live.stop()
+
+
+def request(app: LiveApp, method: str, path: str, body: bytes = b"", headers=None):  # type: ignore[no-untyped-def]
+    conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    conn.request(method, path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, dict(resp.getheaders()), data
+
+
+def post_generic(app: LiveApp, events: list[dict], secret: str = SECRET):  # type: ignore[no-untyped-def]
+    body = json.dumps(events).encode()
+    headers = {
+        "X-Greenlight-Signature": generic.sign(body, secret),
+        "Content-Type": "application/json",
+    }
+    return request(app, "POST", "/feedback/generic", body, headers)
+
+
+def status_of(services: Services, email: str) -> str:
+    with services.sessions() as s:
+        return s.scalar(select(SendingLog.status).where(SendingLog.email == email))
+
+
+def event(log: SendingLog, kind: str, n: str) -> dict:  # type: ignore[type-arg]
+    return {"id": n, "type": kind, "log_id": log.id, "occurred_at": "2026-11-23T09:05:00+00:00"}
+
+
+def test_generic_webhook_signed_forged_malformed_and_unknown(
+    app: LiveApp, services: Services, logs: dict[str, SendingLog]
+) -> None:
+    status, _, body = post_generic(app, [event(logs["a@x.example"], "delivered", "e1")])
+    assert status == 200 and json.loads(body)["applied"] == 1
+    assert status_of(services, "a@x.example") == "sent"
+
+    assert post_generic(app, [event(logs["b@x.example"], "hard_bounce", "e2")], "forged")[0] == 401
+    assert status_of(services, "b@x.example") == "pending", "a forged request changes nothing"
+
+    garbage = b'[{"id": "x", "type": "teleported"}]'
+    status, _, body = request(
+        app,
+        "POST",
+        "/feedback/generic",
+        garbage,
+        {"X-Greenlight-Signature": generic.sign(garbage, SECRET)},
+    )
+    assert status == 400 and "teleported" in json.loads(body)["error"]
+
+    unknown = {
+        "id": "e9",
+        "type": "delivered",
+        "message_id": "<nobody@x.example>",
+        "occurred_at": "2026-11-23T09:05:00+00:00",
+    }
+    status, _, body = post_generic(app, [unknown])
+    assert status == 200 and json.loads(body)["unmatched"] == 1
+    assert request(app, "POST", "/feedback/carrier-pigeon", b"{}")[0] == 404
+    assert request(app, "POST", "/feedback/sendgrid", b"[]")[0] == 503, "no key configured"
+    metrics = request(app, "GET", "/metrics")[2].decode()
+    assert "greenlight_feedback_unmatched_total 1" in metrics
+
+
+def test_a_bounce_message_fails_the_log_it_names(
+    app: LiveApp, services: Services, logs: dict[str, SendingLog]
+) -> None:
+    target = logs["c@x.example"]
+    dsn = (
+        "From: MAILER-DAEMON@mx.example\r\nTo: news@shop.example\r\nSubject: Undelivered\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example\r\n\r\n"
+        "Final-Recipient: rfc822; c@x.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 user unknown\r\n\r\n"
+        "--B\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: {target.message_id}\r\nSubject: Hi\r\n\r\n--B--\r\n"
+    ).encode()
+    headers = {"X-Greenlight-Signature": generic.sign(dsn, SECRET)}
+    status, _, body = request(app, "POST", "/feedback/dsn", dsn, headers)
+    assert status == 200 and json.loads(body)["applied"] == 1
+    assert status_of(services, "c@x.example") == "failed"
+    assert request(app, "POST", "/feedback/dsn", dsn)[0] == 401, "unsigned bounce refused"
+
+
+def test_open_pixel_and_click_redirect_record_genuine_hits_only(
+    app: LiveApp, services: Services, logs: dict[str, SendingLog]
+) -> None:
+    signer = TokenSigner(services.settings.tracking_secret.get_secret_value())
+    log = logs["a@x.example"]
+    status, headers, body = request(app, "GET", f"/t/o/{signer.open_token(log.id)}")
+    assert status == 200 and headers["Content-Type"] == "image/gif" and body.startswith(b"GIF")
+    status, _, body = request(app, "GET", "/t/o/forged-token")
+    assert status == 200 and body.startswith(b"GIF"), "a forged pixel still answers a GIF"
+
+    token = signer.click_token(log.id, "https://shop.example/x")
+    status, headers, _ = request(app, "GET", f"/t/c/{token}", headers={"User-Agent": "Bot/1"})
+    assert status == 302 and headers["Location"] == "https://shop.example/x"
+    altered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    assert request(app, "GET", f"/t/c/{altered}")[0] == 404
+    with services.sessions() as s:
+        hits = s.execute(select(TrackingLog.kind, TrackingLog.url, TrackingLog.user_agent)).all()
+    assert sorted(hits, key=str) == sorted(
+        [("open", None, None), ("click", "https://shop.example/x", "Bot/1")], key=str
+    )
+
+
+def test_one_click_unsubscribe_denylists(
+    app: LiveApp, services: Services, logs: dict[str, SendingLog]
+) -> None:
+    skeleton = MessageSkeleton.for_delivery(
+        type("D", (), {"sender": "news@shop.example", "reply_to": None, "ref": "promo"})(),
+        services.settings,
+    )
+    path = skeleton.unsubscribe_url(logs["b@x.example"].id).split("3000", 1)[1]
+    assert request(app, "GET", path)[0] == 200
+    assert request(app, "POST", path, b"List-Unsubscribe=One-Click")[0] == 200
+    with services.sessions() as s:
+        status = s.scalar(select(Profile.email_status).where(Profile.email == "b@x.example"))
+        assert status == "denylisted"
+    assert request(app, "POST", "/u/not-a-token")[0] == 404
+
+
+def test_a_storage_failure_answers_503_so_the_provider_retries(
+    app: LiveApp, services: Services, logs: dict[str, SendingLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr("bot.web_feedback.ingest", broken)
+    assert post_generic(app, [event(logs["a@x.example"], "delivered", "e1")])[0] == 503
+    with services.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(TrackingLog)) == 0
+    assert delivery_detail(services, "promo")["logs"]["pending"] == 3
