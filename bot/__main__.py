@@ -198,7 +198,10 @@ def cmd_jobs_run_due(services: Services, args: argparse.Namespace) -> int:
 
     if args.at:
         services.clock = FixedClock(_parse_instant(args.at))
-    report = asyncio.run(run_due(services))
+    from bot.slack_api import make_client
+
+    slack = make_client(services.settings) if services.settings.slack_bot_token else None
+    report = asyncio.run(run_due(services, slack=slack))
     if args.json:
         _print_json(report)
     else:

@@ -65,7 +65,8 @@ def build_slack_app(services: Services, deps: Deps, client: Any) -> AsyncApp | N
 def build_runtime(services: Services, *, start_sender: bool = True, tick: float = 15.0) -> Runtime:
     client = make_client(services.settings)
     notifier = DeploymentNotifier(services, client)
-    runner = SendRunner(services, on_batch=notifier.from_thread, tick_seconds=tick)
+    connected = client if services.settings.slack_bot_token is not None else None
+    runner = SendRunner(services, on_batch=notifier.from_thread, tick_seconds=tick, slack=connected)
     deps = Deps(
         services=services,
         kick=runner.kick,

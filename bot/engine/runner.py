@@ -12,6 +12,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
 from bot.bootstrap import Services
 from bot.services.due_work import DueReport, run_due
@@ -25,8 +26,10 @@ class SendRunner:
         services: Services,
         on_batch: Callable[[int], None] | None = None,
         tick_seconds: float = 15.0,
+        slack: Any | None = None,
     ) -> None:
         self.services = services
+        self.slack = slack
         self.on_batch = on_batch
         self.tick_seconds = tick_seconds
         self._wake = threading.Event()
@@ -52,7 +55,9 @@ class SendRunner:
     def _main(self) -> None:
         while not self._stopping:
             try:
-                self.last_report = asyncio.run(run_due(self.services, on_batch=self.on_batch))
+                self.last_report = asyncio.run(
+                    run_due(self.services, on_batch=self.on_batch, slack=self.slack)
+                )
             except Exception:
                 log.exception("due work failed; trying again at the next tick")
             self.rounds += 1

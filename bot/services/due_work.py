@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
@@ -28,6 +29,9 @@ from bot.services.outcomes import LogEvent, apply_log_events
 from bot.services.sending import start_delivery
 from bot.services.stats import recount
 from bot.store.models import Delivery, Execution, KpiCounter, SendingLog
+
+if TYPE_CHECKING:
+    from slack_sdk.web.async_client import AsyncWebClient
 
 CHUNK = 1000
 
@@ -132,7 +136,13 @@ async def run_due(
     services: Services,
     transport_factory: Callable[[], Transport] | None = None,
     on_batch: Callable[[int], None] | None = None,
+    slack: AsyncWebClient | None = None,
 ) -> DueReport:
+    """Run every step due at `services.clock.now()`.
+
+    `slack` is the Web API client for the steps that post to Slack (approval requests,
+    the digest); None when Slack is not connected, and those steps then wait.
+    """
     report = DueReport(started=start_due(services))
     transport = (transport_factory or (lambda: make_transport(services.settings)))()
     try:
