@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -28,6 +28,7 @@ class Received:
     rcpt_tos: list[str]
     data: bytes
     session: int
+    mail_options: list[str] = field(default_factory=list)
 
 
 class Recorder:
@@ -37,6 +38,15 @@ class Recorder:
         self.received: list[Received] = []
         self.dropped: set[str] = set()
         self.lock = threading.Lock()
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address.startswith("refused"):
+            return "553 5.7.1 sender not allowed"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -72,7 +82,13 @@ class Recorder:
             return "452 4.3.1 insufficient storage"
         with self.lock:
             self.received.append(
-                Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.content, id(session))
+                Received(
+                    envelope.mail_from,
+                    list(envelope.rcpt_tos),
+                    envelope.content,
+                    id(session),
+                    list(envelope.mail_options),
+                )
             )
         return "250 2.0.0 queued"
 

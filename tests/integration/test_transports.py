@@ -300,6 +300,25 @@ def test_invalid_sender_is_our_error_not_a_bounce(relay: Relay) -> None:
     assert info.value.partial == []
 
 
+def test_mail_from_declares_the_message_size(relay: Relay) -> None:
+    """The relay advertises SIZE; MAIL FROM carries the exact length it then receives."""
+    sent = envelope(1, "a@example.com")
+    assert run(send_and_close(smtp(relay), [sent]))[0].outcome == "accepted"
+    (got,) = relay.recorder.received
+    assert got.mail_options == [f"SIZE={len(sent.data)}"]
+    assert got.data == expected_wire(sent.data)
+
+
+def test_sender_refused_at_mail_from_is_the_relays_fault(relay: Relay) -> None:
+    """553 to MAIL FROM is about us or the relay, never the recipient: no bounce recorded."""
+    refused = Envelope(1, "refused@acme.example", "a@example.com", message(1, "a@example.com"))
+    with pytest.raises(RelayUnavailable) as info:
+        run(send_and_close(smtp(relay, pool_size=1), [refused]))
+    assert "553" in str(info.value)
+    assert info.value.partial == []
+    assert relay.recorder.received == []
+
+
 def test_non_ascii_recipient_needs_smtputf8() -> None:
     """A relay without SMTPUTF8 cannot take zoë@…: hard, no code; with it, it is sent."""
     without = Relay(enable_SMTPUTF8=False)
