@@ -18,6 +18,7 @@ from slack_bolt.async_app import AsyncApp
 from sqlalchemy import text
 
 from bot.bootstrap import Services
+from bot.engine.process_runner import SendProcess
 from bot.engine.runner import SendRunner
 from bot.handlers import Deps, register_all
 from bot.notifier import DeploymentNotifier
@@ -41,7 +42,7 @@ class Runtime:
     services: Services
     slack: AsyncApp | None
     notifier: DeploymentNotifier
-    runner: SendRunner
+    runner: SendRunner | SendProcess
     start_sender: bool = True
     metrics: dict[str, int] = field(default_factory=dict)
 
@@ -62,11 +63,27 @@ def build_slack_app(services: Services, deps: Deps, client: Any) -> AsyncApp | N
     return app
 
 
-def build_runtime(services: Services, *, start_sender: bool = True, tick: float = 15.0) -> Runtime:
+def build_runtime(
+    services: Services,
+    *,
+    start_sender: bool = True,
+    tick: float = 15.0,
+    sender_process: bool = False,
+) -> Runtime:
+    """`sender_process`: relay from a child process (`serve`, `socket`), not a thread.
+
+    Tests keep the thread, whose sender sees their injected clock.
+    """
     client = make_client(services.settings)
     notifier = DeploymentNotifier(services, client)
-    connected = client if services.settings.slack_bot_token is not None else None
-    runner = SendRunner(services, on_batch=notifier.from_thread, tick_seconds=tick, slack=connected)
+    runner: SendRunner | SendProcess
+    if sender_process:
+        runner = SendProcess(services.settings, on_batch=notifier.from_thread, tick_seconds=tick)
+    else:
+        connected = client if services.settings.slack_bot_token is not None else None
+        runner = SendRunner(
+            services, on_batch=notifier.from_thread, tick_seconds=tick, slack=connected
+        )
     deps = Deps(
         services=services,
         kick=runner.kick,
@@ -134,7 +151,7 @@ def build_web_app(runtime: Runtime) -> web.Application:
 
 def serve(services: Services, socket_mode: bool = False) -> None:
     """Run until interrupted: the HTTP app on PORT, the sender, and Slack (HTTP or socket)."""
-    runtime = build_runtime(services)
+    runtime = build_runtime(services, sender_process=True)
     settings = services.settings
     if runtime.slack is None:
         log.warning(NOT_CONNECTED)

@@ -1,0 +1,91 @@
+"""The sender in its own process (what `serve` runs): kicked, it relays; it reports
+each batch back to the server; told to stop, it stops."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from smtp_relay import Relay
+
+from bot.bootstrap import bootstrap
+from bot.config import load_settings
+from bot.domain.roles import Role
+from bot.engine.process_runner import SendProcess
+from bot.services.deliveries_import import import_deliveries
+from bot.services.prepare import prepare_delivery
+from bot.services.profiles_import import import_profiles
+from bot.services.reporting import delivery_detail
+from bot.services.sending import confirm_send
+
+N = 120
+BATCH = 50
+
+
+def test_the_sender_process_relays_reports_batches_and_stops(tmp_path: Path) -> None:
+    relay = Relay()
+    relay.start()
+    settings = load_settings(
+        _env_file=None,
+        database_url=f"sqlite:///{tmp_path / 'greenlight.db'}",
+        mail_url=f"smtp://127.0.0.1:{relay.port}",
+        tracking_secret="process-test",
+        send_batch_size=BATCH,
+        smtp_pool_size=4,
+    )
+    services = bootstrap(settings)
+    emails = [f"user{i}@x.example" for i in range(N)]
+    (tmp_path / "p.csv").write_text("email\n" + "\n".join(emails) + "\n")
+    import_profiles(services, tmp_path / "p.csv", "all")
+    (tmp_path / "d.yml").write_text(
+        "- ref: big\n  name: Big\n  audience: all\n  from: news@shop.example\n"
+        "  subject: Hi {{ email }}\n  text: Hello {{ email }}\n"
+    )
+    import_deliveries(services, tmp_path / "d.yml")
+    prepare_delivery(services, "big")
+
+    batches: list[int] = []
+    all_reported = threading.Event()
+
+    def on_batch(execution_id: int) -> None:
+        batches.append(execution_id)
+        if len(batches) >= N // BATCH + 1:
+            all_reported.set()
+
+    # A tick far away: only the kick can make the child send within the test.
+    runner = SendProcess(settings, on_batch=on_batch, tick_seconds=3600)
+    runner.start()
+    try:
+        confirm_send(services, "big", "U0ALICE", [Role.START_DELIVERIES])
+        runner.kick()
+        assert all_reported.wait(60), f"only {len(batches)} batches were reported"
+        assert runner.is_alive()
+    finally:
+        runner.stop(timeout=30)
+        relay.stop()
+
+    assert not runner.is_alive()
+    assert runner.rounds >= 1
+    received = sorted(r.rcpt_tos[0] for r in relay.recorder.received)
+    assert received == sorted(emails), "every recipient exactly once"
+    assert len(set(batches)) == 1, "every batch belongs to the one execution"
+    detail = delivery_detail(services, "big")
+    assert detail["state"] == "finished"
+    assert detail["kpis"]["sent"] == N
+    services.close()
+
+
+def test_stop_before_anything_is_due_is_prompt(tmp_path: Path) -> None:
+    settings = load_settings(
+        _env_file=None,
+        database_url=f"sqlite:///{tmp_path / 'greenlight.db'}",
+        mail_url=f"maildir://{tmp_path / 'outbox'}",
+        tracking_secret="process-test",
+    )
+    bootstrap(settings).close()  # migrated, as the server does before starting the child
+    runner = SendProcess(settings, tick_seconds=3600)
+    runner.start()
+    runner.kick()
+    runner.stop(timeout=30)
+    assert not runner.is_alive()
+    assert runner.rounds >= 1
