@@ -182,6 +182,8 @@ class SendingLog(Base):
         UniqueConstraint("execution_id", "profile_id", name="uq_sending_logs_execution_profile"),
         Index("ix_sending_logs_execution_status", "execution_id", "status"),
         Index("ix_sending_logs_retry_due", "next_retry_at"),
+        # The Deployment message's current rate counts the logs relayed lately.
+        Index("ix_sending_logs_execution_relayed", "execution_id", "relayed_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

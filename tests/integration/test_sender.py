@@ -28,6 +28,7 @@ from bot.services.errors import NotFound
 from bot.services.prepare import prepare_delivery
 from bot.services.profiles_import import import_profiles
 from bot.services.reporting import (
+    RATE_WINDOW,
     compute_delivery_stats,
     delivery_detail,
     marketing_history,
@@ -201,7 +202,8 @@ def test_pause_after_the_batch_in_flight_then_resume_from_where_it_stopped(
     assert list(statuses(services).values()).count("queued") == 10
     progress = sending_progress(services, "promo")
     assert (progress["state"], progress["relayed"], progress["to_deliver"]) == ("paused", 10, 20)
-    assert progress["rate_per_s"] == round(10 / 60, 1), "10 relayed in the last minute"
+    window = RATE_WINDOW.total_seconds()
+    assert progress["rate_per_s"] == round(10 / window, 1), "10 relayed in the rate window"
 
     resume_delivery(services, "promo", "U0BOB", START)
     assert send(services, transport(relay), eid, batch_size=5) is DeliveryState.FINISHED
