@@ -136,6 +136,9 @@ def build_web_app(runtime: Runtime) -> web.Application:
             runtime.runner.start()
 
     async def on_cleanup(app: web.Application) -> None:
+        handler = app.get(SOCKET_MODE)
+        if handler is not None:
+            await handler.close_async()
         await asyncio.to_thread(runtime.runner.stop)
 
     from bot.web_feedback import add_feedback_routes
