@@ -20,6 +20,7 @@ from sqlalchemy import text
 from bot.bootstrap import Services
 from bot.engine.runner import SendRunner
 from bot.handlers import Deps, register_all
+from bot.jobs import Jobs
 from bot.notifier import DeploymentNotifier
 from bot.slack_api import UsergroupDirectory, make_client
 
@@ -42,6 +43,7 @@ class Runtime:
     slack: AsyncApp | None
     notifier: DeploymentNotifier
     runner: SendRunner
+    jobs: Jobs
     start_sender: bool = True
     metrics: dict[str, int] = field(default_factory=dict)
 
@@ -66,7 +68,9 @@ def build_runtime(services: Services, *, start_sender: bool = True, tick: float 
     client = make_client(services.settings)
     notifier = DeploymentNotifier(services, client)
     connected = client if services.settings.slack_bot_token is not None else None
-    runner = SendRunner(services, on_batch=notifier.from_thread, tick_seconds=tick, slack=connected)
+    # The scheduler ticks the runner; the runner itself only waits for kicks.
+    runner = SendRunner(services, on_batch=notifier.from_thread, tick_seconds=None, slack=connected)
+    jobs = Jobs(runner, tick_seconds=tick)
     deps = Deps(
         services=services,
         kick=runner.kick,
@@ -74,7 +78,7 @@ def build_runtime(services: Services, *, start_sender: bool = True, tick: float 
         groups=UsergroupDirectory(client),
     )
     slack = build_slack_app(services, deps, client)
-    return Runtime(services, slack, notifier, runner, start_sender=start_sender)
+    return Runtime(services, slack, notifier, runner, jobs, start_sender=start_sender)
 
 
 def build_web_app(runtime: Runtime) -> web.Application:
@@ -117,8 +121,10 @@ def build_web_app(runtime: Runtime) -> web.Application:
         runtime.notifier.bind(asyncio.get_running_loop())
         if runtime.start_sender:
             runtime.runner.start()
+            runtime.jobs.start()
 
     async def on_cleanup(app: web.Application) -> None:
+        runtime.jobs.shutdown()
         await asyncio.to_thread(runtime.runner.stop)
 
     from bot.web_feedback import add_feedback_routes
@@ -133,7 +139,8 @@ def build_web_app(runtime: Runtime) -> web.Application:
 
 
 def serve(services: Services, socket_mode: bool = False) -> None:
-    """Run until interrupted: the HTTP app on PORT, the sender, and Slack (HTTP or socket)."""
+    """Run until interrupted: the HTTP app on PORT, the scheduler and the sender, and
+    Slack (HTTP or socket)."""
     runtime = build_runtime(services)
     settings = services.settings
     if runtime.slack is None:

@@ -205,12 +205,20 @@ class Sender:
             )
 
     def _state(self, execution_id: int) -> DeliveryState:
+        """The delivery's state; for an occurrence of a recurring one, also its own.
+
+        Pause and stop act on the delivery (every occurrence); an occurrence that is
+        no longer in progress (finished, skipped) is not sent further.
+        """
         with self.services.sessions() as s:
-            state = s.scalar(
-                select(Delivery.state)
+            state, cron, execution_state = s.execute(
+                select(Delivery.state, Delivery.recurrence_cron, Execution.state)
                 .join(Execution, Execution.delivery_id == Delivery.id)
                 .where(Execution.id == execution_id)
-            )
+            ).one()
+        running = DeliveryState.IN_PROGRESS.value
+        if cron and state == running and execution_state != running:
+            return DeliveryState.FINISHED
         return DeliveryState(state)
 
     def _claim(self, execution_id: int, token: str) -> list[tuple[int, int, str]]:
@@ -417,8 +425,10 @@ class Sender:
             d = s.get(Delivery, e.delivery_id)
             assert d is not None
             after = transition(DeliveryState(d.state), Action.FINISH)
-            d.state = after.value
-            d.finished_at = now
+            if not d.recurrence_cron:
+                # A recurring delivery goes on: only this occurrence's execution ends.
+                d.state = after.value
+                d.finished_at = now
             e.state = after.value
             e.finished_at = now
         return after
