@@ -17,6 +17,11 @@ At each tick, for each active recurring delivery:
 4. it starts sending, or, when the delivery requests confirmation, an approval
    request is stored and waits for `bot.services.approvals`.
 
+A process that dies between taking an occurrence and settling it leaves the execution
+`preparing` with a lease; once the lease has run out another tick takes the
+preparation over (preparing is idempotent: it only adds what is missing), so a crash
+delays an occurrence, never loses it.
+
 Approval requests not decided by their deadline (the next occurrence, or the
 delivery's `approval_expiry` when sooner) expire here too, before new occurrences
 run, and their occurrence is never sent.
@@ -40,10 +45,13 @@ from bot.domain.schedule import Aggregation, format_duration
 from bot.services import audit
 from bot.services.executions import ensure_counter
 from bot.services.outcomes import LogEvent, apply_log_events
-from bot.services.prepare import prepare_execution
+from bot.services.prepare import ExecutionPreparation, prepare_execution
 from bot.store.models import ApprovalRequest, Delivery, Execution, SendingLog
 
 log = logging.getLogger(__name__)
+
+# How long a process may take to prepare an occurrence before another takes it over.
+PREPARE_LEASE = timedelta(minutes=10)
 
 
 class ExecutionState:
@@ -222,6 +230,7 @@ def _claim(
                 key=key,
                 occurrence_at=occurrence,
                 state=ExecutionState.PREPARING,
+                lease_until=now + PREPARE_LEASE,
                 created_at=now,
             )
             s.add(execution)
@@ -230,41 +239,47 @@ def _claim(
         return execution.id
 
 
-def run_occurrence(
-    services: Services, delivery_id: int, cursor: datetime, occurrence: datetime
+def _settle(
+    services: Services,
+    delivery_id: int,
+    execution_id: int,
+    occurrence: datetime,
+    prepared: ExecutionPreparation | None,
 ) -> OccurrenceRun | None:
-    """Run one occurrence, if this process wins it; None when another one did."""
-    execution_id = _claim(services, delivery_id, cursor, occurrence)
-    if execution_id is None:
-        return None
-    try:
-        prepared = prepare_execution(services, execution_id)
-    except Exception:
-        log.exception("preparing execution %s failed", execution_id)
-        prepared = None
+    """After preparation: send, wait for approval, or record why not.
+
+    A new execution leaves `preparing` by a compare-and-set, so of a slow process and
+    the one that took its preparation over, one settles the occurrence.
+    """
     now = services.clock.now()
     with services.sessions.begin() as s:
         d = s.get(Delivery, delivery_id)
         execution = s.get(Execution, execution_id)
         assert d is not None and execution is not None
-        fresh = execution.started_at is None and execution.state == ExecutionState.PREPARING
-        detail: dict[str, object] = {
-            "occurrence": execution.key,
-            "occurrence_at": occurrence.isoformat(),
-        }
+        fresh = execution.state == ExecutionState.PREPARING
         if prepared is None or prepared.failed:
-            outcome = "failed"
-            if fresh:
-                execution.state = ExecutionState.FAILED
-                execution.finished_at = now
-            detail["errors"] = prepared.errors if prepared else "unexpected error (see the logs)"
+            outcome, target = "failed", ExecutionState.FAILED
         elif fresh and prepared.to_deliver == 0:
-            outcome = "empty"
-            execution.state = ExecutionState.FINISHED
+            outcome, target = "empty", ExecutionState.FINISHED
+        elif fresh and d.request_confirmation:
+            outcome, target = "awaiting-approval", ExecutionState.PENDING_APPROVAL
+        elif fresh or prepared.added:
+            outcome, target = "sending", ExecutionState.IN_PROGRESS
+        else:
+            outcome, target = "nobody new", execution.state
+        if fresh:
+            settled = s.execute(
+                update(Execution)
+                .where(Execution.id == execution_id, Execution.state == ExecutionState.PREPARING)
+                .values(state=target, lease_until=None)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            if not settled:
+                return None
+            s.refresh(execution)
+        if outcome in ("failed", "empty") and fresh:
             execution.finished_at = now
-        elif d.request_confirmation and fresh:
-            outcome = "awaiting-approval"
-            execution.state = ExecutionState.PENDING_APPROVAL
+        elif outcome == "awaiting-approval":
             expiry = (
                 timedelta(seconds=d.approval_expiry_seconds) if d.approval_expiry_seconds else None
             )
@@ -286,14 +301,19 @@ def run_occurrence(
                     updated_at=now,
                 )
             )
-        elif prepared.added or fresh:
-            outcome = "sending"
+        elif outcome == "sending":
             start_execution(s, now, d, execution.id)
-        else:
-            outcome = "nobody new"
         added = prepared.added if prepared else 0
         to_deliver = prepared.to_deliver if prepared else 0
-        detail.update(outcome=outcome, added=added, to_deliver=to_deliver)
+        detail: dict[str, object] = {
+            "occurrence": execution.key,
+            "occurrence_at": occurrence.isoformat(),
+            "outcome": outcome,
+            "added": added,
+            "to_deliver": to_deliver,
+        }
+        if outcome == "failed":
+            detail["errors"] = prepared.errors if prepared else "unexpected error (see the logs)"
         audit.record(
             s,
             services.clock,
@@ -306,9 +326,68 @@ def run_occurrence(
         return OccurrenceRun(d.ref, execution.key, occurrence, outcome, added, to_deliver)
 
 
+def _prepare(services: Services, execution_id: int) -> ExecutionPreparation | None:
+    try:
+        return prepare_execution(services, execution_id)
+    except Exception:
+        log.exception("preparing execution %s failed", execution_id)
+        return None
+
+
+def run_occurrence(
+    services: Services, delivery_id: int, cursor: datetime, occurrence: datetime
+) -> OccurrenceRun | None:
+    """Run one occurrence, if this process wins it; None when another one did."""
+    execution_id = _claim(services, delivery_id, cursor, occurrence)
+    if execution_id is None:
+        return None
+    return _settle(
+        services, delivery_id, execution_id, occurrence, _prepare(services, execution_id)
+    )
+
+
+def take_over_preparations(services: Services) -> list[OccurrenceRun]:
+    """Finish occurrences whose preparing process died (its lease ran out)."""
+    now = services.clock.now()
+    with services.sessions() as s:
+        stale = s.execute(
+            select(
+                Execution.id, Execution.delivery_id, Execution.occurrence_at, Execution.lease_until
+            )
+            .join(Delivery, Delivery.id == Execution.delivery_id)
+            .where(
+                Execution.state == ExecutionState.PREPARING,
+                Execution.lease_until <= now,
+                Delivery.state == DeliveryState.IN_PROGRESS.value,
+            )
+        ).all()
+    runs = []
+    for execution_id, delivery_id, occurrence, lease in stale:
+        with services.sessions.begin() as s:
+            taken = s.execute(
+                update(Execution)
+                .where(
+                    Execution.id == execution_id,
+                    Execution.state == ExecutionState.PREPARING,
+                    Execution.lease_until == lease,
+                )
+                .values(lease_until=now + PREPARE_LEASE)
+                .execution_options(synchronize_session=False)
+            ).rowcount
+        if not taken:
+            continue
+        run = _settle(
+            services, delivery_id, execution_id, occurrence, _prepare(services, execution_id)
+        )
+        if run is not None:
+            runs.append(run)
+    return runs
+
+
 def run_occurrences(services: Services) -> RecurringReport:
     """The recurring step of the due work: expire stale requests, then run what is due."""
     report = RecurringReport(expired_requests=expire_requests(services))
+    report.occurrences += take_over_preparations(services)
     for delivery_id, cursor, occurrence in _due(services):
         run = run_occurrence(services, delivery_id, cursor, occurrence)
         if run is not None:

@@ -177,6 +177,10 @@ class Execution(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     validity_ends_at: Mapped[datetime | None]
+    # While an occurrence's execution is being prepared, the process doing it holds it
+    # until then; past it, another process takes the preparation over (a crash never
+    # loses an occurrence).
+    lease_until: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
     delivery: Mapped[Delivery] = relationship()

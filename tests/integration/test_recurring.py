@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ from bot.services.prepare import prepare_delivery
 from bot.services.profiles_import import import_profiles
 from bot.services.reporting import delivery_detail
 from bot.services.sending import confirm_send, pause_delivery, resume_delivery, stop_delivery
-from bot.store.models import AuditEntry, Execution, SendingLog
+from bot.store.models import AuditEntry, Delivery, Execution, SendingLog
 
 EMAILS = ["ann@x.example", "bob@x.example", "cy@x.example"]
 START = [Role.START_DELIVERIES]
@@ -280,3 +280,27 @@ def test_jobs_run_due_at_an_instant_runs_that_instants_occurrence(
     again = json.loads(capsys.readouterr().out)
     assert (again["occurrences"], again["sent"]) == ([], {})
     assert received(relay) == dict.fromkeys(EMAILS, 1)
+
+
+def test_an_occurrence_whose_process_died_while_preparing_is_taken_over(
+    services: Services, relay: Relay, tmp_path: Path
+) -> None:
+    from bot.services.recurring import PREPARE_LEASE, _claim
+
+    setup(services, relay, tmp_path)
+    at = utc(2026, 11, 24, 9, 0)
+    services.clock.set(at)  # type: ignore[attr-defined]
+    with services.sessions() as s:
+        delivery_id, cursor = s.execute(
+            select(Delivery.id, Delivery.recurrence_cursor).where(Delivery.ref == "daily")
+        ).one()
+    assert _claim(services, delivery_id, cursor, at) is not None  # ...and the process dies
+    assert executions(services) == [("2026-11-24T09:00:00+00:00", "preparing", 0)]
+
+    assert due(services, at + PREPARE_LEASE - timedelta(seconds=1)).occurrences == []
+    assert relay.recorder.received == [], "the lease of a process that may be alive holds"
+    [run] = due(services, at + PREPARE_LEASE).occurrences
+    assert (run.key, run.outcome) == ("2026-11-24T09:00:00+00:00", "sending")
+    assert received(relay) == dict.fromkeys(EMAILS, 1)
+    assert due(services, at + 2 * PREPARE_LEASE).occurrences == []
+    assert executions(services) == [("2026-11-24T09:00:00+00:00", "finished", 3)]

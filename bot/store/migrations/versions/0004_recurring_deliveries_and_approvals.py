@@ -82,6 +82,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_approval_votes")),
         sa.UniqueConstraint("request_id", "user_id", name="uq_approval_votes_request_user"),
     )
+    with op.batch_alter_table("executions", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("lease_until", bot.store.models.UTCDateTime(timezone=True), nullable=True)
+        )
+
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.add_column(sa.Column("approval_expiry_seconds", sa.Integer(), nullable=True))
         batch_op.add_column(
@@ -92,6 +97,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("executions", schema=None) as batch_op:
+        batch_op.drop_column("lease_until")
+
     with op.batch_alter_table("deliveries", schema=None) as batch_op:
         batch_op.drop_column("recurrence_cursor")
         batch_op.drop_column("approval_expiry_seconds")
