@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from bot.blocks.approval import approval_request
 from bot.bootstrap import Services
+from bot.domain.approval import Ballot, Choice, RequestState, Result, cast
 from bot.domain.errors import PermissionDenied
 from bot.domain.roles import Permission, Role, require
 from bot.services import audit
@@ -122,6 +123,7 @@ def decide(
     """
     if choice not in (APPROVE, SKIP):
         raise ValueError(f"unknown choice {choice!r}")
+    # The rule itself is bot.domain.approval.cast; this stores what it decided.
     permission = Permission.APPROVE if choice == APPROVE else Permission.SKIP
     try:
         require(roles, permission)
@@ -132,85 +134,57 @@ def decide(
     now = services.clock.now()
     with services.sessions.begin() as s:
         request, execution, delivery = _find(s, ref, key)
-        locked = s.execute(
+        # The lock first: clicks on one request are applied one at a time.
+        s.execute(
             update(ApprovalRequest)
             .where(ApprovalRequest.id == request.id, ApprovalRequest.state == "open")
             .values(updated_at=now)
             .execution_options(synchronize_session=False)
-        ).rowcount
+        )
         s.refresh(request)
-        voters = _voters(s, request.id)
-        if not locked:
-            _audit_click(
-                s, services, user, ref, key, choice=choice, result=f"already {request.state}"
-            )
-            return Decision(
-                request.id,
-                ref,
-                key,
-                "decided",
-                request.state,
-                len(voters),
-                request.required,
-                list(request.decided_by or []),
-                request.decided_at,
-            )
-        if choice == SKIP:
-            request.state = "skipped"
-            request.decided_by = [user]
+        voters = [u for u, _ in _voters(s, request.id)]
+        before = Ballot(
+            RequestState(request.state),
+            request.required,
+            tuple(voters),
+            tuple(request.decided_by or ()),
+        )
+        result, after = cast(before, user, Choice(choice))
+        if result is Result.DECIDED:
+            detail = f"already {request.state}"
+        elif result is Result.ALREADY_VOTED:
+            detail = "already approved by them"
+        elif result is Result.RECORDED:
+            detail = f"approval {len(after.approvers)} of {after.required}"
+        elif result is Result.SKIPPED:
+            detail = "skipped"
+        else:
+            detail = "approved: sending"
+        _audit_click(s, services, user, ref, key, choice=choice, result=detail)
+        if result in (Result.RECORDED, Result.APPROVED):
+            s.add(ApprovalVote(request_id=request.id, user_id=user, at=now))
+        if result in (Result.RECORDED, Result.APPROVED, Result.SKIPPED):
+            request.version += 1  # the message in Slack must show it
+        if result in (Result.SKIPPED, Result.APPROVED):
+            request.state = after.state.value
+            request.decided_by = list(after.decided_by)
             request.decided_at = now
-            request.version += 1
+        if result is Result.SKIPPED:
             execution.state = ExecutionState.SKIPPED
             execution.finished_at = now
             cancel_queued(s, now, execution.id, "skipped")
-            _audit_click(s, services, user, ref, key, choice=choice, result="skipped")
-            return Decision(
-                request.id,
-                ref,
-                key,
-                "skipped",
-                "skipped",
-                len(voters),
-                request.required,
-                [user],
-                now,
-            )
-        if user in {u for u, _ in voters}:
-            _audit_click(
-                s, services, user, ref, key, choice=choice, result="already approved by them"
-            )
-            return Decision(
-                request.id, ref, key, "already-voted", "open", len(voters), request.required
-            )
-        s.add(ApprovalVote(request_id=request.id, user_id=user, at=now))
-        voters.append((user, now))
-        request.version += 1
-        if len(voters) < request.required:
-            _audit_click(
-                s,
-                services,
-                user,
-                ref,
-                key,
-                choice=choice,
-                result=f"approval {len(voters)} of {request.required}",
-            )
-            return Decision(request.id, ref, key, "recorded", "open", len(voters), request.required)
-        request.state = "approved"
-        request.decided_by = [u for u, _ in voters]
-        request.decided_at = now
-        start_execution(s, now, delivery, execution.id)
-        _audit_click(s, services, user, ref, key, choice=choice, result="approved: sending")
+        elif result is Result.APPROVED:
+            start_execution(s, now, delivery, execution.id)
         return Decision(
             request.id,
             ref,
             key,
-            "approved",
-            "approved",
-            len(voters),
-            request.required,
-            [u for u, _ in voters],
-            now,
+            result.value,
+            after.state.value,
+            len(after.approvers),
+            after.required,
+            list(after.decided_by),
+            request.decided_at if after.state is not RequestState.OPEN else None,
         )
 
 
