@@ -197,31 +197,40 @@ def test_daylight_saving_change_keeps_the_local_time(
 def test_two_instances_over_one_database_run_each_occurrence_once(
     services: Services, relay: Relay, tmp_path: Path
 ) -> None:
+    """Two processes tick at the same instant, day after day: each occurrence runs once."""
     setup(services, relay, tmp_path)
-    at = utc(2026, 11, 24, 9, 0)
+    other_clock = FixedClock(utc(2026, 11, 24, 9, 0))
     other = bootstrap(
         services.settings,
-        FixedClock(at),
+        other_clock,
         migrate=False,
         engine=services.engine if services.engine.dialect.name == "postgresql" else None,
     )
-    services.clock.set(at)  # type: ignore[attr-defined]
-    reports: list[DueReport] = []
-    barrier = threading.Barrier(2)
+    days = 4
+    for day in range(days):
+        at = utc(2026, 11, 24, 9, 0) + timedelta(days=day)
+        services.clock.set(at)  # type: ignore[attr-defined]
+        other_clock.set(at)
+        reports: list[DueReport] = []
+        barrier = threading.Barrier(2)
 
-    def run(svc: Services) -> None:
-        barrier.wait()
-        reports.append(asyncio.run(run_due(svc)))
+        def run(
+            svc: Services, reports: list[DueReport] = reports, barrier: threading.Barrier = barrier
+        ) -> None:
+            barrier.wait()
+            reports.append(asyncio.run(run_due(svc)))
 
-    threads = [threading.Thread(target=run, args=(svc,)) for svc in (services, other)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert len(reports) == 2
-    assert sum(len(r.occurrences) for r in reports) == 1
-    assert received(relay) == dict.fromkeys(EMAILS, 1)
-    assert executions(services) == [("2026-11-24T09:00:00+00:00", "finished", 3)]
+        threads = [threading.Thread(target=run, args=(svc,)) for svc in (services, other)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(reports) == 2
+        assert sum(len(r.occurrences) for r in reports) == 1, f"day {day}"
+    assert received(relay) == dict.fromkeys(EMAILS, days)
+    assert [(k[:10], st, n) for k, st, n in executions(services)] == [
+        (f"2026-11-{24 + d}", "finished", 3) for d in range(days)
+    ]
 
 
 def test_pause_skips_occurrences_and_stop_ends_the_recurrence(

@@ -329,3 +329,56 @@ def test_confirming_a_recurring_delivery_starts_its_recurrence(
     assert keys == ["main"], "only the preview, until the first occurrence"
     tick(slack_services, T1)
     assert len(requests(mock_slack)) == 1 and relay.recorder.received == []
+
+
+def test_stopping_the_delivery_closes_its_open_request(
+    client: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Services
+) -> None:
+    from bot.services.sending import stop_delivery
+
+    tick(slack_services, T1)
+    value = button_value(requests(mock_slack)[0])
+    stop_delivery(slack_services, "daily", ALLOWED, [Role.START_DELIVERIES])
+    tick(slack_services, T1 + timedelta(seconds=15))
+    [closed] = [u for u in updates(mock_slack) if "Expired" in text_of(u)]
+    assert "the delivery was stopped" in text_of(closed) and action_ids(closed) == []
+    client.click(ids.APPROVE_OCCURRENCE, value, ALLOWED)
+    assert "it was not sent" in answers(mock_slack, 1)[0]
+    tick(slack_services, T2)
+    assert relay.recorder.received == [] and len(requests(mock_slack)) == 1
+
+
+@pytest.mark.parametrize("app", ["    approvals_required: 2"], indirect=True)
+def test_two_approvers_at_the_same_instant_make_one_decision(
+    app: LiveApp, mock_slack: MockSlack, slack_services: Services
+) -> None:
+    """Occurrence after occurrence, two people approve at once: one of them decides."""
+    import threading
+
+    from bot.services.approvals import decide
+
+    for day in range(6):
+        at = T1 + timedelta(days=day)
+        tick(slack_services, at)
+        key = at.isoformat()
+        results: list[str] = []
+        barrier = threading.Barrier(2)
+
+        def click(
+            user: str,
+            key: str = key,
+            results: list[str] = results,
+            barrier: threading.Barrier = barrier,
+        ) -> None:
+            barrier.wait()
+            roles = [Role.START_DELIVERIES]
+            results.append(decide(slack_services, "daily", key, user, roles, "approve").outcome)
+
+        threads = [threading.Thread(target=click, args=(u,)) for u in (ALLOWED, SECOND)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(results) == ["approved", "recorded"], f"occurrence {key}"
+        row = request_row(slack_services, key)
+        assert (row.state, sorted(row.decided_by)) == ("approved", sorted([ALLOWED, SECOND]))
