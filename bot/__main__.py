@@ -207,6 +207,13 @@ def cmd_jobs_run_due(services: Services, args: argparse.Namespace) -> int:
     else:
         print(f"due at {services.clock.now().isoformat()}:")
         print(f"  started: {', '.join(report.started) or '-'}")
+        for run in report.occurrences:
+            print(
+                f"  occurrence {run.ref}@{run.key}: {run.outcome} "
+                f"({run.added} added, {run.to_deliver} to deliver)"
+            )
+        print(f"  approval requests expired: {report.approvals_expired}")
+        print(f"  approval messages posted or updated in Slack: {report.approval_messages}")
         for ref, state in report.sent.items():
             print(f"  sent {ref}: now {state}")
         print(f"  soft bounces retried: {report.retried}")

@@ -30,6 +30,8 @@ def _schedule_text(schedule: dict[str, Any], recurrence: dict[str, Any] | None) 
         text += f", aggregation {recurrence['aggregation']}"
         if recurrence["request_confirmation"]:
             text += f", needs {recurrence['approvals_required']} approval(s) per occurrence"
+            if recurrence.get("approval_expiry"):
+                text += f" within {recurrence['approval_expiry']}"
         return text
     if schedule["mode"] == "at":
         return f"at {schedule['at']} ({schedule['timezone']})"
@@ -77,7 +79,15 @@ def delivery_text(d: dict[str, Any]) -> str:
             lines.append(f"  error: {error_text(err)}")
         for warning in prep["warnings"]:
             lines.append(f"  warning: {warning_text(warning)}")
-    lines += ["", "Deployment:", *kpi_lines(d)]
+    current = d.get("execution")
+    title = "Deployment:"
+    if d["recurrence"]:
+        title = (
+            f"Deployment (execution {current['key']}):"
+            if current
+            else "Deployment: no occurrence sent yet"
+        )
+    lines += ["", title, *kpi_lines(d)]
     for e in d["executions"]:
         lines += ["", f"Execution {e['key']} ({e['state']}):", *kpi_lines(e)]
     return "\n".join(lines)

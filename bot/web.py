@@ -21,6 +21,7 @@ from bot.bootstrap import Services
 from bot.engine.process_runner import SendProcess
 from bot.engine.runner import SendRunner
 from bot.handlers import Deps, register_all
+from bot.jobs import Jobs
 from bot.notifier import DeploymentNotifier
 from bot.slack_api import UsergroupDirectory, make_client
 
@@ -43,6 +44,7 @@ class Runtime:
     slack: AsyncApp | None
     notifier: DeploymentNotifier
     runner: SendRunner | SendProcess
+    jobs: Jobs
     start_sender: bool = True
     metrics: dict[str, int] = field(default_factory=dict)
 
@@ -76,14 +78,16 @@ def build_runtime(
     """
     client = make_client(services.settings)
     notifier = DeploymentNotifier(services, client)
+    # The scheduler ticks the runner; the runner itself only waits for kicks.
     runner: SendRunner | SendProcess
     if sender_process:
-        runner = SendProcess(services.settings, on_batch=notifier.from_thread, tick_seconds=tick)
+        runner = SendProcess(services.settings, on_batch=notifier.from_thread, tick_seconds=None)
     else:
         connected = client if services.settings.slack_bot_token is not None else None
         runner = SendRunner(
-            services, on_batch=notifier.from_thread, tick_seconds=tick, slack=connected
+            services, on_batch=notifier.from_thread, tick_seconds=None, slack=connected
         )
+    jobs = Jobs(runner, tick_seconds=tick)
     deps = Deps(
         services=services,
         kick=runner.kick,
@@ -91,7 +95,7 @@ def build_runtime(
         groups=UsergroupDirectory(client),
     )
     slack = build_slack_app(services, deps, client)
-    return Runtime(services, slack, notifier, runner, start_sender=start_sender)
+    return Runtime(services, slack, notifier, runner, jobs, start_sender=start_sender)
 
 
 def build_web_app(runtime: Runtime) -> web.Application:
@@ -134,8 +138,10 @@ def build_web_app(runtime: Runtime) -> web.Application:
         runtime.notifier.bind(asyncio.get_running_loop())
         if runtime.start_sender:
             runtime.runner.start()
+            runtime.jobs.start()
 
     async def on_cleanup(app: web.Application) -> None:
+        runtime.jobs.shutdown()
         handler = app.get(SOCKET_MODE)
         if handler is not None:
             await handler.close_async()
@@ -153,7 +159,8 @@ def build_web_app(runtime: Runtime) -> web.Application:
 
 
 def serve(services: Services, socket_mode: bool = False) -> None:
-    """Run until interrupted: the HTTP app on PORT, the sender, and Slack (HTTP or socket)."""
+    """Run until interrupted: the HTTP app on PORT, the scheduler and the sender (in its
+    own process), and Slack (HTTP or socket)."""
     runtime = build_runtime(services, sender_process=True)
     settings = services.settings
     if runtime.slack is None:

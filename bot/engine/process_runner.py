@@ -34,7 +34,7 @@ KICK = ("kick",)
 STOP = ("stop",)
 
 
-def _child_main(settings: Settings, conn: Connection, tick_seconds: float) -> None:
+def _child_main(settings: Settings, conn: Connection, tick_seconds: float | None) -> None:
     """The sender process: due work on every kick or tick until told to stop."""
     logging.basicConfig(
         level=settings.log_level, format="%(levelname)s %(name)s [sender]: %(message)s"
@@ -75,8 +75,9 @@ class SendProcess:
         self,
         settings: Settings,
         on_batch: Callable[[int], None] | None = None,
-        tick_seconds: float = 15.0,
+        tick_seconds: float | None = 15.0,
     ) -> None:
+        """`tick_seconds` None: run only when kicked (the scheduler kicks on its tick)."""
         self.settings = settings
         self.on_batch = on_batch
         self.tick_seconds = tick_seconds

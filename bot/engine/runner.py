@@ -1,9 +1,12 @@
-"""Runs the due work (start, send, retry, expire) in its own thread, on demand and on a tick.
+"""Runs the due work (start, send, retry, expire) in its own thread, on demand.
 
 Sending touches the database and the relay for seconds at a time; in its own thread
 with its own event loop it never delays Slack's 3-second acknowledgements or the
 webhooks served by the HTTP loop. A confirm or a resume `kick()`s it so sending starts
-at once; the tick catches up with anything due meanwhile (an `at` date, a retry).
+at once; the scheduler's tick (`bot.jobs`) kicks it too, to catch up with anything
+due meanwhile (an `at` date, an occurrence, a retry). Without a scheduler it can
+tick by itself (`tick_seconds`). Kicks while a round runs make one more round, not
+one per kick.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ class SendRunner:
         self,
         services: Services,
         on_batch: Callable[[int], None] | None = None,
-        tick_seconds: float = 15.0,
+        tick_seconds: float | None = 15.0,
         slack: Any | None = None,
     ) -> None:
         self.services = services

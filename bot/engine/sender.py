@@ -18,19 +18,28 @@ Crash safety: a log is claimed before it is relayed and released when its answer
 is recorded. After a crash the next run releases the claims left behind, so those
 logs are sent again: at most one batch (the messages in flight at the crash) can
 reach the MTA twice, and none is lost.
+
+Several senders (threads or processes over one database) may run the same execution:
+a claim names its owner (`pid@host:…`), and a run releases only claims whose owner is
+gone: a process of this host that no longer exists, a sender of this process that
+has ended, or, for another host, a claim older than CLAIM_LEASE. A live sender's
+batch is never taken from it, so two senders never relay one message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import os
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from bot.bootstrap import Services
 from bot.domain.lifecycle import Action, DeliveryState, transition
@@ -45,6 +54,38 @@ from bot.store.models import Delivery, Execution, Profile, SendingLog
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
+
+# A claim of another host cannot be checked for life; it is taken over after this long.
+CLAIM_LEASE = timedelta(minutes=10)
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_LIVE_TOKENS: set[str] = set()  # claim tokens of the senders running in this process
+
+
+def new_claim_token() -> str:
+    """A claim token naming its owner: "<pid>@<host hash>:<random>" (at most 40 chars)."""
+    return f"{os.getpid()}@{_HOST}:{uuid.uuid4().hex[:16]}"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def claim_is_abandoned(token: str, claimed_at: datetime | None, now: datetime) -> bool:
+    """True when the sender that holds `token` is gone, so its logs may be sent again."""
+    if token in _LIVE_TOKENS:
+        return False
+    owner, _, _ = token.partition(":")
+    pid_text, _, host = owner.partition("@")
+    if host == _HOST and pid_text.isdigit():
+        pid = int(pid_text)
+        return pid == os.getpid() or not _pid_alive(pid)
+    return claimed_at is None or claimed_at <= now - CLAIM_LEASE
 
 
 def failure_reason(result: RelayResult) -> str:
@@ -119,40 +160,51 @@ class Sender:
         self.release_claims(execution_id)
         templates, skeleton = self._design(execution_id)
         progress = self.progress.setdefault(execution_id, Progress())
-        token = uuid.uuid4().hex
-        while True:
-            state = self._state(execution_id)
-            if state is not DeliveryState.IN_PROGRESS:
-                state = self._leave(execution_id, state)
+        token = new_claim_token()
+        _LIVE_TOKENS.add(token)
+        try:
+            while True:
+                state = self._state(execution_id)
+                if state is not DeliveryState.IN_PROGRESS:
+                    state = self._leave(execution_id, state)
+                    self.on_batch(execution_id)
+                    return state
+                claimed = self._claim(execution_id, token)
+                if not claimed:
+                    if self._claimed_by_others(execution_id):
+                        # Another sender still relays a batch: it finishes the execution.
+                        return state
+                    state = self._finish(execution_id)
+                    self.on_batch(execution_id)
+                    return state
+                envelopes, unrenderable = self._build(claimed, templates, skeleton)
+                if unrenderable:
+                    self._record(unrenderable, skeleton)
+                await self._relay(execution_id, envelopes, skeleton, progress)
                 self.on_batch(execution_id)
-                return state
-            claimed = self._claim(execution_id, token)
-            if not claimed:
-                state = self._finish(execution_id)
-                self.on_batch(execution_id)
-                return state
-            envelopes, unrenderable = self._build(claimed, templates, skeleton)
-            if unrenderable:
-                self._record(unrenderable, skeleton)
-            await self._relay(execution_id, envelopes, skeleton, progress)
-            self.on_batch(execution_id)
+        finally:
+            _LIVE_TOKENS.discard(token)
 
     async def retry(self, execution_id: int) -> int:
         """Send again the soft-bounced logs whose retry is due; return how many were tried."""
         templates, skeleton = self._design(execution_id)
         progress = self.progress.setdefault(execution_id, Progress())
-        token = uuid.uuid4().hex
+        token = new_claim_token()
+        _LIVE_TOKENS.add(token)
         tried = 0
-        while True:
-            claimed = self._claim_retries(execution_id, token)
-            if not claimed:
-                return tried
-            tried += len(claimed)
-            counts = {log_id: count for log_id, _, _, count in claimed}
-            envelopes, unrenderable = self._build([c[:3] for c in claimed], templates, skeleton)
-            if unrenderable:
-                self._record(unrenderable, skeleton)
-            await self._relay(execution_id, envelopes, skeleton, progress, counts)
+        try:
+            while True:
+                claimed = self._claim_retries(execution_id, token)
+                if not claimed:
+                    return tried
+                tried += len(claimed)
+                counts = {log_id: count for log_id, _, _, count in claimed}
+                envelopes, unrenderable = self._build([c[:3] for c in claimed], templates, skeleton)
+                if unrenderable:
+                    self._record(unrenderable, skeleton)
+                await self._relay(execution_id, envelopes, skeleton, progress, counts)
+        finally:
+            _LIVE_TOKENS.discard(token)
 
     async def _relay(
         self,
@@ -205,12 +257,20 @@ class Sender:
             )
 
     def _state(self, execution_id: int) -> DeliveryState:
+        """The delivery's state; for an occurrence of a recurring one, also its own.
+
+        Pause and stop act on the delivery (every occurrence); an occurrence that is
+        no longer in progress (finished, skipped) is not sent further.
+        """
         with self.services.sessions() as s:
-            state = s.scalar(
-                select(Delivery.state)
+            state, cron, execution_state = s.execute(
+                select(Delivery.state, Delivery.recurrence_cron, Execution.state)
                 .join(Execution, Execution.delivery_id == Delivery.id)
                 .where(Execution.id == execution_id)
-            )
+            ).one()
+        running = DeliveryState.IN_PROGRESS.value
+        if cron and state == running and execution_state != running:
+            return DeliveryState.FINISHED
         return DeliveryState(state)
 
     def _claim(self, execution_id: int, token: str) -> list[tuple[int, int, str]]:
@@ -277,16 +337,46 @@ class Sender:
         return sorted((r[0], r[1], r[2], r[3]) for r in rows)
 
     def release_claims(self, execution_id: int) -> int:
-        """Free claims left by a sender that died: those logs will be sent (again)."""
+        """Free claims left by a sender that died: those logs will be sent (again).
+
+        Claims of senders still running (here or in another live process) are left
+        alone: see `claim_is_abandoned`.
+        """
+        now = self.services.clock.now()
+        with self.services.sessions() as s:
+            holders = s.execute(
+                select(SendingLog.claim_token, func.min(SendingLog.claimed_at))
+                .where(
+                    SendingLog.execution_id == execution_id,
+                    SendingLog.claim_token.is_not(None),
+                )
+                .group_by(SendingLog.claim_token)
+            ).all()
+        gone = [t for t, at in holders if claim_is_abandoned(t, at, now)]
+        if not gone:
+            return 0
         with self.services.sessions.begin() as s:
             return s.execute(
                 update(SendingLog)
                 .where(
                     SendingLog.execution_id == execution_id,
-                    SendingLog.claim_token.is_not(None),
+                    SendingLog.claim_token.in_(gone),
                 )
                 .values(claim_token=None, claimed_at=None)
             ).rowcount
+
+    def _claimed_by_others(self, execution_id: int) -> bool:
+        with self.services.sessions() as s:
+            return bool(
+                s.scalar(
+                    select(func.count())
+                    .select_from(SendingLog)
+                    .where(
+                        SendingLog.execution_id == execution_id,
+                        SendingLog.claim_token.is_not(None),
+                    )
+                )
+            )
 
     def _release(self, log_ids: Sequence[int]) -> None:
         if not log_ids:
@@ -417,8 +507,10 @@ class Sender:
             d = s.get(Delivery, e.delivery_id)
             assert d is not None
             after = transition(DeliveryState(d.state), Action.FINISH)
-            d.state = after.value
-            d.finished_at = now
+            if not d.recurrence_cron:
+                # A recurring delivery goes on: only this occurrence's execution ends.
+                d.state = after.value
+                d.finished_at = now
             e.state = after.value
             e.finished_at = now
         return after

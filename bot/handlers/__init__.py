@@ -39,8 +39,9 @@ class Deps:
 
 
 def register_all(app: Any, deps: Deps) -> None:
-    from bot.handlers import campaign, confirm, deployment
+    from bot.handlers import approval, campaign, confirm, deployment
 
+    approval.register(app, deps)
     confirm.register(app, deps)
     deployment.register(app, deps)
     campaign.register(app, deps)

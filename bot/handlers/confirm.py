@@ -8,9 +8,11 @@ from typing import Any
 from bot.blocks import ids
 from bot.blocks.campaign import error_blocks
 from bot.blocks.card import delivery_card, delivery_picker
+from bot.blocks.kit import local_time
 from bot.domain.errors import DomainError
 from bot.domain.roles import Permission, allows, require
 from bot.handlers import Deps
+from bot.services.recurring import next_occurrence
 from bot.services.reporting import delivery_detail, list_deliveries
 from bot.services.sending import confirm_send, readiness
 
@@ -86,7 +88,18 @@ def register(app: Any, deps: Deps) -> None:
             await _private(respond, str(exc))
             return
         deps.kick()
-        if moved.after.value == "in-progress":
+        upcoming = await deps.call(next_occurrence, deps.services, ref)
+        if upcoming is not None:
+            detail = await deps.call(delivery_detail, deps.services, ref)
+            recurrence = detail["recurrence"]
+            how = (
+                "waits for approval in this delivery's channel"
+                if recurrence["request_confirmation"]
+                else "is prepared and sent"
+            )
+            when = local_time(upcoming, recurrence["timezone"])
+            text = f"<@{user}> confirmed *{ref}*: each occurrence {how}. The first is at {when}."
+        elif moved.after.value == "in-progress":
             text = f"<@{user}> confirmed *{ref}*: sending now."
             await deps.refresh(ref, force=True)
         else:

@@ -22,7 +22,6 @@ from functools import cache, lru_cache
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from apscheduler.triggers.cron import CronTrigger
 from email_validator import EmailNotValidError, validate_email
 from jinja2 import TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -37,6 +36,7 @@ from pydantic import (
 )
 
 from bot.domain.errors import DomainError
+from bot.domain.recurrence import crontab_trigger
 from bot.domain.schedule import (
     DEFAULT_VALIDITY,
     Aggregation,
@@ -163,6 +163,25 @@ class RecurrenceDefinition(_Strict):
     aggregation: Aggregation = Aggregation.NONE
     request_confirmation: bool | None = None
     approvals_required: int = Field(default=1, ge=1)
+    # How long an approval request waits before it expires, when sooner than the next
+    # occurrence (which always ends it). Not hashed: it changes no message.
+    approval_expiry: timedelta | None = None
+
+    @field_validator("approval_expiry", mode="before")
+    @classmethod
+    def _expiry(cls, value: Any) -> timedelta | None:
+        if value is None or isinstance(value, timedelta):
+            period = value
+        elif isinstance(value, str):
+            try:
+                period = parse_duration(value)
+            except DomainError as exc:
+                raise ValueError(str(exc)) from None
+        else:
+            raise ValueError("write the approval expiry like 2h, 90m or 1d")
+        if period is not None and period <= timedelta(0):
+            raise ValueError("the approval expiry must be longer than zero")
+        return period
 
     @field_validator("timezone")
     @classmethod
@@ -174,7 +193,7 @@ class RecurrenceDefinition(_Strict):
     @classmethod
     def _valid_cron(cls, value: str) -> str:
         try:
-            CronTrigger.from_crontab(value, timezone=UTC)
+            crontab_trigger(value, "UTC")
         except ValueError as exc:
             raise ValueError(
                 f"{value!r} is not a cron expression ({exc}); write 5 fields like '0 9 * * 1' "
@@ -296,6 +315,11 @@ class DeliveryDefinition(_Strict):
             "aggregation": (recurrence.aggregation if recurrence else Aggregation.NONE).value,
             "request_confirmation": bool(recurrence and recurrence.request_confirmation),
             "approvals_required": recurrence.approvals_required if recurrence else 1,
+            "approval_expiry_seconds": (
+                int(recurrence.approval_expiry.total_seconds())
+                if recurrence and recurrence.approval_expiry
+                else None
+            ),
             "validity_seconds": int(self.validity.total_seconds()),
             "efs": self.efs,
             "slack_channel": self.slack_channel,

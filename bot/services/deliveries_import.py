@@ -32,8 +32,9 @@ from bot.services.errors import InputRejected, Problem
 from bot.services.profiles_import import read_input
 from bot.store.models import Audience, Delivery
 
-# Changing only these never invalidates a preparation.
-COSMETIC = ("name", "slack_channel")
+# Changing only these never invalidates a preparation: they change no message
+# (approval_expiry only how long an approval request waits).
+COSMETIC = ("name", "slack_channel", "approval_expiry_seconds")
 
 
 @dataclass

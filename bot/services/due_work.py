@@ -4,10 +4,13 @@ The database decides what is due; running the same instant twice does nothing mo
 the second time, and an instant missed while the process was down is caught up once:
 
 1. `at` deliveries confirmed and waiting whose contact date has come start;
-2. in-progress executions send what is still queued;
-3. soft bounces whose retry is due are sent again (inside the validity period);
-4. executions whose validity period has ended resolve every open log (SPEC section 6);
-5. open rate and click-through rate are refreshed, hourly per execution.
+2. recurring deliveries: approval requests past their deadline expire, then the
+   latest occurrence due of each one runs (bot.services.recurring), and approval
+   requests are posted or updated in Slack when a client is given;
+3. in-progress executions send what is still queued;
+4. soft bounces whose retry is due are sent again (inside the validity period);
+5. executions whose validity period has ended resolve every open log (SPEC section 6);
+6. open rate and click-through rate are refreshed, hourly per execution.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from bot.bootstrap import Services
 from bot.domain.errors import DomainError
@@ -25,7 +28,9 @@ from bot.domain.lifecycle import DeliveryState
 from bot.domain.logs import Event
 from bot.engine.sender import Sender
 from bot.engine.transports import Transport, make_transport
+from bot.services.approvals import sync_messages
 from bot.services.outcomes import LogEvent, apply_log_events
+from bot.services.recurring import OccurrenceRun, run_occurrences
 from bot.services.sending import start_delivery
 from bot.services.stats import recount
 from bot.store.models import Delivery, Execution, KpiCounter, SendingLog
@@ -39,7 +44,11 @@ CHUNK = 1000
 @dataclass
 class DueReport:
     started: list[str] = field(default_factory=list)
-    sent: dict[str, str] = field(default_factory=dict)  # ref -> state after sending
+    occurrences: list[OccurrenceRun] = field(default_factory=list)
+    approvals_expired: int = 0
+    approval_messages: int = 0  # approval requests posted or updated in Slack
+    # ref (one-off) or "ref@key" (an occurrence) -> its state after sending
+    sent: dict[str, str] = field(default_factory=dict)
     retried: int = 0
     expired_logs: int = 0
     indicators_refreshed: int = 0
@@ -144,14 +153,29 @@ async def run_due(
     the digest); None when Slack is not connected, and those steps then wait.
     """
     report = DueReport(started=start_due(services))
+    recurring = run_occurrences(services)
+    report.occurrences = recurring.occurrences
+    report.approvals_expired = recurring.expired_requests
+    report.approval_messages = await sync_messages(services, slack)
     transport = (transport_factory or (lambda: make_transport(services.settings)))()
     try:
         sender = Sender(services, transport, on_batch=on_batch)
         with services.sessions() as s:
             sending = s.execute(
-                select(Execution.id, Delivery.ref)
+                select(Execution.id, Delivery.ref, Execution.key)
                 .join(Delivery, Delivery.id == Execution.delivery_id)
-                .where(Delivery.state == DeliveryState.IN_PROGRESS.value, Execution.key == "main")
+                .where(
+                    Delivery.state == DeliveryState.IN_PROGRESS.value,
+                    or_(
+                        and_(Delivery.recurrence_cron.is_(None), Execution.key == "main"),
+                        and_(
+                            Delivery.recurrence_cron.is_not(None),
+                            Execution.key != "main",
+                            Execution.state == DeliveryState.IN_PROGRESS.value,
+                        ),
+                    ),
+                )
+                .order_by(Execution.id)
             ).all()
             retrying = s.execute(
                 select(Execution.id)
@@ -163,8 +187,9 @@ async def run_due(
                 )
                 .distinct()
             ).all()
-        for execution_id, ref in sending:
-            report.sent[ref] = (await sender.run(execution_id)).value
+        for execution_id, ref, key in sending:
+            name = ref if key == "main" else f"{ref}@{key}"
+            report.sent[name] = (await sender.run(execution_id)).value
         for (execution_id,) in retrying:
             report.retried += await sender.retry(execution_id)
     finally:

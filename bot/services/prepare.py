@@ -24,12 +24,13 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any, TypeVar
 
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from bot.bootstrap import Services
@@ -39,7 +40,7 @@ from bot.domain.logs import LogStatus
 from bot.domain.quarantine import EmailStatus
 from bot.services import audit
 from bot.services.errors import NotFound
-from bot.services.executions import main_execution
+from bot.services.executions import ensure_counter, main_execution
 from bot.services.rendering import (
     MessageTemplates,
     RenderError,
@@ -51,6 +52,7 @@ from bot.store.models import (
     AudienceMember,
     Delivery,
     ExclusionLog,
+    Execution,
     KpiCounter,
     Profile,
     SendingLog,
@@ -317,6 +319,48 @@ def _claim(
     return delivery
 
 
+def _insert_logs(
+    session: Session,
+    now: datetime,
+    ex_id: int,
+    exclusions: list[tuple[int, str, str]],
+    recipients: list[tuple[int, str]],
+) -> None:
+    """Bulk-insert exclusion logs and queued sending logs of execution `ex_id`."""
+    for chunk in _chunks(exclusions):
+        session.execute(
+            insert(ExclusionLog),
+            [
+                {
+                    "execution_id": ex_id,
+                    "profile_id": pid,
+                    "email": email,
+                    "reason": reason,
+                    "created_at": now,
+                }
+                for pid, email, reason in chunk
+            ],
+        )
+    queued = LogStatus.QUEUED.value
+    for chunk in _chunks(recipients):
+        session.execute(
+            insert(SendingLog),
+            [
+                {
+                    "execution_id": ex_id,
+                    "profile_id": pid,
+                    "email": email,
+                    "status": queued,
+                    "final": False,
+                    "retry_count": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for pid, email in chunk
+            ],
+        )
+
+
 def _write(
     session: Session,
     services: Services,
@@ -337,39 +381,7 @@ def _write(
         )
     )
     session.execute(delete(ExclusionLog).where(ExclusionLog.execution_id == execution.id))
-    ex_id = execution.id
-    for chunk in _chunks(plan.exclusions):
-        session.execute(
-            insert(ExclusionLog),
-            [
-                {
-                    "execution_id": ex_id,
-                    "profile_id": pid,
-                    "email": email,
-                    "reason": reason,
-                    "created_at": now,
-                }
-                for pid, email, reason in chunk
-            ],
-        )
-    queued = LogStatus.QUEUED.value
-    for chunk in _chunks(plan.recipients):
-        session.execute(
-            insert(SendingLog),
-            [
-                {
-                    "execution_id": ex_id,
-                    "profile_id": pid,
-                    "email": email,
-                    "status": queued,
-                    "final": False,
-                    "retry_count": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for pid, email in chunk
-            ],
-        )
+    _insert_logs(session, now, execution.id, plan.exclusions, plan.recipients)
     to_deliver = len(plan.recipients)
     session.execute(
         update(KpiCounter)
@@ -470,3 +482,100 @@ def prepare_delivery(services: Services, ref: str, actor: str = "cli") -> Prepar
             },
         )
     return result
+
+
+# --- executions of a recurring delivery ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ExecutionPreparation:
+    """What preparing (or topping up) one execution of a recurring delivery wrote."""
+
+    execution_id: int
+    key: str
+    added: int  # recipients queued by this preparation
+    excluded: int  # exclusion logs written by this preparation
+    to_deliver: int  # the execution's total after it
+    exclusions: dict[str, int]  # the execution's exclusions by reason, after it
+    errors: list[dict[str, Any]]
+    errors_total: int
+
+    @property
+    def failed(self) -> bool:
+        return self.errors_total > 0
+
+
+def prepare_execution(services: Services, execution_id: int) -> ExecutionPreparation:
+    """Prepare one execution of a recurring delivery, at its occurrence time.
+
+    The audience is read as it is now, so each occurrence targets today's members.
+    An execution that already has logs (a later occurrence of an aggregation period)
+    is topped up: only profiles it has no log for, and no address it already holds,
+    are added, so nobody gets two messages of one period and a newcomer does not
+    wait for the next one. A render error adds nothing and is returned: the caller
+    fails the execution rather than send a message that breaks for someone.
+    """
+    with services.sessions() as session:
+        execution = session.get(Execution, execution_id)
+        if execution is None:
+            raise NotFound(f"no execution {execution_id}")
+        delivery = execution.delivery
+        plan = _plan(session, delivery)
+        known = set(
+            session.scalars(
+                select(SendingLog.profile_id).where(SendingLog.execution_id == execution_id)
+            )
+        )
+        known |= set(
+            session.scalars(
+                select(ExclusionLog.profile_id).where(ExclusionLog.execution_id == execution_id)
+            )
+        )
+        known_keys = {
+            email.lower()
+            for email in session.scalars(
+                select(SendingLog.email).where(SendingLog.execution_id == execution_id)
+            )
+        }
+        key = execution.key
+    now = services.clock.now()
+    if plan.errors_total:
+        return ExecutionPreparation(
+            execution_id, key, 0, 0, 0, {}, list(plan.errors), plan.errors_total
+        )
+    duplicate = ExclusionReason.DUPLICATE_ADDRESS.value
+    exclusions = [x for x in plan.exclusions if x[0] not in known]
+    recipients = []
+    for pid, email in plan.recipients:
+        if pid in known:
+            continue
+        if email.lower() in known_keys:
+            exclusions.append((pid, email, duplicate))
+            continue
+        recipients.append((pid, email))
+    with services.sessions.begin() as session:
+        ensure_counter(session, execution_id, now)
+        _insert_logs(session, now, execution_id, exclusions, recipients)
+        session.execute(
+            update(KpiCounter)
+            .where(KpiCounter.execution_id == execution_id)
+            .values(
+                to_deliver=KpiCounter.to_deliver + len(recipients),
+                queued=KpiCounter.queued + len(recipients),
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+        to_deliver = session.scalar(
+            select(KpiCounter.to_deliver).where(KpiCounter.execution_id == execution_id)
+        )
+        counts = dict(
+            session.execute(
+                select(ExclusionLog.reason, func.count())
+                .where(ExclusionLog.execution_id == execution_id)
+                .group_by(ExclusionLog.reason)
+            ).all()
+        )
+    return ExecutionPreparation(
+        execution_id, key, len(recipients), len(exclusions), int(to_deliver or 0), counts, [], 0
+    )

@@ -59,6 +59,11 @@ def _recurrence(d: Delivery) -> dict[str, Any] | None:
         "aggregation": d.aggregation,
         "request_confirmation": d.request_confirmation,
         "approvals_required": d.approvals_required,
+        "approval_expiry": (
+            format_duration(timedelta(seconds=d.approval_expiry_seconds))
+            if d.approval_expiry_seconds
+            else None
+        ),
     }
 
 
@@ -122,13 +127,27 @@ def list_deliveries(services: Services) -> list[dict[str, Any]]:
         return out
 
 
+def current_execution(d: Delivery, executions: list[Execution]) -> Execution | None:
+    """The execution a person is following: the only one of a one-off delivery; for a
+    recurring one the occurrence that started sending last (None before the first)."""
+    if not d.recurrence_cron:
+        return next((e for e in executions if e.key == "main"), None)
+    started = [e for e in executions if e.key != "main" and e.started_at is not None]
+    return max(started, key=lambda e: (e.started_at, e.id)) if started else None
+
+
 def delivery_detail(services: Services, ref: str) -> dict[str, Any]:
-    """Everything `deliveries show` prints: state, definition, preparation and KPIs."""
+    """Everything `deliveries show` prints: state, definition, preparation and KPIs.
+
+    The top-level KPIs are those of the current execution (`current_execution`), named
+    under `execution`; `executions` lists every occurrence of a recurring delivery.
+    """
     with services.sessions() as s:
         d = get_delivery(s, ref)
         executions = executions_of(s, d.id)
         main = next((e for e in executions if e.key == "main"), None)
-        counters = live_counters(s, main.id) if main else Counters()
+        current = current_execution(d, executions)
+        counters = live_counters(s, current.id) if current else Counters()
         return {
             "schema": SCHEMA_VERSION,
             "ref": d.ref,
@@ -154,6 +173,15 @@ def delivery_detail(services: Services, ref: str) -> dict[str, Any]:
                 "warnings": d.preparation_warnings or [],
             },
             **_counters_block(counters),
+            "execution": (
+                {
+                    "key": current.key,
+                    "state": current.state,
+                    "occurrence_at": _iso(current.occurrence_at),
+                }
+                if current is not None
+                else None
+            ),
             "confirmed_by": d.confirmed_by,
             "confirmed_at": _iso(d.confirmed_at),
             "started_at": _iso(d.started_at),
@@ -168,6 +196,8 @@ RATE_WINDOW = timedelta(seconds=15)  # short: a range of the relayed index, not 
 def sending_progress(services: Services, ref: str) -> dict[str, Any]:
     """Relayed / to deliver and the current rate, readable from any process at any time.
 
+    For a recurring delivery, the figures of the occurrence being sent.
+
     The rate counts the messages relayed in the last 15 seconds, from the logs, so the
     Deployment message shows it whichever process is sending.
     """
@@ -175,6 +205,9 @@ def sending_progress(services: Services, ref: str) -> dict[str, Any]:
     with services.sessions() as s:
         d = get_delivery(s, ref)
         executions = executions_of(s, d.id)
+        if d.recurrence_cron:
+            current = current_execution(d, executions)
+            executions = [current] if current is not None else []
         total = sum((live_counters(s, e.id) for e in executions), Counters())
         recent = s.scalar(
             select(func.count())

@@ -51,8 +51,11 @@ def not_ready_reason(d: Delivery) -> str | None:
         return f"{d.ref} is {state.value}: it was already confirmed"
     if not is_preparation_current(d):
         return f"{d.ref} changed after it was prepared: prepare it again"
-    if d.recurrence_cron:
-        return f"{d.ref} is recurring: each occurrence is approved when it comes"
+    if d.recurrence_cron and d.request_confirmation and not d.slack_channel:
+        return (
+            f"{d.ref} asks for approval of each occurrence but has no slack_channel to post "
+            "the requests in: set slack_channel, or request_confirmation: false"
+        )
     if d.to_deliver == 0:
         return f"{d.ref} has nobody to deliver to (to deliver = 0): check its audience"
     return None
@@ -70,12 +73,22 @@ def _move(
         .execution_options(synchronize_session=False)
     ).rowcount
     if not done:
-        raise DomainError(f"{d.ref} changed meanwhile; look at it again before acting")
-    session.execute(
-        update(Execution)
-        .where(Execution.delivery_id == d.id, Execution.key == "main")
-        .values(state=after.value)
-    )
+        # Someone else acted first (a double click, Slack's retry, another person):
+        # say what the delivery became, as a refusal from that state would.
+        now_state = session.scalar(select(Delivery.state).where(Delivery.id == d.id))
+        if action is Action.CONFIRM and now_state != DeliveryState.READY.value:
+            raise DomainError(f"{d.ref} is {now_state}: it was already confirmed")
+        raise DomainError(
+            f"{d.ref} changed meanwhile (it is {now_state} now); look at it again before acting"
+        )
+    if not d.recurrence_cron:
+        # A recurring delivery's "main" execution is only its preview; its occurrences
+        # have states of their own (bot.services.recurring).
+        session.execute(
+            update(Execution)
+            .where(Execution.delivery_id == d.id, Execution.key == "main")
+            .values(state=after.value)
+        )
     audit.record(
         session,
         clock,
@@ -89,7 +102,11 @@ def _move(
 
 
 def confirm_send(services: Services, ref: str, actor: str, roles: Iterable[Role]) -> Transitioned:
-    """The OK of the confirmation dialog: record who and when, then start or wait."""
+    """The OK of the confirmation dialog: record who and when, then start or wait.
+
+    A recurring delivery starts at once: from now on each occurrence of its
+    recurrence is prepared and sent (or waits for approval) when it comes.
+    """
     require(roles, Permission.CONFIRM_SEND)
     now = services.clock.now()
     with services.sessions.begin() as s:
@@ -100,16 +117,24 @@ def confirm_send(services: Services, ref: str, actor: str, roles: Iterable[Role]
         moved = _move(
             s, services.clock, d, Action.CONFIRM, actor, confirmed_by=actor, confirmed_at=now
         )
-    if d.schedule_mode == "on-confirm":
+    if d.schedule_mode == "on-confirm" or d.recurrence_cron:
         return start_delivery(services, ref, actor="system")
     return moved
 
 
 def start_delivery(services: Services, ref: str, actor: str = "system") -> Transitioned:
-    """Begin sending: the validity period starts now."""
+    """Begin sending: the validity period starts now.
+
+    For a recurring delivery, "started" means its recurrence is active: the first
+    occurrence is the first one after now (the cursor of bot.services.recurring).
+    """
     now = services.clock.now()
     with services.sessions.begin() as s:
         d = get_delivery(s, ref)
+        if d.recurrence_cron:
+            return _move(
+                s, services.clock, d, Action.START, actor, started_at=now, recurrence_cursor=now
+            )
         moved = _move(s, services.clock, d, Action.START, actor, started_at=now)
         e = main_execution(s, d, now)
         e.started_at = now
@@ -127,9 +152,15 @@ def pause_delivery(services: Services, ref: str, actor: str, roles: Iterable[Rol
 def resume_delivery(
     services: Services, ref: str, actor: str, roles: Iterable[Role]
 ) -> Transitioned:
+    """Resume sending; a recurring delivery's occurrences that fell while it was paused
+    are not caught up (pausing them was the point), the next one runs on time."""
     require(roles, Permission.RESUME)
     with services.sessions.begin() as s:
-        return _move(s, services.clock, get_delivery(s, ref), Action.RESUME, actor)
+        d = get_delivery(s, ref)
+        if d.recurrence_cron:
+            now = services.clock.now()
+            return _move(s, services.clock, d, Action.RESUME, actor, recurrence_cursor=now)
+        return _move(s, services.clock, d, Action.RESUME, actor)
 
 
 def stop_delivery(services: Services, ref: str, actor: str, roles: Iterable[Role]) -> Transitioned:
@@ -141,6 +172,13 @@ def stop_delivery(services: Services, ref: str, actor: str, roles: Iterable[Role
         moved = _move(s, services.clock, d, Action.STOP, actor, finished_at=now)
         for e in s.scalars(select(Execution).where(Execution.delivery_id == d.id)):
             cancel_unsent(s, now, e.id, include_claimed=False)
+            if d.recurrence_cron and e.state in ("preparing", "pending-approval"):
+                e.state = DeliveryState.STOPPED.value
+                e.finished_at = now
+        if d.recurrence_cron:
+            from bot.services.approvals import stop_requests
+
+            stop_requests(s, now, d.id, "the delivery was stopped")
     return moved
 
 

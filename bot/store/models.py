@@ -131,6 +131,12 @@ class Delivery(Base):
     aggregation: Mapped[str] = mapped_column(String(8), default="none")
     request_confirmation: Mapped[bool] = mapped_column(Boolean, default=False)
     approvals_required: Mapped[int] = mapped_column(Integer, default=1)
+    # An undecided approval request expires this long after its occurrence, if sooner
+    # than the next occurrence; None: at the next occurrence.
+    approval_expiry_seconds: Mapped[int | None] = mapped_column(Integer)
+    # The latest occurrence already taken by a scheduler: moved forward atomically, so
+    # two processes never both run one occurrence, and missed ones are not replayed.
+    recurrence_cursor: Mapped[datetime | None]
     validity_seconds: Mapped[int] = mapped_column(Integer)
     efs: Mapped[bool] = mapped_column(Boolean, default=False)
     slack_channel: Mapped[str | None] = mapped_column(String(100))
@@ -171,6 +177,10 @@ class Execution(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     validity_ends_at: Mapped[datetime | None]
+    # While an occurrence's execution is being prepared, the process doing it holds it
+    # until then; past it, another process takes the preparation over (a crash never
+    # loses an occurrence).
+    lease_until: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
     delivery: Mapped[Delivery] = relationship()
@@ -296,3 +306,52 @@ class FeedbackReceipt(Base):
     kind: Mapped[str] = mapped_column(String(16))
     sending_log_id: Mapped[int | None] = mapped_column(ForeignKey("sending_logs.id"), index=True)
     received_at: Mapped[datetime]
+
+
+class ApprovalRequest(Base):
+    """One occurrence waiting for (or done with) its approval, and its Slack message.
+
+    `version` grows with every change a person could see; the message in Slack is
+    up to date when `synced_version` caught up with it, so an update that failed (Slack
+    down, not connected) is retried by the next tick and never lost.
+    """
+
+    __tablename__ = "approval_requests"
+    __table_args__ = (Index("ix_approval_requests_state_expires", "state", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), unique=True
+    )
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    )
+    occurrence_at: Mapped[datetime]
+    required: Mapped[int] = mapped_column(Integer, default=1)
+    state: Mapped[str] = mapped_column(String(16), default="open")  # open|approved|skipped|expired
+    expires_at: Mapped[datetime]
+    decided_by: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    decided_at: Mapped[datetime | None]
+    reason: Mapped[str | None] = mapped_column(String(200))
+    channel: Mapped[str | None] = mapped_column(String(100))
+    ts: Mapped[str | None] = mapped_column(String(32))
+    # Set while one process posts the message, so two never post it twice.
+    posting_at: Mapped[datetime | None]
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    synced_version: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class ApprovalVote(Base):
+    """One person's approval of a request; the unique key makes a quorum count people."""
+
+    __tablename__ = "approval_votes"
+    __table_args__ = (
+        UniqueConstraint("request_id", "user_id", name="uq_approval_votes_request_user"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("approval_requests.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]

@@ -90,6 +90,9 @@ def test_run_due_with_nothing_to_do(services: Services, capsys: pytest.CaptureFi
     assert code == 0
     assert json.loads(run(services, capsys, "jobs", "run-due", "--json")[1]) == {
         "started": [],
+        "occurrences": [],
+        "approvals_expired": 0,
+        "approval_messages": 0,
         "sent": {},
         "retried": 0,
         "expired_logs": 0,

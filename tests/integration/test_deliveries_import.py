@@ -15,6 +15,7 @@ from bot.clock import FixedClock
 from bot.services.definitions import delivery_hash
 from bot.services.deliveries_import import import_deliveries
 from bot.services.errors import InputRejected, Problem
+from bot.services.prepare import prepare_delivery
 from bot.services.profiles_import import import_profiles
 from bot.store.models import AuditEntry, Delivery
 
@@ -444,3 +445,21 @@ def test_moving_to_another_audience_is_a_change(services: Services, tmp_path: Pa
         sale = s.scalars(select(Delivery)).one()
         assert sale.audience.name == "vip"
         assert delivery_hash(sale) == sale.definition_hash
+
+
+@pytest.mark.usefixtures("audience")
+def test_approval_expiry_is_a_duration_changed_in_place(services: Services, tmp_path: Path) -> None:
+    recurrence = {"cron": "0 9 * * 1", "timezone": "Europe/Paris", "approval_expiry": "2h"}
+    import_deliveries(services, write(tmp_path, [entry(recurrence=recurrence)]))
+    prepare_delivery(services, "spring-sale")
+    assert deliveries(services)["spring-sale"].approval_expiry_seconds == 7200
+    shorter = {**recurrence, "approval_expiry": "90m"}
+    import_deliveries(services, write(tmp_path, [entry(recurrence=shorter)]))
+    stored = deliveries(services)["spring-sale"]
+    assert (stored.approval_expiry_seconds, stored.state) == (5400, "ready")
+
+    (problem,) = rejected(
+        services, write(tmp_path, [entry(recurrence={**recurrence, "approval_expiry": "soon"})])
+    )
+    assert problem.field == "recurrence.approval_expiry"
+    assert "write it like 3d12h, 36h or 90m" in problem.reason

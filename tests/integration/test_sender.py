@@ -7,6 +7,7 @@ through the pooled SMTP transport to an aiosmtpd relay that records what it acce
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator, Sequence
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -19,7 +20,7 @@ from bot.bootstrap import Services
 from bot.domain.errors import DomainError, PermissionDenied
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.roles import Role
-from bot.engine.sender import Backoff, Sender
+from bot.engine.sender import Backoff, Sender, new_claim_token
 from bot.engine.tokens import TokenSigner
 from bot.engine.transports import Envelope, RelayResult
 from bot.engine.transports.smtp import SmtpTransport
@@ -252,7 +253,9 @@ def test_claims_left_by_a_dead_sender_are_sent_on_the_next_run(
     emails = [f"u{i}@x.example" for i in range(6)]
     eid = load(services, tmp_path, emails)
     sender = Sender(services, transport(relay), batch_size=4)
-    claimed = sender._claim(eid, "dead-process")  # claimed, then the process died
+    # Claimed by a process of this host that then died (no process has that pid).
+    dead = new_claim_token().replace(f"{os.getpid()}@", "999999999@", 1)
+    claimed = sender._claim(eid, dead)
     assert len(claimed) == 4
     assert send(services, transport(relay), eid, backoff=Backoff()) is DeliveryState.FINISHED
     got = relay.recorder.by_rcpt()

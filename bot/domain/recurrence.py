@@ -1,0 +1,173 @@
+"""Occurrences of a recurring delivery and the periods they aggregate into (SPEC section 4).
+
+Fire times come from APScheduler's `CronTrigger` in the delivery's time zone, so the
+cron semantics are the scheduler's, not a second hand-written implementation. Two
+rules are added on top, both about what a person expects of "every day at 02:30":
+
+* when clocks go back, a wall-clock time that happens twice fires once (the first);
+* when clocks go forward over it, it fires once, at the first instant after the gap
+  (APScheduler's own behaviour).
+
+One translation is needed: APScheduler 3 numbers weekdays from Monday = 0, crontab
+from Sunday = 0 (and 7), so `0 9 * * 1` would fire on Tuesdays if passed through.
+`crontab_trigger` rewrites the day-of-week field into weekday names first.
+
+Everything here is pure: instants in, instants or strings out, all aware.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from zoneinfo import ZoneInfo
+
+from apscheduler.triggers.cron import CronTrigger
+
+from bot.domain.schedule import Aggregation
+
+# How far back `latest_between` looks at a time, widening until it reaches `after`:
+# a missed occurrence is found without walking every tick of a long downtime.
+_WINDOWS = (timedelta(hours=2), timedelta(days=2), timedelta(days=40), timedelta(days=800))
+_STEP = timedelta(seconds=1)
+
+
+_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _day_number(text: str) -> int:
+    word = text.strip().lower()
+    if word[:3] in _DAY_NAMES and not word.isdigit():
+        return _DAY_NAMES.index(word[:3])
+    number = int(word)
+    if not 0 <= number <= 7:
+        raise ValueError(f"day of week {text!r} is not between 0 and 7")
+    return number % 7
+
+
+def crontab_weekdays(field: str) -> str:
+    """A crontab day-of-week field (0 or 7 = Sunday, names, ranges, lists, steps) as
+    the comma-separated weekday names APScheduler reads the same way."""
+    if field == "*":
+        return field
+    days: set[int] = set()
+    for part in field.split(","):
+        span, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"step {step_text!r} must be at least 1")
+        if span == "*":
+            first, last = 0, 6
+        elif "-" in span:
+            low, high = span.split("-", 1)
+            first, last = _day_number(low), int(high) if high.strip() == "7" else _day_number(high)
+        else:
+            first = _day_number(span)
+            last = 6 if step_text else first
+        if last < first:
+            raise ValueError(f"day-of-week range {span!r} goes backwards")
+        days |= {d % 7 for d in range(first, last + 1, step)}
+    return ",".join(_DAY_NAMES[d] for d in sorted(days))
+
+
+def crontab_trigger(cron: str, tz: str) -> CronTrigger:
+    """APScheduler's trigger for a standard 5-field crontab line, weekdays as cron means them.
+
+    Raises ValueError, with APScheduler's or our reason, for an invalid expression.
+    """
+    fields = cron.split()
+    if len(fields) != 5:
+        raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
+    fields[4] = crontab_weekdays(fields[4])
+    return CronTrigger.from_crontab(" ".join(fields), timezone=ZoneInfo(tz))
+
+
+@lru_cache(maxsize=256)
+def _trigger(cron: str, tz: str) -> CronTrigger:
+    return crontab_trigger(cron, tz)
+
+
+def _is_repeat(at: datetime, tz: str) -> bool:
+    """`at` is the second instant of a wall-clock time that the clocks going back repeat."""
+    local = at.astimezone(ZoneInfo(tz))
+    first = local.replace(fold=0).astimezone(UTC)
+    return first != at.astimezone(UTC)
+
+
+def next_after(cron: str, tz: str, after: datetime) -> datetime:
+    """The first occurrence strictly after `after`, in UTC.
+
+    Cron has minute resolution, so starting the search one second later is "strictly".
+    """
+    trigger = _trigger(cron, tz)
+    at = after
+    while True:
+        fire = trigger.get_next_fire_time(None, at + _STEP)
+        if fire is None:  # pragma: no cover - a 5-field crontab always fires again
+            raise ValueError(f"{cron!r} never fires again")
+        fire = fire.astimezone(UTC)
+        if not _is_repeat(fire, tz):
+            return fire
+        at = fire
+
+
+def between(cron: str, tz: str, after: datetime, until: datetime) -> list[datetime]:
+    """Every occurrence in (after, until], oldest first."""
+    out: list[datetime] = []
+    at = after
+    while True:
+        at = next_after(cron, tz, at)
+        if at > until:
+            return out
+        out.append(at)
+
+
+def latest_between(cron: str, tz: str, after: datetime, until: datetime) -> datetime | None:
+    """The latest occurrence in (after, until], or None.
+
+    This is the catch-up rule: after a downtime only the latest missed occurrence
+    runs. The search starts near `until` and widens, so a year of downtime of a
+    per-minute recurrence costs a few thousand steps, not half a million.
+    """
+    if until <= after:
+        return None
+    for window in _WINDOWS:
+        start = max(after, until - window)
+        found = between(cron, tz, start, until)
+        if found:
+            return found[-1]
+        if start == after:
+            return None
+    found = between(cron, tz, after, until)
+    return found[-1] if found else None
+
+
+def period_key(aggregation: Aggregation, occurrence: datetime, tz: str) -> str:
+    """The execution key of an occurrence: its instant, or its period in the delivery's zone.
+
+    `none` -> "2026-11-23T09:00:00+00:00" (UTC, so it sorts and never depends on a
+    zone's rules); `day` -> "2026-11-23"; `week` -> ISO week "2026-W48"; `month` ->
+    "2026-11". Periods are local: a Paris delivery's day runs from midnight in Paris.
+    """
+    if aggregation is Aggregation.NONE:
+        return occurrence.astimezone(UTC).isoformat()
+    local = occurrence.astimezone(ZoneInfo(tz))
+    if aggregation is Aggregation.DAY:
+        return local.date().isoformat()
+    if aggregation is Aggregation.WEEK:
+        year, week, _ = local.isocalendar()
+        return f"{year}-W{week:02d}"
+    return f"{local.year:04d}-{local.month:02d}"
+
+
+def approval_deadline(
+    cron: str, tz: str, occurrence: datetime, expiry: timedelta | None
+) -> datetime:
+    """When an undecided approval request expires: the next occurrence, or sooner.
+
+    An optional expiry shortens the wait (never lengthens it: two occurrences must
+    not wait for approval at the same time).
+    """
+    deadline = next_after(cron, tz, occurrence)
+    if expiry is not None:
+        deadline = min(deadline, occurrence + expiry)
+    return deadline

@@ -1,0 +1,109 @@
+"""Two senders over one database: neither takes the other's batch in flight.
+
+Two schedulers (two processes, or a tick and a kick in one) can run the due work at
+the same time. The first sender's batch is held at the relay; the second must send
+the rest, leave that batch alone, and leave the finishing to the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from smtp_relay import free_port
+
+from bot.bootstrap import Services, bootstrap
+from bot.clock import FixedClock
+from bot.domain.roles import Role
+from bot.engine.sender import claim_is_abandoned, new_claim_token
+from bot.services.deliveries_import import import_deliveries
+from bot.services.due_work import run_due
+from bot.services.prepare import prepare_delivery
+from bot.services.profiles_import import import_profiles
+from bot.services.reporting import delivery_detail
+from bot.services.sending import confirm_send
+
+EMAILS = [f"user{i}@x.example" for i in range(6)]
+
+
+class HoldFirst:
+    """Accepts everything; holds the first message until released."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self.lock = threading.Lock()
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.received.append(envelope.rcpt_tos[0])
+            first = len(self.received) == 1
+        if first:
+            self.reached.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
+        return "250 2.0.0 queued"
+
+
+def test_a_second_sender_never_resends_a_live_senders_batch(
+    services: Services, tmp_path: Path
+) -> None:
+    holder = HoldFirst()
+    port = free_port()
+    controller = Controller(holder, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        services.settings = services.settings.model_copy(
+            update={
+                "mail_url": f"smtp://127.0.0.1:{port}",
+                "smtp_pool_size": 1,
+                "send_batch_size": 2,
+            }
+        )
+        (tmp_path / "p.csv").write_text("email\n" + "\n".join(EMAILS) + "\n")
+        import_profiles(services, tmp_path / "p.csv", "all")
+        (tmp_path / "d.yml").write_text(
+            "- ref: big\n  name: Big\n  audience: all\n  from: news@shop.example\n"
+            "  subject: Hi\n  text: Hello\n"
+        )
+        import_deliveries(services, tmp_path / "d.yml")
+        prepare_delivery(services, "big")
+        confirm_send(services, "big", "U0ALICE", [Role.START_DELIVERIES])
+        other = bootstrap(
+            services.settings,
+            FixedClock(services.clock.now()),
+            migrate=False,
+            engine=services.engine if services.engine.dialect.name == "postgresql" else None,
+        )
+
+        first = threading.Thread(target=lambda: asyncio.run(run_due(services)))
+        first.start()
+        assert holder.reached.wait(30), "the first sender never relayed"
+        report = asyncio.run(run_due(other))
+        assert report.sent == {"big": "in-progress"}, "the first sender finishes, not this one"
+        assert len(holder.received) == 5, "the second sent the others, not the held batch"
+        holder.release.set()
+        first.join(30)
+    finally:
+        holder.release.set()
+        controller.stop()
+    assert sorted(holder.received) == sorted(EMAILS), "each recipient exactly once"
+    detail = delivery_detail(services, "big")
+    assert (detail["state"], detail["kpis"]["sent"]) == ("finished", 6)
+
+
+def test_claims_of_gone_owners_are_abandoned() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = datetime(2026, 11, 23, 9, tzinfo=UTC)
+    mine = new_claim_token()
+    assert len(mine) <= 40
+    assert claim_is_abandoned(mine, now, now), "not running in this process any more"
+    host = mine.split("@")[1].split(":")[0]
+    assert claim_is_abandoned(f"999999999@{host}:abc", now, now), "no such process"
+    assert not claim_is_abandoned(f"1@{host}:abc", now, now), "pid 1 is alive"
+    assert not claim_is_abandoned("42@0othrhst:abc", now, now), "another host: wait the lease"
+    assert claim_is_abandoned("42@0othrhst:abc", now - timedelta(minutes=11), now)
