@@ -7,7 +7,8 @@ the second time, and an instant missed while the process was down is caught up o
 2. in-progress executions send what is still queued;
 3. soft bounces whose retry is due are sent again (inside the validity period);
 4. executions whose validity period has ended resolve every open log (SPEC section 6);
-5. open rate and click-through rate are refreshed, hourly per execution.
+5. open rate and click-through rate are refreshed, hourly per execution;
+6. the KPI digest of the latest `DIGEST_CRON` slot is posted, once (bot.services.digest).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bot.domain.lifecycle import DeliveryState
 from bot.domain.logs import Event
 from bot.engine.sender import Sender
 from bot.engine.transports import Transport, make_transport
+from bot.services.digest import DigestReport, run_digest
 from bot.services.outcomes import LogEvent, apply_log_events
 from bot.services.sending import start_delivery
 from bot.services.stats import recount
@@ -43,6 +45,7 @@ class DueReport:
     retried: int = 0
     expired_logs: int = 0
     indicators_refreshed: int = 0
+    digest: DigestReport | None = None
 
 
 def start_due(services: Services) -> list[str]:
@@ -171,4 +174,5 @@ async def run_due(
         await transport.close()
     report.expired_logs = expire_due(services)
     report.indicators_refreshed = refresh_indicators(services)
+    report.digest = await run_digest(services, slack)  # after the refresh: fresh rates
     return report
