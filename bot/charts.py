@@ -32,7 +32,8 @@ def kpi_chart_png(chart: Mapping[str, Any]) -> bytes:
     from matplotlib.figure import Figure
 
     tz = zone(chart.get("tz"))
-    fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI)
+    fig.subplots_adjust(left=0.06, right=0.98, top=0.9, bottom=0.2, hspace=0.35, wspace=0.15)
     FigureCanvasAgg(fig)
     axes = fig.subplots(2, 2, sharex=True)
     series: Sequence[Mapping[str, Any]] = chart.get("series") or []
@@ -53,7 +54,7 @@ def kpi_chart_png(chart: Mapping[str, Any]) -> bytes:
     if series:
         fig.legend(
             *axes.flat[0].get_legend_handles_labels(),
-            loc="outside lower center",
+            loc="lower center",
             ncols=min(len(series), 3),
             fontsize=8,
         )

@@ -35,7 +35,7 @@ from bot.blocks.kit import (
 )
 from bot.domain.kpi import format_pct
 
-ROWS_PER_MESSAGE = 40
+ROWS_PER_MESSAGE = 45
 HEADING_BLOCKS = 2  # a header (or context) and the summary context
 NAME_LIMIT = 120
 MINUS = "−"

@@ -169,7 +169,7 @@ def test_120_rows_are_three_messages() -> None:
     messages = digest_messages(
         [row(i) for i in range(120)], slot_at=SLOT, tz="UTC", previous_at=None
     )
-    assert [len(m["blocks"]) for m in messages] == [42, 42, 42]
+    assert [len(m["blocks"]) for m in messages] == [47, 47, 32]
     assert messages[1]["blocks"][0]["type"] == "context"  # only the first has the header
 
 
