@@ -221,7 +221,11 @@ def _digest_line(digest: Any) -> str:
     slot = f" for {digest.slot.isoformat()}" if digest.slot else ""
     if digest.status == "posted":
         chart = ", chart" if digest.chart else ""
-        return f"posted{slot}: {digest.deliveries} deliveries, {digest.messages} messages{chart}"
+        deliveries = "delivery" if digest.deliveries == 1 else "deliveries"
+        messages = "message" if digest.messages == 1 else "messages"
+        return (
+            f"posted{slot}: {digest.deliveries} {deliveries}, {digest.messages} {messages}{chart}"
+        )
     if digest.status == "failed":
         return f"Slack failed{slot} ({digest.error}); the rest goes at the next run"
     if digest.status == "off":

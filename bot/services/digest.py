@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.blocks.digest import chart_comment, digest_messages
@@ -37,6 +37,7 @@ from bot.blocks.kit import truncate
 from bot.bootstrap import Services
 from bot.domain.digest import kpi_change, latest_slot
 from bot.domain.kpi import Counters, kpis
+from bot.domain.schedule import MAX_VALIDITY
 from bot.store.models import (
     Delivery,
     Digest,
@@ -52,6 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LEASE = timedelta(minutes=10)
+# Snapshots and parts older than the longest validity period (and a day) serve no delta
+# and no chart any more: they are deleted; the digest rows stay as the record.
+KEEP = MAX_VALIDITY + timedelta(days=1)
 CHART_TOP = 5  # deliveries drawn in the chart, the largest by messages sent
 CHART_LABEL = 40
 PART_INTERVAL = 1.0  # seconds between two posts in the channel (SPEC section 9: ~1/s)
@@ -303,6 +307,7 @@ def build(services: Services, digest_id: int, token: str) -> int | None:
             digest.state = "empty"
             digest.claim_token = None
             return 0
+        prune(s, digest.slot_at - KEEP)
         before = previous_digest(s, digest.slot_at)
         seen = _snapshots(s, before[1]) if before else {}
         s.execute(
@@ -340,6 +345,13 @@ def build(services: Services, digest_id: int, token: str) -> int | None:
             [{"digest_id": digest_id, "seq": i, **p} for i, p in enumerate(parts)],
         )
         return len(active)
+
+
+def prune(session: Session, before: datetime) -> None:
+    """Delete the snapshots and parts of digests older than `before`."""
+    old = select(Digest.id).where(Digest.slot_at < before).scalar_subquery()
+    session.execute(delete(DigestSnapshot).where(DigestSnapshot.digest_id.in_(old)))
+    session.execute(delete(DigestPart).where(DigestPart.digest_id.in_(old)))
 
 
 def _stored(c: Counters) -> dict[str, int]:
@@ -469,15 +481,33 @@ async def run_digest(
     except _slack_errors() as exc:
         error = _describe(exc)
         log.warning(
-            "KPI digest of %s: Slack failed (%s); the parts not yet posted go at the next tick",
+            "KPI digest of %s: Slack failed (%s); the parts not yet posted go at the next tick%s",
             slot.isoformat(),
             error,
+            _hint(error),
         )
         _release(services, digest_id, token, state="pending", last_error=error)
         report.status, report.error = "failed", error
         return report
     _release(services, digest_id, token, state="posted", posted_at=services.clock.now())
     return report
+
+
+_HINTS = {
+    "not_in_channel": "invite the app to KPI_CHANNEL (/invite @Greenlight)",
+    "channel_not_found": "KPI_CHANNEL must be a channel id (C…) the app can see",
+    "is_archived": "KPI_CHANNEL is archived; choose another channel",
+    "missing_scope": "reinstall the app from manifest.yml (chat:write, files:write)",
+    "invalid_auth": "SLACK_BOT_TOKEN is not valid",
+}
+
+
+def _hint(error: str) -> str:
+    """What a person can do about an error that retrying alone will not fix."""
+    for code, hint in _HINTS.items():
+        if error.startswith(code):
+            return f" — {hint}"
+    return ""
 
 
 def _describe(exc: BaseException) -> str:

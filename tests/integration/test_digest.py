@@ -453,14 +453,16 @@ def test_slack_failure_is_retried_without_posting_a_part_twice(
 
 
 def test_failed_chart_upload_is_retried_and_messages_are_not_reposted(
-    digest_services: Services, mock_slack: MockSlack
+    digest_services: Services, mock_slack: MockSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     services = digest_services
     with services.sessions.begin() as s:
         add_delivery(s, "spring-sale", sent=100)
-    mock_slack.fail_next["files.completeUploadExternal"] = [Failure(status=503, error="x")]
-    first = digest(services)
+    mock_slack.fail_next["files.completeUploadExternal"] = [Failure(error="not_in_channel")]
+    with caplog.at_level(logging.WARNING, logger="bot.services.digest"):
+        first = digest(services)
     assert (first.status, first.messages, first.chart) == ("failed", 1, False)
+    assert "invite the app to KPI_CHANNEL" in caplog.text
     second = digest(services)
     assert (second.status, second.messages, second.chart) == ("posted", 0, True)
     assert len(mock_slack.api_calls("chat.postMessage")) == 1
@@ -608,3 +610,45 @@ def test_run_due_posts_the_digest_after_the_indicator_refresh(
     assert "To deliver *6*" in row and "Sent *6*" in row and "Delivered *100 %*" in row
     assert due().digest.status == "not-due"
     assert len(mock_slack.api_calls("chat.postMessage")) == 1
+
+
+def test_jobs_run_due_reports_the_digest(
+    digest_services: Services,
+    mock_slack: MockSlack,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: Any,
+) -> None:
+    import json
+
+    from bot.__main__ import main
+    from bot.services import digest as module
+
+    monkeypatch.setattr(module, "PART_INTERVAL", 0.0)
+    with digest_services.sessions.begin() as s:
+        add_delivery(s, "spring-sale", sent=100)
+    assert main(["jobs", "run-due", "--at", "2026-11-23T10:05:00+00:00"], digest_services) == 0
+    out = capsys.readouterr().out
+    assert "KPI digest: posted for 2026-11-23T10:00:00+00:00: 1 delivery, 1 message, chart" in out
+    assert main(["jobs", "run-due", "--json"], digest_services) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["digest"]["status"] == "not-due"
+    assert report["digest"]["slot"] == "2026-11-23T10:00:00+00:00"
+    assert len(mock_slack.api_calls("chat.postMessage")) == 1
+
+
+def test_snapshots_and_parts_older_than_the_longest_validity_are_deleted(
+    digest_services: Services, mock_slack: MockSlack
+) -> None:
+    services = digest_services
+    with services.sessions.begin() as s:
+        add_delivery(s, "spring-sale", sent=100, started_ago=timedelta(minutes=5))
+    assert digest(services).status == "posted"
+    services.clock.advance(timedelta(days=4, hours=13))  # type: ignore[attr-defined]
+    with services.sessions.begin() as s:
+        add_delivery(s, "autumn", sent=50, started_ago=-timedelta(days=4, hours=11))
+    assert digest(services).status == "posted"
+    with services.sessions() as s:
+        first, second = s.scalars(select(Digest).order_by(Digest.slot_at)).all()
+        assert first.state == second.state == "posted"
+        assert s.scalars(select(DigestSnapshot.digest_id)).all() == [second.id]
+        assert set(s.scalars(select(DigestPart.digest_id))) == {second.id}
