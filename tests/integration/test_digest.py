@@ -652,3 +652,28 @@ def test_snapshots_and_parts_older_than_the_longest_validity_are_deleted(
         assert first.state == second.state == "posted"
         assert s.scalars(select(DigestSnapshot.digest_id)).all() == [second.id]
         assert set(s.scalars(select(DigestPart.digest_id))) == {second.id}
+
+
+def test_cron_and_times_read_in_the_digest_time_zone(
+    digest_services: Services, mock_slack: MockSlack
+) -> None:
+    services = digest_services
+    services.settings = services.settings.model_copy(
+        update={"digest_cron": "0 9 * * 1-5", "digest_timezone": "Europe/Paris"}
+    )
+    with services.sessions.begin() as s:
+        add_delivery(s, "spring-sale", sent=100, started_ago=timedelta(minutes=30))
+    # Monday 10:00 in Paris: the slot is 09:00 Paris (08:00 UTC).
+    report = digest(services)
+    assert report.slot == T0 - timedelta(hours=1)
+    [post] = mock_slack.api_calls("chat.postMessage")
+    assert texts(post.body)[0] == "KPI digest — 09:00 Europe/Paris"
+    assert "validity ends 21:30 Europe/Paris on Thu 26 Nov 2026" in row_of(
+        mock_slack, "spring-sale"
+    )
+    # Nothing more until Tuesday 09:00 Paris.
+    services.clock.advance(timedelta(hours=22, minutes=59))  # type: ignore[attr-defined]
+    assert digest(services).status == "not-due"
+    services.clock.advance(timedelta(minutes=1))  # type: ignore[attr-defined]
+    assert digest(services).slot == T0 + timedelta(hours=23)
+    assert len(mock_slack.api_calls("chat.postMessage")) == 2
