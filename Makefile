@@ -39,6 +39,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/import_profiles.py
 	$(PY) benchmarks/prepare.py
+	$(PY) benchmarks/digest.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache .hypothesis

@@ -218,7 +218,30 @@ def cmd_jobs_run_due(services: Services, args: argparse.Namespace) -> int:
             print(f"  sent {ref}: now {state}")
         print(f"  soft bounces retried: {report.retried}")
         print(f"  logs resolved at the end of their validity: {report.expired_logs}")
+        print(f"  KPI digest: {_digest_line(report.digest)}")
     return 0
+
+
+def _digest_line(digest: Any) -> str:
+    if digest is None:
+        return "-"
+    slot = f" for {digest.slot.isoformat()}" if digest.slot else ""
+    if digest.status == "posted":
+        chart = ", chart" if digest.chart else ""
+        deliveries = "delivery" if digest.deliveries == 1 else "deliveries"
+        messages = "message" if digest.messages == 1 else "messages"
+        return (
+            f"posted{slot}: {digest.deliveries} {deliveries}, {digest.messages} {messages}{chart}"
+        )
+    if digest.status == "failed":
+        return f"Slack failed{slot} ({digest.error}); the rest goes at the next run"
+    if digest.status == "off":
+        return f"off ({digest.error})"
+    if digest.status == "empty":
+        return f"nothing active{slot}, nothing posted"
+    if digest.status == "busy":
+        return f"another process is posting the digest{slot}"
+    return f"already done{slot}"
 
 
 def _parse_instant(text: str) -> datetime:

@@ -92,6 +92,8 @@ class Settings(BaseSettings):
     postmark_webhook_password: SecretStr | None = None
     ses_topic_arns: str = ""
     kpi_channel: str | None = None
+    digest_cron: str = "0 * * * *"
+    digest_timezone: str = "UTC"
     port: int = Field(default=3000, ge=1, le=65535)
     log_level: str = "INFO"
 
@@ -119,6 +121,31 @@ class Settings(BaseSettings):
         if urlsplit(value).scheme not in ("http", "https"):
             raise ValueError(f"{value!r} must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("digest_cron")
+    @classmethod
+    def _check_digest_cron(cls, value: str) -> str:
+        from bot.domain.digest import cron_trigger
+
+        try:
+            cron_trigger(value, "UTC")
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a cron expression ({exc}); write five fields, "
+                "e.g. 0 * * * * for every hour at minute 0"
+            ) from None
+        return value
+
+    @field_validator("digest_timezone")
+    @classmethod
+    def _check_digest_timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone, e.g. Europe/Paris") from None
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -3,12 +3,18 @@
 Modelled on slack-bolt's own `tests/mock_web_api_server`: a real HTTP server on
 loopback, so the app's Slack client goes through its whole HTTP path (retries
 included). Tests wait for calls with `wait_for`, on a condition, never on time.
+
+File uploads follow Slack's external upload flow, as `files_upload_v2` drives it:
+`files.getUploadURLExternal` hands out an upload URL on this server, the bytes are
+POSTed there (kept in `uploads`), and `files.completeUploadExternal` shares the file.
+`fail_next` makes the next calls of a method fail the way Slack or the network does.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import socket
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,13 +33,28 @@ class Call:
         return self.path.rsplit("/", 1)[-1]
 
 
+@dataclass
+class Failure:
+    """How a failing call answers: an HTTP status and Slack's error, or a dropped connection."""
+
+    status: int = 200
+    error: str = "fatal_error"
+    drop: bool = False  # close the connection without an answer (a network failure)
+
+
 class MockSlack:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.cond = threading.Condition()
         self.rate_limit_next: dict[str, int] = {}  # method -> Retry-After seconds, once
+        self.fail_next: dict[str, list[Failure]] = {}  # method -> failures, one per call
         self.usergroups: dict[str, list[str]] = {}  # group id -> member ids
+        self.uploads: dict[str, bytes] = {}  # file id -> bytes POSTed to its upload URL
+        self.shared: list[dict[str, Any]] = []  # files shared by completeUploadExternal
+        self.failed: list[str] = []  # methods answered with a failure from `fail_next`
         self._ts = itertools.count(1)
+        self._file_ids = itertools.count(1)
+        self._filenames: dict[str, str] = {}
         mock = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -45,12 +66,47 @@ class MockSlack:
                 self._handle(path, {k: v[-1] for k, v in parse_qs(query).items()})
 
             def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path, _, query = self.path.partition("?")
+                if path.startswith("/upload/"):
+                    self._upload(path.rsplit("/", 1)[-1], data)
+                    return
+                raw = data.decode()
+                body: dict[str, Any] = {k: v[-1] for k, v in parse_qs(query).items()}
                 if "json" in (self.headers.get("Content-Type") or ""):
-                    body = json.loads(raw or "{}")
+                    body.update(json.loads(raw or "{}"))
                 else:
-                    body = {k: v[-1] for k, v in parse_qs(raw).items()}
-                self._handle(self.path, body)
+                    body.update({k: v[-1] for k, v in parse_qs(raw).items()})
+                self._handle(path, body)
+
+            def _upload(self, file_id: str, data: bytes) -> None:
+                if self._fail("upload"):
+                    return
+                with mock.cond:
+                    mock.uploads[file_id] = data
+                    mock.calls.append(Call(f"/upload/{file_id}", {"bytes": len(data)}, {}))
+                    mock.cond.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"OK")
+
+            def _fail(self, method: str) -> bool:
+                """Answer as a failing Slack if the test asked for it; True when it did."""
+                with mock.cond:
+                    queue = mock.fail_next.get(method) or []
+                    failure = queue.pop(0) if queue else None
+                    if failure is not None:
+                        mock.failed.append(method)
+                if failure is None:
+                    return False
+                if failure.drop:
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return True
+                self._send(failure.status, {"ok": False, "error": failure.error})
+                return True
 
             def _handle(self, path: str, body: dict[str, Any]) -> None:
                 method = path.rsplit("/", 1)[-1]
@@ -58,6 +114,8 @@ class MockSlack:
                     retry_after = mock.rate_limit_next.pop(method, None)
                 if retry_after is not None:
                     self._send(429, {"ok": False, "error": "ratelimited"}, retry_after)
+                    return
+                if self._fail(method):
                     return
                 call = Call(path, body, dict(self.headers))
                 with mock.cond:
@@ -99,6 +157,24 @@ class MockSlack:
             }
         if method == "chat.update":
             return {"ok": True, "channel": call.body.get("channel"), "ts": call.body.get("ts")}
+        if method == "files.getUploadURLExternal":
+            file_id = f"F{next(self._file_ids):08d}"
+            self._filenames[file_id] = str(call.body.get("filename"))
+            return {"ok": True, "upload_url": f"{self.url}/upload/{file_id}", "file_id": file_id}
+        if method == "files.completeUploadExternal":
+            files = json.loads(call.body.get("files") or "[]")
+            shared = [
+                {
+                    "id": f["id"],
+                    "title": f.get("title"),
+                    "name": self._filenames.get(f["id"]),
+                    "channel": call.body.get("channel_id"),
+                    "initial_comment": call.body.get("initial_comment"),
+                }
+                for f in files
+            ]
+            self.shared.extend(shared)
+            return {"ok": True, "files": [{"id": f["id"], "title": f["title"]} for f in shared]}
         if method == "usergroups.users.list":
             group = call.body.get("usergroup", "")
             if group not in self.usergroups:

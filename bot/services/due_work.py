@@ -10,7 +10,8 @@ the second time, and an instant missed while the process was down is caught up o
 3. in-progress executions send what is still queued;
 4. soft bounces whose retry is due are sent again (inside the validity period);
 5. executions whose validity period has ended resolve every open log (SPEC section 6);
-6. open rate and click-through rate are refreshed, hourly per execution.
+6. open rate and click-through rate are refreshed, hourly per execution;
+7. the KPI digest of the latest `DIGEST_CRON` slot is posted, once (bot.services.digest).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bot.domain.logs import Event
 from bot.engine.sender import Sender
 from bot.engine.transports import Transport, make_transport
 from bot.services.approvals import sync_messages
+from bot.services.digest import DigestReport, run_digest
 from bot.services.outcomes import LogEvent, apply_log_events
 from bot.services.recurring import OccurrenceRun, run_occurrences
 from bot.services.sending import start_delivery
@@ -52,6 +54,7 @@ class DueReport:
     retried: int = 0
     expired_logs: int = 0
     indicators_refreshed: int = 0
+    digest: DigestReport | None = None
 
 
 def start_due(services: Services) -> list[str]:
@@ -196,4 +199,5 @@ async def run_due(
         await transport.close()
     report.expired_logs = expire_due(services)
     report.indicators_refreshed = refresh_indicators(services)
+    report.digest = await run_digest(services, slack)  # after the refresh: fresh rates
     return report

@@ -355,3 +355,62 @@ class ApprovalVote(Base):
     request_id: Mapped[int] = mapped_column(ForeignKey("approval_requests.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime]
+
+
+class Digest(Base):
+    """One hourly KPI digest: the unique slot is what makes two schedulers post it once.
+
+    `state` is `pending` (due, not yet claimed or released after a Slack failure),
+    `posting` (claimed by `claim_token` since `claimed_at`), `posted`, `empty` (nothing
+    was active: nothing posted) or `superseded` (a newer slot came before it was posted).
+    """
+
+    __tablename__ = "digests"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    slot_at: Mapped[datetime] = mapped_column(unique=True)
+    channel: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    claim_token: Mapped[str | None] = mapped_column(String(40))
+    claimed_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # Set once the snapshots and parts are written: a retry posts what was built then.
+    built_at: Mapped[datetime | None]
+    posted_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class DigestSnapshot(Base):
+    """The counters of one execution as a digest showed them: deltas and the chart read these."""
+
+    __tablename__ = "digest_snapshots"
+
+    digest_id: Mapped[int] = mapped_column(
+        ForeignKey("digests.id", ondelete="CASCADE"), primary_key=True
+    )
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    to_deliver: Mapped[int] = mapped_column(Integer, default=0)
+    pending: Mapped[int] = mapped_column(Integer, default=0)
+    sent: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    unique_opens: Mapped[int] = mapped_column(Integer, default=0)
+    unique_clicks: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class DigestPart(Base):
+    """One Slack post of a digest (a message or the chart), recorded once Slack took it."""
+
+    __tablename__ = "digest_parts"
+    __table_args__ = (UniqueConstraint("digest_id", "seq", name="uq_digest_parts_digest_seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    digest_id: Mapped[int] = mapped_column(ForeignKey("digests.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))  # message | chart
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The message ts or the file id Slack answered with; None until posted.
+    slack_ref: Mapped[str | None] = mapped_column(String(64))
+    posted_at: Mapped[datetime | None]

@@ -97,5 +97,15 @@ def test_run_due_with_nothing_to_do(services: Services, capsys: pytest.CaptureFi
         "retried": 0,
         "expired_logs": 0,
         "indicators_refreshed": 0,
+        "digest": {
+            "status": "off",
+            "slot": None,
+            "deliveries": 0,
+            "messages": 0,
+            "chart": False,
+            "error": "KPI_CHANNEL is not set",
+            "parts_posted": [],
+        },
     }
     assert "2026-11-24T08:00:00+00:00" in out
+    assert "KPI digest: off (KPI_CHANNEL is not set)" in out

@@ -1,0 +1,679 @@
+"""The hourly KPI digest against a real database and a local mock of Slack's Web API.
+
+Deliveries are seeded as the sender leaves them (an execution with its validity
+period and its live counters), so each test states the exact figures it expects;
+`test_digest_after_a_real_send` goes through import, preparation, confirm and relay.
+Time is the injected clock; the pacing between posts is an injected sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import T0
+from mock_slack import Failure, MockSlack
+from pydantic import SecretStr
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from bot.bootstrap import Services, bootstrap
+from bot.domain.roles import Role
+from bot.engine.transports.maildir import MaildirTransport
+from bot.services.deliveries_import import import_deliveries
+from bot.services.digest import DigestReport, run_digest
+from bot.services.due_work import run_due
+from bot.services.prepare import prepare_delivery
+from bot.services.profiles_import import import_profiles
+from bot.services.sending import confirm_send
+from bot.slack_api import make_client
+from bot.store.models import (
+    Audience,
+    Delivery,
+    Digest,
+    DigestPart,
+    DigestSnapshot,
+    Execution,
+    KpiCounter,
+)
+
+CHANNEL = "C0KPI"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def mock_slack() -> Iterator[MockSlack]:
+    server = MockSlack()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def digest_services(services: Services, mock_slack: MockSlack) -> Services:
+    services.settings = services.settings.model_copy(
+        update={
+            "slack_bot_token": SecretStr("xoxb-test"),
+            "slack_api_url": f"{mock_slack.url}/api/",
+            "kpi_channel": CHANNEL,
+        }
+    )
+    return services
+
+
+class Pacing:
+    """The injected sleep: records the pauses between posts instead of waiting."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+def digest(services: Services, pacing: Pacing | None = None) -> DigestReport:
+    async def go() -> DigestReport:
+        return await run_digest(services, make_client(services.settings), sleep=pacing or Pacing())
+
+    return asyncio.run(go())
+
+
+def add_delivery(
+    s: Session,
+    ref: str,
+    *,
+    name: str | None = None,
+    started_ago: timedelta = timedelta(hours=1),
+    validity: timedelta = timedelta(days=3, hours=12),
+    to_deliver: int = 1000,
+    pending: int = 0,
+    sent: int = 0,
+    failed: int = 0,
+    opens: int = 0,
+    clicks: int = 0,
+    key: str = "main",
+) -> int:
+    audience = s.scalar(select(Audience).where(Audience.name == "everyone"))
+    if audience is None:
+        audience = Audience(name="everyone", version=1, created_at=T0, updated_at=T0)
+        s.add(audience)
+        s.flush()
+    delivery = s.scalar(select(Delivery).where(Delivery.ref == ref))
+    started = T0 - started_ago
+    if delivery is None:
+        delivery = Delivery(
+            ref=ref,
+            name=name or ref.replace("-", " ").capitalize(),
+            audience_id=audience.id,
+            sender="news@shop.example",
+            subject="Hi",
+            text="Hello",
+            validity_seconds=int(validity.total_seconds()),
+            definition_hash="h",
+            state="in-progress",
+            started_at=started,
+            created_at=T0,
+            updated_at=T0,
+        )
+        s.add(delivery)
+        s.flush()
+    execution = Execution(
+        delivery_id=delivery.id,
+        key=key,
+        state="in-progress",
+        started_at=started,
+        validity_ends_at=started + validity,
+        created_at=T0,
+    )
+    s.add(execution)
+    s.flush()
+    s.add(
+        KpiCounter(
+            execution_id=execution.id,
+            to_deliver=to_deliver,
+            pending=pending,
+            sent=sent,
+            failed=failed,
+            unique_opens=opens,
+            unique_clicks=clicks,
+            updated_at=T0,
+        )
+    )
+    return execution.id
+
+
+def set_counters(services: Services, execution_id: int, **values: int) -> None:
+    with services.sessions.begin() as s:
+        s.execute(
+            update(KpiCounter).where(KpiCounter.execution_id == execution_id).values(**values)
+        )
+
+
+def texts(call_body: dict[str, Any]) -> list[str]:
+    blocks = call_body["blocks"]
+    if isinstance(blocks, str):
+        import json
+
+        blocks = json.loads(blocks)
+    out = []
+    for block in blocks:
+        if "text" in block:
+            out.append(block["text"]["text"])
+        for element in block.get("elements", []):
+            out.append(element["text"])
+    return out
+
+
+def blocks_of(call_body: dict[str, Any]) -> list[dict[str, Any]]:
+    import json
+
+    blocks = call_body["blocks"]
+    return json.loads(blocks) if isinstance(blocks, str) else blocks
+
+
+def row_of(mock: MockSlack, ref: str) -> str:
+    rows = [t for c in mock.api_calls("chat.postMessage") for t in texts(c.body) if f"`{ref}`" in t]
+    assert len(rows) == 1, f"{ref} appears {len(rows)} times"
+    return rows[0]
+
+
+# --- content ---------------------------------------------------------------------------
+
+
+def test_digest_shows_the_kpis_of_every_execution_in_validity(
+    digest_services: Services, mock_slack: MockSlack
+) -> None:
+    services = digest_services
+    with services.sessions.begin() as s:
+        # 1,000 relayed: 950 Sent, 50 Failed; 190 openers, 38 clickers.
+        add_delivery(
+            s, "spring-sale", name="Spring sale", sent=950, failed=50, opens=190, clicks=38
+        )
+        # EFS, still relaying: 300 relayed of which 100 Pending, 180 Sent, 20 Failed.
+        add_delivery(s, "efs-news", to_deliver=500, pending=100, sent=180, failed=20, opens=9)
+        # Nothing relayed yet: every rate is "—".
+        add_delivery(s, "just-started", to_deliver=40)
+        # Over: its validity period ended a minute ago.
+        add_delivery(
+            s, "old", started_ago=timedelta(days=1), validity=timedelta(hours=23, minutes=59)
+        )
+        # Prepared but never started.
+        s.add(
+            Execution(
+                delivery_id=s.scalar(select(Delivery.id).where(Delivery.ref == "old")),
+                key="2026-11-24",
+                state="ready",
+                created_at=T0,
+            )
+        )
+    report = digest(services)
+    assert report.status == "posted" and report.deliveries == 3
+    assert report.messages == 1 and report.chart
+    [post] = mock_slack.api_calls("chat.postMessage")
+    assert post.body["channel"] == CHANNEL
+    lines = texts(post.body)
+    assert lines[0] == "KPI digest — 09:00 UTC"
+    assert "3 deliveries and executions in their validity period" in lines[1]
+    assert "first digest" in lines[1]
+    spring = row_of(mock_slack, "spring-sale")
+    assert spring.startswith(
+        "*Spring sale* · `spring-sale` · validity ends 20:00 UTC on Thu 26 Nov 2026\n"
+    )
+    for expected in (
+        "To deliver *1,000*",
+        "Sent *1,000*",
+        "Delivered *95 %*",
+        "Bounces + errors *5 %*",
+        "Open rate *20 %*",
+        "Click-through *4 %*",
+    ):
+        assert expected in spring
+    efs = row_of(mock_slack, "efs-news")
+    for expected in (
+        "To deliver *500*",
+        "Sent *300*",
+        "Delivered *60 %*",  # 180 / 300: Pending is relayed, not delivered
+        "Bounces + errors *6.67 %*",
+        "Open rate *5 %*",  # 9 / 180 logs in status Sent
+        "Click-through *0 %*",
+    ):
+        assert expected in efs
+    started = row_of(mock_slack, "just-started")
+    assert "Sent *0*" in started and "Delivered *—*" in started and "Open rate *—*" in started
+    assert "`old`" not in "\n".join(lines)
+    # Largest first.
+    order = [i for i, t in enumerate(lines) if "`" in t]
+    assert [lines[i].split("`")[1] for i in order] == ["spring-sale", "efs-news", "just-started"]
+    with services.sessions() as s:
+        d = s.scalars(select(Digest)).one()
+        assert (d.state, d.slot_at, d.channel) == ("posted", T0, CHANNEL)
+        assert s.query(DigestSnapshot).count() == 3
+
+
+def test_changes_since_the_previous_digest(
+    digest_services: Services, mock_slack: MockSlack
+) -> None:
+    services = digest_services
+    with services.sessions.begin() as s:
+        spring = add_delivery(s, "spring-sale", sent=950, failed=50, opens=190, clicks=38)
+        add_delivery(s, "steady", sent=100)
+    assert digest(services).status == "posted"
+    # An hour later: 500 more relayed, opens and clicks up, a late hard bounce.
+    set_counters(services, spring, sent=1410, failed=90, unique_opens=423, unique_clicks=141)
+    with services.sessions.begin() as s:
+        add_delivery(s, "newcomer", sent=10, started_ago=timedelta(minutes=30))
+    services.clock.advance(timedelta(hours=1, minutes=2))  # type: ignore[attr-defined]
+    report = digest(services)
+    assert report.status == "posted" and report.slot == T0 + timedelta(hours=1)
+    second = mock_slack.api_calls("chat.postMessage")[1]
+    assert "changes since the digest of 09:00 UTC" in texts(second.body)[1]
+    row = next(t for t in texts(second.body) if "`spring-sale`" in t)
+    # 1,500 relayed: 94 % delivered (−1 pt), 6 % failed (+1 pt); 30 % opens (+10 pt),
+    # 10 % clicks (+6 pt).
+    assert "Sent *1,500* (+500)" in row
+    assert "Delivered *94 %* (−1 pt)" in row
+    assert "Bounces + errors *6 %* (+1 pt)" in row
+    assert "Open rate *30 %* (+10 pt)" in row
+    assert "Click-through *10 %* (+6 pt)" in row
+    steady = next(t for t in texts(second.body) if "`steady`" in t)
+    assert "Sent *100* (±0)" in steady and "Delivered *100 %* (±0 pt)" in steady
+    newcomer = next(t for t in texts(second.body) if "`newcomer`" in t)
+    assert "_new_" in newcomer and "(+" not in newcomer
+
+
+def test_chart_is_a_png_uploaded_through_the_files_api(
+    digest_services: Services, mock_slack: MockSlack
+) -> None:
+    services = digest_services
+    with services.sessions.begin() as s:
+        for i in range(7):
+            add_delivery(s, f"d{i}", sent=100 * (i + 1), opens=10 * i)
+    assert digest(services).status == "posted"
+    services.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    assert digest(services).chart
+    names = [c.method for c in mock_slack.calls]
+    assert names.count("files.getUploadURLExternal") == 2
+    assert names.count("files.completeUploadExternal") == 2
+    # Messages first, then the chart, for each digest.
+    assert names.index("chat.postMessage") < names.index("files.getUploadURLExternal")
+    assert len(mock_slack.uploads) == 2
+    png = list(mock_slack.uploads.values())[-1]
+    assert png[:8] == PNG_SIGNATURE
+    assert len(png) > 20_000
+    width, height = struct.unpack(">II", png[16:24])  # IHDR
+    assert (width, height) == (1000, 600)
+    shared = mock_slack.shared[-1]
+    assert shared["channel"] == CHANNEL
+    assert shared["name"] == "kpi-digest-20261123T1000Z.png"
+    assert "KPIs over time of the 5 largest of 7" in shared["initial_comment"]
+    with services.sessions() as s:
+        chart = s.scalars(
+            select(DigestPart).where(DigestPart.kind == "chart").order_by(DigestPart.id.desc())
+        ).first()
+        assert chart is not None and chart.slack_ref == shared["id"]
+        # The largest five, each with the point of both digests.
+        assert [line["label"] for line in chart.payload["series"]] == [
+            "D6",
+            "D5",
+            "D4",
+            "D3",
+            "D2",
+        ]
+        assert all(len(line["points"]) == 2 for line in chart.payload["series"])
+
+
+def test_a_large_digest_is_split_into_messages_within_slacks_limits(
+    digest_services: Services, mock_slack: MockSlack
+) -> None:
+    services = digest_services
+    with services.sessions.begin() as s:
+        for i in range(120):
+            add_delivery(s, f"delivery-{i:03d}", name="A long name " * 20, sent=1000 + i)
+    pacing = Pacing()
+    report = digest(services, pacing)
+    assert (report.messages, report.chart, report.deliveries) == (3, True, 120)
+    posts = mock_slack.api_calls("chat.postMessage")
+    assert len(posts) == 3
+    for number, post in enumerate(posts, start=1):
+        blocks = blocks_of(post.body)
+        assert len(blocks) <= 50
+        assert sum(1 for b in blocks if b["type"] == "section") == [45, 45, 30][number - 1]
+        assert all(len(t) <= 3000 for t in texts(post.body))
+        assert f"part {number} of 3" in post.body["text"]
+    for i in range(120):
+        row_of(mock_slack, f"delivery-{i:03d}")  # each exactly once
+    # Four parts (three messages, the chart): three pauses of a second between them.
+    assert pacing.waits == [1.0, 1.0, 1.0]
+
+
+def test_nothing_active_posts_nothing(digest_services: Services, mock_slack: MockSlack) -> None:
+    services = digest_services
+    with services.sessions.begin() as s:
+        add_delivery(s, "over", started_ago=timedelta(days=4))
+    assert digest(services).status == "empty"
+    assert digest(services).status == "not-due"
+    assert mock_slack.calls == []
+    with services.sessions() as s:
+        assert s.scalars(select(Digest.state)).all() == ["empty"]
+
+
+def test_off_without_channel_or_slack(
+    digest_services: Services, mock_slack: MockSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    services = digest_services
+    with services.sessions.begin() as s:
+        add_delivery(s, "spring-sale", sent=10)
+    services.settings = services.settings.model_copy(update={"kpi_channel": None})
+    from bot.services import digest as module
+
+    module._said.clear()
+    with caplog.at_level(logging.WARNING, logger="bot.services.digest"):
+        first = digest(services)
+        digest(services)
+    assert first.status == "off" and "KPI_CHANNEL" in (first.error or "")
+    assert [r.getMessage() for r in caplog.records] == [
+        "KPI digest off: KPI_CHANNEL is not set; set it to a channel id (C…) to get the digest"
+    ]
+    caplog.clear()
+    services.settings = services.settings.model_copy(update={"kpi_channel": CHANNEL})
+    with caplog.at_level(logging.WARNING, logger="bot.services.digest"):
+        no_slack = asyncio.run(run_digest(services, None))
+        asyncio.run(run_digest(services, None))
+    assert no_slack.status == "off"
+    assert [r.getMessage() for r in caplog.records] == [
+        "KPI digest off: Slack is not connected (SLACK_BOT_TOKEN is not set)"
+    ]
+    assert mock_slack.calls == []
+    with services.sessions() as s:
+        assert s.scalars(select(Digest)).all() == []
+
+
+# --- never twice, never lost -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Failure(status=500, error="internal_error"),
+        Failure(error="channel_not_found"),
+        Failure(drop=True),
+    ],
+    ids=["http-500", "slack-error", "network"],
+)
+def test_slack_failure_is_retried_without_posting_a_part_twice(
+    digest_services: Services, mock_slack: MockSlack, failure: Failure
+) -> None:
+    services = digest_services
+    with services.sessions.begin() as s:
+        for i in range(100):  # three messages (45, 45, 10) and the chart
+            add_delivery(s, f"d{i:02d}", sent=100 + i)
+    armed: list[bool] = []
+
+    async def first_attempt() -> DigestReport:
+        async def sleep(_: float) -> None:
+            # Between part 1 and part 2: the next post fails.
+            if not armed:
+                armed.append(True)
+                mock_slack.fail_next["chat.postMessage"] = [failure]
+
+        return await run_digest(services, make_client(services.settings), sleep=sleep)
+
+    first_report = asyncio.run(first_attempt())
+    assert mock_slack.failed == ["chat.postMessage"]
+    assert first_report.status == "failed" and first_report.messages == 1
+    assert first_report.error
+    with services.sessions() as s:
+        d = s.scalars(select(Digest)).one()
+        assert (d.state, d.claim_token, d.attempts) == ("pending", None, 1)
+        assert d.last_error
+    # The next tick, 15 seconds later, posts the rest: parts 2 and 3 and the chart.
+    services.clock.advance(timedelta(seconds=15))  # type: ignore[attr-defined]
+    second = digest(services)
+    assert (second.status, second.messages, second.chart) == ("posted", 2, True)
+    posts = mock_slack.api_calls("chat.postMessage")
+    assert [p.body["text"].rsplit("(", 1)[1] for p in posts] == [
+        "part 1 of 3)",
+        "part 2 of 3)",
+        "part 3 of 3)",
+    ]
+    for i in range(100):
+        row_of(mock_slack, f"d{i:02d}")
+    assert len(mock_slack.uploads) == 1
+    # And nothing more at the following ticks.
+    services.clock.advance(timedelta(seconds=15))  # type: ignore[attr-defined]
+    assert digest(services).status == "not-due"
+    assert len(mock_slack.api_calls("chat.postMessage")) == 3
+
+
+def test_failed_chart_upload_is_retried_and_messages_are_not_reposted(
+    digest_services: Services, mock_slack: MockSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    services = digest_services
+    with services.sessions.begin() as s:
+        add_delivery(s, "spring-sale", sent=100)
+    mock_slack.fail_next["files.completeUploadExternal"] = [Failure(error="not_in_channel")]
+    with caplog.at_level(logging.WARNING, logger="bot.services.digest"):
+        first = digest(services)
+    assert (first.status, first.messages, first.chart) == ("failed", 1, False)
+    assert "invite the app to KPI_CHANNEL" in caplog.text
+    second = digest(services)
+    assert (second.status, second.messages, second.chart) == ("posted", 0, True)
+    assert len(mock_slack.api_calls("chat.postMessage")) == 1
+    assert len(mock_slack.shared) == 1
+
+
+def test_missed_slots_are_posted_once_the_latest(
+    digest_services: Services, mock_slack: MockSlack
+) -> None:
+    services = digest_services
+    with services.sessions.begin() as s:
+        add_delivery(s, "spring-sale", sent=100, started_ago=timedelta(minutes=5))
+    assert digest(services).slot == T0
+    # 10:00 fails and is left pending; then the process is down until 12:40.
+    services.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    mock_slack.fail_next["chat.postMessage"] = [Failure(error="internal_error")]
+    assert digest(services).status == "failed"
+    services.clock.advance(timedelta(hours=2, minutes=40))  # type: ignore[attr-defined]
+    report = digest(services)
+    assert report.status == "posted" and report.slot == T0 + timedelta(hours=3)
+    assert digest(services).status == "not-due"
+    with services.sessions() as s:
+        states = s.execute(select(Digest.slot_at, Digest.state).order_by(Digest.slot_at)).all()
+    assert [(at.hour, state) for at, state in states] == [
+        (9, "posted"),
+        (10, "superseded"),
+        (12, "posted"),
+    ]
+    posts = mock_slack.api_calls("chat.postMessage")
+    assert len(posts) == 2
+    # The change is against what readers last saw: the 09:00 digest.
+    assert "changes since the digest of 09:00 UTC" in texts(posts[1].body)[1]
+
+
+def test_a_claim_left_by_a_dead_process_is_taken_over_after_the_lease(
+    digest_services: Services, mock_slack: MockSlack
+) -> None:
+    services = digest_services
+    with services.sessions.begin() as s:
+        add_delivery(s, "spring-sale", sent=100)
+        s.add(
+            Digest(
+                slot_at=T0,
+                channel=CHANNEL,
+                state="posting",
+                claim_token="dead",
+                claimed_at=T0,
+                attempts=1,
+                created_at=T0,
+            )
+        )
+    services.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]
+    assert digest(services).status == "busy"
+    assert mock_slack.calls == []
+    services.clock.advance(timedelta(minutes=6))  # type: ignore[attr-defined]
+    assert digest(services).status == "posted"
+    assert len(mock_slack.api_calls("chat.postMessage")) == 1
+
+
+def race(*instances: Services) -> list[DigestReport]:
+    """Run the digest step in every instance at once, each in its own thread and loop."""
+    barrier = threading.Barrier(len(instances))
+    reports: list[DigestReport] = []
+
+    def instance(svc: Services) -> None:
+        async def go() -> DigestReport:
+            barrier.wait()
+            return await run_digest(svc, make_client(svc.settings), sleep=Pacing())
+
+        reports.append(asyncio.run(go()))
+
+    threads = [threading.Thread(target=instance, args=(svc,)) for svc in instances]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return reports
+
+
+def test_two_instances_over_one_database_post_each_digest_once(
+    digest_services: Services, mock_slack: MockSlack, backend: str, tmp_path: Path
+) -> None:
+    first = digest_services
+    if backend == "postgresql":
+        from bot.store.db import make_engine
+
+        engine = make_engine(first.engine.url.render_as_string(hide_password=False))
+        second = bootstrap(first.settings, first.clock, migrate=False, engine=engine)
+    else:
+        second = bootstrap(first.settings, first.clock, migrate=False)
+    with first.sessions.begin() as s:
+        for i in range(50):  # two messages and the chart per digest
+            add_delivery(s, f"d{i:02d}", sent=100 + i)
+    try:
+        for _ in range(3):
+            reports = race(first, second)
+            assert sorted(r.status for r in reports) in (
+                ["busy", "posted"],
+                ["not-due", "posted"],
+            ), reports
+            first.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    finally:
+        second.close() if backend == "sqlite" else second.engine.dispose()
+    posts = mock_slack.api_calls("chat.postMessage")
+    assert len(posts) == 3 * 2
+    assert len(mock_slack.shared) == 3
+    with first.sessions() as s:
+        assert s.scalars(select(Digest.state)).all() == ["posted"] * 3
+
+
+def test_run_due_posts_the_digest_after_the_indicator_refresh(
+    digest_services: Services, mock_slack: MockSlack, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Through the real pipeline: import, prepare, confirm, relay, then the digest."""
+    from bot.services import digest as module
+
+    monkeypatch.setattr(module, "PART_INTERVAL", 0.0)
+    services = digest_services
+    csv = tmp_path / "p.csv"
+    csv.write_text("email,first_name\n" + "".join(f"b{i}@x.example,B\n" for i in range(6)))
+    import_profiles(services, csv, "buyers")
+    yml = tmp_path / "d.yml"
+    yml.write_text(
+        "- ref: promo\n  name: Promo\n  audience: buyers\n  from: news@shop.example\n"
+        "  subject: Hi\n  text: Hello\n"
+    )
+    import_deliveries(services, yml)
+    prepare_delivery(services, "promo")
+    confirm_send(services, "promo", "U0ALICE", [Role.START_DELIVERIES])
+
+    def due() -> Any:
+        async def go() -> Any:
+            return await run_due(
+                services,
+                lambda: MaildirTransport(tmp_path / "outbox"),
+                slack=make_client(services.settings),
+            )
+
+        return asyncio.run(go())
+
+    report = due()
+    assert report.sent == {"promo": "finished"}
+    assert report.digest is not None and report.digest.status == "posted"
+    row = row_of(mock_slack, "promo")
+    assert "To deliver *6*" in row and "Sent *6*" in row and "Delivered *100 %*" in row
+    assert due().digest.status == "not-due"
+    assert len(mock_slack.api_calls("chat.postMessage")) == 1
+
+
+def test_jobs_run_due_reports_the_digest(
+    digest_services: Services,
+    mock_slack: MockSlack,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: Any,
+) -> None:
+    import json
+
+    from bot.__main__ import main
+    from bot.services import digest as module
+
+    monkeypatch.setattr(module, "PART_INTERVAL", 0.0)
+    with digest_services.sessions.begin() as s:
+        add_delivery(s, "spring-sale", sent=100)
+    assert main(["jobs", "run-due", "--at", "2026-11-23T10:05:00+00:00"], digest_services) == 0
+    out = capsys.readouterr().out
+    assert "KPI digest: posted for 2026-11-23T10:00:00+00:00: 1 delivery, 1 message, chart" in out
+    assert main(["jobs", "run-due", "--json"], digest_services) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["digest"]["status"] == "not-due"
+    assert report["digest"]["slot"] == "2026-11-23T10:00:00+00:00"
+    assert len(mock_slack.api_calls("chat.postMessage")) == 1
+
+
+def test_snapshots_and_parts_older_than_the_longest_validity_are_deleted(
+    digest_services: Services, mock_slack: MockSlack
+) -> None:
+    services = digest_services
+    with services.sessions.begin() as s:
+        add_delivery(s, "spring-sale", sent=100, started_ago=timedelta(minutes=5))
+    assert digest(services).status == "posted"
+    services.clock.advance(timedelta(days=4, hours=13))  # type: ignore[attr-defined]
+    with services.sessions.begin() as s:
+        add_delivery(s, "autumn", sent=50, started_ago=-timedelta(days=4, hours=11))
+    assert digest(services).status == "posted"
+    with services.sessions() as s:
+        first, second = s.scalars(select(Digest).order_by(Digest.slot_at)).all()
+        assert first.state == second.state == "posted"
+        assert s.scalars(select(DigestSnapshot.digest_id)).all() == [second.id]
+        assert set(s.scalars(select(DigestPart.digest_id))) == {second.id}
+
+
+def test_cron_and_times_read_in_the_digest_time_zone(
+    digest_services: Services, mock_slack: MockSlack
+) -> None:
+    services = digest_services
+    services.settings = services.settings.model_copy(
+        update={"digest_cron": "0 9 * * 1-5", "digest_timezone": "Europe/Paris"}
+    )
+    with services.sessions.begin() as s:
+        add_delivery(s, "spring-sale", sent=100, started_ago=timedelta(minutes=30))
+    # Monday 10:00 in Paris: the slot is 09:00 Paris (08:00 UTC).
+    report = digest(services)
+    assert report.slot == T0 - timedelta(hours=1)
+    [post] = mock_slack.api_calls("chat.postMessage")
+    assert texts(post.body)[0] == "KPI digest — 09:00 Europe/Paris"
+    assert "validity ends 21:30 Europe/Paris on Thu 26 Nov 2026" in row_of(
+        mock_slack, "spring-sale"
+    )
+    # Nothing more until Tuesday 09:00 Paris.
+    services.clock.advance(timedelta(hours=22, minutes=59))  # type: ignore[attr-defined]
+    assert digest(services).status == "not-due"
+    services.clock.advance(timedelta(minutes=1))  # type: ignore[attr-defined]
+    assert digest(services).slot == T0 + timedelta(hours=23)
+    assert len(mock_slack.api_calls("chat.postMessage")) == 2

@@ -1,0 +1,202 @@
+"""The digest's pure parts: which slot is due, the changes, the Block Kit messages, the chart."""
+
+from __future__ import annotations
+
+import re
+import struct
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from test_blocks import all_text, check_message
+
+from bot.blocks.digest import (
+    ROWS_PER_MESSAGE,
+    chart_comment,
+    digest_messages,
+    row_text,
+    signed_count,
+    signed_points,
+)
+from bot.charts import kpi_chart_png
+from bot.domain.digest import cron_trigger, kpi_change, latest_slot
+from bot.domain.kpi import Counters, kpis
+
+SLOT = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+# --- slots -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cron", "tz", "now", "expected"),
+    [
+        ("0 * * * *", "UTC", "2026-11-23T10:00:00+00:00", "2026-11-23T10:00:00+00:00"),
+        ("0 * * * *", "UTC", "2026-11-23T10:59:59+00:00", "2026-11-23T10:00:00+00:00"),
+        ("0 * * * *", "UTC", "2026-11-23T09:59:59+00:00", "2026-11-23T09:00:00+00:00"),
+        ("30 */2 * * *", "UTC", "2026-11-23T10:10:00+00:00", "2026-11-23T08:30:00+00:00"),
+        # Crontab weekdays: 1-5 is Monday to Friday (23 Nov 2026 is a Monday).
+        ("0 9 * * 1-5", "Europe/Paris", "2026-11-23T07:00:00+00:00", "2026-11-20T08:00:00+00:00"),
+        ("0 9 * * 1-5", "Europe/Paris", "2026-11-23T08:00:00+00:00", "2026-11-23T08:00:00+00:00"),
+        ("0 9 * * 0", "UTC", "2026-11-23T08:00:00+00:00", "2026-11-22T09:00:00+00:00"),
+        ("0 9 * * 7", "UTC", "2026-11-23T08:00:00+00:00", "2026-11-22T09:00:00+00:00"),
+        # Daylight saving: 09:00 in Paris is 07:00 UTC in summer, 08:00 in winter.
+        ("0 9 * * *", "Europe/Paris", "2026-07-01T12:00:00+00:00", "2026-07-01T07:00:00+00:00"),
+        ("0 0 1 1 *", "UTC", "2026-11-23T08:00:00+00:00", "2026-01-01T00:00:00+00:00"),
+    ],
+)
+def test_latest_slot(cron: str, tz: str, now: str, expected: str) -> None:
+    assert latest_slot(cron, tz, datetime.fromisoformat(now)) == datetime.fromisoformat(expected)
+
+
+def test_a_slot_that_never_comes_is_none() -> None:
+    assert latest_slot("0 0 30 2 *", "UTC", SLOT) is None
+
+
+@pytest.mark.parametrize("cron", ["0 * * *", "0 * * * 8", "0 * * * fri-mon", "0 * * * */0"])
+def test_bad_cron_is_refused(cron: str) -> None:
+    with pytest.raises(ValueError):
+        cron_trigger(cron, "UTC")
+
+
+# --- changes ---------------------------------------------------------------------------
+
+
+def test_kpi_change_in_counts_and_points() -> None:
+    before = kpis(Counters(to_deliver=100, sent=90, failed=10, unique_opens=18))
+    after = kpis(Counters(to_deliver=100, sent=95, failed=5, unique_opens=38, unique_clicks=19))
+    change = kpi_change(after, before)
+    assert change is not None
+    assert change.sent == 0
+    assert (change.delivered_pct, change.bounces_errors_pct) == (5.0, -5.0)
+    assert (change.open_rate, change.click_through_rate) == (20.0, 20.0)
+    assert kpi_change(after, None) is None
+    nothing = kpi_change(kpis(Counters(to_deliver=5)), kpis(Counters(to_deliver=5)))
+    assert nothing is not None and nothing.delivered_pct is None
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(1.2, "+1.2 pt"), (-0.35, "−0.35 pt"), (0.0, "±0 pt"), (10.0, "+10 pt"), (None, None)],
+)
+def test_signed_points(value: float | None, text: str | None) -> None:
+    assert signed_points(value) == text
+
+
+def test_signed_count() -> None:
+    assert (signed_count(1200), signed_count(-3), signed_count(0)) == ("+1,200", "−3", "±0")
+
+
+# --- messages --------------------------------------------------------------------------
+
+
+def row(i: int = 0, **changes: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "ref": f"delivery-{i}",
+        "name": f"Delivery {i}",
+        "execution": "main",
+        "validity_ends_at": "2026-11-26T20:00:00+00:00",
+        "kpis": kpis(Counters(to_deliver=1000, sent=950, failed=50, unique_opens=190)).as_dict(),
+        "change": None,
+    }
+    base.update(changes)
+    return base
+
+
+def test_row_shows_the_six_kpis_and_their_changes() -> None:
+    change = {
+        "sent": 120,
+        "delivered_pct": -0.5,
+        "bounces_errors_pct": 0.5,
+        "open_rate": 2.0,
+        "click_through_rate": None,
+    }
+    text = row_text(row(change=change), "Europe/Paris", SLOT)
+    first, second = text.split("\n")
+    assert (
+        first == "*Delivery 0* · `delivery-0` · validity ends 21:00 Europe/Paris on Thu 26 Nov 2026"
+    )
+    assert second == (
+        "To deliver *1,000* · Sent *1,000* (+120) · Delivered *95 %* (−0.5 pt) · "
+        "Bounces + errors *5 %* (+0.5 pt) · Open rate *20 %* (+2 pt) · Click-through *0 %*"
+    )
+
+
+def test_row_of_a_recurring_execution_and_of_a_new_delivery() -> None:
+    text = row_text(row(execution="2026-11-23", new=True, name="<Weekly> & co"), "UTC", SLOT)
+    assert text.startswith("*&lt;Weekly&gt; &amp; co* — 2026-11-23 · `delivery-0`")
+    assert "_new_" in text
+
+
+def test_first_digest_says_so_and_later_ones_name_the_previous() -> None:
+    [first] = digest_messages([row()], slot_at=SLOT, tz="UTC", previous_at=None)
+    check_message(first)
+    assert first["blocks"][0]["text"]["text"] == "KPI digest — 10:00 UTC"
+    assert "first digest" in all_text(first["blocks"])
+    [later] = digest_messages(
+        [row()], slot_at=SLOT, tz="UTC", previous_at=SLOT - timedelta(hours=1)
+    )
+    assert "changes since the digest of 09:00 UTC on Mon 23 Nov 2026" in all_text(later["blocks"])
+
+
+def test_nothing_to_show_is_no_message() -> None:
+    assert digest_messages([], slot_at=SLOT, tz="UTC", previous_at=None) == []
+
+
+@given(
+    n=st.integers(min_value=1, max_value=250),
+    name=st.text(min_size=1, max_size=400),
+)
+def test_split_holds_slacks_limits_and_every_row_once(n: int, name: str) -> None:
+    rows = [row(i, name=name) for i in range(n)]
+    messages = digest_messages(rows, slot_at=SLOT, tz="America/New_York", previous_at=None)
+    assert len(messages) == -(-n // ROWS_PER_MESSAGE)
+    seen = []
+    for number, message in enumerate(messages, start=1):
+        check_message(message)
+        sections = [b for b in message["blocks"] if b["type"] == "section"]
+        assert len(sections) <= ROWS_PER_MESSAGE
+        # The ref is the last `code` of the first line (a name may hold backticks).
+        seen += [re.findall(r"`(delivery-\d+)`", b["text"]["text"])[-1] for b in sections]
+        if len(messages) > 1:
+            assert f"part {number} of {len(messages)}" in message["text"]
+    assert seen == [f"delivery-{i}" for i in range(n)]
+
+
+def test_120_rows_are_three_messages() -> None:
+    messages = digest_messages(
+        [row(i) for i in range(120)], slot_at=SLOT, tz="UTC", previous_at=None
+    )
+    assert [len(m["blocks"]) for m in messages] == [47, 47, 32]
+    assert messages[1]["blocks"][0]["type"] == "context"  # only the first has the header
+
+
+def test_rows_per_message_within_the_block_limit() -> None:
+    with pytest.raises(ValueError):
+        digest_messages([row()], slot_at=SLOT, tz="UTC", previous_at=None, per_message=49)
+
+
+def test_chart_comment() -> None:
+    assert chart_comment(SLOT, "UTC", 5, 120).endswith("KPIs over time of the 5 largest of 120")
+    assert chart_comment(SLOT, "UTC", 3, 3).endswith("KPIs over time of all 3")
+    assert chart_comment(SLOT, "UTC", 1, 1).endswith("KPIs over time of the delivery")
+
+
+# --- chart -----------------------------------------------------------------------------
+
+
+def test_chart_is_a_png_of_the_expected_size() -> None:
+    points = [
+        [(SLOT + timedelta(hours=h)).isoformat(), 99 - h, 1 + h, None if h == 0 else 10.0 + h, 2.0]
+        for h in range(24)
+    ]
+    png = kpi_chart_png(
+        {"title": "KPIs", "tz": "Europe/Paris", "series": [{"label": "A", "points": points}]}
+    )
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    assert struct.unpack(">II", png[16:24]) == (1000, 600)
+    empty = kpi_chart_png({"title": "KPIs", "tz": "UTC", "series": []})
+    assert empty[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(png) > len(empty)  # the lines are drawn
