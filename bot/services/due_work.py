@@ -7,11 +7,14 @@ the second time, and an instant missed while the process was down is caught up o
 2. in-progress executions send what is still queued;
 3. soft bounces whose retry is due are sent again (inside the validity period);
 4. executions whose validity period has ended resolve every open log (SPEC section 6);
-5. open rate and click-through rate are refreshed, hourly per execution.
+5. open rate and click-through rate are refreshed, hourly per execution;
+6. bounce messages waiting in the feedback mailbox, if one is configured, are
+   ingested (`bot.services.feedback_mailbox`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -25,6 +28,7 @@ from bot.domain.lifecycle import DeliveryState
 from bot.domain.logs import Event
 from bot.engine.sender import Sender
 from bot.engine.transports import Transport, make_transport
+from bot.services.feedback_mailbox import MailboxReport, read_feedback_mailbox
 from bot.services.outcomes import LogEvent, apply_log_events
 from bot.services.sending import start_delivery
 from bot.services.stats import recount
@@ -43,6 +47,7 @@ class DueReport:
     retried: int = 0
     expired_logs: int = 0
     indicators_refreshed: int = 0
+    mailbox: MailboxReport = field(default_factory=MailboxReport)
 
 
 def start_due(services: Services) -> list[str]:
@@ -169,6 +174,9 @@ async def run_due(
             report.retried += await sender.retry(execution_id)
     finally:
         await transport.close()
+    # Bounces are read before the validity check, so that a bounce waiting in the
+    # mailbox resolves its log with its own reason rather than "not defined".
+    report.mailbox = await asyncio.to_thread(read_feedback_mailbox, services)
     report.expired_logs = expire_due(services)
     report.indicators_refreshed = refresh_indicators(services)
     return report

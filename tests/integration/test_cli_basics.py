@@ -94,5 +94,14 @@ def test_run_due_with_nothing_to_do(services: Services, capsys: pytest.CaptureFi
         "retried": 0,
         "expired_logs": 0,
         "indicators_refreshed": 0,
+        "mailbox": {
+            "read": 0,
+            "events": 0,
+            "applied": 0,
+            "duplicates": 0,
+            "unmatched": 0,
+            "set_aside": 0,
+            "error": None,
+        },
     }
     assert "2026-11-24T08:00:00+00:00" in out
