@@ -214,6 +214,10 @@ def read_feedback_mailbox(services: Services, batch: int = BATCH) -> MailboxRepo
     where = target.describe()
     try:
         source = open_source(target)
+    except mailbox.NoSuchMailboxError:
+        log.error("the feedback mailbox %s is not a Maildir (new/, cur/, tmp/)", where)
+        report.error = f"cannot open the mailbox: {where} is not a Maildir (new/, cur/, tmp/)"
+        return report
     except (OSError, imaplib.IMAP4.error, mailbox.Error) as exc:
         log.error("cannot open the feedback mailbox %s: %s", where, exc)
         report.error = f"cannot open the mailbox: {exc}"
