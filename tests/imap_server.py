@@ -1,9 +1,10 @@
 """A small real IMAP4rev1 server on loopback, for the mailbox reader's tests.
 
 It speaks the commands `imaplib` sends for what the reader does (CAPABILITY, LOGIN,
-SELECT, UID SEARCH/FETCH/STORE, EXPUNGE, CLOSE, LOGOUT, NOOP) with RFC 3501's
-semantics for them: ``BODY[]`` sets \\Seen and ``BODY.PEEK[]`` does not, EXPUNGE and
-CLOSE remove \\Deleted messages, SEARCH understands ALL, SEEN/UNSEEN,
+SELECT, UID SEARCH/FETCH/STORE, EXPUNGE, CLOSE, LOGOUT, NOOP, and UID EXPUNGE when
+created with ``uidplus=True``, RFC 4315) with RFC 3501's semantics for them:
+``BODY[]`` sets \\Seen and ``BODY.PEEK[]`` does not, EXPUNGE and CLOSE remove every
+\\Deleted message, UID EXPUNGE only those of its set, SEARCH understands ALL, SEEN/UNSEEN,
 DELETED/UNDELETED and FLAGGED. Anything else is answered BAD, so a reader that
 relied on more would fail here.
 """
@@ -26,8 +27,11 @@ class StoredMessage:
 class ImapFolder:
     """One folder, shared by the server's connections and the test (under a lock)."""
 
-    def __init__(self, user: str, password: str, name: str = "INBOX") -> None:
+    def __init__(
+        self, user: str, password: str, name: str = "INBOX", uidplus: bool = False
+    ) -> None:
         self.user, self.password, self.name = user, password, name
+        self.uidplus = uidplus
         self.messages: list[StoredMessage] = []
         self.lock = threading.Lock()
         self.next_uid = 1
@@ -136,7 +140,7 @@ class ImapServer:
         box = self.folder
         messages = box.messages
         if name == "CAPABILITY":
-            send("* CAPABILITY IMAP4rev1")
+            send("* CAPABILITY IMAP4rev1" + (" UIDPLUS" if box.uidplus else ""))
         elif name in ("NOOP",):
             pass
         elif name == "LOGOUT":
@@ -189,11 +193,13 @@ class ImapServer:
                 return f"{tag} BAD unsupported store"
             for uid in _uids(spec, [m.uid for m in messages]):
                 next(m for m in messages if m.uid == uid).flags.update(flags.strip("()").split())
-        elif name in ("EXPUNGE", "CLOSE"):
+        elif name in ("EXPUNGE", "CLOSE") or (name == "UID EXPUNGE" and box.uidplus):
+            chosen = set(_uids(args, [m.uid for m in messages])) if args else None
             for seq in range(len(messages), 0, -1):
-                if "\\Deleted" in messages[seq - 1].flags:
+                m = messages[seq - 1]
+                if "\\Deleted" in m.flags and (chosen is None or m.uid in chosen):
                     del messages[seq - 1]
-                    if name == "EXPUNGE":
+                    if name != "CLOSE":
                         send(f"* {seq} EXPUNGE")
             if name == "CLOSE":
                 state["selected"] = False

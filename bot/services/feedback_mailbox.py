@@ -8,7 +8,8 @@ order of each round is what keeps every event, once:
    ``BODY.PEEK[]``, so not even the \\Seen flag);
 2. parse each with `bot.feedback.dsn`; ingest all their events in one transaction;
 3. only after that commit, remove the messages taken (Maildir: delete the file;
-   IMAP: \\Seen \\Deleted, then expunge).
+   IMAP: \\Seen \\Deleted, then UID EXPUNGE of those messages, or EXPUNGE on a
+   server without UIDPLUS).
 
 A crash or a database failure between 2 and 3 leaves the messages where they were:
 the next round reads them again, and the receipts (source event ids derived from
@@ -166,17 +167,26 @@ class ImapSource:
             self._check(status, data, "STORE")
 
     def remove(self, keys: Sequence[str]) -> None:
+        """Flag, then expunge: only these messages where the server can (UIDPLUS).
+
+        Without UIDPLUS, EXPUNGE also removes what another client flagged \\Deleted
+        in this folder, which is why the folder should be for bounces only.
+        """
         self._flag(keys, r"(\Seen \Deleted)")
-        if keys:
+        if not keys:
+            return
+        if "UIDPLUS" in self.imap.capabilities:
+            status, data = self.imap.uid("EXPUNGE", ",".join(keys))
+        else:
             status, data = self.imap.expunge()
-            self._check(status, data, "EXPUNGE")
+        self._check(status, data, "EXPUNGE")
 
     def set_aside(self, keys: Sequence[str]) -> None:
         self._flag(keys, r"(\Seen \Flagged)")
 
     def close(self) -> None:
+        # LOGOUT without CLOSE: CLOSE would expunge every \Deleted message, ours or not.
         try:
-            self.imap.close()
             self.imap.logout()
         except (OSError, imaplib.IMAP4.error):
             self.imap.shutdown()

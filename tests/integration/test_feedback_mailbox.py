@@ -246,6 +246,28 @@ def test_imap_messages_stay_unseen_until_stored(
     assert statuses(services) == EXPECTED
 
 
+@pytest.mark.parametrize("uidplus", [True, False], ids=["uidplus", "plain"])
+def test_imap_expunges_only_its_own_messages_where_the_server_allows(
+    services: Services, settings: Settings, logs: dict[str, SendingLog], uidplus: bool
+) -> None:
+    folder = ImapFolder("u", "p", uidplus=uidplus)
+    server = ImapServer(folder).start()
+    try:
+        settings.feedback_mailbox_url = SecretStr(f"imap://u:p@127.0.0.1:{server.port}/INBOX")
+        for raw in bounces(logs):
+            folder.add(raw)
+        theirs = folder.add(AUTO_REPLY)
+        with folder.lock:  # another client deleted it and has not expunged yet
+            folder.messages[-1].flags.update({"\\Seen", "\\Deleted"})
+        assert read_feedback_mailbox(services).applied == 3
+        if uidplus:
+            assert folder.flags() == {theirs: {"\\Seen", "\\Deleted"}}, "UID EXPUNGE spares it"
+        else:
+            assert folder.flags() == {}, "plain EXPUNGE removes every deleted message"
+    finally:
+        server.stop()
+
+
 def test_imap_wrong_password_or_no_server_is_reported_not_raised(
     services: Services, settings: Settings, imap: ImapFolder
 ) -> None:
