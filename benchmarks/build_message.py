@@ -18,13 +18,14 @@ and every message has its own log id, so tokens and Message-IDs all differ.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
 from collections.abc import Callable
 from email import policy
 from email.header import Header
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.parser import BytesParser
@@ -68,6 +69,13 @@ def variants() -> list[tuple[str, RenderedMessage]]:
     return out
 
 
+def add_provider_headers(msg: Message, log_id: int) -> None:
+    """The same provider carriers as `provider_log_headers`, so the comparison is fair."""
+    msg["X-SMTPAPI"] = json.dumps({"unique_args": {"greenlight_log": str(log_id)}})
+    msg["X-Mailgun-Variables"] = json.dumps({"greenlight_log": str(log_id)})
+    msg["X-PM-Metadata-greenlight_log"] = str(log_id)
+
+
 def reference_email_message(
     sk: MessageSkeleton, log_id: int, to: str, parts: RenderedMessage
 ) -> bytes:
@@ -82,6 +90,7 @@ def reference_email_message(
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["X-Greenlight-Log"] = str(log_id)
     msg["X-Greenlight-Delivery"] = sk.delivery_ref
+    add_provider_headers(msg, log_id)
     msg.set_content(parts.text or "", cte="quoted-printable")
     msg.add_alternative(sk.rewrite_html(log_id, parts.html or ""), subtype="html")
     return msg.as_bytes(policy=policy.SMTP)
@@ -100,6 +109,7 @@ def reference_mime(sk: MessageSkeleton, log_id: int, to: str, parts: RenderedMes
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["X-Greenlight-Log"] = str(log_id)
     msg["X-Greenlight-Delivery"] = sk.delivery_ref
+    add_provider_headers(msg, log_id)
     msg.attach(MIMEText(parts.text or "", "plain", "utf-8"))
     msg.attach(MIMEText(sk.rewrite_html(log_id, parts.html or ""), "html", "utf-8"))
     return msg.as_bytes()

@@ -218,6 +218,12 @@ def cmd_jobs_run_due(services: Services, args: argparse.Namespace) -> int:
             print(f"  sent {ref}: now {state}")
         print(f"  soft bounces retried: {report.retried}")
         print(f"  logs resolved at the end of their validity: {report.expired_logs}")
+        if services.settings.feedback_mailbox is not None:
+            box = report.mailbox
+            print(
+                f"  feedback mailbox: {box.read} messages read, {box.applied} events applied, "
+                f"{box.set_aside} set aside" + (f", stopped: {box.error}" if box.error else "")
+            )
         print(f"  KPI digest: {_digest_line(report.digest)}")
     return 0
 

@@ -6,7 +6,7 @@ expected, rather than failing later in the middle of a send.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -63,6 +63,66 @@ def parse_mail_url(url: str) -> MailTarget:
     )
 
 
+FEEDBACK_MAILBOX_SCHEMES = ("maildir", "imap", "imaps")
+
+
+@dataclass(frozen=True)
+class MailboxTarget:
+    """The mailbox bounce messages are read from, parsed from FEEDBACK_MAILBOX_URL."""
+
+    scheme: str
+    path: Path | None = None  # maildir
+    host: str = ""
+    port: int = 0
+    username: str = ""
+    password: str = field(default="", repr=False)
+    folder: str = "INBOX"
+    starttls: bool = False
+
+    def describe(self) -> str:
+        """Where it is, without the password: what logs may say."""
+        if self.scheme == "maildir":
+            return f"maildir {self.path}"
+        return f"{self.scheme}://{self.username}@{self.host}:{self.port}/{self.folder}"
+
+
+def parse_feedback_mailbox_url(url: str) -> MailboxTarget:
+    """Parse FEEDBACK_MAILBOX_URL; raise ValueError naming what is wrong and what is accepted.
+
+    The URL holds a password, so errors describe it without quoting it.
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in FEEDBACK_MAILBOX_SCHEMES:
+        raise ValueError(
+            f"unknown scheme {parts.scheme!r}; use maildir://PATH, "
+            "imap://user:pass@host[:port]/FOLDER or imaps://user:pass@host[:port]/FOLDER"
+        )
+    if scheme == "maildir":
+        path = parts.netloc + parts.path
+        if not path:
+            raise ValueError("no folder; write maildir:///var/mail/bounces")
+        return MailboxTarget(scheme=scheme, path=Path(unquote(path)))
+    if not parts.hostname:
+        raise ValueError(f"no host; write {scheme}://user:pass@host/INBOX")
+    if not parts.username or parts.password is None:
+        raise ValueError(f"no user and password; write {scheme}://user:pass@host/INBOX")
+    try:
+        port = parts.port or (993 if scheme == "imaps" else 143)
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from None
+    starttls = parse_qs(parts.query).get("starttls", ["false"])[-1].lower() in _TRUE
+    return MailboxTarget(
+        scheme=scheme,
+        host=parts.hostname,
+        port=port,
+        username=unquote(parts.username),
+        password=unquote(parts.password),
+        folder=unquote(parts.path.strip("/")) or "INBOX",
+        starttls=starttls and scheme == "imap",
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of Greenlight; `.env.example` documents each one."""
 
@@ -91,6 +151,7 @@ class Settings(BaseSettings):
     postmark_webhook_user: str | None = None
     postmark_webhook_password: SecretStr | None = None
     ses_topic_arns: str = ""
+    feedback_mailbox_url: SecretStr = SecretStr("")
     kpi_channel: str | None = None
     digest_cron: str = "0 * * * *"
     digest_timezone: str = "UTC"
@@ -101,6 +162,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_mail_url(cls, value: str) -> str:
         parse_mail_url(value)
+        return value
+
+    @field_validator("feedback_mailbox_url")
+    @classmethod
+    def _check_feedback_mailbox_url(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            parse_feedback_mailbox_url(value.get_secret_value())
         return value
 
     @field_validator("database_url")
@@ -157,6 +225,12 @@ class Settings(BaseSettings):
     @property
     def mail_target(self) -> MailTarget:
         return parse_mail_url(self.mail_url)
+
+    @property
+    def feedback_mailbox(self) -> MailboxTarget | None:
+        """The bounce mailbox to read at every tick, or None when none is configured."""
+        url = self.feedback_mailbox_url.get_secret_value()
+        return parse_feedback_mailbox_url(url) if url else None
 
 
 class SettingsError(Exception):

@@ -90,6 +90,7 @@ class UsergroupDirectory:
         self.ttl = ttl
         self.monotonic = monotonic
         self._members: dict[str, tuple[float, frozenset[str]]] = {}
+        self._asking: dict[str, asyncio.Future[frozenset[str]]] = {}
 
     async def groups_of(self, user_id: str, groups: list[str]) -> list[str]:
         return [g for g in groups if user_id in await self._members_of(g)]
@@ -98,6 +99,15 @@ class UsergroupDirectory:
         cached = self._members.get(group)
         if cached and self.monotonic() - cached[0] < self.ttl:
             return cached[1]
+        # Two actions at once (two people typing a command) share one lookup.
+        asking = self._asking.get(group)
+        if asking is None:
+            asking = asyncio.ensure_future(self._ask(group))
+            self._asking[group] = asking
+            asking.add_done_callback(lambda _: self._asking.pop(group, None))
+        return await asyncio.shield(asking)
+
+    async def _ask(self, group: str) -> frozenset[str]:
         try:
             resp = await self.client.usergroups_users_list(usergroup=group)
             members = frozenset(resp.get("users") or [])

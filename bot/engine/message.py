@@ -23,6 +23,11 @@ What `build()` guarantees (tests parse the bytes back with the `email` package):
   a crash, a retry after a soft bounce — carries the same id and is recognisable;
 * `X-Greenlight-Log` and `X-Greenlight-Delivery` tie bounces to their sending log;
   `List-Unsubscribe` (signed one-click URL) with `List-Unsubscribe-Post` (RFC 8058);
+* the log id once more in each relay provider's own carrier (`provider_log_headers`),
+  because their open and click events do not echo the Message-ID: SendGrid's
+  `X-SMTPAPI` unique argument, Mailgun's `X-Mailgun-Variables` and Postmark's
+  `X-PM-Metadata-greenlight_log`. The provider strips its header and returns the
+  value in every event; other relays pass the headers on, which costs ~150 bytes;
 * in the HTML only, every `http(s)` href of `<a>` and `<area>` goes through
   `{PUBLIC_BASE_URL}/t/c/{token}` (the token carries the log id and the URL), and a
   1×1 pixel `{PUBLIC_BASE_URL}/t/o/{token}` goes before `</body>` (or at the end).
@@ -98,6 +103,28 @@ class DeliveryHeaders(Protocol):
     def reply_to(self) -> str | None: ...
     @property
     def ref(self) -> str: ...
+
+
+LOG_CARRIER = "greenlight_log"  # what the feedback parsers read back from each provider
+
+
+def provider_log_headers(log_id: int) -> str:
+    """The header lines that make SendGrid, Mailgun and Postmark echo the log id.
+
+    * SendGrid copies each ``unique_args`` entry of ``X-SMTPAPI`` into every event as
+      a top-level field (`bot.feedback.sendgrid` reads ``greenlight_log``);
+    * Mailgun returns ``X-Mailgun-Variables`` in each event's ``user-variables``;
+    * Postmark returns every ``X-PM-Metadata-{key}`` header in the record's
+      ``Metadata``.
+
+    Values are JSON strings, as the providers document them (Mailgun's variables
+    must be strings). One f-string per message: no JSON encoder on the hot path.
+    """
+    return (
+        f'X-SMTPAPI: {{"unique_args": {{"{LOG_CARRIER}": "{log_id}"}}}}\r\n'
+        f'X-Mailgun-Variables: {{"{LOG_CARRIER}": "{log_id}"}}\r\n'
+        f"X-PM-Metadata-{LOG_CARRIER}: {log_id}\r\n"
+    )
 
 
 def _ascii_domain(domain: str) -> str:
@@ -329,6 +356,7 @@ class MessageSkeleton:
                 f"List-Unsubscribe: <{self.unsubscribe_url(log_id)}>\r\n",
                 self._fixed_tail,
                 f"X-Greenlight-Log: {log_id}\r\n",
+                provider_log_headers(log_id),
             )
         ).encode("utf-8")
         if html is not None:

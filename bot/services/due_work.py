@@ -9,13 +9,17 @@ the second time, and an instant missed while the process was down is caught up o
    requests are posted or updated in Slack when a client is given;
 3. in-progress executions send what is still queued;
 4. soft bounces whose retry is due are sent again (inside the validity period);
-5. executions whose validity period has ended resolve every open log (SPEC section 6);
-6. open rate and click-through rate are refreshed, hourly per execution;
-7. the KPI digest of the latest `DIGEST_CRON` slot is posted, once (bot.services.digest).
+5. bounce messages waiting in the feedback mailbox, if one is configured, are
+   ingested (`bot.services.feedback_mailbox`), before the expiry below, so a late
+   bounce resolves its log with its own reason;
+6. executions whose validity period has ended resolve every open log (SPEC section 6);
+7. open rate and click-through rate are refreshed, hourly per execution;
+8. the KPI digest of the latest `DIGEST_CRON` slot is posted, once (bot.services.digest).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -31,6 +35,7 @@ from bot.engine.sender import Sender
 from bot.engine.transports import Transport, make_transport
 from bot.services.approvals import sync_messages
 from bot.services.digest import DigestReport, run_digest
+from bot.services.feedback_mailbox import MailboxReport, read_feedback_mailbox
 from bot.services.outcomes import LogEvent, apply_log_events
 from bot.services.recurring import OccurrenceRun, run_occurrences
 from bot.services.sending import start_delivery
@@ -55,6 +60,7 @@ class DueReport:
     expired_logs: int = 0
     indicators_refreshed: int = 0
     digest: DigestReport | None = None
+    mailbox: MailboxReport = field(default_factory=MailboxReport)
 
 
 def start_due(services: Services) -> list[str]:
@@ -197,6 +203,9 @@ async def run_due(
             report.retried += await sender.retry(execution_id)
     finally:
         await transport.close()
+    # Bounces are read before the validity check, so that a bounce waiting in the
+    # mailbox resolves its log with its own reason rather than "not defined".
+    report.mailbox = await asyncio.to_thread(read_feedback_mailbox, services)
     report.expired_logs = expire_due(services)
     report.indicators_refreshed = refresh_indicators(services)
     report.digest = await run_digest(services, slack)  # after the refresh: fresh rates

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -67,39 +68,50 @@ def _match(session: Session, events: Sequence[FeedbackEvent]) -> dict[int, tuple
     return found
 
 
+_RECEIPTS = FeedbackReceipt.__table__
+_TRACKING = TrackingLog.__table__
+
+
 def _claim_receipts(
     session: Session,
-    services: Services,
+    now: datetime,
     events: Sequence[FeedbackEvent],
     matched: dict[int, tuple[int, int, int]],
 ) -> set[int]:
-    """Insert a receipt per matched event; return the indexes that were new."""
+    """Insert a receipt per matched event; return the indexes that were new.
+
+    All rows in one executemany (`INSERT … ON CONFLICT DO NOTHING RETURNING`): the
+    database's unique key alone decides what is new, so an event taken by an earlier
+    request, or by a concurrent one that commits first, comes back as a duplicate.
+    Keys go in sorted order so that two concurrent batches on PostgreSQL wait for
+    each other rather than deadlock.
+    """
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    now = services.clock.now()
-    fresh: set[int] = set()
-    seen: set[tuple[str, str]] = set()
+    first: dict[tuple[str, str], int] = {}
     for i in sorted(matched):
-        e = events[i]
-        key = (e.source, e.source_event_id)
-        if key in seen:
-            continue
-        seen.add(key)
-        stmt = (
-            insert(FeedbackReceipt)
-            .values(
-                source=e.source,
-                source_event_id=e.source_event_id,
-                kind=e.kind.value,
-                sending_log_id=matched[i][0],
-                received_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["source", "source_event_id"])
-            .returning(FeedbackReceipt.id)
-        )
-        if session.execute(stmt).first() is not None:
-            fresh.add(i)
-    return fresh
+        first.setdefault((events[i].source, events[i].source_event_id), i)
+    keys = sorted(first)
+    rows = [
+        {
+            "source": source,
+            "source_event_id": event_id,
+            "kind": events[first[source, event_id]].kind.value,
+            "sending_log_id": matched[first[source, event_id]][0],
+            "received_at": now,
+        }
+        for source, event_id in keys
+    ]
+    if not rows:
+        return set()
+    # Compiled once and cached; SQLAlchemy sends the rows as multi-row VALUES batches
+    # ("insertmanyvalues") and gathers what each batch RETURNs.
+    stmt = (
+        insert(_RECEIPTS)
+        .on_conflict_do_nothing(index_elements=["source", "source_event_id"])
+        .returning(_RECEIPTS.c.source, _RECEIPTS.c.source_event_id)
+    )
+    return {first[source, event_id] for source, event_id in session.execute(stmt, rows)}
 
 
 def ingest(services: Services, events: Sequence[FeedbackEvent]) -> IngestReport:
@@ -112,9 +124,10 @@ def ingest(services: Services, events: Sequence[FeedbackEvent]) -> IngestReport:
             if i not in matched:
                 report.unmatched += 1
                 report.unmatched_ids.append(f"{e.source}:{e.source_event_id}")
-        fresh = _claim_receipts(s, services, events, matched)
+        fresh = _claim_receipts(s, now, events, matched)
         report.duplicates = len(matched) - len(fresh)
         log_events: list[LogEvent] = []
+        hits: list[dict[str, object]] = []
         for i in sorted(fresh):
             e = events[i]
             log_id, execution_id, profile_id = matched[i]
@@ -125,17 +138,19 @@ def ingest(services: Services, events: Sequence[FeedbackEvent]) -> IngestReport:
             elif e.kind is FeedbackKind.COMPLAINT:
                 record_complaint(s, now, profile_id)
             else:
-                s.add(
-                    TrackingLog(
-                        execution_id=execution_id,
-                        sending_log_id=log_id,
-                        profile_id=profile_id,
-                        kind="open" if e.kind is FeedbackKind.OPEN else "click",
-                        url=e.url,
-                        user_agent=e.user_agent,
-                        occurred_at=e.occurred_at or now,
-                    )
+                hits.append(
+                    {
+                        "execution_id": execution_id,
+                        "sending_log_id": log_id,
+                        "profile_id": profile_id,
+                        "kind": "open" if e.kind is FeedbackKind.OPEN else "click",
+                        "url": e.url,
+                        "user_agent": e.user_agent,
+                        "occurred_at": e.occurred_at or now,
+                    }
                 )
+        if hits:  # one executemany, not an ORM object per hit
+            s.execute(_TRACKING.insert(), hits)
         applied = apply_log_events(s, now, log_events)
         report.changed_logs = sum(a.changed for a in applied)
         report.applied = len(fresh)

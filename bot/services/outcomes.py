@@ -184,25 +184,59 @@ def _move_counters(
             )
 
 
+_PROFILES = Profile.__table__
+_WRITE_HEALTH = (
+    update(_PROFILES)
+    .where(_PROFILES.c.id == bindparam("b_id"))
+    .values(
+        email_status=bindparam("b_status"),
+        error_count=bindparam("b_count"),
+        last_counted_error_at=bindparam("b_last"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_HEALTH_RULES = {
+    "hard": quarantine.hard_error,
+    "soft": quarantine.soft_error,
+    "delivered": quarantine.delivered,
+}
+
+
 def _update_health(session: Session, now: datetime, effects: dict[int, list[str]]) -> None:
+    """Plain rows again, and only the profiles whose health changed are written.
+
+    Most effects are a delivery to a valid address, which changes nothing: writing
+    those rows anyway made each batch of delivery reports rewrite every profile.
+    """
     if not effects:
         return
-    profiles = session.scalars(
-        select(Profile).where(Profile.id.in_(list(effects))).with_for_update()
-    )
-    for p in profiles:
-        h = AddressHealth(EmailStatus(p.email_status), p.error_count, p.last_counted_error_at)
-        for effect in effects[p.id]:
-            rule = {
-                "hard": quarantine.hard_error,
-                "soft": quarantine.soft_error,
-                "delivered": quarantine.delivered,
-            }[effect]
-            h = rule(h, now)
-        p.email_status = h.status.value
-        p.error_count = h.error_count
-        p.last_counted_error_at = h.last_counted_error_at
-        p.updated_at = now
+    rows = session.execute(
+        select(Profile.id, Profile.email_status, Profile.error_count, Profile.last_counted_error_at)
+        .where(Profile.id.in_(sorted(effects)))
+        .with_for_update()
+    ).all()
+    changed = []
+    for profile_id, status, count, last in rows:
+        before = AddressHealth(EmailStatus(status), count, last)
+        h = before
+        for effect in effects[profile_id]:
+            h = _HEALTH_RULES[effect](h, now)
+        if h != before:
+            changed.append(
+                {
+                    "b_id": profile_id,
+                    "b_status": h.status.value,
+                    "b_count": h.error_count,
+                    "b_last": h.last_counted_error_at,
+                    "b_now": now,
+                }
+            )
+    if changed:
+        session.connection().execute(_WRITE_HEALTH, changed)
+        for p in changed:
+            held = session.identity_map.get(identity_key(Profile, p["b_id"]))
+            if held is not None:
+                session.expire(held)
 
 
 def record_complaint(session: Session, now: datetime, profile_id: int) -> None:

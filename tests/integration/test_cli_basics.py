@@ -106,6 +106,15 @@ def test_run_due_with_nothing_to_do(services: Services, capsys: pytest.CaptureFi
             "error": "KPI_CHANNEL is not set",
             "parts_posted": [],
         },
+        "mailbox": {
+            "read": 0,
+            "events": 0,
+            "applied": 0,
+            "duplicates": 0,
+            "unmatched": 0,
+            "set_aside": 0,
+            "error": None,
+        },
     }
     assert "2026-11-24T08:00:00+00:00" in out
     assert "KPI digest: off (KPI_CHANNEL is not set)" in out

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from bot.bootstrap import Services
 from bot.domain.roles import Role
@@ -19,7 +20,7 @@ from bot.services.prepare import prepare_delivery
 from bot.services.profiles_import import import_profiles
 from bot.services.reporting import compute_delivery_stats, delivery_detail
 from bot.services.sending import confirm_send
-from bot.store.models import Profile, SendingLog
+from bot.store.models import Profile, SendingLog, TrackingLog
 
 EMAILS = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"]
 
@@ -101,3 +102,21 @@ def test_complaint_denylists_and_opens_clicks_feed_the_hourly_rates(
     services.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
     assert refresh_indicators(services) == 1
     assert compute_delivery_stats(services, "promo")["kpis"] == k
+
+
+def test_the_same_batch_posted_twice_at_once_applies_once(
+    services: Services, tmp_path: Path
+) -> None:
+    """A provider retrying while its first request is still running: the unique key decides."""
+    logs = sent(services, tmp_path, efs=True)
+    batch = [ev(FeedbackKind.DELIVERED, f"d-{lg.id}", log_id=lg.id) for lg in logs.values()] + [
+        ev(FeedbackKind.OPEN, f"o-{lg.id}", log_id=lg.id) for lg in logs.values()
+    ]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reports = list(pool.map(lambda _: ingest(services, batch), range(2)))
+    assert sorted(r.applied for r in reports) == [0, len(batch)]
+    assert sum(r.duplicates for r in reports) == len(batch)
+    k = delivery_detail(services, "promo")["kpis"]
+    assert (k["sent"], k["delivered_pct"]) == (4, 100.0)
+    with services.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(TrackingLog)) == len(logs)

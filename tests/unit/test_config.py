@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from bot.config import MAIL_SCHEMES, MailTarget, Settings, SettingsError, load_settings
+from bot.config import (
+    MAIL_SCHEMES,
+    MailboxTarget,
+    MailTarget,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -250,3 +257,54 @@ def test_first_run_generates_and_keeps_a_tracking_secret(tmp_path: Path) -> None
     assert path.stat().st_mode & 0o777 == 0o600
     given = with_tracking_secret(load_settings(_env_file=None, tracking_secret="mine"), path)
     assert given.tracking_secret.get_secret_value() == "mine"
+
+
+# ------------------------------------------------------------- FEEDBACK_MAILBOX_URL
+
+
+def test_feedback_mailbox_is_off_by_default() -> None:
+    assert load().feedback_mailbox is None
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("maildir:///var/mail/bounces", MailboxTarget("maildir", path=Path("/var/mail/bounces"))),
+        ("maildir://data/bounces", MailboxTarget("maildir", path=Path("data/bounces"))),
+        (
+            "imaps://bounces%40shop.example:s%3Acret@imap.example.com/Bounces%20In",
+            MailboxTarget(
+                "imaps", host="imap.example.com", port=993, username="bounces@shop.example",
+                password="s:cret", folder="Bounces In",
+            ),
+        ),
+        (
+            "imap://u:pw-1@mx.example.com:1143?starttls=true",
+            MailboxTarget(
+                "imap", host="mx.example.com", port=1143, username="u", password="pw-1",
+                folder="INBOX", starttls=True,
+            ),
+        ),
+    ],
+)  # fmt: skip
+def test_feedback_mailbox_urls(url: str, expected: MailboxTarget) -> None:
+    target = load(feedback_mailbox_url=url).feedback_mailbox
+    assert target == expected
+    assert expected.password == "" or expected.password not in repr(target)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("pop3://u:secret@host/INBOX", "maildir://PATH"),
+        ("imap://host/INBOX", "no user and password"),
+        ("imaps://u:secret@/INBOX", "no host"),
+        ("imap://u:secret@host:99999/INBOX", "bad port"),
+        ("maildir://", "no folder"),
+    ],
+)
+def test_bad_feedback_mailbox_urls_say_why_without_the_password(url: str, says: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load(feedback_mailbox_url=url)
+    assert "FEEDBACK_MAILBOX_URL" in str(info.value) and says in str(info.value)
+    assert "secret" not in str(info.value)

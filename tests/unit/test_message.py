@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -137,6 +138,17 @@ def test_every_header_is_present_and_reads_back() -> None:
     # Each header appears once.
     names = [name.lower() for name in message]
     assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize("log_id", [1, 1234, 2**63 - 1])
+def test_each_provider_carrier_holds_the_log_id_as_the_provider_documents_it(log_id: int) -> None:
+    message = parse(skeleton().build(log_id, "zoe@example.com", rendered()))
+    # SendGrid: X-SMTPAPI is a JSON object whose unique_args come back in every event.
+    assert json.loads(message["X-SMTPAPI"]) == {"unique_args": {"greenlight_log": str(log_id)}}
+    # Mailgun: X-Mailgun-Variables is a JSON object of string values (user-variables).
+    assert json.loads(message["X-Mailgun-Variables"]) == {"greenlight_log": str(log_id)}
+    # Postmark: each X-PM-Metadata-{key} header becomes Metadata[key].
+    assert message["X-PM-Metadata-greenlight_log"] == str(log_id)
 
 
 def test_no_reply_to_when_the_delivery_has_none() -> None:
