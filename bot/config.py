@@ -193,10 +193,10 @@ class Settings(BaseSettings):
     @field_validator("digest_cron")
     @classmethod
     def _check_digest_cron(cls, value: str) -> str:
-        from bot.domain.digest import cron_trigger
+        from bot.domain.recurrence import crontab_trigger
 
         try:
-            cron_trigger(value, "UTC")
+            crontab_trigger(value, "UTC")
         except ValueError as exc:
             raise ValueError(
                 f"{value!r} is not a cron expression ({exc}); write five fields, "

@@ -9,15 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
-from zoneinfo import ZoneInfo
 
 from bot.domain.kpi import Kpis
-
-if TYPE_CHECKING:
-    from apscheduler.triggers.cron import CronTrigger
-
-_DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+from bot.domain.recurrence import crontab_trigger
 
 # Windows tried, shortest first, when looking back for the latest fire time: an hourly
 # cron is found in the first, a yearly one in the last.
@@ -31,66 +25,12 @@ _LOOKBACKS = (
 )
 
 
-def _weekdays(field: str) -> str:
-    """A crontab day-of-week field (0 or 7 = Sunday) as APScheduler's day names.
-
-    APScheduler 3 reads 0 as Monday even in `from_crontab`, so `1-5` would mean Tuesday
-    to Saturday; naming the days keeps the usual crontab meaning.
-    """
-    if field == "*":
-        return field
-    days: set[int] = set()
-    for token in field.lower().split(","):
-        base, _, step_text = token.partition("/")
-        step = int(step_text) if step_text else 1
-        if base == "*":
-            first, last = 0, 6
-        elif "-" in base:
-            a, _, b = base.partition("-")
-            first, last = _day(a), _day(b)
-            if last == 0:  # "5-7" or "mon-sun": up to Sunday
-                last = 7
-        else:
-            first = _day(base)
-            last = 6 if step_text else first
-        if step < 1 or first > last:
-            raise ValueError(f"day of week {token!r} is not a range from Sunday to Saturday")
-        days.update(day % 7 for day in range(first, last + 1, step))
-    return ",".join(_DAY_NAMES[day] for day in sorted(days))
-
-
-def _day(text: str) -> int:
-    if text.isdigit() and int(text) <= 7:
-        return int(text) % 7
-    if text[:3] in _DAY_NAMES:
-        return _DAY_NAMES.index(text[:3])
-    raise ValueError(f"{text!r} is not a day of the week (0-7 or sun-sat)")
-
-
-def cron_trigger(cron: str, tz: str) -> CronTrigger:
-    """APScheduler's trigger for a five-field crontab expression, with crontab's weekdays."""
-    from apscheduler.triggers.cron import CronTrigger
-
-    fields = cron.split()
-    if len(fields) != 5:
-        raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
-    minute, hour, day, month, weekday = fields
-    return CronTrigger(
-        minute=minute,
-        hour=hour,
-        day=day,
-        month=month,
-        day_of_week=_weekdays(weekday),
-        timezone=ZoneInfo(tz),
-    )
-
-
 def latest_slot(cron: str, tz: str, now: datetime) -> datetime | None:
     """The latest fire time of `cron` (read in `tz`) at or before `now`, in UTC.
 
     None when the expression has not fired in the last five years (e.g. 30 February).
     """
-    trigger = cron_trigger(cron, tz)
+    trigger = crontab_trigger(cron, tz)
     now = now.astimezone(UTC)
     for lookback in _LOOKBACKS:
         fire = trigger.get_next_fire_time(None, now - lookback)

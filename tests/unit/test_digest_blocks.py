@@ -21,8 +21,9 @@ from bot.blocks.digest import (
     signed_points,
 )
 from bot.charts import kpi_chart_png
-from bot.domain.digest import cron_trigger, kpi_change, latest_slot
+from bot.domain.digest import kpi_change, latest_slot
 from bot.domain.kpi import Counters, kpis
+from bot.domain.recurrence import crontab_trigger
 
 SLOT = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -58,7 +59,7 @@ def test_a_slot_that_never_comes_is_none() -> None:
 @pytest.mark.parametrize("cron", ["0 * * *", "0 * * * 8", "0 * * * fri-mon", "0 * * * */0"])
 def test_bad_cron_is_refused(cron: str) -> None:
     with pytest.raises(ValueError):
-        cron_trigger(cron, "UTC")
+        crontab_trigger(cron, "UTC")
 
 
 # --- changes ---------------------------------------------------------------------------
