@@ -39,6 +39,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/import_profiles.py
 	$(PY) benchmarks/prepare.py
+	$(PY) benchmarks/build_message.py
+	$(PY) benchmarks/send_throughput.py
+	$(PY) benchmarks/ack_latency.py
+	$(PY) benchmarks/feedback_ingest.py
 	$(PY) benchmarks/digest.py
 
 clean:
