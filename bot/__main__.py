@@ -374,6 +374,8 @@ def main(argv: Sequence[str] | None = None, services: Services | None = None) ->
             return 2
         logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("alembic").setLevel(logging.WARNING)
+        # A line per 15-second tick would drown everything else at INFO.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
         services = bootstrap(settings, migrate=args.handler is not cmd_db_upgrade)
     try:
         return args.handler(services, args)
