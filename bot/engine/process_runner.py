@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import signal
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -35,7 +36,12 @@ STOP = ("stop",)
 
 
 def _child_main(settings: Settings, conn: Connection, tick_seconds: float | None) -> None:
-    """The sender process: due work on every kick or tick until told to stop."""
+    """The sender process: due work on every kick or tick until told to stop.
+
+    Ctrl-C reaches the whole process group; the child ignores it and stops when the
+    server, shutting down, tells it to (or ends it past the grace period).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=settings.log_level, format="%(levelname)s %(name)s [sender]: %(message)s"
     )
