@@ -52,6 +52,10 @@ def _child_main(settings: Settings, conn: Connection, tick_seconds: float | None
 
     services = bootstrap(settings, migrate=False)  # the server migrated before starting us
     slack = make_client(settings) if settings.slack_bot_token is not None else None
+    if slack is not None and settings.kpi_channel:
+        from bot.charts import load
+
+        threading.Thread(target=load, name="chart-import", daemon=True).start()
 
     def on_batch(execution_id: int) -> None:
         conn.send(("batch", execution_id))
