@@ -60,21 +60,33 @@ def _child_main(settings: Settings, conn: Connection, tick_seconds: float | None
     def on_batch(execution_id: int) -> None:
         conn.send(("batch", execution_id))
 
-    while True:
+    wake, stopping = threading.Event(), threading.Event()
+
+    def listen() -> None:
+        """Kicks and the stop arrive while a round runs: a stop ends it after its batch."""
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):  # the server is gone: stop as if told to
+                message = STOP
+            if message == STOP:
+                stopping.set()
+            wake.set()
+            if stopping.is_set():
+                return
+
+    threading.Thread(target=listen, name="sender-orders", daemon=True).start()
+    while not stopping.is_set():
+        wake.clear()  # kicks from now on mean one more round after this one
         try:
-            report = asyncio.run(run_due(services, on_batch=on_batch, slack=slack))
+            report = asyncio.run(
+                run_due(services, on_batch=on_batch, slack=slack, should_stop=stopping.is_set)
+            )
             conn.send(("round", {"started": report.started, "sent": report.sent}))
         except Exception:
             log.exception("due work failed; trying again at the next tick")
             conn.send(("round", None))
-        woke = conn.poll(tick_seconds)
-        stop = False
-        while woke:  # drain: several kicks while busy mean one more round
-            if conn.recv() == STOP:
-                stop = True
-            woke = conn.poll(0)
-        if stop:
-            break
+        wake.wait(tick_seconds)
     services.close()
 
 
@@ -147,7 +159,7 @@ class SendProcess:
         return self._process is not None and self._process.is_alive()
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Ask the child to stop after its round; past `timeout`, end it.
+        """Ask the child to stop after the batch in flight; past `timeout`, end it.
 
         Ending it mid-round is what a crash is, and a crash is safe: the next start
         releases its claims and resumes, sending again at most the messages that were

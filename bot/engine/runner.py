@@ -59,7 +59,12 @@ class SendRunner:
         while not self._stopping:
             try:
                 self.last_report = asyncio.run(
-                    run_due(self.services, on_batch=self.on_batch, slack=self.slack)
+                    run_due(
+                        self.services,
+                        on_batch=self.on_batch,
+                        slack=self.slack,
+                        should_stop=lambda: self._stopping,
+                    )
                 )
             except Exception:
                 log.exception("due work failed; trying again at the next tick")

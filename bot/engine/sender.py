@@ -142,8 +142,12 @@ class Sender:
         backoff: Backoff = Backoff(),
         sleep: Sleep = asyncio.sleep,
         on_batch: Callable[[int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.services = services
+        # Asked before each batch: True when the process is shutting down. The execution
+        # stays in progress and the next start resumes it, with nothing in flight.
+        self.should_stop = should_stop or (lambda: False)
         # Called with the execution id after each recorded batch and when the loop ends:
         # the Deployment message follows the send through it.
         self.on_batch = on_batch or (lambda _execution_id: None)
@@ -165,6 +169,8 @@ class Sender:
         try:
             while True:
                 state = self._state(execution_id)
+                if state is DeliveryState.IN_PROGRESS and self.should_stop():
+                    return state
                 if state is not DeliveryState.IN_PROGRESS:
                     state = self._leave(execution_id, state)
                     self.on_batch(execution_id)

@@ -155,8 +155,12 @@ async def run_due(
     transport_factory: Callable[[], Transport] | None = None,
     on_batch: Callable[[int], None] | None = None,
     slack: AsyncWebClient | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> DueReport:
     """Run every step due at `services.clock.now()`.
+
+    `should_stop` (the sender process shutting down) ends sending after the batch in
+    flight; what is left is due again at the next start.
 
     `slack` is the Web API client for the steps that post to Slack (approval requests,
     the digest); None when Slack is not connected, and those steps then wait.
@@ -168,7 +172,7 @@ async def run_due(
     report.approval_messages = await sync_messages(services, slack)
     transport = (transport_factory or (lambda: make_transport(services.settings)))()
     try:
-        sender = Sender(services, transport, on_batch=on_batch)
+        sender = Sender(services, transport, on_batch=on_batch, should_stop=should_stop)
         with services.sessions() as s:
             sending = s.execute(
                 select(Execution.id, Delivery.ref, Execution.key)

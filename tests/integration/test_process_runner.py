@@ -3,20 +3,26 @@ each batch back to the server; told to stop, it stops."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from pathlib import Path
+from typing import Any
 
-from smtp_relay import Relay
+from aiosmtpd.controller import Controller
+from smtp_relay import Relay, free_port
+from sqlalchemy import func, select
 
 from bot.bootstrap import bootstrap
 from bot.config import load_settings
 from bot.domain.roles import Role
 from bot.engine.process_runner import SendProcess
 from bot.services.deliveries_import import import_deliveries
+from bot.services.due_work import run_due
 from bot.services.prepare import prepare_delivery
 from bot.services.profiles_import import import_profiles
 from bot.services.reporting import delivery_detail
 from bot.services.sending import confirm_send
+from bot.store.models import SendingLog
 
 N = 120
 BATCH = 50
@@ -89,3 +95,66 @@ def test_stop_before_anything_is_due_is_prompt(tmp_path: Path) -> None:
     runner.stop(timeout=30)
     assert not runner.is_alive()
     assert runner.rounds >= 1
+
+
+class SlowRecorder:
+    """An MTA that takes 20 ms per message: a send of 1,000 lasts seconds, not moments."""
+
+    def __init__(self) -> None:
+        self.received: list[str] = []
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        await asyncio.sleep(0.02)
+        with self.lock:
+            self.received.append(envelope.rcpt_tos[0])
+        return "250 2.0.0 queued"
+
+
+def test_stop_ends_the_send_after_the_batch_in_flight_and_a_restart_resumes(
+    tmp_path: Path,
+) -> None:
+    many, batch = 1000, 20
+    recorder = SlowRecorder()
+    port = free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    settings = load_settings(
+        _env_file=None,
+        database_url=f"sqlite:///{tmp_path / 'greenlight.db'}",
+        mail_url=f"smtp://127.0.0.1:{port}",
+        tracking_secret="process-test",
+        send_batch_size=batch,
+        smtp_pool_size=2,
+    )
+    services = bootstrap(settings)
+    emails = [f"user{i}@x.example" for i in range(many)]
+    (tmp_path / "p.csv").write_text("email\n" + "\n".join(emails) + "\n")
+    import_profiles(services, tmp_path / "p.csv", "all")
+    (tmp_path / "d.yml").write_text(
+        "- ref: big\n  name: Big\n  audience: all\n  from: news@shop.example\n"
+        "  subject: Hi\n  text: Hello {{ email }}\n"
+    )
+    import_deliveries(services, tmp_path / "d.yml")
+    prepare_delivery(services, "big")
+    first_batch = threading.Event()
+    runner = SendProcess(settings, on_batch=lambda _: first_batch.set(), tick_seconds=None)
+    try:
+        runner.start()
+        confirm_send(services, "big", "U0ALICE", [Role.START_DELIVERIES])
+        runner.kick()
+        assert first_batch.wait(60), "no batch was ever recorded"
+        runner.stop(timeout=30)
+        assert not runner.is_alive()
+        with services.sessions() as s:
+            claimed = s.scalar(select(func.count()).where(SendingLog.claim_token.is_not(None)))
+        stopped_at = len(recorder.received)
+        assert claimed == 0, "the batch in flight was recorded before stopping"
+        assert batch <= stopped_at < many, "the send stopped part way"
+        assert delivery_detail(services, "big")["state"] == "in-progress"
+
+        # The next start (here its due work run in the foreground) sends the rest.
+        assert asyncio.run(run_due(services)).sent == {"big": "finished"}
+    finally:
+        controller.stop()
+    assert sorted(recorder.received) == sorted(emails), "everybody exactly once"
