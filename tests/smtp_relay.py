@@ -8,6 +8,7 @@ recorded.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -122,3 +123,24 @@ class Relay:
         if self.controller is not None:
             self.controller.stop()
             self.controller = None
+
+
+class Holding:
+    """Accepts everything; on the `at`-th message, signals `reached` and holds that
+    message's answer until `release` is set, so a test acts with a batch in flight."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+        self.received: list[str] = []
+        self.lock = threading.Lock()
+        self.reached = threading.Event()
+        self.release = threading.Event()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.lock:
+            self.received.append(envelope.rcpt_tos[0])
+            count = len(self.received)
+        if count == self.at:
+            self.reached.set()
+            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 60)
+        return "250 2.0.0 queued"

@@ -7,25 +7,20 @@ K-th message until the process is dead, so the kill lands in the middle of a bat
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
-from typing import Any
 
 from aiosmtpd.controller import Controller
-from smtp_relay import free_port
+from scenario import prepare_one
+from smtp_relay import Holding, free_port
 from sqlalchemy import func, select
 
 from bot.bootstrap import bootstrap
 from bot.config import load_settings
 from bot.domain.roles import Role
-from bot.services.deliveries_import import import_deliveries
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
 from bot.services.reporting import delivery_detail
 from bot.services.sending import confirm_send
 from bot.store.models import SendingLog
@@ -35,27 +30,8 @@ BATCH = 100
 KILL_AT = 250  # in the middle of the third batch
 
 
-class HoldingRecorder:
-    """Accepts everything; on the K-th message, signals and holds until released."""
-
-    def __init__(self) -> None:
-        self.received: list[str] = []
-        self.lock = threading.Lock()
-        self.reached = threading.Event()
-        self.release = threading.Event()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        with self.lock:
-            self.received.append(envelope.rcpt_tos[0])
-            count = len(self.received)
-        if count == KILL_AT:
-            self.reached.set()
-            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 60)
-        return "250 2.0.0 queued"
-
-
 def test_sigkill_mid_send_loses_nobody_and_repeats_at_most_one_batch(tmp_path: Path) -> None:
-    recorder = HoldingRecorder()
+    recorder = Holding(KILL_AT)
     port = free_port()
     controller = Controller(recorder, hostname="127.0.0.1", port=port)
     controller.start()
@@ -76,14 +52,7 @@ def test_sigkill_mid_send_loses_nobody_and_repeats_at_most_one_batch(tmp_path: P
             )
         )
         emails = [f"user{i}@x.example" for i in range(N)]
-        (tmp_path / "p.csv").write_text("email\n" + "\n".join(emails) + "\n")
-        import_profiles(services, tmp_path / "p.csv", "all")
-        (tmp_path / "d.yml").write_text(
-            "- ref: big\n  name: Big\n  audience: all\n  from: news@shop.example\n"
-            "  subject: Hi\n  text: Hello {{ email }}\n"
-        )
-        import_deliveries(services, tmp_path / "d.yml")
-        prepare_delivery(services, "big")
+        prepare_one(services, tmp_path, emails, text="Hello {{ email }}")
         confirm_send(services, "big", "U0ALICE", [Role.START_DELIVERIES])
 
         command = [sys.executable, "-m", "bot", "jobs", "run-due"]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from harness import LiveApp
+from scenario import prepare_one
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
@@ -19,27 +20,20 @@ from bot.engine.message import MessageSkeleton
 from bot.engine.tokens import TokenSigner
 from bot.engine.transports import MaildirTransport
 from bot.feedback import generic
-from bot.services.deliveries_import import import_deliveries
 from bot.services.due_work import run_due
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
 from bot.services.reporting import delivery_detail
 from bot.services.sending import confirm_send
 from bot.store.models import Profile, SendingLog, TrackingLog
 
 SECRET = "test-feedback-secret"  # tests/conftest.py's FEEDBACK_SECRET
 
+LINK_HTML = '<a href="https://shop.example/x">x</a>'
+
 
 @pytest.fixture
 def logs(services: Services, tmp_path: Path) -> dict[str, SendingLog]:
-    (tmp_path / "p.csv").write_text("email\na@x.example\nb@x.example\nc@x.example\n")
-    import_profiles(services, tmp_path / "p.csv", "all")
-    (tmp_path / "d.yml").write_text(
-        "- ref: promo\n  name: Promo\n  audience: all\n  from: news@shop.example\n"
-        "  subject: Hi\n  html: '<a href=\"https://shop.example/x\">x</a>'\n  efs: true\n"
-    )
-    import_deliveries(services, tmp_path / "d.yml")
-    prepare_delivery(services, "promo")
+    emails = ["a@x.example", "b@x.example", "c@x.example"]
+    prepare_one(services, tmp_path, emails, "promo", html=LINK_HTML, efs=True)
     confirm_send(services, "promo", "U0A", [Role.START_DELIVERIES])
     asyncio.run(run_due(services, lambda: MaildirTransport(tmp_path / "outbox")))
     with services.sessions() as s:

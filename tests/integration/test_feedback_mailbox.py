@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from imap_server import ImapFolder, ImapServer
 from pydantic import SecretStr
+from scenario import prepare_one
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
@@ -22,11 +23,8 @@ from bot.config import Settings
 from bot.domain.roles import Role
 from bot.engine.transports import MaildirTransport
 from bot.services import feedback_mailbox
-from bot.services.deliveries_import import import_deliveries
 from bot.services.due_work import run_due
 from bot.services.feedback_mailbox import MaildirSource, read_feedback_mailbox
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
 from bot.services.reporting import compute_delivery_stats, delivery_detail
 from bot.services.sending import confirm_send
 from bot.store.models import SendingLog
@@ -58,14 +56,7 @@ def dsn(log: SendingLog, action: str, status: str, n: int) -> bytes:
 
 @pytest.fixture
 def logs(services: Services, tmp_path: Path) -> dict[str, SendingLog]:
-    (tmp_path / "p.csv").write_text("email\n" + "\n".join(EMAILS) + "\n")
-    import_profiles(services, tmp_path / "p.csv", "all")
-    (tmp_path / "d.yml").write_text(
-        "- ref: promo\n  name: Promo\n  audience: all\n  from: news@shop.example\n"
-        "  subject: Hi\n  text: Hello\n  efs: true\n"
-    )
-    import_deliveries(services, tmp_path / "d.yml")
-    prepare_delivery(services, "promo")
+    prepare_one(services, tmp_path, EMAILS, "promo", efs=True)
     confirm_send(services, "promo", "U0A", [Role.START_DELIVERIES])
     tick(services, tmp_path)
     with services.sessions() as s:

@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scenario import prepare_one
 from sqlalchemy import func, select
 
 from bot.bootstrap import Services, bootstrap
@@ -41,12 +42,9 @@ from bot.domain.logs import Event, FailureType, LogState, LogStatus, Mode, apply
 from bot.domain.roles import Role
 from bot.engine.transports import MaildirTransport
 from bot.feedback.events import FeedbackEvent, FeedbackKind
-from bot.services.deliveries_import import import_deliveries
 from bot.services.due_work import expire_due, run_due
 from bot.services.ingest import ingest
 from bot.services.outcomes import LogEvent, apply_log_events
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
 from bot.services.reporting import compute_delivery_stats, delivery_detail
 from bot.services.sending import confirm_send
 from bot.services.stats import live_counters, recount
@@ -99,14 +97,7 @@ steps = st.lists(
 
 
 def send_one_delivery(services: Services, tmp_path: Path, efs: bool) -> None:
-    (tmp_path / "p.csv").write_text(f"email\n{TARGET}\n{BYSTANDER}\n")
-    import_profiles(services, tmp_path / "p.csv", "all")
-    (tmp_path / "d.yml").write_text(
-        "- ref: promo\n  name: Promo\n  audience: all\n  from: news@shop.example\n"
-        f"  subject: Hi\n  text: Hello\n  efs: {str(efs).lower()}\n  validity: 3d\n"
-    )
-    import_deliveries(services, tmp_path / "d.yml")
-    prepare_delivery(services, "promo")
+    prepare_one(services, tmp_path, [TARGET, BYSTANDER], "promo", efs=efs, validity="3d")
     confirm_send(services, "promo", "U0A", [Role.START_DELIVERIES])
     transport = MaildirTransport(tmp_path / "outbox", fsync=False)
     asyncio.run(run_due(services, lambda: transport))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+from scenario import prepare_one
 from smtp_relay import Relay, free_port
 from sqlalchemy import func, select
 
@@ -16,10 +17,7 @@ from bot.bootstrap import bootstrap
 from bot.config import load_settings
 from bot.domain.roles import Role
 from bot.engine.process_runner import SendProcess
-from bot.services.deliveries_import import import_deliveries
 from bot.services.due_work import run_due
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
 from bot.services.reporting import delivery_detail
 from bot.services.sending import confirm_send
 from bot.store.models import SendingLog
@@ -41,14 +39,7 @@ def test_the_sender_process_relays_reports_batches_and_stops(tmp_path: Path) -> 
     )
     services = bootstrap(settings)
     emails = [f"user{i}@x.example" for i in range(N)]
-    (tmp_path / "p.csv").write_text("email\n" + "\n".join(emails) + "\n")
-    import_profiles(services, tmp_path / "p.csv", "all")
-    (tmp_path / "d.yml").write_text(
-        "- ref: big\n  name: Big\n  audience: all\n  from: news@shop.example\n"
-        "  subject: Hi {{ email }}\n  text: Hello {{ email }}\n"
-    )
-    import_deliveries(services, tmp_path / "d.yml")
-    prepare_delivery(services, "big")
+    prepare_one(services, tmp_path, emails, subject="Hi {{ email }}", text="Hello {{ email }}")
 
     batches: list[int] = []
     all_reported = threading.Event()
@@ -129,14 +120,7 @@ def test_stop_ends_the_send_after_the_batch_in_flight_and_a_restart_resumes(
     )
     services = bootstrap(settings)
     emails = [f"user{i}@x.example" for i in range(many)]
-    (tmp_path / "p.csv").write_text("email\n" + "\n".join(emails) + "\n")
-    import_profiles(services, tmp_path / "p.csv", "all")
-    (tmp_path / "d.yml").write_text(
-        "- ref: big\n  name: Big\n  audience: all\n  from: news@shop.example\n"
-        "  subject: Hi\n  text: Hello {{ email }}\n"
-    )
-    import_deliveries(services, tmp_path / "d.yml")
-    prepare_delivery(services, "big")
+    prepare_one(services, tmp_path, emails, text="Hello {{ email }}")
     first_batch = threading.Event()
     runner = SendProcess(settings, on_batch=lambda _: first_batch.set(), tick_seconds=None)
     try:

@@ -28,16 +28,14 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from harness import LiveApp
+from scenario import prepare_one
 from sqlalchemy import select
 
 from bot.bootstrap import Services
 from bot.config import Settings, load_settings
 from bot.domain.roles import Role
 from bot.engine.transports import MaildirTransport
-from bot.services.deliveries_import import import_deliveries
 from bot.services.due_work import run_due
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
 from bot.services.sending import confirm_send
 from bot.store.models import SendingLog, TrackingLog
 
@@ -45,6 +43,8 @@ EMAILS = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"]
 SENDGRID_KEY = ec.generate_private_key(ec.SECP256R1())
 MAILGUN_KEY = "test-mailgun-signing-key"
 POSTMARK = ("postmark-hook", "test-postmark-password")
+
+LINK_HTML = '<a href="https://shop.example/x">x</a>'
 
 
 @pytest.fixture
@@ -68,14 +68,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def sent(services: Services, tmp_path: Path) -> dict[str, tuple[SendingLog, Message]]:
     """Each recipient's sending log and the message the engine wrote for it."""
-    (tmp_path / "p.csv").write_text("email\n" + "\n".join(EMAILS) + "\n")
-    import_profiles(services, tmp_path / "p.csv", "all")
-    (tmp_path / "d.yml").write_text(
-        "- ref: promo\n  name: Promo\n  audience: all\n  from: news@shop.example\n"
-        "  subject: Hi\n  html: '<a href=\"https://shop.example/x\">x</a>'\n  efs: true\n"
-    )
-    import_deliveries(services, tmp_path / "d.yml")
-    prepare_delivery(services, "promo")
+    prepare_one(services, tmp_path, EMAILS, "promo", html=LINK_HTML, efs=True)
     confirm_send(services, "promo", "U0A", [Role.START_DELIVERIES])
     asyncio.run(run_due(services, lambda: MaildirTransport(tmp_path / "outbox", fsync=False)))
     messages = {m["To"]: m for m in mailbox.Maildir(tmp_path / "outbox", create=False)}

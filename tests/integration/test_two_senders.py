@@ -10,48 +10,26 @@ from __future__ import annotations
 import asyncio
 import threading
 from pathlib import Path
-from typing import Any
 
 from aiosmtpd.controller import Controller
-from smtp_relay import free_port
+from scenario import prepare_one
+from smtp_relay import Holding, free_port
 
 from bot.bootstrap import Services, bootstrap
 from bot.clock import FixedClock
 from bot.domain.roles import Role
 from bot.engine.sender import claim_is_abandoned, new_claim_token
-from bot.services.deliveries_import import import_deliveries
 from bot.services.due_work import run_due
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
 from bot.services.reporting import delivery_detail
 from bot.services.sending import confirm_send
 
 EMAILS = [f"user{i}@x.example" for i in range(6)]
 
 
-class HoldFirst:
-    """Accepts everything; holds the first message until released."""
-
-    def __init__(self) -> None:
-        self.received: list[str] = []
-        self.lock = threading.Lock()
-        self.reached = threading.Event()
-        self.release = threading.Event()
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        with self.lock:
-            self.received.append(envelope.rcpt_tos[0])
-            first = len(self.received) == 1
-        if first:
-            self.reached.set()
-            await asyncio.get_running_loop().run_in_executor(None, self.release.wait, 30)
-        return "250 2.0.0 queued"
-
-
 def test_a_second_sender_never_resends_a_live_senders_batch(
     services: Services, tmp_path: Path
 ) -> None:
-    holder = HoldFirst()
+    holder = Holding(1)
     port = free_port()
     controller = Controller(holder, hostname="127.0.0.1", port=port)
     controller.start()
@@ -63,14 +41,7 @@ def test_a_second_sender_never_resends_a_live_senders_batch(
                 "send_batch_size": 2,
             }
         )
-        (tmp_path / "p.csv").write_text("email\n" + "\n".join(EMAILS) + "\n")
-        import_profiles(services, tmp_path / "p.csv", "all")
-        (tmp_path / "d.yml").write_text(
-            "- ref: big\n  name: Big\n  audience: all\n  from: news@shop.example\n"
-            "  subject: Hi\n  text: Hello\n"
-        )
-        import_deliveries(services, tmp_path / "d.yml")
-        prepare_delivery(services, "big")
+        prepare_one(services, tmp_path, EMAILS)
         confirm_send(services, "big", "U0ALICE", [Role.START_DELIVERIES])
         other = bootstrap(
             services.settings,
