@@ -33,10 +33,9 @@ import hashlib
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, select, update
@@ -104,22 +103,6 @@ def failure_reason(result: RelayResult) -> str:
     return "not defined"
 
 
-@dataclass
-class Progress:
-    """What the Deployment message shows while relaying."""
-
-    relayed: int = 0
-    hard: int = 0
-    soft: int = 0
-    outages: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def rate(self) -> float:
-        elapsed = time.monotonic() - self.started
-        return self.relayed / elapsed if elapsed > 0 else 0.0
-
-
 @dataclass(frozen=True)
 class Backoff:
     """Waits between attempts while the relay is unavailable: 1 s doubling up to 60 s."""
@@ -155,7 +138,6 @@ class Sender:
         self.batch_size = batch_size or services.settings.send_batch_size
         self.backoff = backoff
         self.sleep = sleep
-        self.progress: dict[int, Progress] = {}
 
     # -- the loop ------------------------------------------------------------------------
 
@@ -163,7 +145,6 @@ class Sender:
         """Send until the execution is finished, paused or stopped; return that state."""
         self.release_claims(execution_id)
         templates, skeleton = self._design(execution_id)
-        progress = self.progress.setdefault(execution_id, Progress())
         token = new_claim_token()
         _LIVE_TOKENS.add(token)
         try:
@@ -186,7 +167,7 @@ class Sender:
                 envelopes, unrenderable = self._build(claimed, templates, skeleton)
                 if unrenderable:
                     self._record(unrenderable, skeleton)
-                await self._relay(execution_id, envelopes, skeleton, progress)
+                await self._relay(execution_id, envelopes, skeleton)
                 self.on_batch(execution_id)
         finally:
             _LIVE_TOKENS.discard(token)
@@ -194,7 +175,6 @@ class Sender:
     async def retry(self, execution_id: int) -> int:
         """Send again the soft-bounced logs whose retry is due; return how many were tried."""
         templates, skeleton = self._design(execution_id)
-        progress = self.progress.setdefault(execution_id, Progress())
         token = new_claim_token()
         _LIVE_TOKENS.add(token)
         tried = 0
@@ -208,7 +188,7 @@ class Sender:
                 envelopes, unrenderable = self._build([c[:3] for c in claimed], templates, skeleton)
                 if unrenderable:
                     self._record(unrenderable, skeleton)
-                await self._relay(execution_id, envelopes, skeleton, progress, counts)
+                await self._relay(execution_id, envelopes, skeleton, counts)
         finally:
             _LIVE_TOKENS.discard(token)
 
@@ -217,7 +197,6 @@ class Sender:
         execution_id: int,
         envelopes: list[Envelope],
         skeleton: MessageSkeleton,
-        progress: Progress,
         retry_counts: dict[int, int] | None = None,
     ) -> None:
         attempt = 0
@@ -226,10 +205,9 @@ class Sender:
                 results = await self.transport.send(envelopes)
             except RelayUnavailable as exc:
                 results = exc.partial
-                progress.outages += 1
                 answered = {r.log_id for r in results}
                 envelopes = [e for e in envelopes if e.log_id not in answered]
-                self._record_results(results, skeleton, progress, retry_counts)
+                self._record_results(results, skeleton, retry_counts)
                 delay = self.backoff.delay(attempt)
                 attempt += 1
                 log.warning(
@@ -244,7 +222,7 @@ class Sender:
                     self._release([e.log_id for e in envelopes])
                     return
                 continue
-            self._record_results(results, skeleton, progress, retry_counts)
+            self._record_results(results, skeleton, retry_counts)
             return
 
     # -- database steps ------------------------------------------------------------------
@@ -449,7 +427,6 @@ class Sender:
         self,
         results: Sequence[RelayResult],
         skeleton: MessageSkeleton,
-        progress: Progress,
         retry_counts: dict[int, int] | None = None,
     ) -> None:
         if not results:
@@ -461,14 +438,11 @@ class Sender:
         exhausted: set[int] = set()
         for r in results:
             status = str(r.smtp_code) if r.smtp_code else None
-            progress.relayed += 1
             if r.outcome == "accepted":
                 events.append(LogEvent(r.log_id, Event.RELAYED, smtp_status=status))
                 continue
             kind = Event.HARD_BOUNCE if r.outcome == "hard" else Event.SOFT_BOUNCE
             events.append(LogEvent(r.log_id, kind, failure_reason(r), status, r.smtp_message))
-            progress.hard += r.outcome == "hard"
-            progress.soft += r.outcome == "soft"
             tries = (retry_counts or {}).get(r.log_id, 0)
             if r.outcome == "soft" and tries >= settings.max_retries:
                 events.append(LogEvent(r.log_id, Event.RETRY_FAILED, failure_reason(r)))
@@ -483,7 +457,6 @@ class Sender:
         ]
         with self.services.sessions.begin() as s:
             apply_log_events(s, now, events)
-            s.flush()
             s.connection().execute(
                 update(SendingLog.__table__)
                 .where(SendingLog.__table__.c.id == bindparam("log_id"))

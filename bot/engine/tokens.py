@@ -71,7 +71,6 @@ class TokenSigner:
         key = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
         if not key:
             raise ValueError("the tracking secret is empty; set TRACKING_SECRET")
-        self._key = key
         block = hashlib.sha256().block_size
         padded = (hashlib.sha256(key).digest() if len(key) > block else key).ljust(block, b"\0")
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in padded))
@@ -118,7 +117,9 @@ class TokenSigner:
 
     def tag(self, data: bytes, size: int = 8) -> bytes:
         """A keyed digest of `data` that no token can collide with (e.g. Message-IDs)."""
-        return hmac.digest(self._key, _TAG + data, "sha256")[:size]
+        if not 0 < size <= MAC_SIZE:
+            raise ValueError(f"a tag has 1 to {MAC_SIZE} bytes")
+        return self._mac(_TAG + data)[:size]
 
     # ----------------------------------------------------------------- reading
 

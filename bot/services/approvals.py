@@ -31,8 +31,9 @@ from bot.domain.errors import PermissionDenied
 from bot.domain.roles import Permission, Role, require
 from bot.services import audit
 from bot.services.errors import NotFound
-from bot.services.recurring import ExecutionState, cancel_queued, start_execution
+from bot.services.recurring import ExecutionState, start_execution
 from bot.services.reporting import delivery_detail
+from bot.services.sending import cancel_unsent
 from bot.store.models import (
     ApprovalRequest,
     ApprovalVote,
@@ -172,7 +173,7 @@ def decide(
         if result is Result.SKIPPED:
             execution.state = ExecutionState.SKIPPED
             execution.finished_at = now
-            cancel_queued(s, now, execution.id, "skipped")
+            cancel_unsent(s, now, execution.id, include_claimed=True, reason="skipped")
         elif result is Result.APPROVED:
             start_execution(s, now, delivery, execution.id)
         return Decision(

@@ -39,14 +39,13 @@ from sqlalchemy.orm import Session
 from bot.blocks.approval import EXPIRED_REASON
 from bot.bootstrap import Services
 from bot.domain.lifecycle import DeliveryState
-from bot.domain.logs import Event, LogStatus
 from bot.domain.recurrence import approval_deadline, latest_between, period_key
 from bot.domain.schedule import Aggregation, format_duration
 from bot.services import audit
 from bot.services.executions import ensure_counter
-from bot.services.outcomes import LogEvent, apply_log_events
 from bot.services.prepare import ExecutionPreparation, prepare_execution
-from bot.store.models import ApprovalRequest, Delivery, Execution, SendingLog
+from bot.services.sending import cancel_unsent
+from bot.store.models import ApprovalRequest, Delivery, Execution
 
 log = logging.getLogger(__name__)
 
@@ -83,20 +82,6 @@ class OccurrenceRun:
 class RecurringReport:
     occurrences: list[OccurrenceRun] = field(default_factory=list)
     expired_requests: int = 0
-
-
-def cancel_queued(session: Session, now: datetime, execution_id: int, reason: str) -> int:
-    """Queued logs of an occurrence that will never be sent become Ignored, with the reason."""
-    ids = list(
-        session.scalars(
-            select(SendingLog.id).where(
-                SendingLog.execution_id == execution_id,
-                SendingLog.status == LogStatus.QUEUED.value,
-            )
-        )
-    )
-    apply_log_events(session, now, [LogEvent(i, Event.CANCELLED, reason=reason) for i in ids])
-    return len(ids)
 
 
 def start_execution(session: Session, now: datetime, delivery: Delivery, execution_id: int) -> None:
@@ -147,7 +132,7 @@ def expire_requests(services: Services) -> int:
             request.reason = _expiry_reason(delivery, request)
             execution.state = ExecutionState.EXPIRED
             execution.finished_at = now
-            cancelled = cancel_queued(s, now, execution_id, "expired")
+            cancelled = cancel_unsent(s, now, execution_id, include_claimed=True, reason="expired")
             audit.record(
                 s,
                 services.clock,

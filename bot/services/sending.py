@@ -182,15 +182,22 @@ def stop_delivery(services: Services, ref: str, actor: str, roles: Iterable[Role
     return moved
 
 
-def cancel_unsent(session: Session, now: datetime, execution_id: int, include_claimed: bool) -> int:
-    """Queued logs become Ignored (never relayed); claimed ones only once their sender is done."""
+def cancel_unsent(
+    session: Session,
+    now: datetime,
+    execution_id: int,
+    include_claimed: bool,
+    reason: str = "stopped",
+) -> int:
+    """Queued logs become Ignored (never relayed), with `reason`; claimed ones only when
+    `include_claimed` (their sender is done with them)."""
     stmt = select(SendingLog.id).where(
         SendingLog.execution_id == execution_id, SendingLog.status == LogStatus.QUEUED.value
     )
     if not include_claimed:
         stmt = stmt.where(SendingLog.claim_token.is_(None))
     ids = list(session.scalars(stmt))
-    apply_log_events(session, now, [LogEvent(i, Event.CANCELLED, reason="stopped") for i in ids])
+    apply_log_events(session, now, [LogEvent(i, Event.CANCELLED, reason=reason) for i in ids])
     return len(ids)
 
 
