@@ -46,11 +46,13 @@ def kpi_chart_png(chart: Mapping[str, Any]) -> bytes:
     axes = fig.subplots(2, 2, sharex=True)
     series: Sequence[Mapping[str, Any]] = chart.get("series") or []
     moments = sorted({p[0] for line in series for p in line["points"]})
+    times = [
+        [datetime.fromisoformat(p[0]).astimezone(tz) for p in line["points"]] for line in series
+    ]
     for index, ax in enumerate(axes.flat):
         ax.set_title(PANELS[index], fontsize=10)
         ax.grid(True, alpha=0.3)
-        for line in series:
-            xs = [datetime.fromisoformat(p[0]).astimezone(tz) for p in line["points"]]
+        for line, xs in zip(series, times, strict=True):
             ys = [float("nan") if p[index + 1] is None else p[index + 1] for p in line["points"]]
             ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.5, label=line["label"])
         if len(moments) == 1:  # the first digest: one point, centred in a two-hour span

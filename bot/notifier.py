@@ -69,19 +69,20 @@ class DeploymentNotifier:
 
         lock = self._locks.setdefault(ref, asyncio.Lock())
         async with lock:
-            detail, progress, where = await asyncio.to_thread(self._read, ref)
-            channel, ts = where
+            # The throttle first, on one row: most batch hooks of a send stop here, and
+            # the full detail is read only for a message that will be sent.
+            state, channel, ts = await asyncio.to_thread(self._where, ref)
             if not channel:
                 return None
-            relaying = detail["state"] == "in-progress"
             now = self.monotonic()
             if (
-                relaying
+                state == "in-progress"
                 and ts
                 and not force
                 and now - self._last.get(ref, -1e9) < self.min_interval
             ):
                 return None
+            detail, progress = await asyncio.to_thread(self._read, ref)
             message = deployment_message(detail, progress, now=self.services.clock.now())
             try:
                 if ts:
@@ -95,16 +96,15 @@ class DeploymentNotifier:
             self._last[ref] = now
             return message
 
-    def _read(
-        self, ref: str
-    ) -> tuple[dict[str, Any], dict[str, Any], tuple[str | None, str | None]]:
-        detail = delivery_detail(self.services, ref)
-        progress = sending_progress(self.services, ref)
+    def _where(self, ref: str) -> tuple[str, str | None, str | None]:
+        """The delivery's state and where its Deployment message is (or goes)."""
         with self.services.sessions() as s:
             d = s.scalar(select(Delivery).where(Delivery.ref == ref))
             assert d is not None
-            where = (d.deployment_channel or d.slack_channel, d.deployment_ts)
-        return detail, progress, where
+            return d.state, d.deployment_channel or d.slack_channel, d.deployment_ts
+
+    def _read(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        return delivery_detail(self.services, ref), sending_progress(self.services, ref)
 
     def _remember(self, ref: str, channel: str, ts: str) -> None:
         with self.services.sessions.begin() as s:

@@ -39,6 +39,10 @@ class NotConfigured(Exception):
     """The provider's key is not set: say which setting, answer 503 (the provider retries)."""
 
 
+# Parsed once, not per webhook (a failure is not cached: the next request says it again).
+_sendgrid_key = lru_cache(maxsize=4)(sendgrid.load_public_key)
+
+
 @lru_cache(maxsize=32)
 def _fetch_cert(url: str) -> bytes:
     """SNS signing certificates change rarely; fetch each once (`ses` checks the host)."""
@@ -69,7 +73,7 @@ def _parse(services: Services, provider: str, body: bytes, headers: Any) -> list
             body,
             headers.get("X-Twilio-Email-Event-Webhook-Signature"),
             headers.get("X-Twilio-Email-Event-Webhook-Timestamp"),
-            _secret(s.sendgrid_public_key, "SENDGRID_PUBLIC_KEY"),
+            _sendgrid_key(_secret(s.sendgrid_public_key, "SENDGRID_PUBLIC_KEY")),
         )
     if provider == "mailgun":
         return mailgun.verify_and_parse(body, _secret(s.mailgun_signing_key, "MAILGUN_SIGNING_KEY"))

@@ -166,7 +166,7 @@ class Sender:
                     return state
                 envelopes, unrenderable = self._build(claimed, templates, skeleton)
                 if unrenderable:
-                    self._record(unrenderable, skeleton)
+                    self._record(unrenderable)
                 await self._relay(execution_id, envelopes, skeleton)
                 self.on_batch(execution_id)
         finally:
@@ -187,7 +187,7 @@ class Sender:
                 counts = {log_id: count for log_id, _, _, count in claimed}
                 envelopes, unrenderable = self._build([c[:3] for c in claimed], templates, skeleton)
                 if unrenderable:
-                    self._record(unrenderable, skeleton)
+                    self._record(unrenderable)
                 await self._relay(execution_id, envelopes, skeleton, counts)
         finally:
             _LIVE_TOKENS.discard(token)
@@ -366,11 +366,7 @@ class Sender:
         if not log_ids:
             return
         with self.services.sessions.begin() as s:
-            s.execute(
-                update(SendingLog)
-                .where(SendingLog.id.in_(list(log_ids)))
-                .values(claim_token=None, claimed_at=None)
-            )
+            self._clear_claims(s, list(log_ids))
 
     def _build(
         self,
@@ -412,7 +408,7 @@ class Sender:
             envelopes.append(Envelope(log_id, skeleton.mail_from, email, data))
         return envelopes, unrenderable
 
-    def _record(self, unrenderable: list[tuple[int, str]], skeleton: MessageSkeleton) -> None:
+    def _record(self, unrenderable: list[tuple[int, str]]) -> None:
         """A message that no longer renders is not sent: Ignored, with the reason kept."""
         now = self.services.clock.now()
         with self.services.sessions.begin() as s:

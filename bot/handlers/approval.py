@@ -26,7 +26,7 @@ def _people(users: list[str]) -> str:
     return ", ".join(f"<@{u}>" for u in users) or "nobody"
 
 
-def reply_text(decision: Decision, user: str) -> str:
+def reply_text(decision: Decision) -> str:
     """What the clicker is told, privately: what their click did, or what was decided."""
     what = f"*{decision.ref}* (occurrence {decision.key})"
     if decision.outcome == "approved":
@@ -78,9 +78,7 @@ def register(app: Any, deps: Deps) -> None:
             return
         if decision.outcome == "approved":
             deps.kick()
-        await respond(
-            response_type="ephemeral", replace_original=False, text=reply_text(decision, user)
-        )
+        await respond(response_type="ephemeral", replace_original=False, text=reply_text(decision))
         if decision.outcome != "decided":
             await sync_messages(deps.services, client, only=decision.request_id)
 

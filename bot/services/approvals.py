@@ -356,13 +356,3 @@ async def sync_messages(
             if ts is None:
                 await asyncio.to_thread(_release_post, services, request_id)
     return done
-
-
-def request_id_of(services: Services, ref: str, key: str) -> int | None:
-    with services.sessions() as s:
-        return s.scalar(
-            select(ApprovalRequest.id)
-            .join(Execution, Execution.id == ApprovalRequest.execution_id)
-            .join(Delivery, Delivery.id == ApprovalRequest.delivery_id)
-            .where(Delivery.ref == ref, Execution.key == key)
-        )

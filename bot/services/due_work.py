@@ -39,7 +39,7 @@ from bot.services.feedback_mailbox import MailboxReport, read_feedback_mailbox
 from bot.services.outcomes import LogEvent, apply_log_events
 from bot.services.recurring import OccurrenceRun, run_occurrences
 from bot.services.sending import start_delivery
-from bot.services.stats import recount
+from bot.services.stats import tracked_counts
 from bot.store.models import Delivery, Execution, KpiCounter, SendingLog
 
 if TYPE_CHECKING:
@@ -137,13 +137,13 @@ def refresh_indicators(services: Services) -> int:
             )
         )
         for execution_id in due:
-            fresh = recount(s, execution_id)
+            openers, clickers = tracked_counts(s, execution_id)
             s.execute(
                 update(KpiCounter)
                 .where(KpiCounter.execution_id == execution_id)
                 .values(
-                    unique_opens=fresh.unique_opens,
-                    unique_clicks=fresh.unique_clicks,
+                    unique_opens=openers,
+                    unique_clicks=clickers,
                     rates_refreshed_at=now,
                 )
             )

@@ -37,7 +37,6 @@ class IngestReport:
     applied: int = 0
     duplicates: int = 0
     unmatched: int = 0
-    changed_logs: int = 0
     unmatched_ids: list[str] = field(default_factory=list)
 
 
@@ -151,8 +150,7 @@ def ingest(services: Services, events: Sequence[FeedbackEvent]) -> IngestReport:
                 )
         if hits:  # one executemany, not an ORM object per hit
             s.execute(_TRACKING.insert(), hits)
-        applied = apply_log_events(s, now, log_events)
-        report.changed_logs = sum(a.changed for a in applied)
+        apply_log_events(s, now, log_events)
         report.applied = len(fresh)
     if report.unmatched:
         log.warning(

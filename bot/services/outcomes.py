@@ -38,17 +38,6 @@ class LogEvent:
     diagnostic: str | None = None
 
 
-@dataclass(frozen=True)
-class Applied:
-    sending_log_id: int
-    before: LogState
-    after: LogState
-
-    @property
-    def changed(self) -> bool:
-        return self.before != self.after
-
-
 # apply_log_events works on plain rows, not ORM objects: one SELECT of these columns
 # and one executemany UPDATE per call. Loading and flushing ORM objects cost the
 # sender ~20 % of its time at 500 logs per batch (docs/benchmarks.md, Sending).
@@ -102,10 +91,10 @@ def _health_effect(event: Event, changed: bool, before: LogState) -> str | None:
     return None
 
 
-def apply_log_events(session: Session, now: datetime, events: Sequence[LogEvent]) -> list[Applied]:
-    """Apply events in order inside the caller's transaction; return what each did."""
+def apply_log_events(session: Session, now: datetime, events: Sequence[LogEvent]) -> None:
+    """Apply events in order inside the caller's transaction."""
     if not events:
-        return []
+        return
     ids = sorted({e.sending_log_id for e in events})
     logs = {
         row.id: row._asdict()
@@ -114,7 +103,6 @@ def apply_log_events(session: Session, now: datetime, events: Sequence[LogEvent]
     modes = _modes(session, {log["execution_id"] for log in logs.values()})
     deltas: dict[int, dict[LogStatus, int]] = defaultdict(lambda: defaultdict(int))
     health: dict[int, list[str]] = defaultdict(list)
-    applied: list[Applied] = []
     for e in events:
         log = logs.get(e.sending_log_id)
         if log is None:
@@ -142,11 +130,9 @@ def apply_log_events(session: Session, now: datetime, events: Sequence[LogEvent]
         effect = _health_effect(e.event, after != before, before)
         if effect:
             health[log["profile_id"]].append(effect)
-        applied.append(Applied(e.sending_log_id, before, after))
     _write_logs(session, logs.values())
     _move_counters(session, now, deltas)
     _update_health(session, now, health)
-    return applied
 
 
 def _write_logs(session: Session, logs: Iterable[dict[str, Any]]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import case, distinct, func, select
 from sqlalchemy.orm import Session
 
 from bot.domain.kpi import Counters
@@ -41,19 +41,7 @@ def recount(session: Session, execution_id: int) -> Counters:
             .group_by(SendingLog.status)
         ).all()
     )
-    tracked = dict(
-        session.execute(
-            select(TrackingLog.kind, func.count(distinct(TrackingLog.profile_id)))
-            .where(TrackingLog.execution_id == execution_id)
-            .group_by(TrackingLog.kind)
-        ).all()
-    )
-    # A click counts as an open: openers are the union of both kinds.
-    openers = session.scalar(
-        select(func.count(distinct(TrackingLog.profile_id))).where(
-            TrackingLog.execution_id == execution_id
-        )
-    )
+    openers, clickers = tracked_counts(session, execution_id)
     counter = session.get(KpiCounter, execution_id)
     return Counters(
         to_deliver=counter.to_deliver if counter else sum(by_status.values()),
@@ -62,9 +50,23 @@ def recount(session: Session, execution_id: int) -> Counters:
         sent=by_status.get(LogStatus.SENT.value, 0),
         failed=by_status.get(LogStatus.FAILED.value, 0),
         ignored=by_status.get(LogStatus.IGNORED.value, 0),
-        unique_opens=openers or 0,
-        unique_clicks=tracked.get("click", 0),
+        unique_opens=openers,
+        unique_clicks=clickers,
     )
+
+
+def tracked_counts(session: Session, execution_id: int) -> tuple[int, int]:
+    """Unique openers and unique clickers, in one pass over the tracking log.
+
+    A click counts as an open: openers are everyone with any hit.
+    """
+    openers, clickers = session.execute(
+        select(
+            func.count(distinct(TrackingLog.profile_id)),
+            func.count(distinct(case((TrackingLog.kind == "click", TrackingLog.profile_id)))),
+        ).where(TrackingLog.execution_id == execution_id)
+    ).one()
+    return openers or 0, clickers or 0
 
 
 def executions_of(session: Session, delivery_id: int) -> list[Execution]:
