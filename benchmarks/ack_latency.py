@@ -283,9 +283,12 @@ def main() -> None:
 
             confirm = click(slack.url, 10 * n, ids.CONFIRM_SEND, bench.REF)
             asyncio.run(fire(url, [confirm], 1))
+            deadline = time.monotonic() + 120
             while (taken := sink.messages()) < 2_000:
                 if process.poll() is not None:
                     raise SystemExit("serve exited while starting the send")
+                if time.monotonic() > deadline:
+                    raise SystemExit("the confirmed send never started (see serve.log)")
                 time.sleep(0.1)
             print(f"\n[loaded] confirmed; the sink has taken {taken:,} messages; {n} requests …")
             before, t0 = sink.messages(), time.perf_counter()

@@ -331,12 +331,15 @@ def main() -> None:
             f"POST /feedback/generic to serve   {elapsed:7.2f} s  {rate:9,.0f} events/s  "
             f"(goal ≥ 5,000/s)  {totals}"
         )
+        if totals["applied"] != args.events or totals["unmatched"]:
+            raise SystemExit(f"not every event was applied once: {totals}")
         n = again["received"]
         print(
             f"  the first {n:,} again (retries)  {replayed:7.2f} s  {n / replayed:9,.0f} events/s  "
             f"{again}"
         )
-        assert again["applied"] == 0 and again["duplicates"] == n, "a retry must change nothing"
+        if again["applied"] or again["duplicates"] != n:
+            raise SystemExit(f"a retry must change nothing: {again}")
         parsed = parse_only(payloads)
         print(
             f"  reference: signature + parsing   {parsed:7.2f} s  "
@@ -354,7 +357,8 @@ def main() -> None:
         with services.sessions() as s:
             live, fresh = live_counters(s, 1), recount(s, 1)
         # Opens and clicks are hourly; the status counters move with every event.
-        assert (live.pending, live.sent, live.failed) == (fresh.pending, fresh.sent, fresh.failed)
+        if (live.pending, live.sent, live.failed) != (fresh.pending, fresh.sent, fresh.failed):
+            raise SystemExit(f"the live counters differ from a recount: {live} != {fresh}")
         start = time.perf_counter()
         detail = compute_delivery_stats(services, "stats")
         stats = time.perf_counter() - start

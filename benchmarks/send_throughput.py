@@ -6,7 +6,7 @@ In one run, against one `smtp-sink` started for the run on a free loopback port:
   the raw SMTP limit of this machine for messages of the engine's size;
 * reference B: a naive `smtplib` loop, one new connection per message;
 * the engine: for each size, a fresh SQLite database is seeded with N valid profiles
-  in one audience and a delivery with a ~2.7 KB HTML template (variables, a loop,
+  in one audience and a delivery with a ~2.2 KB HTML template (variables, a loop,
   six links), prepared and confirmed through the real services; then
   `Sender(services, make_transport(settings)).run(execution_id)` is timed: claims,
   profile reads, sandboxed rendering, signed links, MIME assembly, the SMTP pool and

@@ -23,7 +23,7 @@ from bot.feedback import generic
 from bot.services.due_work import run_due
 from bot.services.reporting import delivery_detail
 from bot.services.sending import confirm_send
-from bot.store.models import Profile, SendingLog, TrackingLog
+from bot.store.models import FeedbackReceipt, Profile, SendingLog, TrackingLog
 
 SECRET = "test-feedback-secret"  # tests/conftest.py's FEEDBACK_SECRET
 
@@ -172,11 +172,19 @@ def test_one_click_unsubscribe_denylists(
 def test_a_storage_failure_answers_503_so_the_provider_retries(
     app: LiveApp, services: Services, logs: dict[str, SendingLog], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
-        raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+    """The failure comes after the receipt and the log change were written in the
+    transaction: both must roll back, so the provider's retry applies the event."""
+    import bot.services.ingest as ingest_module
 
-    monkeypatch.setattr("bot.web_feedback.ingest", broken)
+    real = ingest_module.apply_log_events
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        real(*args, **kwargs)
+        raise OperationalError("UPDATE", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(ingest_module, "apply_log_events", broken)
     assert post_generic(app, [event(logs["a@x.example"], "delivered", "e1")])[0] == 503
     with services.sessions() as s:
         assert s.scalar(select(func.count()).select_from(TrackingLog)) == 0
+        assert s.scalar(select(func.count()).select_from(FeedbackReceipt)) == 0
     assert delivery_detail(services, "promo")["logs"]["pending"] == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ def test_the_sender_process_relays_reports_batches_and_stops(tmp_path: Path) -> 
 
     def on_batch(execution_id: int) -> None:
         batches.append(execution_id)
-        if len(batches) >= N // BATCH + 1:
+        if len(batches) >= -(-N // BATCH) + 1:  # each batch, then the finish
             all_reported.set()
 
     # A tick far away: only the kick can make the child send within the test.
@@ -83,7 +84,9 @@ def test_stop_before_anything_is_due_is_prompt(tmp_path: Path) -> None:
     runner = SendProcess(settings, tick_seconds=3600)
     runner.start()
     runner.kick()
+    asked = time.monotonic()
     runner.stop(timeout=30)
+    assert time.monotonic() - asked < 10, "an idle sender stops at once, not at the timeout"
     assert not runner.is_alive()
     assert runner.rounds >= 1
 

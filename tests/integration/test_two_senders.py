@@ -19,7 +19,7 @@ from bot.bootstrap import Services, bootstrap
 from bot.clock import FixedClock
 from bot.domain.roles import Role
 from bot.engine.sender import claim_is_abandoned, new_claim_token
-from bot.services.due_work import run_due
+from bot.services.due_work import DueReport, run_due
 from bot.services.reporting import delivery_detail
 from bot.services.sending import confirm_send
 
@@ -50,7 +50,8 @@ def test_a_second_sender_never_resends_a_live_senders_batch(
             engine=services.engine if services.engine.dialect.name == "postgresql" else None,
         )
 
-        first = threading.Thread(target=lambda: asyncio.run(run_due(services)))
+        reports: list[DueReport] = []
+        first = threading.Thread(target=lambda: reports.append(asyncio.run(run_due(services))))
         first.start()
         assert holder.reached.wait(30), "the first sender never relayed"
         report = asyncio.run(run_due(other))
@@ -58,6 +59,8 @@ def test_a_second_sender_never_resends_a_live_senders_batch(
         assert len(holder.received) == 5, "the second sent the others, not the held batch"
         holder.release.set()
         first.join(30)
+        assert not first.is_alive()
+        assert [r.sent for r in reports] == [{"big": "finished"}], "the first sender finished"
     finally:
         holder.release.set()
         controller.stop()
