@@ -38,6 +38,7 @@ from bot.bootstrap import Services
 from bot.domain.digest import kpi_change, latest_slot
 from bot.domain.kpi import Counters, kpis
 from bot.domain.schedule import MAX_VALIDITY
+from bot.store.db import insert_ignoring_conflicts
 from bot.store.models import (
     Delivery,
     Digest,
@@ -111,7 +112,11 @@ def claim(services: Services, slot: datetime, channel: str) -> tuple[int, str] |
             .values(state="superseded", claim_token=None)
         )
         if state is None:
-            s.execute(_insert_ignore(s, slot, channel, now))
+            s.execute(
+                insert_ignoring_conflicts(s, Digest).values(
+                    slot_at=slot, channel=channel, state="pending", created_at=now, attempts=0
+                )
+            )
     token = secrets.token_hex(16)
     with services.sessions.begin() as s:
         claimed = s.execute(
@@ -133,19 +138,6 @@ def _claimable(now: datetime) -> Any:
         Digest.state == "pending",
         and_(Digest.state == "posting", Digest.claimed_at < now - LEASE),
     )
-
-
-def _insert_ignore(session: Session, slot: datetime, channel: str, now: datetime) -> Any:
-    """INSERT of the slot's row that does nothing when another process inserted it first."""
-    values = {"slot_at": slot, "channel": channel, "state": "pending", "created_at": now}
-    values.update(attempts=0)
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(Digest).values(**values).on_conflict_do_nothing()
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(Digest).values(**values).on_conflict_do_nothing()
 
 
 def _release(services: Services, digest_id: int, token: str, **values: Any) -> None:

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from bot.bootstrap import Services
 from bot.feedback.events import FeedbackEvent, FeedbackKind
 from bot.services.outcomes import LogEvent, apply_log_events, record_complaint
+from bot.store.db import insert_ignoring_conflicts
 from bot.store.models import FeedbackReceipt, SendingLog, TrackingLog
 
 log = logging.getLogger(__name__)
@@ -85,8 +85,6 @@ def _claim_receipts(
     Keys go in sorted order so that two concurrent batches on PostgreSQL wait for
     each other rather than deadlock.
     """
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     first: dict[tuple[str, str], int] = {}
     for i in sorted(matched):
         first.setdefault((events[i].source, events[i].source_event_id), i)
@@ -105,10 +103,8 @@ def _claim_receipts(
         return set()
     # Compiled once and cached; SQLAlchemy sends the rows as multi-row VALUES batches
     # ("insertmanyvalues") and gathers what each batch RETURNs.
-    stmt = (
-        insert(_RECEIPTS)
-        .on_conflict_do_nothing(index_elements=["source", "source_event_id"])
-        .returning(_RECEIPTS.c.source, _RECEIPTS.c.source_event_id)
+    stmt = insert_ignoring_conflicts(session, _RECEIPTS, ["source", "source_event_id"]).returning(
+        _RECEIPTS.c.source, _RECEIPTS.c.source_event_id
     )
     return {first[source, event_id] for source, event_id in session.execute(stmt, rows)}
 

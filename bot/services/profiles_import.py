@@ -30,7 +30,6 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import Text, bindparam, cast, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -41,6 +40,7 @@ from bot.domain.quarantine import EmailStatus
 from bot.services import audit
 from bot.services.definitions import zone
 from bot.services.errors import InputRejected, NotFound, Problem
+from bot.store.db import insert_ignoring_conflicts
 from bot.store.models import Audience, AudienceMember, Delivery, Profile
 
 KNOWN = ("email", "first_name", "last_name", "timezone")
@@ -589,13 +589,6 @@ def _invalid_addresses(
     return count
 
 
-def _insert_ignore(session: Session, table: Any) -> Any:
-    """INSERT … ON CONFLICT DO NOTHING: a concurrent import adding the same member is fine."""
-    dialect = session.get_bind().dialect.name
-    module = postgresql if dialect == "postgresql" else sqlite
-    return module.insert(table).on_conflict_do_nothing()
-
-
 def _add_members(
     session: Session,
     now: datetime,
@@ -619,7 +612,7 @@ def _add_members(
     to_add = [pid for pid in dict.fromkeys(profile_ids) if pid not in members]
     if to_add:
         session.execute(
-            _insert_ignore(session, AudienceMember.__table__),
+            insert_ignoring_conflicts(session, AudienceMember.__table__),
             [{"audience_id": audience.id, "profile_id": pid} for pid in to_add],
         )
     report.members_added = len(to_add)

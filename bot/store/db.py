@@ -69,3 +69,17 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision() -> str | None:
     return ScriptDirectory.from_config(_alembic_config(None)).get_current_head()  # type: ignore[arg-type]
+
+
+def insert_ignoring_conflicts(
+    session: Session, table: Any, index_elements: list[str] | None = None
+) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING in the session's dialect (SQLite or PostgreSQL).
+
+    The database's unique key then decides, also between concurrent transactions, which
+    rows are new: the way every "once" in Greenlight is made.
+    """
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return module.insert(table).on_conflict_do_nothing(index_elements=index_elements)
