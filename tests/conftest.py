@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from mock_slack import MockSlack
+from smtp_relay import Relay
 from sqlalchemy import Engine, text
 
 from bot.bootstrap import Services, bootstrap
@@ -103,3 +105,21 @@ def services(
     svc = bootstrap(settings, clock, migrate=False)
     yield svc
     svc.close()
+
+
+@pytest.fixture
+def relay() -> Iterator[Relay]:
+    """A real SMTP server (aiosmtpd) on loopback, answering as `tests/smtp_relay.py` says."""
+    server = Relay()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mock_slack() -> Iterator[MockSlack]:
+    """A local stand-in for Slack's Web API and response URLs (`tests/mock_slack.py`)."""
+    server = MockSlack()
+    server.start()
+    yield server
+    server.stop()

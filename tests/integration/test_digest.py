@@ -12,7 +12,6 @@ import asyncio
 import logging
 import struct
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -46,14 +45,6 @@ from bot.store.models import (
 
 CHANNEL = "C0KPI"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture
-def mock_slack() -> Iterator[MockSlack]:
-    server = MockSlack()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from smtp_relay import Relay
 from sqlalchemy import select
 
@@ -32,14 +31,6 @@ DELIVERY = """
   validity: 1d
 SCHEDULE
 """
-
-
-@pytest.fixture
-def relay():  # type: ignore[no-untyped-def]
-    server = Relay()
-    server.start()
-    yield server
-    server.stop()
 
 
 def load(services: Services, tmp_path: Path, emails: list[str], efs=False, schedule=""):  # type: ignore[no-untyped-def]

@@ -51,14 +51,6 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-@pytest.fixture
-def relay():  # type: ignore[no-untyped-def]
-    server = Relay()
-    server.start()
-    yield server
-    server.stop()
-
-
 def profiles(services: Services, tmp_path: Path, emails: list[str]) -> None:
     csv = tmp_path / "p.csv"
     csv.write_text("email,first_name\n" + "".join(f"{e},N\n" for e in emails))

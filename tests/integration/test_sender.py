@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -50,14 +50,6 @@ DELIVERY = """
   text: "Hi {{ first_name }}"
   efs: EFS
 """
-
-
-@pytest.fixture
-def relay() -> Iterator[Relay]:
-    server = Relay()
-    server.start()
-    yield server
-    server.stop()
 
 
 def load(services: Services, tmp_path: Path, emails: Sequence[str], efs: bool = False) -> int:

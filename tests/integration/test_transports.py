@@ -13,7 +13,6 @@ import mailbox
 import shutil
 import ssl
 import subprocess
-from collections.abc import Iterator
 from email import policy
 from email.parser import BytesParser
 from pathlib import Path
@@ -51,14 +50,6 @@ def message(log_id: int, rcpt: str) -> bytes:
 
 def envelope(log_id: int, rcpt: str) -> Envelope:
     return Envelope(log_id, SENDER, rcpt, message(log_id, rcpt))
-
-
-@pytest.fixture
-def relay() -> Iterator[Relay]:
-    server = Relay()
-    server.start()
-    yield server
-    server.stop()
 
 
 def smtp(relay: Relay, **options: Any) -> SmtpTransport:

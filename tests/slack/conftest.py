@@ -19,22 +19,6 @@ from bot.services.roles import grant
 
 
 @pytest.fixture
-def mock_slack() -> Iterator[MockSlack]:
-    server = MockSlack()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def relay() -> Iterator[Relay]:
-    server = Relay()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def slack_services(
     services: Services, mock_slack: MockSlack, relay: Relay, tmp_path: Path
 ) -> Services:
