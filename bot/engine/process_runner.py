@@ -105,6 +105,7 @@ class SendProcess:
         self.tick_seconds = tick_seconds
         self.rounds = 0
         self.last_report: Any = None
+        self.on_round: Callable[[], None] = lambda: None  # after each round is reported
         self._send_lock = threading.Lock()  # kicks come from several threads
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
@@ -141,6 +142,7 @@ class SendProcess:
             elif kind == "round":
                 self.rounds += 1
                 self.last_report = value
+                self.on_round()
 
     def _send(self, message: tuple[str, ...]) -> None:
         if self._conn is None:

@@ -81,9 +81,13 @@ def test_stop_before_anything_is_due_is_prompt(tmp_path: Path) -> None:
         tracking_secret="process-test",
     )
     bootstrap(settings).close()  # migrated, as the server does before starting the child
+    rounds = threading.Semaphore(0)
     runner = SendProcess(settings, tick_seconds=3600)
+    runner.on_round = rounds.release
     runner.start()
+    assert rounds.acquire(timeout=60), "the sender's first round never ended"
     runner.kick()
+    assert rounds.acquire(timeout=60), "a kick makes the idle sender run a round"
     asked = time.monotonic()
     runner.stop(timeout=30)
     assert time.monotonic() - asked < 10, "an idle sender stops at once, not at the timeout"
