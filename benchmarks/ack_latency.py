@@ -68,12 +68,13 @@ GOAL_P99_MS = 300.0
 
 def seed(db: Path, n: int) -> int:
     """The delivery of send_throughput, prepared but not confirmed; USER holds the roles."""
-    services = bootstrap(bench._settings(db))
-    bench._seed(services, n)
-    result = prepare_delivery(services, bench.REF, actor="bench")
+    root = bootstrap(bench._settings(db))
+    ctx = root.context
+    bench._seed(ctx, n)
+    result = prepare_delivery(ctx, bench.REF, actor="bench")
     for role in (Role.START_DELIVERIES, Role.ADMINISTRATION):
-        grant(services, USER, role.value, actor="bench")
-    services.close()
+        grant(ctx, USER, role.value, actor="bench")
+    root.close()
     return result.to_deliver
 
 

@@ -40,9 +40,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from mock_slack import MockSlack  # noqa: E402
 
-from bot.bootstrap import Services, bootstrap  # noqa: E402
+from bot.bootstrap import bootstrap  # noqa: E402
 from bot.clock import FixedClock  # noqa: E402
 from bot.config import load_settings  # noqa: E402
+from bot.context import Context  # noqa: E402
 from bot.services.digest import build, claim, run_digest  # noqa: E402
 from bot.services.reporting import delivery_detail  # noqa: E402
 from bot.slack_api import make_client  # noqa: E402
@@ -79,10 +80,10 @@ def _counters(rng: random.Random, to_deliver: int, progress: float) -> dict[str,
     }
 
 
-def seed(services: Services, n: int) -> None:
+def seed(ctx: Context, n: int) -> None:
     """N active executions, and 48 posted hourly digests with their snapshots."""
     rng = random.Random(7)
-    with services.sessions.begin() as s:
+    with ctx.sessions.begin() as s:
         audience = Audience(name="everyone", version=1, created_at=NOW, updated_at=NOW)
         s.add(audience)
         s.flush()
@@ -161,13 +162,13 @@ def seed(services: Services, n: int) -> None:
                 s.execute(insert(DigestSnapshot), rows)
 
 
-def naive(services: Services) -> float:
+def naive(ctx: Context) -> float:
     """The reference: each delivery's detail read on its own, as `deliveries show` does."""
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         refs = list(s.scalars(select(Delivery.ref).order_by(Delivery.ref)))
     started = time.perf_counter()
     for ref in refs:
-        delivery_detail(services, ref)
+        delivery_detail(ctx, ref)
     return time.perf_counter() - started
 
 
@@ -191,13 +192,14 @@ def main() -> None:
             slack_api_url=f"{mock.url}/api/",
             kpi_channel=CHANNEL,
         )
-        services = bootstrap(settings, FixedClock(NOW + timedelta(minutes=1)))
-        with services.sessions() as s:
+        root = bootstrap(settings, FixedClock(NOW + timedelta(minutes=1)))
+        ctx = root.context
+        with ctx.sessions() as s:
             if s.scalar(select(func.count()).select_from(Delivery)):
                 sys.exit("the database is not empty; give an empty one")
         started = time.perf_counter()
-        seed(services, n)
-        with services.sessions() as s:
+        seed(ctx, n)
+        with ctx.sessions() as s:
             snapshots = s.scalar(select(func.count()).select_from(DigestSnapshot))
             deliveries = s.scalar(select(func.count()).select_from(Delivery))
         print(
@@ -206,9 +208,9 @@ def main() -> None:
         )
 
         started = time.perf_counter()
-        claimed = claim(services, NOW, CHANNEL)
+        claimed = claim(ctx, NOW, CHANNEL)
         assert claimed is not None
-        rows = build(services, *claimed)
+        rows = build(ctx, *claimed)
         built = time.perf_counter() - started
         print(f"build one digest (claim, query, snapshots, messages, chart data): {built:.3f} s")
         print(f"  rows: {rows}")
@@ -220,7 +222,7 @@ def main() -> None:
         load()  # what the sender process does in the background when it starts
         imported = time.perf_counter() - started
 
-        with services.sessions() as s:
+        with ctx.sessions() as s:
             chart = s.scalar(
                 select(DigestPart.payload).where(
                     DigestPart.digest_id == claimed[0], DigestPart.kind == "chart"
@@ -241,7 +243,7 @@ def main() -> None:
         print(f"one digest at its tick: build + first draw = {built + cold:.3f} s (goal < 1 s)")
 
         # Post what was built: the claim is released as a failed attempt would leave it.
-        with services.sessions.begin() as s:
+        with ctx.sessions.begin() as s:
             d = s.get(Digest, claimed[0])
             assert d is not None
             d.state, d.claim_token = "pending", None
@@ -250,7 +252,7 @@ def main() -> None:
             async def no_pause(_: float) -> None:
                 return None
 
-            return await run_digest(services, make_client(settings), sleep=no_pause)
+            return await run_digest(ctx, make_client(settings), sleep=no_pause)
 
         started = time.perf_counter()
         report = asyncio.run(post())
@@ -262,11 +264,11 @@ def main() -> None:
         print(f"  Slack calls: {counts}")
         print(f"  messages per 40 deliveries: {report.messages / (n / 40):.2f} (goal: at most 1)")
 
-        reference = naive(services)
+        reference = naive(ctx)
         print(f"reference: delivery_detail for each of {deliveries} deliveries: {reference:.3f} s")
         print(f"ratio reference / digest build: {reference / built:.1f}")
         mock.stop()
-        services.close()
+        root.close()
     print(f"load average after the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
 
 

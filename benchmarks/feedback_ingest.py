@@ -82,9 +82,10 @@ def seed(folder: Path, events: int, stats_logs: int, now: datetime) -> list[str]
     """The two deliveries, in bulk; returns the Message-IDs of the feedback delivery."""
     env = settings_env(folder, 3000)
     settings = load_settings(_env_file=None, **{k.lower(): v for k, v in env.items()})
-    services = bootstrap(settings)  # migrates the fresh database
+    root = bootstrap(settings)
+    ctx = root.context  # migrates the fresh database
     far = now + timedelta(days=30)
-    with services.sessions.begin() as s:
+    with ctx.sessions.begin() as s:
         audience = Audience(name="everyone", created_at=now, updated_at=now)
         s.add(audience)
         s.flush()
@@ -105,7 +106,7 @@ def seed(folder: Path, events: int, stats_logs: int, now: datetime) -> list[str]
             s.add(execution)
             s.flush()
             ids.append(execution.id)
-    services.close()
+    root.close()
     feedback_execution, stats_execution = ids
 
     skeleton = MessageSkeleton(
@@ -353,16 +354,17 @@ def main() -> None:
 
         env = settings_env(folder, 3000)
         settings = load_settings(_env_file=None, **{k.lower(): v for k, v in env.items()})
-        services = bootstrap(settings, migrate=False)
-        with services.sessions() as s:
+        root = bootstrap(settings, migrate=False)
+        ctx = root.context
+        with ctx.sessions() as s:
             live, fresh = live_counters(s, 1), recount(s, 1)
         # Opens and clicks are hourly; the status counters move with every event.
         if (live.pending, live.sent, live.failed) != (fresh.pending, fresh.sent, fresh.failed):
             raise SystemExit(f"the live counters differ from a recount: {live} != {fresh}")
         start = time.perf_counter()
-        detail = compute_delivery_stats(services, "stats")
+        detail = compute_delivery_stats(ctx, "stats")
         stats = time.perf_counter() - start
-        services.close()
+        root.close()
         k = detail["kpis"]
         print(
             f"Compute stats, {args.stats_logs:,} logs       {stats:7.2f} s  (goal < 2 s)  "

@@ -24,8 +24,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bot.bootstrap import Services, bootstrap
+from bot.bootstrap import bootstrap
 from bot.config import load_settings
+from bot.context import Context
 from bot.services.profiles_import import ProfilesImportReport, import_profiles
 
 ZONES = ["Europe/Paris", "Europe/London", "America/New_York", "Asia/Tokyo", ""]
@@ -51,16 +52,16 @@ def write_csv(path: Path, rows: int) -> None:
             )
 
 
-def fresh_services(folder: Path, name: str) -> Services:
+def fresh_services(folder: Path, name: str) -> Context:
     settings = load_settings(_env_file=None, database_url=f"sqlite:///{folder / name}")
     return bootstrap(settings)
 
 
 def timed_import(
-    services: Services, path: Path, audience: str | None
+    ctx: Context, path: Path, audience: str | None
 ) -> tuple[float, ProfilesImportReport]:
     start = time.perf_counter()
-    report = import_profiles(services, path, audience)
+    report = import_profiles(ctx, path, audience)
     return time.perf_counter() - start, report
 
 
@@ -117,19 +118,19 @@ def main() -> None:
             f"{os.cpu_count()} CPUs"
         )
 
-        services = fresh_services(folder, "greenlight.db")
+        ctx = fresh_services(folder, "greenlight.db")
         for label in ("import --audience (create)", "re-import (unchanged)"):
-            seconds, report = timed_import(services, path, "bench")
+            seconds, report = timed_import(ctx, path, "bench")
             note = (
                 f"created {report.created:,}, unchanged {report.unchanged:,}, "
                 f"members added {report.members_added:,}"
             )
             show(label, seconds, rows, note)
-        services.close()
+        ctx.close()
 
-        services = fresh_services(folder, "plain.db")
-        plain, _ = timed_import(services, path, None)
-        services.close()
+        ctx = fresh_services(folder, "plain.db")
+        plain, _ = timed_import(ctx, path, None)
+        ctx.close()
         show("import (create)", plain, rows)
 
         reference = raw_reference(folder, path)

@@ -165,9 +165,9 @@ def _profiles(n: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _seed(services: Any, n: int) -> None:
+def _seed(ctx: Any, n: int) -> None:
     profiles = _profiles(n)
-    with services.sessions.begin() as s:
+    with ctx.sessions.begin() as s:
         s.add(Audience(id=1, name="everyone", version=1, created_at=NOW, updated_at=NOW))
         s.flush()
         for start in range(0, n, 10_000):
@@ -240,17 +240,18 @@ def main() -> None:
     print(f"HTML template: {len(HTML.encode()):,} bytes")
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(_env_file=None, database_url=f"sqlite:///{Path(tmp) / 'bench.db'}")
-        services = bootstrap(settings, FixedClock(NOW))
+        root = bootstrap(settings, FixedClock(NOW))
+        ctx = root.context
         started = time.perf_counter()
-        _seed(services, n)
+        _seed(ctx, n)
         print(f"seed: {time.perf_counter() - started:.2f} s")
         started = time.perf_counter()
-        result = prepare_delivery(services, "spring-sale", actor="bench")
+        result = prepare_delivery(ctx, "spring-sale", actor="bench")
         elapsed = time.perf_counter() - started
         again = time.perf_counter()
-        prepare_delivery(services, "spring-sale", actor="bench")
+        prepare_delivery(ctx, "spring-sale", actor="bench")
         elapsed_again = time.perf_counter() - again
-        services.close()
+        root.close()
     print(
         f"prepare: {elapsed:.2f} s, {n / elapsed:,.0f} profiles/s "
         f"(state {result.state}, targeted {result.targeted:,}, excluded {result.excluded:,}, "

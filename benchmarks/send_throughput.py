@@ -7,8 +7,8 @@ In one run, against one `smtp-sink` started for the run on a free loopback port:
 * reference B: a naive `smtplib` loop, one new connection per message;
 * the engine: for each size, a fresh SQLite database is seeded with N valid profiles
   in one audience and a delivery with a ~2.2 KB HTML template (variables, a loop,
-  six links), prepared and confirmed through the real services; then
-  `Sender(services, make_transport(settings)).run(execution_id)` is timed: claims,
+  six links), prepared and confirmed through the real ctx; then
+  `Sender(ctx, make_transport(settings)).run(execution_id)` is timed: claims,
   profile reads, sandboxed rendering, signed links, MIME assembly, the SMTP pool and
   the batched database records are all inside the figure. The KPIs must show
   sent == N afterwards, and the sink must have counted N more messages.
@@ -48,8 +48,9 @@ from sqlalchemy import insert, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.bootstrap import Services, bootstrap
+from bot.bootstrap import bootstrap
 from bot.config import Settings, load_settings
+from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.message import MessageSkeleton
 from bot.engine.sender import Sender
@@ -188,10 +189,10 @@ def _profile_chunks(n: int, now: datetime) -> Iterator[list[dict[str, Any]]]:
         ]
 
 
-def _seed(services: Services, n: int) -> None:
+def _seed(ctx: Context, n: int) -> None:
     """Bulk inserts, as benchmarks/prepare.py: the import's checks are not measured here."""
     now = datetime.now(UTC)
-    with services.sessions.begin() as s:
+    with ctx.sessions.begin() as s:
         s.add(Audience(id=1, name="everyone", version=1, created_at=now, updated_at=now))
         s.flush()
         for rows in _profile_chunks(n, now):
@@ -218,20 +219,21 @@ def _seed(services: Services, n: int) -> None:
 
 def phase_prepare(db: Path, n: int) -> dict[str, Any]:
     """Seed, prepare and confirm (on-confirm: the delivery starts at once)."""
-    services = bootstrap(_settings(db))
+    root = bootstrap(_settings(db))
+    ctx = root.context
     started = time.perf_counter()
-    _seed(services, n)
+    _seed(ctx, n)
     seeded = time.perf_counter()
-    result = prepare_delivery(services, REF, actor="bench")
+    result = prepare_delivery(ctx, REF, actor="bench")
     prepared = time.perf_counter()
-    confirm_send(services, REF, "U0BENCH", [Role.START_DELIVERIES])
-    with services.sessions() as s:
+    confirm_send(ctx, REF, "U0BENCH", [Role.START_DELIVERIES])
+    with ctx.sessions() as s:
         execution_id = s.scalar(
             select(Execution.id)
             .join(Delivery, Delivery.id == Execution.delivery_id)
             .where(Delivery.ref == REF, Execution.key == "main")
         )
-    services.close()
+    root.close()
     return {
         "seed_s": seeded - started,
         "prepare_s": prepared - seeded,
@@ -259,12 +261,13 @@ def phase_send(
 ) -> dict[str, Any]:
     """Time the real sender on a prepared, confirmed delivery; then check the KPIs."""
     settings = _settings(db, port, pool, batch)
-    services = bootstrap(settings)
+    root = bootstrap(settings)
+    ctx = root.context
     transport = make_transport(settings)
 
     async def go() -> str:
         try:
-            return (await Sender(services, transport).run(execution_id)).value
+            return (await Sender(ctx, transport).run(execution_id)).value
         finally:
             await transport.close()
 
@@ -282,8 +285,8 @@ def phase_send(
     elapsed = time.perf_counter() - started
     cpu = _cpu_s() - cpu_before
     rss_peak = _rss_mb()  # read before the checks below, which load nothing large anyway
-    detail = delivery_detail(services, REF)
-    services.close()
+    detail = delivery_detail(ctx, REF)
+    root.close()
     return {
         "elapsed_s": elapsed,
         "cpu_s": cpu,

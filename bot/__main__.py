@@ -20,14 +20,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bot.bootstrap import Services, bootstrap
+from bot.bootstrap import Root, bootstrap
 from bot.config import SettingsError, get_settings
 from bot.domain.errors import DomainError
 from bot.domain.roles import Role
 
 log = logging.getLogger("greenlight")
 
-Handler = Callable[[Services, argparse.Namespace], int]
+Handler = Callable[[Root, argparse.Namespace], int]
 
 
 def _json_default(value: Any) -> Any:
@@ -51,11 +51,11 @@ def _as_dict(value: Any) -> dict[str, Any]:
 # -- commands ---------------------------------------------------------------------------
 
 
-def cmd_db_upgrade(services: Services, args: argparse.Namespace) -> int:
+def cmd_db_upgrade(root: Root, args: argparse.Namespace) -> int:
     from bot.store.db import current_revision, upgrade
 
-    upgrade(services.engine)
-    print(f"database is at revision {current_revision(services.engine)}")
+    upgrade(root.engine)
+    print(f"database is at revision {current_revision(root.engine)}")
     return 0
 
 
@@ -72,26 +72,26 @@ def _print_report(report: Any) -> None:
         print(f"  warning: {warning}")
 
 
-def cmd_profiles_import(services: Services, args: argparse.Namespace) -> int:
+def cmd_profiles_import(root: Root, args: argparse.Namespace) -> int:
     from bot.services.profiles_import import import_profiles
 
-    report = import_profiles(services, Path(args.file), args.audience, actor="cli")
+    report = import_profiles(root.context, Path(args.file), args.audience, actor="cli")
     _print_json(report) if args.json else _print_report(report)
     return 0
 
 
-def cmd_deliveries_import(services: Services, args: argparse.Namespace) -> int:
+def cmd_deliveries_import(root: Root, args: argparse.Namespace) -> int:
     from bot.services.deliveries_import import import_deliveries
 
-    report = import_deliveries(services, Path(args.file), actor="cli")
+    report = import_deliveries(root.context, Path(args.file), actor="cli")
     _print_json(report) if args.json else _print_report(report)
     return 0
 
 
-def cmd_deliveries_list(services: Services, args: argparse.Namespace) -> int:
+def cmd_deliveries_list(root: Root, args: argparse.Namespace) -> int:
     from bot.services.reporting import list_deliveries
 
-    rows = list_deliveries(services)
+    rows = list_deliveries(root.context)
     if args.json:
         _print_json(rows)
         return 0
@@ -108,11 +108,11 @@ def cmd_deliveries_list(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_deliveries_prepare(services: Services, args: argparse.Namespace) -> int:
+def cmd_deliveries_prepare(root: Root, args: argparse.Namespace) -> int:
     from bot.services.prepare import prepare_delivery
     from bot.textviews import error_text, warning_text
 
-    result = prepare_delivery(services, args.ref, actor="cli")
+    result = prepare_delivery(root.context, args.ref, actor="cli")
     data = _as_dict(result)
     if args.json:
         _print_json(data)
@@ -134,11 +134,11 @@ def cmd_deliveries_prepare(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_deliveries_show(services: Services, args: argparse.Namespace) -> int:
+def cmd_deliveries_show(root: Root, args: argparse.Namespace) -> int:
     from bot.services.reporting import delivery_detail
     from bot.textviews import delivery_text
 
-    detail = delivery_detail(services, args.ref)
+    detail = delivery_detail(root.context, args.ref)
     if args.json:
         _print_json(detail)
     else:
@@ -146,26 +146,26 @@ def cmd_deliveries_show(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_roles_grant(services: Services, args: argparse.Namespace) -> int:
+def cmd_roles_grant(root: Root, args: argparse.Namespace) -> int:
     from bot.services.roles import grant
 
-    changed = grant(services, args.user, args.role, actor="cli")
+    changed = grant(root.context, args.user, args.role, actor="cli")
     print(f"granted {args.role} to {args.user}" if changed else f"{args.user} already had it")
     return 0
 
 
-def cmd_roles_revoke(services: Services, args: argparse.Namespace) -> int:
+def cmd_roles_revoke(root: Root, args: argparse.Namespace) -> int:
     from bot.services.roles import revoke
 
-    changed = revoke(services, args.user, args.role, actor="cli")
+    changed = revoke(root.context, args.user, args.role, actor="cli")
     print(f"revoked {args.role} from {args.user}" if changed else f"{args.user} did not have it")
     return 0
 
 
-def cmd_roles_list(services: Services, args: argparse.Namespace) -> int:
+def cmd_roles_list(root: Root, args: argparse.Namespace) -> int:
     from bot.services.roles import list_grants
 
-    grants = list_grants(services)
+    grants = list_grants(root.context)
     if args.json:
         _print_json([g.as_dict() for g in grants])
         return 0
@@ -176,36 +176,34 @@ def cmd_roles_list(services: Services, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(services: Services, args: argparse.Namespace) -> int:
+def cmd_serve(root: Root, args: argparse.Namespace) -> int:
     from bot.web import serve
 
-    serve(services, socket_mode=False)
+    serve(root, socket_mode=False)
     return 0
 
 
-def cmd_socket(services: Services, args: argparse.Namespace) -> int:
+def cmd_socket(root: Root, args: argparse.Namespace) -> int:
     from bot.web import serve
 
-    serve(services, socket_mode=True)
+    serve(root, socket_mode=True)
     return 0
 
 
-def cmd_jobs_run_due(services: Services, args: argparse.Namespace) -> int:
+def cmd_jobs_run_due(root: Root, args: argparse.Namespace) -> int:
     import asyncio
 
-    from bot.clock import FixedClock
     from bot.services.due_work import run_due
-
-    if args.at:
-        services.clock = FixedClock(_parse_instant(args.at))
     from bot.slack_api import make_client
 
-    slack = make_client(services.settings) if services.settings.slack_bot_token else None
-    report = asyncio.run(run_due(services, slack=slack))
+    ctx = root.context.at(_parse_instant(args.at)) if args.at else root.context
+
+    slack = make_client(ctx.settings) if ctx.settings.slack_bot_token else None
+    report = asyncio.run(run_due(ctx, slack=slack))
     if args.json:
         _print_json(report)
     else:
-        print(f"due at {services.clock.now().isoformat()}:")
+        print(f"due at {ctx.clock.now().isoformat()}:")
         print(f"  started: {', '.join(report.started) or '-'}")
         for run in report.occurrences:
             print(
@@ -218,7 +216,7 @@ def cmd_jobs_run_due(services: Services, args: argparse.Namespace) -> int:
             print(f"  sent {ref}: now {state}")
         print(f"  soft bounces retried: {report.retried}")
         print(f"  logs resolved at the end of their validity: {report.expired_logs}")
-        if services.settings.feedback_mailbox is not None:
+        if ctx.settings.feedback_mailbox is not None:
             box = report.mailbox
             print(
                 f"  feedback mailbox: {box.read} messages read, {box.applied} events applied, "
@@ -362,11 +360,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None, services: Services | None = None) -> int:
-    """Run one command; tests pass their own `services` (which the caller then closes)."""
+def main(argv: Sequence[str] | None = None, root: Root | None = None) -> int:
+    """Run one command; tests pass their own `root` (which the caller then closes)."""
     args = build_parser().parse_args(argv)
-    owned = services is None
-    if services is None:
+    owned = root is None
+    if root is None:
         try:
             settings = get_settings()
         except SettingsError as exc:
@@ -376,9 +374,9 @@ def main(argv: Sequence[str] | None = None, services: Services | None = None) ->
         logging.getLogger("alembic").setLevel(logging.WARNING)
         # A line per 15-second tick would drown everything else at INFO.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
-        services = bootstrap(settings, migrate=args.handler is not cmd_db_upgrade)
+        root = bootstrap(settings, migrate=args.handler is not cmd_db_upgrade)
     try:
-        return args.handler(services, args)
+        return args.handler(root, args)
     except DomainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -397,7 +395,7 @@ def main(argv: Sequence[str] | None = None, services: Services | None = None) ->
         return 3
     finally:
         if owned:
-            services.close()
+            root.close()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""The composition root: builds every dependency once and hands them on as `Services`.
+"""The composition root: builds every dependency once and hands it to the entry points.
 
-Nothing here runs at import time; the CLI, the server and the tests each call
-`bootstrap()` with the settings and clock they want.
+Nothing here runs at import time; the CLI, the server, the sender process and the
+tests each call `bootstrap()` with the settings and clock they want. Only the entry
+points import this module: everything below them receives what it needs.
 """
 
 from __future__ import annotations
@@ -14,19 +15,23 @@ from pathlib import Path
 
 from pydantic import SecretStr
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import Clock, SystemClock
 from bot.config import Settings, get_settings
+from bot.context import Context
 from bot.store.db import make_engine, make_session_factory, upgrade
 
 
 @dataclass
-class Services:
-    settings: Settings
+class Root:
+    """What one process built: the context its use cases run in, and the engine it owns."""
+
+    context: Context
     engine: Engine
-    sessions: sessionmaker[Session]
-    clock: Clock
+
+    @property
+    def settings(self) -> Settings:
+        return self.context.settings
 
     def close(self) -> None:
         self.engine.dispose()
@@ -61,14 +66,12 @@ def bootstrap(
     *,
     migrate: bool = True,
     engine: Engine | None = None,
-) -> Services:
+) -> Root:
     settings = with_tracking_secret(settings or get_settings())
     engine = engine or make_engine(settings.database_url)
     if migrate:
         upgrade(engine)
-    return Services(
-        settings=settings,
-        engine=engine,
-        sessions=make_session_factory(engine),
-        clock=clock or SystemClock(),
+    context = Context(
+        settings=settings, sessions=make_session_factory(engine), clock=clock or SystemClock()
     )
+    return Root(context=context, engine=engine)

@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select, update
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.services.reporting import delivery_detail, sending_progress
 from bot.store.models import Delivery, Execution
 
@@ -28,12 +28,12 @@ log = logging.getLogger(__name__)
 class DeploymentNotifier:
     def __init__(
         self,
-        services: Services,
+        ctx: Context,
         client: AsyncWebClient,
         min_interval: float = 3.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.services = services
+        self.ctx = ctx
         self.client = client
         self.min_interval = min_interval
         self.monotonic = monotonic
@@ -56,7 +56,7 @@ class DeploymentNotifier:
             await self.refresh(ref)
 
     def _ref_of(self, execution_id: int) -> str | None:
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             return s.scalar(
                 select(Delivery.ref)
                 .join(Execution, Execution.delivery_id == Delivery.id)
@@ -83,7 +83,7 @@ class DeploymentNotifier:
             ):
                 return None
             detail, progress = await asyncio.to_thread(self._read, ref)
-            message = deployment_message(detail, progress, now=self.services.clock.now())
+            message = deployment_message(detail, progress, now=self.ctx.clock.now())
             try:
                 if ts:
                     await self.client.chat_update(channel=channel, ts=ts, **message)
@@ -98,16 +98,16 @@ class DeploymentNotifier:
 
     def _where(self, ref: str) -> tuple[str, str | None, str | None]:
         """The delivery's state and where its Deployment message is (or goes)."""
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             d = s.scalar(select(Delivery).where(Delivery.ref == ref))
             assert d is not None
             return d.state, d.deployment_channel or d.slack_channel, d.deployment_ts
 
     def _read(self, ref: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        return delivery_detail(self.services, ref), sending_progress(self.services, ref)
+        return delivery_detail(self.ctx, ref), sending_progress(self.ctx, ref)
 
     def _remember(self, ref: str, channel: str, ts: str) -> None:
-        with self.services.sessions.begin() as s:
+        with self.ctx.sessions.begin() as s:
             s.execute(
                 update(Delivery)
                 .where(Delivery.ref == ref)

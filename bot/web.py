@@ -17,7 +17,8 @@ from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 from sqlalchemy import text
 
-from bot.bootstrap import Services
+from bot.bootstrap import Root
+from bot.context import Context
 from bot.engine.process_runner import SendProcess
 from bot.engine.runner import SendRunner
 from bot.handlers import Deps, register_all
@@ -38,9 +39,9 @@ NOT_CONNECTED = (
 
 @dataclass
 class Runtime:
-    """Everything `serve` and `socket` run, built once from the Services."""
+    """Everything `serve` and `socket` run, built once from the Context."""
 
-    services: Services
+    ctx: Context
     slack: AsyncApp | None
     notifier: DeploymentNotifier
     runner: SendRunner | SendProcess
@@ -49,8 +50,8 @@ class Runtime:
     metrics: dict[str, int] = field(default_factory=dict)
 
 
-def build_slack_app(services: Services, deps: Deps, client: Any) -> AsyncApp | None:
-    settings = services.settings
+def build_slack_app(ctx: Context, deps: Deps, client: Any) -> AsyncApp | None:
+    settings = ctx.settings
     if settings.slack_bot_token is None:
         return None
     secret = settings.slack_signing_secret
@@ -66,7 +67,7 @@ def build_slack_app(services: Services, deps: Deps, client: Any) -> AsyncApp | N
 
 
 def build_runtime(
-    services: Services,
+    ctx: Context,
     *,
     start_sender: bool = True,
     tick: float = 15.0,
@@ -76,26 +77,24 @@ def build_runtime(
 
     Tests keep the thread, whose sender sees their injected clock.
     """
-    client = make_client(services.settings)
-    notifier = DeploymentNotifier(services, client)
+    client = make_client(ctx.settings)
+    notifier = DeploymentNotifier(ctx, client)
     # The scheduler ticks the runner; the runner itself only waits for kicks.
     runner: SendRunner | SendProcess
     if sender_process:
-        runner = SendProcess(services.settings, on_batch=notifier.from_thread, tick_seconds=None)
+        runner = SendProcess(ctx.settings, on_batch=notifier.from_thread, tick_seconds=None)
     else:
-        connected = client if services.settings.slack_bot_token is not None else None
-        runner = SendRunner(
-            services, on_batch=notifier.from_thread, tick_seconds=None, slack=connected
-        )
+        connected = client if ctx.settings.slack_bot_token is not None else None
+        runner = SendRunner(ctx, on_batch=notifier.from_thread, tick_seconds=None, slack=connected)
     jobs = Jobs(runner, tick_seconds=tick)
     deps = Deps(
-        services=services,
+        ctx=ctx,
         kick=runner.kick,
         refresh=notifier.refresh,
         groups=UsergroupDirectory(client),
     )
-    slack = build_slack_app(services, deps, client)
-    return Runtime(services, slack, notifier, runner, jobs, start_sender=start_sender)
+    slack = build_slack_app(ctx, deps, client)
+    return Runtime(ctx, slack, notifier, runner, jobs, start_sender=start_sender)
 
 
 def build_web_app(runtime: Runtime) -> web.Application:
@@ -111,8 +110,8 @@ def build_web_app(runtime: Runtime) -> web.Application:
 
     async def healthz(request: web.Request) -> web.Response:
         def ping() -> None:
-            with runtime.services.engine.connect() as conn:
-                conn.execute(text("SELECT 1"))
+            with runtime.ctx.sessions() as session:
+                session.execute(text("SELECT 1"))
 
         try:
             await asyncio.to_thread(ping)
@@ -149,7 +148,7 @@ def build_web_app(runtime: Runtime) -> web.Application:
 
     from bot.web_feedback import add_feedback_routes
 
-    add_feedback_routes(app, runtime.services, runtime.metrics)
+    add_feedback_routes(app, runtime.ctx, runtime.metrics)
     app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
@@ -158,11 +157,11 @@ def build_web_app(runtime: Runtime) -> web.Application:
     return app
 
 
-def serve(services: Services, socket_mode: bool = False) -> None:
+def serve(root: Root, socket_mode: bool = False) -> None:
     """Run until interrupted: the HTTP app on PORT, the scheduler and the sender (in its
     own process), and Slack (HTTP or socket)."""
-    runtime = build_runtime(services, sender_process=True)
-    settings = services.settings
+    runtime = build_runtime(root.context, sender_process=True)
+    settings = root.settings
     if runtime.slack is None:
         log.warning(NOT_CONNECTED)
     elif not socket_mode and settings.slack_signing_secret is None:
@@ -178,7 +177,7 @@ def _socket_mode_starter(runtime: Runtime) -> Any:
     async def start(app: web.Application) -> None:
         from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-        token = runtime.services.settings.slack_app_token
+        token = runtime.ctx.settings.slack_app_token
         if runtime.slack is None or token is None:
             log.warning("Socket Mode needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN; %s", NOT_CONNECTED)
             return

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.engine.tokens import TokenSigner
 from bot.feedback import dsn, generic, mailgun, postmark, sendgrid, ses
 from bot.feedback.events import FeedbackEvent, FeedbackKind, MalformedPayload, SignatureInvalid
@@ -56,8 +56,8 @@ def _secret(value: Any, name: str) -> str:
     return value.get_secret_value() if hasattr(value, "get_secret_value") else str(value)
 
 
-def _parse(services: Services, provider: str, body: bytes, headers: Any) -> list[FeedbackEvent]:
-    s = services.settings
+def _parse(ctx: Context, provider: str, body: bytes, headers: Any) -> list[FeedbackEvent]:
+    s = ctx.settings
     if provider == "generic":
         secret = _secret(s.feedback_secret, "FEEDBACK_SECRET")
         return generic.verify_and_parse(body, headers.get("X-Greenlight-Signature"), secret)
@@ -105,15 +105,15 @@ def _report(report: IngestReport) -> dict[str, int]:
     }
 
 
-def add_feedback_routes(app: web.Application, services: Services, metrics: dict[str, int]) -> None:
-    signer = TokenSigner.from_settings(services.settings)
+def add_feedback_routes(app: web.Application, ctx: Context, metrics: dict[str, int]) -> None:
+    signer = TokenSigner.from_settings(ctx.settings)
 
     def count(name: str, n: int = 1) -> None:
         metrics[name] = metrics.get(name, 0) + n
 
     async def take(events: list[FeedbackEvent]) -> web.Response:
         try:
-            report = await asyncio.to_thread(ingest, services, events)
+            report = await asyncio.to_thread(ingest, ctx, events)
         except SQLAlchemyError:
             log.exception("feedback not stored; the sender of the request will retry")
             return web.json_response({"error": "storage unavailable, retry"}, status=503)
@@ -125,7 +125,7 @@ def add_feedback_routes(app: web.Application, services: Services, metrics: dict[
         provider = request.match_info["provider"]
         body = await request.read()
         try:
-            events = await asyncio.to_thread(_parse, services, provider, body, request.headers)
+            events = await asyncio.to_thread(_parse, ctx, provider, body, request.headers)
         except LookupError:
             return web.json_response({"error": f"unknown feedback source {provider!r}"}, status=404)
         except SignatureInvalid as exc:
@@ -146,7 +146,7 @@ def add_feedback_routes(app: web.Application, services: Services, metrics: dict[
             kind=kind,
             source="tracking",
             source_event_id=uuid.uuid4().hex,
-            occurred_at=services.clock.now(),
+            occurred_at=ctx.clock.now(),
             log_id=log_id,
             url=url,
             user_agent=(request.headers.get("User-Agent") or "")[:1000] or None,
@@ -186,7 +186,7 @@ def add_feedback_routes(app: web.Application, services: Services, metrics: dict[
         log_id = signer.read_unsubscribe(request.match_info["token"])
         if log_id is None:
             return web.Response(status=404, text="This link is not valid.")
-        await asyncio.to_thread(unsubscribe, services, log_id)
+        await asyncio.to_thread(unsubscribe, ctx, log_id)
         return web.Response(text="You are unsubscribed.")
 
     app.router.add_post("/feedback/{provider}", webhook)

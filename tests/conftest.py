@@ -18,9 +18,10 @@ from mock_slack import MockSlack
 from smtp_relay import Relay
 from sqlalchemy import Engine, text
 
-from bot.bootstrap import Services, bootstrap
+from bot.bootstrap import Root, bootstrap
 from bot.clock import FixedClock
 from bot.config import Settings, load_settings
+from bot.context import Context
 from bot.store.db import make_engine, upgrade
 from bot.store.models import Base
 
@@ -86,25 +87,30 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def services(
+def root(
     backend: str,
     request: pytest.FixtureRequest,
     settings: Settings,
     tmp_path: Path,
     clock: FixedClock,
     sqlite_template: Path,
-) -> Iterator[Services]:
-    """Services over an empty, migrated database of the test's backend."""
+) -> Iterator[Root]:
+    """The composition root over an empty, migrated database of the test's backend."""
     if backend == "postgresql":
         engine = request.getfixturevalue("postgres_engine")
         _truncate(engine)
-        svc = bootstrap(settings, clock, migrate=False, engine=engine)
-        yield svc
+        yield bootstrap(settings, clock, migrate=False, engine=engine)
         return
     shutil.copy(sqlite_template, tmp_path / "greenlight.db")
-    svc = bootstrap(settings, clock, migrate=False)
-    yield svc
-    svc.close()
+    built = bootstrap(settings, clock, migrate=False)
+    yield built
+    built.close()
+
+
+@pytest.fixture
+def ctx(root: Root) -> Context:
+    """What use cases run in: the settings, sessions and (fixed) clock of `root`."""
+    return root.context
 
 
 @pytest.fixture

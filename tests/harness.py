@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.web import Runtime, build_runtime, build_web_app
 
 SIGNING_SECRET = "test-signing-secret"
@@ -28,8 +28,8 @@ EMAILS = [f"buyer{i}@x.example" for i in range(5)]
 class LiveApp:
     """`serve`'s app in a thread with its own loop, on a free loopback port."""
 
-    def __init__(self, services: Services, start_sender: bool = True) -> None:
-        self.runtime: Runtime = build_runtime(services, start_sender=start_sender, tick=3600)
+    def __init__(self, ctx: Context, start_sender: bool = True) -> None:
+        self.runtime: Runtime = build_runtime(ctx, start_sender=start_sender, tick=3600)
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)

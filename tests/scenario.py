@@ -7,14 +7,14 @@ from typing import Any
 
 import yaml
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.services.deliveries_import import import_deliveries
 from bot.services.prepare import prepare_delivery
 from bot.services.profiles_import import import_profiles
 
 
 def prepare_one(
-    services: Services, folder: Path, emails: list[str], ref: str = "big", **fields: Any
+    ctx: Context, folder: Path, emails: list[str], ref: str = "big", **fields: Any
 ) -> None:
     """Import `emails` into the audience `all` and delivery `ref` to them, then prepare it.
 
@@ -23,7 +23,7 @@ def prepare_one(
     the subject is "Hi" and the text "Hello" unless given.
     """
     (folder / "p.csv").write_text("email\n" + "\n".join(emails) + "\n")
-    import_profiles(services, folder / "p.csv", "all")
+    import_profiles(ctx, folder / "p.csv", "all")
     entry = {
         "ref": ref,
         "name": ref.capitalize(),
@@ -34,5 +34,5 @@ def prepare_one(
         **fields,
     }
     (folder / "d.yml").write_text(yaml.safe_dump([entry], sort_keys=False))
-    import_deliveries(services, folder / "d.yml")
-    prepare_delivery(services, ref)
+    import_deliveries(ctx, folder / "d.yml")
+    prepare_delivery(ctx, ref)

@@ -6,7 +6,7 @@ within its 3 seconds, and the two slow each other down (docs/benchmarks.md, Slac
 acknowledgements). In their own process the sender has its own interpreter and core,
 and the server stays responsive whatever the size of the send.
 
-The child builds its own Services from the same settings (the database is the only
+The child builds its own Context from the same settings (the database is the only
 thing the two share) and runs `run_due` on a tick and whenever the server kicks it.
 It reports each recorded batch back through a pipe, so the server refreshes the
 Deployment message as before; the protocol is three small tuples, nothing pickled
@@ -50,7 +50,8 @@ def _child_main(settings: Settings, conn: Connection, tick_seconds: float | None
     from bot.services.due_work import run_due
     from bot.slack_api import make_client
 
-    services = bootstrap(settings, migrate=False)  # the server migrated before starting us
+    root = bootstrap(settings, migrate=False)  # the server migrated before starting us
+    ctx = root.context
     slack = make_client(settings) if settings.slack_bot_token is not None else None
     if slack is not None and settings.kpi_channel:
         from bot.charts import load
@@ -80,14 +81,14 @@ def _child_main(settings: Settings, conn: Connection, tick_seconds: float | None
         wake.clear()  # kicks from now on mean one more round after this one
         try:
             report = asyncio.run(
-                run_due(services, on_batch=on_batch, slack=slack, should_stop=stopping.is_set)
+                run_due(ctx, on_batch=on_batch, slack=slack, should_stop=stopping.is_set)
             )
             conn.send(("round", {"started": report.started, "sent": report.sent}))
         except Exception:
             log.exception("due work failed; trying again at the next tick")
             conn.send(("round", None))
         wake.wait(tick_seconds)
-    services.close()
+    root.close()
 
 
 class SendProcess:

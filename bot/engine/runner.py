@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.services.due_work import DueReport, run_due
 
 log = logging.getLogger(__name__)
@@ -26,12 +26,12 @@ log = logging.getLogger(__name__)
 class SendRunner:
     def __init__(
         self,
-        services: Services,
+        ctx: Context,
         on_batch: Callable[[int], None] | None = None,
         tick_seconds: float | None = 15.0,
         slack: Any | None = None,
     ) -> None:
-        self.services = services
+        self.ctx = ctx
         self.slack = slack
         self.on_batch = on_batch
         self.tick_seconds = tick_seconds
@@ -60,7 +60,7 @@ class SendRunner:
             try:
                 self.last_report = asyncio.run(
                     run_due(
-                        self.services,
+                        self.ctx,
                         on_batch=self.on_batch,
                         slack=self.slack,
                         should_stop=lambda: self._stopping,

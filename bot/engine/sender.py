@@ -6,7 +6,7 @@ One loop, batch by batch:
    the candidate rows are locked with SKIP LOCKED, so two senders never share a log);
 2. **build** each message from the profile (rendering and links, see `engine.message`);
 3. **relay** the batch through the transport;
-4. **record** every answer through `services.outcomes` in one transaction, with the
+4. **record** every answer through `ctx.outcomes` in one transaction, with the
    claim released in the same write.
 
 The delivery's state is read between batches: `paused` ends the loop with nothing
@@ -40,7 +40,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, select, update
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.lifecycle import Action, DeliveryState, transition
 from bot.domain.logs import Event, FailureType, LogStatus
 from bot.engine.message import MessageSkeleton
@@ -118,7 +118,7 @@ class Backoff:
 class Sender:
     def __init__(
         self,
-        services: Services,
+        ctx: Context,
         transport: Transport,
         *,
         batch_size: int | None = None,
@@ -127,7 +127,7 @@ class Sender:
         on_batch: Callable[[int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
-        self.services = services
+        self.ctx = ctx
         # Asked before each batch: True when the process is shutting down. The execution
         # stays in progress and the next start resumes it, with nothing in flight.
         self.should_stop = should_stop or (lambda: False)
@@ -135,7 +135,7 @@ class Sender:
         # the Deployment message follows the send through it.
         self.on_batch = on_batch or (lambda _execution_id: None)
         self.transport = transport
-        self.batch_size = batch_size or services.settings.send_batch_size
+        self.batch_size = batch_size or ctx.settings.send_batch_size
         self.backoff = backoff
         self.sleep = sleep
 
@@ -228,7 +228,7 @@ class Sender:
     # -- database steps ------------------------------------------------------------------
 
     def _design(self, execution_id: int) -> tuple[MessageTemplates, MessageSkeleton]:
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             e = s.get(Execution, execution_id)
             if e is None:
                 raise LookupError(f"no execution {execution_id}")
@@ -237,7 +237,7 @@ class Sender:
             self._delivery = {"ref": d.ref, "name": d.name}
             return (
                 MessageTemplates(d.subject, d.html, d.text),
-                MessageSkeleton.for_delivery(d, self.services.settings, self.services.clock),
+                MessageSkeleton.for_delivery(d, self.ctx.settings, self.ctx.clock),
             )
 
     def _state(self, execution_id: int) -> DeliveryState:
@@ -246,7 +246,7 @@ class Sender:
         Pause and stop act on the delivery (every occurrence); an occurrence that is
         no longer in progress (finished, skipped) is not sent further.
         """
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             state, cron, execution_state = s.execute(
                 select(Delivery.state, Delivery.recurrence_cron, Execution.state)
                 .join(Execution, Execution.delivery_id == Delivery.id)
@@ -259,8 +259,8 @@ class Sender:
 
     def _claim(self, execution_id: int, token: str) -> list[tuple[int, int, str]]:
         """Atomically take the next queued logs for this sender: (log id, profile id, email)."""
-        now = self.services.clock.now()
-        with self.services.sessions.begin() as s:
+        now = self.ctx.clock.now()
+        with self.ctx.sessions.begin() as s:
             candidates = (
                 select(SendingLog.id)
                 .where(
@@ -284,8 +284,8 @@ class Sender:
 
     def _claim_retries(self, execution_id: int, token: str) -> list[tuple[int, int, str, int]]:
         """Take soft-bounced logs whose retry is due, counting the attempt as it is claimed."""
-        now = self.services.clock.now()
-        with self.services.sessions.begin() as s:
+        now = self.ctx.clock.now()
+        with self.ctx.sessions.begin() as s:
             ends = s.scalar(select(Execution.validity_ends_at).where(Execution.id == execution_id))
             if ends is not None and ends <= now:
                 return []
@@ -326,8 +326,8 @@ class Sender:
         Claims of senders still running (here or in another live process) are left
         alone: see `claim_is_abandoned`.
         """
-        now = self.services.clock.now()
-        with self.services.sessions() as s:
+        now = self.ctx.clock.now()
+        with self.ctx.sessions() as s:
             holders = s.execute(
                 select(SendingLog.claim_token, func.min(SendingLog.claimed_at))
                 .where(
@@ -339,7 +339,7 @@ class Sender:
         gone = [t for t, at in holders if claim_is_abandoned(t, at, now)]
         if not gone:
             return 0
-        with self.services.sessions.begin() as s:
+        with self.ctx.sessions.begin() as s:
             return s.execute(
                 update(SendingLog)
                 .where(
@@ -350,7 +350,7 @@ class Sender:
             ).rowcount
 
     def _claimed_by_others(self, execution_id: int) -> bool:
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             return bool(
                 s.scalar(
                     select(func.count())
@@ -365,7 +365,7 @@ class Sender:
     def _release(self, log_ids: Sequence[int]) -> None:
         if not log_ids:
             return
-        with self.services.sessions.begin() as s:
+        with self.ctx.sessions.begin() as s:
             self._clear_claims(s, list(log_ids))
 
     def _build(
@@ -374,7 +374,7 @@ class Sender:
         templates: MessageTemplates,
         skeleton: MessageSkeleton,
     ) -> tuple[list[Envelope], list[tuple[int, str]]]:
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             profiles = {
                 p.id: p
                 for p in s.execute(
@@ -410,8 +410,8 @@ class Sender:
 
     def _record(self, unrenderable: list[tuple[int, str]]) -> None:
         """A message that no longer renders is not sent: Ignored, with the reason kept."""
-        now = self.services.clock.now()
-        with self.services.sessions.begin() as s:
+        now = self.ctx.clock.now()
+        with self.ctx.sessions.begin() as s:
             apply_log_events(
                 s,
                 now,
@@ -427,8 +427,8 @@ class Sender:
     ) -> None:
         if not results:
             return
-        now = self.services.clock.now()
-        settings = self.services.settings
+        now = self.ctx.clock.now()
+        settings = self.ctx.settings
         retry_at = now + timedelta(minutes=settings.retry_interval_minutes)
         events: list[LogEvent] = []
         exhausted: set[int] = set()
@@ -451,7 +451,7 @@ class Sender:
             }
             for r in results
         ]
-        with self.services.sessions.begin() as s:
+        with self.ctx.sessions.begin() as s:
             apply_log_events(s, now, events)
             s.connection().execute(
                 update(SendingLog.__table__)
@@ -475,8 +475,8 @@ class Sender:
         )
 
     def _finish(self, execution_id: int) -> DeliveryState:
-        now = self.services.clock.now()
-        with self.services.sessions.begin() as s:
+        now = self.ctx.clock.now()
+        with self.ctx.sessions.begin() as s:
             e = s.get(Execution, execution_id)
             assert e is not None
             d = s.get(Delivery, e.delivery_id)
@@ -492,6 +492,6 @@ class Sender:
 
     def _leave(self, execution_id: int, state: DeliveryState) -> DeliveryState:
         if state is DeliveryState.STOPPED:
-            with self.services.sessions.begin() as s:
-                cancel_unsent(s, self.services.clock.now(), execution_id, include_claimed=True)
+            with self.ctx.sessions.begin() as s:
+                cancel_unsent(s, self.ctx.clock.now(), execution_id, include_claimed=True)
         return state

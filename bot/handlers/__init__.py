@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.roles import Role
 
 T = TypeVar("T")
@@ -20,7 +20,7 @@ T = TypeVar("T")
 
 @dataclass
 class Deps:
-    services: Services
+    ctx: Context
     kick: Callable[[], None]  # wake the sender
     refresh: Callable[..., Any]  # async: refresh a delivery's Deployment message
     groups: Any = None  # a UsergroupDirectory, for roles granted to user groups
@@ -33,9 +33,9 @@ class Deps:
 
         groups: list[str] = []
         if self.groups is not None:
-            candidates = await self.call(granted_groups, self.services)
+            candidates = await self.call(granted_groups, self.ctx)
             groups = await self.groups.groups_of(user_id, candidates) if candidates else []
-        return await self.call(roles_of, self.services, user_id, groups)
+        return await self.call(roles_of, self.ctx, user_id, groups)
 
 
 def register_all(app: Any, deps: Deps) -> None:

@@ -72,7 +72,7 @@ def register(app: Any, deps: Deps) -> None:
             return
         roles = await deps.roles(user)
         try:
-            decision = await deps.call(decide, deps.services, ref, key, user, roles, choice)
+            decision = await deps.call(decide, deps.ctx, ref, key, user, roles, choice)
         except DomainError as exc:
             await _private(respond, str(exc))
             return
@@ -80,7 +80,7 @@ def register(app: Any, deps: Deps) -> None:
             deps.kick()
         await respond(response_type="ephemeral", replace_original=False, text=reply_text(decision))
         if decision.outcome != "decided":
-            await sync_messages(deps.services, client, only=decision.request_id)
+            await sync_messages(deps.ctx, client, only=decision.request_id)
 
     @app.action(ids.APPROVE_OCCURRENCE)
     async def approve(

@@ -41,25 +41,25 @@ def register(app: Any, deps: Deps) -> None:
         roles = await deps.roles(user)
         if sub == "list":
             require(roles, Permission.VIEW_DELIVERIES)
-            rows = await deps.call(list_deliveries, deps.services)
+            rows = await deps.call(list_deliveries, deps.ctx)
             await reply(respond, f"{len(rows)} deliveries", list_blocks(rows))
         elif sub == "status" and len(args) == 1:
             require(roles, Permission.VIEW_DELIVERIES)
-            detail = await deps.call(delivery_detail, deps.services, args[0])
-            progress = await deps.call(sending_progress, deps.services, args[0])
-            message = deployment_message(detail, progress, now=deps.services.clock.now())
+            detail = await deps.call(delivery_detail, deps.ctx, args[0])
+            progress = await deps.call(sending_progress, deps.ctx, args[0])
+            message = deployment_message(detail, progress, now=deps.ctx.clock.now())
             await reply(respond, message["text"], message["blocks"])
         elif sub == "prepare" and len(args) == 1:
             require(roles, Permission.PREPARE)
             await reply(respond, f"Preparing {args[0]}…", [])
-            result = await deps.call(prepare_delivery, deps.services, args[0], actor=user)
+            result = await deps.call(prepare_delivery, deps.ctx, args[0], actor=user)
             await reply(
                 respond, f"{args[0]}: {result.state}", prepare_result_blocks(result.as_dict())
             )
         elif sub == "history" and len(args) == 1:
             require(roles, Permission.VIEW_DELIVERIES)
             email = _unlink_email(args[0])
-            rows = await deps.call(marketing_history, deps.services, email)
+            rows = await deps.call(marketing_history, deps.ctx, email)
             await reply(respond, f"History of {email}", history_blocks(email, rows))
         elif sub == "roles":
             await roles_command(user, roles, args, respond)
@@ -70,11 +70,11 @@ def register(app: Any, deps: Deps) -> None:
         require(roles, Permission.MANAGE_ROLES)
         action = args[0].lower() if args else "list"
         if action == "list" and len(args) <= 1:
-            grants = await deps.call(role_service.list_grants, deps.services)
+            grants = await deps.call(role_service.list_grants, deps.ctx)
             await reply(respond, "Roles", roles_blocks([g.as_dict() for g in grants]))
         elif action in ("grant", "revoke") and len(args) == 3:
             fn = role_service.grant if action == "grant" else role_service.revoke
-            changed = await deps.call(fn, deps.services, args[1], args[2], actor=user)
+            changed = await deps.call(fn, deps.ctx, args[1], args[2], actor=user)
             verb = "granted to" if action == "grant" else "revoked from"
             text = f"{args[2]} {verb} {args[1]}" if changed else "Nothing to change."
             await reply(respond, text, [])

@@ -27,8 +27,8 @@ async def _private(respond: Any, message: str) -> None:
 
 async def show_card(deps: Deps, respond: Any, ref: str) -> None:
     try:
-        detail = await deps.call(delivery_detail, deps.services, ref)
-        reason = await deps.call(readiness, deps.services, ref)
+        detail = await deps.call(delivery_detail, deps.ctx, ref)
+        reason = await deps.call(readiness, deps.ctx, ref)
     except DomainError as exc:
         await _private(respond, str(exc))
         return
@@ -58,7 +58,7 @@ def register(app: Any, deps: Deps) -> None:
         if args:
             await show_card(deps, respond, args[0])
             return
-        rows = await deps.call(list_deliveries, deps.services)
+        rows = await deps.call(list_deliveries, deps.ctx)
         ready = [r for r in rows if r["state"] == "ready" and r["prepared"]]
         await respond(
             response_type="ephemeral", text="Pick a delivery", blocks=delivery_picker(ready)
@@ -83,14 +83,14 @@ def register(app: Any, deps: Deps) -> None:
             return
         roles = await deps.roles(user)
         try:
-            moved = await deps.call(confirm_send, deps.services, ref, user, roles)
+            moved = await deps.call(confirm_send, deps.ctx, ref, user, roles)
         except DomainError as exc:
             await _private(respond, str(exc))
             return
         deps.kick()
-        upcoming = await deps.call(next_occurrence, deps.services, ref)
+        upcoming = await deps.call(next_occurrence, deps.ctx, ref)
         if upcoming is not None:
-            detail = await deps.call(delivery_detail, deps.services, ref)
+            detail = await deps.call(delivery_detail, deps.ctx, ref)
             recurrence = detail["recurrence"]
             how = (
                 "waits for approval in this delivery's channel"

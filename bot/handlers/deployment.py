@@ -26,7 +26,7 @@ def register(app: Any, deps: Deps) -> None:
         try:
             ref = ids.parse_button_value(action["value"])["ref"]
             roles = await deps.roles(user)
-            await deps.call(fn, deps.services, ref, user, roles)
+            await deps.call(fn, deps.ctx, ref, user, roles)
         except (DomainError, ValueError) as exc:
             message = str(exc)
             await respond(
@@ -55,9 +55,9 @@ def register(app: Any, deps: Deps) -> None:
         await ack()
         await steer(body, action, respond, stop_delivery, kick=True)
 
-    def compute(services: Any, ref: str, user: str, roles: Any) -> Any:
+    def compute(ctx: Any, ref: str, user: str, roles: Any) -> Any:
         require(roles, Permission.COMPUTE_STATS)
-        return compute_delivery_stats(services, ref)
+        return compute_delivery_stats(ctx, ref)
 
     @app.action(ids.COMPUTE_STATS)
     async def compute_stats(

@@ -25,7 +25,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.blocks.approval import approval_request
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.approval import Ballot, Choice, RequestState, Result, cast
 from bot.domain.errors import PermissionDenied
 from bot.domain.roles import Permission, Role, require
@@ -101,11 +101,11 @@ def _voters(session: Session, request_id: int) -> list[tuple[str, datetime]]:
 
 
 def _audit_click(
-    session: Session, services: Services, user: str, ref: str, key: str, **detail: Any
+    session: Session, ctx: Context, user: str, ref: str, key: str, **detail: Any
 ) -> None:
     audit.record(
         session,
-        services.clock,
+        ctx.clock,
         actor=user,
         action="approval.click",
         subject_kind="delivery",
@@ -115,7 +115,7 @@ def _audit_click(
 
 
 def decide(
-    services: Services, ref: str, key: str, user: str, roles: Iterable[Role], choice: str
+    ctx: Context, ref: str, key: str, user: str, roles: Iterable[Role], choice: str
 ) -> Decision:
     """Approve or skip occurrence `key` of `ref` for `user`, checked at the click.
 
@@ -129,11 +129,11 @@ def decide(
     try:
         require(roles, permission)
     except PermissionDenied:
-        with services.sessions.begin() as s:
-            _audit_click(s, services, user, ref, key, choice=choice, result="refused: no role")
+        with ctx.sessions.begin() as s:
+            _audit_click(s, ctx, user, ref, key, choice=choice, result="refused: no role")
         raise
-    now = services.clock.now()
-    with services.sessions.begin() as s:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
         request, execution, delivery = _find(s, ref, key)
         # The lock first: clicks on one request are applied one at a time.
         s.execute(
@@ -161,7 +161,7 @@ def decide(
             detail = "skipped"
         else:
             detail = "approved: sending"
-        _audit_click(s, services, user, ref, key, choice=choice, result=detail)
+        _audit_click(s, ctx, user, ref, key, choice=choice, result=detail)
         if result in (Result.RECORDED, Result.APPROVED):
             s.add(ApprovalVote(request_id=request.id, user_id=user, at=now))
         if result in (Result.RECORDED, Result.APPROVED, Result.SKIPPED):
@@ -208,9 +208,9 @@ def stop_requests(session: Session, now: datetime, delivery_id: int, reason: str
 # --- the Slack message --------------------------------------------------------------
 
 
-def request_message(services: Services, request_id: int) -> tuple[dict[str, Any], int]:
+def request_message(ctx: Context, request_id: int) -> tuple[dict[str, Any], int]:
     """The request's Slack message as it should look now, and the version it shows."""
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         request = s.get(ApprovalRequest, request_id)
         if request is None:
             raise NotFound(f"no approval request {request_id}")
@@ -243,12 +243,12 @@ def request_message(services: Services, request_id: int) -> tuple[dict[str, Any]
             "exclusions": exclusions,
         }
         version, required = request.version, request.required
-    detail = delivery_detail(services, str(ref))
+    detail = delivery_detail(ctx, str(ref))
     return approval_request(detail, occurrence, approvals, required, decided), version
 
 
-def _unsynced(services: Services, only: int | None) -> list[int]:
-    with services.sessions() as s:
+def _unsynced(ctx: Context, only: int | None) -> list[int]:
+    with ctx.sessions() as s:
         stmt = select(ApprovalRequest.id).where(
             ApprovalRequest.channel.is_not(None),
             or_(
@@ -262,9 +262,9 @@ def _unsynced(services: Services, only: int | None) -> list[int]:
         return list(s.scalars(stmt.order_by(ApprovalRequest.id)))
 
 
-def _claim_post(services: Services, request_id: int) -> bool:
-    now = services.clock.now()
-    with services.sessions.begin() as s:
+def _claim_post(ctx: Context, request_id: int) -> bool:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
         return bool(
             s.execute(
                 update(ApprovalRequest)
@@ -282,8 +282,8 @@ def _claim_post(services: Services, request_id: int) -> bool:
         )
 
 
-def _posted(services: Services, request_id: int, channel: str, ts: str, version: int) -> None:
-    with services.sessions.begin() as s:
+def _posted(ctx: Context, request_id: int, channel: str, ts: str, version: int) -> None:
+    with ctx.sessions.begin() as s:
         s.execute(
             update(ApprovalRequest)
             .where(ApprovalRequest.id == request_id)
@@ -291,15 +291,15 @@ def _posted(services: Services, request_id: int, channel: str, ts: str, version:
         )
 
 
-def _release_post(services: Services, request_id: int) -> None:
-    with services.sessions.begin() as s:
+def _release_post(ctx: Context, request_id: int) -> None:
+    with ctx.sessions.begin() as s:
         s.execute(
             update(ApprovalRequest).where(ApprovalRequest.id == request_id).values(posting_at=None)
         )
 
 
-def _synced(services: Services, request_id: int, version: int) -> None:
-    with services.sessions.begin() as s:
+def _synced(ctx: Context, request_id: int, version: int) -> None:
+    with ctx.sessions.begin() as s:
         s.execute(
             update(ApprovalRequest)
             .where(ApprovalRequest.id == request_id, ApprovalRequest.synced_version < version)
@@ -307,8 +307,8 @@ def _synced(services: Services, request_id: int, version: int) -> None:
         )
 
 
-def _where(services: Services, request_id: int) -> tuple[str | None, str | None]:
-    with services.sessions() as s:
+def _where(ctx: Context, request_id: int) -> tuple[str | None, str | None]:
+    with ctx.sessions() as s:
         row = s.execute(
             select(ApprovalRequest.channel, ApprovalRequest.ts).where(
                 ApprovalRequest.id == request_id
@@ -317,9 +317,7 @@ def _where(services: Services, request_id: int) -> tuple[str | None, str | None]
         return row[0], row[1]
 
 
-async def sync_messages(
-    services: Services, slack: AsyncWebClient | None, only: int | None = None
-) -> int:
+async def sync_messages(ctx: Context, slack: AsyncWebClient | None, only: int | None = None) -> int:
     """Post open requests not posted yet and update those whose message is out of date.
 
     Without Slack (None) nothing happens: requests wait, and are posted once Slack is
@@ -333,26 +331,26 @@ async def sync_messages(
     if slack is None:
         return 0
     done = 0
-    for request_id in await asyncio.to_thread(_unsynced, services, only):
-        channel, ts = await asyncio.to_thread(_where, services, request_id)
+    for request_id in await asyncio.to_thread(_unsynced, ctx, only):
+        channel, ts = await asyncio.to_thread(_where, ctx, request_id)
         if channel is None:
             continue
-        if ts is None and not await asyncio.to_thread(_claim_post, services, request_id):
+        if ts is None and not await asyncio.to_thread(_claim_post, ctx, request_id):
             continue
         try:
-            message, version = await asyncio.to_thread(request_message, services, request_id)
+            message, version = await asyncio.to_thread(request_message, ctx, request_id)
             if ts is None:
                 resp = await slack.chat_postMessage(channel=channel, **message)
                 await asyncio.to_thread(
-                    _posted, services, request_id, resp["channel"], resp["ts"], version
+                    _posted, ctx, request_id, resp["channel"], resp["ts"], version
                 )
             else:
                 await slack.chat_update(channel=channel, ts=ts, **message)
-                await asyncio.to_thread(_synced, services, request_id, version)
+                await asyncio.to_thread(_synced, ctx, request_id, version)
             done += 1
         except Exception as exc:  # Slack down or refusing: the next tick tries again
             error = exc.response.get("error") if isinstance(exc, SlackApiError) else str(exc)
             log.warning("approval request %s not synced to Slack: %s", request_id, error)
             if ts is None:
-                await asyncio.to_thread(_release_post, services, request_id)
+                await asyncio.to_thread(_release_post, ctx, request_id)
     return done

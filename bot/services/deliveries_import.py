@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.errors import DomainError
 from bot.domain.lifecycle import Action, DeliveryState, can, transition
 from bot.services import audit
@@ -62,9 +62,7 @@ class _Entry:
         return f"entry {self.index} ({ref}line {self.line})"
 
 
-def import_deliveries(
-    services: Services, path: str | Path, actor: str = "cli"
-) -> DeliveriesImportReport:
+def import_deliveries(ctx: Context, path: str | Path, actor: str = "cli") -> DeliveriesImportReport:
     """Create or update every delivery of the YAML file at `path`, or none of them.
 
     Raises InputRejected listing every problem when any entry is bad, an audience is
@@ -74,16 +72,16 @@ def import_deliveries(
     name = str(path)
     entries, problems = _parse(name, read_input(path))
     report = DeliveriesImportReport(file=name)
-    now = services.clock.now()
+    now = ctx.clock.now()
     try:
-        with services.sessions.begin() as session:
+        with ctx.sessions.begin() as session:
             plans, db_problems = _plan(session, name, entries, now, report)
             problems.extend(db_problems)
             if problems:
                 problems.sort(key=_problem_order)
                 raise InputRejected(problems)
             for entry, delivery, audience in plans:
-                _apply(session, services, entry, delivery, audience, actor, report)
+                _apply(session, ctx, entry, delivery, audience, actor, report)
     except IntegrityError as exc:
         raise DomainError(
             "another import created one of these deliveries at the same moment; nothing "
@@ -272,7 +270,7 @@ def _names_audience(entry: _Entry) -> bool:
 
 def _apply(
     session: Session,
-    services: Services,
+    ctx: Context,
     entry: _Entry,
     delivery: Delivery | None,
     audience: Audience,
@@ -281,7 +279,7 @@ def _apply(
 ) -> None:
     definition = entry.definition
     assert definition is not None
-    now = services.clock.now()
+    now = ctx.clock.now()
     columns = definition.columns()
     new_hash = definition.hash()
     if delivery is None:
@@ -299,7 +297,7 @@ def _apply(
         report.created.append(definition.ref)
         audit.record(
             session,
-            services.clock,
+            ctx.clock,
             actor=actor,
             action="delivery.create",
             subject_kind="delivery",
@@ -332,7 +330,7 @@ def _apply(
     report.updated.append(definition.ref)
     audit.record(
         session,
-        services.clock,
+        ctx.clock,
         actor=actor,
         action="delivery.update",
         subject_kind="delivery",

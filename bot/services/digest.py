@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from bot.blocks.digest import chart_comment, digest_messages
 from bot.blocks.kit import truncate
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.digest import kpi_change, latest_slot
 from bot.domain.kpi import Counters, kpis
 from bot.domain.schedule import MAX_VALIDITY
@@ -89,23 +89,23 @@ def _say_once(reason: str) -> None:
 # --- which slot, and who posts it ------------------------------------------------------
 
 
-def due_slot(services: Services) -> datetime | None:
-    s = services.settings
-    return latest_slot(s.digest_cron, s.digest_timezone, services.clock.now())
+def due_slot(ctx: Context) -> datetime | None:
+    s = ctx.settings
+    return latest_slot(s.digest_cron, s.digest_timezone, ctx.clock.now())
 
 
-def claim(services: Services, slot: datetime, channel: str) -> tuple[int, str] | None:
+def claim(ctx: Context, slot: datetime, channel: str) -> tuple[int, str] | None:
     """Take the digest of `slot` for this process: (digest id, claim token), or None.
 
     A slot already posted (or found empty) costs one indexed read, so the tick that
     runs every few seconds stays cheap.
     """
-    now = services.clock.now()
-    with services.sessions() as s:
+    now = ctx.clock.now()
+    with ctx.sessions() as s:
         state = s.scalar(select(Digest.state).where(Digest.slot_at == slot))
     if state in FINAL_STATES:
         return None
-    with services.sessions.begin() as s:
+    with ctx.sessions.begin() as s:
         s.execute(
             update(Digest)
             .where(Digest.slot_at < slot, _claimable(now))
@@ -118,7 +118,7 @@ def claim(services: Services, slot: datetime, channel: str) -> tuple[int, str] |
                 )
             )
     token = secrets.token_hex(16)
-    with services.sessions.begin() as s:
+    with ctx.sessions.begin() as s:
         claimed = s.execute(
             update(Digest)
             .where(Digest.slot_at == slot, _claimable(now))
@@ -140,8 +140,8 @@ def _claimable(now: datetime) -> Any:
     )
 
 
-def _release(services: Services, digest_id: int, token: str, **values: Any) -> None:
-    with services.sessions.begin() as s:
+def _release(ctx: Context, digest_id: int, token: str, **values: Any) -> None:
+    with ctx.sessions.begin() as s:
         s.execute(
             update(Digest)
             .where(Digest.id == digest_id, Digest.claim_token == token)
@@ -279,15 +279,15 @@ def chart_data(
     }
 
 
-def build(services: Services, digest_id: int, token: str) -> int | None:
+def build(ctx: Context, digest_id: int, token: str) -> int | None:
     """Snapshot the active executions and store the parts to post; the number of rows.
 
     None when the claim was lost meanwhile. Runs once per digest: a retry finds
     `built_at` set and keeps what was built.
     """
-    now = services.clock.now()
-    tz = services.settings.digest_timezone
-    with services.sessions.begin() as s:
+    now = ctx.clock.now()
+    tz = ctx.settings.digest_timezone
+    with ctx.sessions.begin() as s:
         digest = s.get(Digest, digest_id, with_for_update=True)
         if digest is None or digest.claim_token != token:
             return None
@@ -360,8 +360,8 @@ def _stored(c: Counters) -> dict[str, int]:
 # --- posting -----------------------------------------------------------------------------
 
 
-def _unposted(services: Services, digest_id: int) -> list[tuple[int, str, dict[str, Any]]]:
-    with services.sessions() as s:
+def _unposted(ctx: Context, digest_id: int) -> list[tuple[int, str, dict[str, Any]]]:
+    with ctx.sessions() as s:
         return [
             (p.id, p.kind, p.payload)
             for p in s.scalars(
@@ -372,10 +372,10 @@ def _unposted(services: Services, digest_id: int) -> list[tuple[int, str, dict[s
         ]
 
 
-def _record(services: Services, digest_id: int, token: str, part_id: int, ref: str) -> None:
+def _record(ctx: Context, digest_id: int, token: str, part_id: int, ref: str) -> None:
     """The part is in Slack: never post it again; and the claim is still alive."""
-    now = services.clock.now()
-    with services.sessions.begin() as s:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
         s.execute(
             update(DigestPart)
             .where(DigestPart.id == part_id, DigestPart.slack_ref.is_(None))
@@ -422,7 +422,7 @@ def _slack_errors() -> tuple[type[BaseException], ...]:
 
 
 async def run_digest(
-    services: Services,
+    ctx: Context,
     slack: AsyncWebClient | None,
     sleep: Sleep = asyncio.sleep,
     interval: float | None = None,
@@ -432,39 +432,39 @@ async def run_digest(
     `interval` (default `PART_INTERVAL`) spaces the posts of one digest; `sleep` is
     injected so tests check the pacing without spending it.
     """
-    channel = services.settings.kpi_channel
+    channel = ctx.settings.kpi_channel
     if not channel:
         _say_once("KPI_CHANNEL is not set; set it to a channel id (C…) to get the digest")
         return DigestReport(status="off", error="KPI_CHANNEL is not set")
     if slack is None:
         _say_once("Slack is not connected (SLACK_BOT_TOKEN is not set)")
         return DigestReport(status="off", error="Slack is not connected")
-    slot = due_slot(services)
+    slot = due_slot(ctx)
     if slot is None:
         return DigestReport(status="not-due")
-    claimed = claim(services, slot, channel)
+    claimed = claim(ctx, slot, channel)
     if claimed is None:
-        with services.sessions() as s:
+        with ctx.sessions() as s:
             state = s.scalar(select(Digest.state).where(Digest.slot_at == slot))
         return DigestReport(status="busy" if state == "posting" else "not-due", slot=slot)
     digest_id, token = claimed
     report = DigestReport(status="posted", slot=slot)
-    built = build(services, digest_id, token)
+    built = build(ctx, digest_id, token)
     if built is None:
         return DigestReport(status="busy", slot=slot)
     report.deliveries = built
     if built == 0:
         report.status = "empty"
         return report
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         target = s.scalar(select(Digest.channel).where(Digest.id == digest_id)) or channel
     pause = PART_INTERVAL if interval is None else interval
     try:
-        for index, (part_id, kind, payload) in enumerate(_unposted(services, digest_id)):
+        for index, (part_id, kind, payload) in enumerate(_unposted(ctx, digest_id)):
             if index:
                 await sleep(pause)
             ref = await _post(slack, target, kind, payload)
-            _record(services, digest_id, token, part_id, ref)
+            _record(ctx, digest_id, token, part_id, ref)
             report.parts_posted.append(ref)
             if kind == "message":
                 report.messages += 1
@@ -478,10 +478,10 @@ async def run_digest(
             error,
             _hint(error),
         )
-        _release(services, digest_id, token, state="pending", last_error=error)
+        _release(ctx, digest_id, token, state="pending", last_error=error)
         report.status, report.error = "failed", error
         return report
-    _release(services, digest_id, token, state="posted", posted_at=services.clock.now())
+    _release(ctx, digest_id, token, state="posted", posted_at=ctx.clock.now())
     return report
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, or_, select, update
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.errors import DomainError
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.logs import Event
@@ -63,10 +63,10 @@ class DueReport:
     mailbox: MailboxReport = field(default_factory=MailboxReport)
 
 
-def start_due(services: Services) -> list[str]:
+def start_due(ctx: Context) -> list[str]:
     """Start `at` deliveries whose date has come (also dates missed while down)."""
-    now = services.clock.now()
-    with services.sessions() as s:
+    now = ctx.clock.now()
+    with ctx.sessions() as s:
         refs = list(
             s.scalars(
                 select(Delivery.ref).where(
@@ -78,19 +78,19 @@ def start_due(services: Services) -> list[str]:
     started = []
     for ref in refs:
         try:
-            start_delivery(services, ref, actor="scheduler")
+            start_delivery(ctx, ref, actor="scheduler")
             started.append(ref)
         except DomainError:
             continue  # another process started it first
     return started
 
 
-def expire_due(services: Services) -> int:
+def expire_due(ctx: Context) -> int:
     """Resolve the open logs of executions whose validity period has ended."""
-    now = services.clock.now()
+    now = ctx.clock.now()
     total = 0
     while True:
-        with services.sessions.begin() as s:
+        with ctx.sessions.begin() as s:
             ids = list(
                 s.scalars(
                     select(SendingLog.id)
@@ -115,14 +115,14 @@ def expire_due(services: Services) -> int:
 INDICATOR_PERIOD = timedelta(hours=1)
 
 
-def refresh_indicators(services: Services) -> int:
+def refresh_indicators(ctx: Context) -> int:
     """The hourly job: recount unique openers and clickers of executions still in validity.
 
     Each execution is refreshed at most once an hour (its `rates_refreshed_at`), so a
     tick every few seconds costs one indexed query when nothing is due.
     """
-    now = services.clock.now()
-    with services.sessions.begin() as s:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
         due = list(
             s.scalars(
                 select(KpiCounter.execution_id)
@@ -151,13 +151,13 @@ def refresh_indicators(services: Services) -> int:
 
 
 async def run_due(
-    services: Services,
+    ctx: Context,
     transport_factory: Callable[[], Transport] | None = None,
     on_batch: Callable[[int], None] | None = None,
     slack: AsyncWebClient | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> DueReport:
-    """Run every step due at `services.clock.now()`.
+    """Run every step due at `ctx.clock.now()`.
 
     `should_stop` (the sender process shutting down) ends sending after the batch in
     flight; what is left is due again at the next start.
@@ -165,15 +165,15 @@ async def run_due(
     `slack` is the Web API client for the steps that post to Slack (approval requests,
     the digest); None when Slack is not connected, and those steps then wait.
     """
-    report = DueReport(started=start_due(services))
-    recurring = run_occurrences(services)
+    report = DueReport(started=start_due(ctx))
+    recurring = run_occurrences(ctx)
     report.occurrences = recurring.occurrences
     report.approvals_expired = recurring.expired_requests
-    report.approval_messages = await sync_messages(services, slack)
-    transport = (transport_factory or (lambda: make_transport(services.settings)))()
+    report.approval_messages = await sync_messages(ctx, slack)
+    transport = (transport_factory or (lambda: make_transport(ctx.settings)))()
     try:
-        sender = Sender(services, transport, on_batch=on_batch, should_stop=should_stop)
-        with services.sessions() as s:
+        sender = Sender(ctx, transport, on_batch=on_batch, should_stop=should_stop)
+        with ctx.sessions() as s:
             sending = s.execute(
                 select(Execution.id, Delivery.ref, Execution.key)
                 .join(Delivery, Delivery.id == Execution.delivery_id)
@@ -196,7 +196,7 @@ async def run_due(
                 .where(
                     SendingLog.failure_type == "soft",
                     SendingLog.final.is_(False),
-                    SendingLog.next_retry_at <= services.clock.now(),
+                    SendingLog.next_retry_at <= ctx.clock.now(),
                 )
                 .distinct()
             ).all()
@@ -209,8 +209,8 @@ async def run_due(
         await transport.close()
     # Bounces are read before the validity check, so that a bounce waiting in the
     # mailbox resolves its log with its own reason rather than "not defined".
-    report.mailbox = await asyncio.to_thread(read_feedback_mailbox, services)
-    report.expired_logs = expire_due(services)
-    report.indicators_refreshed = refresh_indicators(services)
-    report.digest = await run_digest(services, slack)  # after the refresh: fresh rates
+    report.mailbox = await asyncio.to_thread(read_feedback_mailbox, ctx)
+    report.expired_logs = expire_due(ctx)
+    report.indicators_refreshed = refresh_indicators(ctx)
+    report.digest = await run_digest(ctx, slack)  # after the refresh: fresh rates
     return report

@@ -40,8 +40,8 @@ from typing import Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.bootstrap import Services
 from bot.config import MailboxTarget
+from bot.context import Context
 from bot.feedback import dsn
 from bot.feedback.events import FeedbackEvent
 from bot.services.ingest import ingest
@@ -211,14 +211,14 @@ def _parse(key: str, raw: bytes, where: str) -> list[FeedbackEvent] | None:
     return events
 
 
-def read_feedback_mailbox(services: Services, batch: int = BATCH) -> MailboxReport:
+def read_feedback_mailbox(ctx: Context, batch: int = BATCH) -> MailboxReport:
     """One pass over the configured mailbox; a no-op when FEEDBACK_MAILBOX_URL is empty.
 
     An unavailable mailbox or database is logged and reported, not raised: the other
     steps of the due work still run, and the messages wait for the next tick.
     """
     report = MailboxReport()
-    target = services.settings.feedback_mailbox
+    target = ctx.settings.feedback_mailbox
     if target is None:
         return report
     where = target.describe()
@@ -246,7 +246,7 @@ def read_feedback_mailbox(services: Services, batch: int = BATCH) -> MailboxRepo
                     events.extend(found)
                     done.append(key)
             if events:
-                result = ingest(services, events)  # commits, or raises and nothing is removed
+                result = ingest(ctx, events)  # commits, or raises and nothing is removed
                 report.events += result.received
                 report.applied += result.applied
                 report.duplicates += result.duplicates

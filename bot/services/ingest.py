@@ -4,7 +4,7 @@ Every parser (webhooks, bounce messages, the tracking endpoints) produces
 `FeedbackEvent`s; this service matches each to its sending log (by the log id the
 message carried, else by its Message-ID), drops events already taken (by source and
 source event id, through a unique key), and applies the rest in one transaction:
-log transitions and counters through `services.outcomes`, complaints to the denylist,
+log transitions and counters through `ctx.outcomes`, complaints to the denylist,
 opens and clicks to the tracking log. An event for no known message is counted as
 unmatched and acknowledged, so the provider does not retry it forever.
 
@@ -22,7 +22,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.feedback.events import FeedbackEvent, FeedbackKind
 from bot.services.outcomes import LogEvent, apply_log_events, record_complaint
 from bot.store.db import insert_ignoring_conflicts
@@ -109,11 +109,11 @@ def _claim_receipts(
     return {first[source, event_id] for source, event_id in session.execute(stmt, rows)}
 
 
-def ingest(services: Services, events: Sequence[FeedbackEvent]) -> IngestReport:
+def ingest(ctx: Context, events: Sequence[FeedbackEvent]) -> IngestReport:
     """Apply `events` in order, each at most once; raise on a database failure (→ 5xx)."""
     report = IngestReport(received=len(events))
-    now = services.clock.now()
-    with services.sessions.begin() as s:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
         matched = _match(s, events)
         for i, e in enumerate(events):
             if i not in matched:

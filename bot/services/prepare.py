@@ -33,7 +33,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.errors import DomainError
 from bot.domain.lifecycle import Action, DeliveryState, transition
 from bot.domain.logs import LogStatus
@@ -363,7 +363,7 @@ def _insert_logs(
 
 def _write(
     session: Session,
-    services: Services,
+    ctx: Context,
     delivery_id: int,
     seen_hash: str,
     seen_version: int,
@@ -371,7 +371,7 @@ def _write(
 ) -> Delivery:
     """Replace the execution's logs and record the outcome on the delivery."""
     new_state = DeliveryState.EDITING.value if plan.errors_total else DeliveryState.READY.value
-    now = services.clock.now()
+    now = ctx.clock.now()
     delivery = _claim(session, delivery_id, seen_hash, seen_version, new_state)
     execution = main_execution(session, delivery, now)
     session.execute(
@@ -430,7 +430,7 @@ def _stored_errors(plan: _Plan) -> list[dict[str, Any]]:
     return stored
 
 
-def prepare_delivery(services: Services, ref: str, actor: str = "cli") -> PreparationResult:
+def prepare_delivery(ctx: Context, ref: str, actor: str = "cli") -> PreparationResult:
     """Prepare delivery `ref`: exclusion and queued sending logs, counts, render check.
 
     Raises NotFound for an unknown ref, IllegalTransition when the delivery's state
@@ -438,7 +438,7 @@ def prepare_delivery(services: Services, ref: str, actor: str = "cli") -> Prepar
     The delivery ends `ready`, or `editing` when some message failed to render.
     """
     started = time.perf_counter()
-    with services.sessions() as session:
+    with ctx.sessions() as session:
         delivery = session.scalars(select(Delivery).where(Delivery.ref == ref)).one_or_none()
         if delivery is None:
             raise NotFound(
@@ -449,8 +449,8 @@ def prepare_delivery(services: Services, ref: str, actor: str = "cli") -> Prepar
         seen_hash = delivery.definition_hash
         seen_version = delivery.audience.version
         plan = _plan(session, delivery)
-    with services.sessions.begin() as session:
-        delivery = _write(session, services, delivery_id, seen_hash, seen_version, plan)
+    with ctx.sessions.begin() as session:
+        delivery = _write(session, ctx, delivery_id, seen_hash, seen_version, plan)
         exclusions = plan.exclusion_counts()
         result = PreparationResult(
             ref=ref,
@@ -466,7 +466,7 @@ def prepare_delivery(services: Services, ref: str, actor: str = "cli") -> Prepar
         )
         audit.record(
             session,
-            services.clock,
+            ctx.clock,
             actor=actor,
             action="prepare",
             subject_kind="delivery",
@@ -505,7 +505,7 @@ class ExecutionPreparation:
         return self.errors_total > 0
 
 
-def prepare_execution(services: Services, execution_id: int) -> ExecutionPreparation:
+def prepare_execution(ctx: Context, execution_id: int) -> ExecutionPreparation:
     """Prepare one execution of a recurring delivery, at its occurrence time.
 
     The audience is read as it is now, so each occurrence targets today's members.
@@ -515,7 +515,7 @@ def prepare_execution(services: Services, execution_id: int) -> ExecutionPrepara
     wait for the next one. A render error adds nothing and is returned: the caller
     fails the execution rather than send a message that breaks for someone.
     """
-    with services.sessions() as session:
+    with ctx.sessions() as session:
         execution = session.get(Execution, execution_id)
         if execution is None:
             raise NotFound(f"no execution {execution_id}")
@@ -538,7 +538,7 @@ def prepare_execution(services: Services, execution_id: int) -> ExecutionPrepara
             )
         }
         key = execution.key
-    now = services.clock.now()
+    now = ctx.clock.now()
     if plan.errors_total:
         return ExecutionPreparation(
             execution_id, key, 0, 0, 0, {}, list(plan.errors), plan.errors_total
@@ -553,7 +553,7 @@ def prepare_execution(services: Services, execution_id: int) -> ExecutionPrepara
             exclusions.append((pid, email, duplicate))
             continue
         recipients.append((pid, email))
-    with services.sessions.begin() as session:
+    with ctx.sessions.begin() as session:
         ensure_counter(session, execution_id, now)
         _insert_logs(session, now, execution_id, exclusions, recipients)
         session.execute(

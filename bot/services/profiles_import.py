@@ -33,7 +33,7 @@ from sqlalchemy import Text, bindparam, cast, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.errors import DomainError
 from bot.domain.lifecycle import Action, DeliveryState, transition
 from bot.domain.quarantine import EmailStatus
@@ -93,7 +93,7 @@ class _Columns:
 
 
 def import_profiles(
-    services: Services,
+    ctx: Context,
     path: str | Path,
     audience: str | None = None,
     actor: str = "cli",
@@ -115,15 +115,15 @@ def import_profiles(
     report = ProfilesImportReport(file=name, rows=line_count, audience=audience)
     report.warnings = warnings
     try:
-        with services.sessions.begin() as session:
+        with ctx.sessions.begin() as session:
             ids = _upsert_profiles(
-                session, services.clock.now(), rows, report, want_ids=audience is not None
+                session, ctx.clock.now(), rows, report, want_ids=audience is not None
             )
             if audience is not None:
-                _add_members(session, services.clock.now(), audience, ids, report)
+                _add_members(session, ctx.clock.now(), audience, ids, report)
             audit.record(
                 session,
-                services.clock,
+                ctx.clock,
                 actor=actor,
                 action="profiles.import",
                 subject_kind="audience" if audience else "profiles",

@@ -37,7 +37,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from bot.blocks.approval import EXPIRED_REASON
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.recurrence import approval_deadline, latest_between, period_key
 from bot.domain.schedule import Aggregation, format_duration
@@ -108,10 +108,10 @@ def start_execution(session: Session, now: datetime, delivery: Delivery, executi
     execution.state = ExecutionState.IN_PROGRESS
 
 
-def expire_requests(services: Services) -> int:
+def expire_requests(ctx: Context) -> int:
     """Open approval requests past their deadline expire; their occurrence is never sent."""
-    now = services.clock.now()
-    with services.sessions.begin() as s:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
         rows = s.execute(
             update(ApprovalRequest)
             .where(ApprovalRequest.state == "open", ApprovalRequest.expires_at <= now)
@@ -135,7 +135,7 @@ def expire_requests(services: Services) -> int:
             cancelled = cancel_unsent(s, now, execution_id, include_claimed=True, reason="expired")
             audit.record(
                 s,
-                services.clock,
+                ctx.clock,
                 actor="scheduler",
                 action="approval.expired",
                 subject_kind="delivery",
@@ -157,10 +157,10 @@ def _expiry_reason(delivery: Delivery, request: ApprovalRequest) -> str:
     return EXPIRED_REASON
 
 
-def _due(services: Services) -> list[tuple[int, datetime, datetime]]:
+def _due(ctx: Context) -> list[tuple[int, datetime, datetime]]:
     """(delivery id, cursor, occurrence) of every active recurring delivery with one due."""
-    now = services.clock.now()
-    with services.sessions() as s:
+    now = ctx.clock.now()
+    with ctx.sessions() as s:
         rows = s.execute(
             select(
                 Delivery.id,
@@ -181,16 +181,14 @@ def _due(services: Services) -> list[tuple[int, datetime, datetime]]:
     return due
 
 
-def _claim(
-    services: Services, delivery_id: int, cursor: datetime, occurrence: datetime
-) -> int | None:
+def _claim(ctx: Context, delivery_id: int, cursor: datetime, occurrence: datetime) -> int | None:
     """Take the occurrence (compare-and-set on the cursor) and create its execution.
 
     Returns the execution id, or None when another process took the occurrence first.
     Both happen in one transaction: an occurrence is never taken without its execution.
     """
-    now = services.clock.now()
-    with services.sessions.begin() as s:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
         taken = s.execute(
             update(Delivery)
             .where(
@@ -225,7 +223,7 @@ def _claim(
 
 
 def _settle(
-    services: Services,
+    ctx: Context,
     delivery_id: int,
     execution_id: int,
     occurrence: datetime,
@@ -236,8 +234,8 @@ def _settle(
     A new execution leaves `preparing` by a compare-and-set, so of a slow process and
     the one that took its preparation over, one settles the occurrence.
     """
-    now = services.clock.now()
-    with services.sessions.begin() as s:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
         d = s.get(Delivery, delivery_id)
         execution = s.get(Execution, execution_id)
         assert d is not None and execution is not None
@@ -301,7 +299,7 @@ def _settle(
             detail["errors"] = prepared.errors if prepared else "unexpected error (see the logs)"
         audit.record(
             s,
-            services.clock,
+            ctx.clock,
             actor="scheduler",
             action="occurrence.run",
             subject_kind="delivery",
@@ -311,30 +309,28 @@ def _settle(
         return OccurrenceRun(d.ref, execution.key, occurrence, outcome, added, to_deliver)
 
 
-def _prepare(services: Services, execution_id: int) -> ExecutionPreparation | None:
+def _prepare(ctx: Context, execution_id: int) -> ExecutionPreparation | None:
     try:
-        return prepare_execution(services, execution_id)
+        return prepare_execution(ctx, execution_id)
     except Exception:
         log.exception("preparing execution %s failed", execution_id)
         return None
 
 
 def run_occurrence(
-    services: Services, delivery_id: int, cursor: datetime, occurrence: datetime
+    ctx: Context, delivery_id: int, cursor: datetime, occurrence: datetime
 ) -> OccurrenceRun | None:
     """Run one occurrence, if this process wins it; None when another one did."""
-    execution_id = _claim(services, delivery_id, cursor, occurrence)
+    execution_id = _claim(ctx, delivery_id, cursor, occurrence)
     if execution_id is None:
         return None
-    return _settle(
-        services, delivery_id, execution_id, occurrence, _prepare(services, execution_id)
-    )
+    return _settle(ctx, delivery_id, execution_id, occurrence, _prepare(ctx, execution_id))
 
 
-def take_over_preparations(services: Services) -> list[OccurrenceRun]:
+def take_over_preparations(ctx: Context) -> list[OccurrenceRun]:
     """Finish occurrences whose preparing process died (its lease ran out)."""
-    now = services.clock.now()
-    with services.sessions() as s:
+    now = ctx.clock.now()
+    with ctx.sessions() as s:
         stale = s.execute(
             select(
                 Execution.id, Execution.delivery_id, Execution.occurrence_at, Execution.lease_until
@@ -348,7 +344,7 @@ def take_over_preparations(services: Services) -> list[OccurrenceRun]:
         ).all()
     runs = []
     for execution_id, delivery_id, occurrence, lease in stale:
-        with services.sessions.begin() as s:
+        with ctx.sessions.begin() as s:
             taken = s.execute(
                 update(Execution)
                 .where(
@@ -361,33 +357,31 @@ def take_over_preparations(services: Services) -> list[OccurrenceRun]:
             ).rowcount
         if not taken:
             continue
-        run = _settle(
-            services, delivery_id, execution_id, occurrence, _prepare(services, execution_id)
-        )
+        run = _settle(ctx, delivery_id, execution_id, occurrence, _prepare(ctx, execution_id))
         if run is not None:
             runs.append(run)
     return runs
 
 
-def run_occurrences(services: Services) -> RecurringReport:
+def run_occurrences(ctx: Context) -> RecurringReport:
     """The recurring step of the due work: expire stale requests, then run what is due."""
-    report = RecurringReport(expired_requests=expire_requests(services))
-    report.occurrences += take_over_preparations(services)
-    for delivery_id, cursor, occurrence in _due(services):
-        run = run_occurrence(services, delivery_id, cursor, occurrence)
+    report = RecurringReport(expired_requests=expire_requests(ctx))
+    report.occurrences += take_over_preparations(ctx)
+    for delivery_id, cursor, occurrence in _due(ctx):
+        run = run_occurrence(ctx, delivery_id, cursor, occurrence)
         if run is not None:
             report.occurrences.append(run)
     return report
 
 
-def next_occurrence(services: Services, ref: str) -> datetime | None:
+def next_occurrence(ctx: Context, ref: str) -> datetime | None:
     """When the next occurrence of a recurring delivery runs (None for a one-off)."""
     from bot.domain.recurrence import next_after
     from bot.services.reporting import get_delivery
 
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         d = get_delivery(s, ref)
         if not d.recurrence_cron:
             return None
-        after = max(d.recurrence_cursor or services.clock.now(), services.clock.now())
+        after = max(d.recurrence_cursor or ctx.clock.now(), ctx.clock.now())
         return next_after(d.recurrence_cron, d.recurrence_timezone or "UTC", after)

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.kpi import Counters, kpis
 from bot.domain.schedule import format_duration
 from bot.services.errors import NotFound
@@ -118,8 +118,8 @@ def summary(d: Delivery, counters: Counters) -> dict[str, Any]:
     }
 
 
-def list_deliveries(services: Services) -> list[dict[str, Any]]:
-    with services.sessions() as s:
+def list_deliveries(ctx: Context) -> list[dict[str, Any]]:
+    with ctx.sessions() as s:
         out = []
         for d in s.scalars(select(Delivery).order_by(Delivery.ref)):
             total = sum((live_counters(s, e.id) for e in executions_of(s, d.id)), Counters())
@@ -136,13 +136,13 @@ def current_execution(d: Delivery, executions: list[Execution]) -> Execution | N
     return max(started, key=lambda e: (e.started_at, e.id)) if started else None
 
 
-def delivery_detail(services: Services, ref: str) -> dict[str, Any]:
+def delivery_detail(ctx: Context, ref: str) -> dict[str, Any]:
     """Everything `deliveries show` prints: state, definition, preparation and KPIs.
 
     The top-level KPIs are those of the current execution (`current_execution`), named
     under `execution`; `executions` lists every occurrence of a recurring delivery.
     """
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         d = get_delivery(s, ref)
         executions = executions_of(s, d.id)
         main = next((e for e in executions if e.key == "main"), None)
@@ -193,7 +193,7 @@ def delivery_detail(services: Services, ref: str) -> dict[str, Any]:
 RATE_WINDOW = timedelta(seconds=15)  # short: a range of the relayed index, not a scan
 
 
-def sending_progress(services: Services, ref: str) -> dict[str, Any]:
+def sending_progress(ctx: Context, ref: str) -> dict[str, Any]:
     """Relayed / to deliver and the current rate, readable from any process at any time.
 
     For a recurring delivery, the figures of the occurrence being sent.
@@ -201,8 +201,8 @@ def sending_progress(services: Services, ref: str) -> dict[str, Any]:
     The rate counts the messages relayed in the last 15 seconds, from the logs, so the
     Deployment message shows it whichever process is sending.
     """
-    now = services.clock.now()
-    with services.sessions() as s:
+    now = ctx.clock.now()
+    with ctx.sessions() as s:
         d = get_delivery(s, ref)
         executions = executions_of(s, d.id)
         if d.recurrence_cron:
@@ -227,23 +227,23 @@ def sending_progress(services: Services, ref: str) -> dict[str, Any]:
     }
 
 
-def compute_delivery_stats(services: Services, ref: str) -> dict[str, Any]:
+def compute_delivery_stats(ctx: Context, ref: str) -> dict[str, Any]:
     """Recount every execution of `ref` from its logs; return the fresh detail."""
     from bot.services.stats import compute_stats
 
-    with services.sessions.begin() as s:
+    with ctx.sessions.begin() as s:
         d = get_delivery(s, ref)
         for e in executions_of(s, d.id):
-            compute_stats(s, e.id, services.clock.now())
-    return delivery_detail(services, ref)
+            compute_stats(s, e.id, ctx.clock.now())
+    return delivery_detail(ctx, ref)
 
 
-def marketing_history(services: Services, email: str, limit: int = 50) -> list[dict[str, Any]]:
+def marketing_history(ctx: Context, email: str, limit: int = 50) -> list[dict[str, Any]]:
     """A profile's messages, newest first: date, delivery, status, failure, opens, clicks."""
     from bot.store.models import Profile, TrackingLog
 
     key = email.strip().lower()
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         profile_ids = list(s.scalars(select(Profile.id).where(Profile.email_key == key)))
         if not profile_ids:
             raise NotFound(f"no profile with the address {email!r}")

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from sqlalchemy import delete, select
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.errors import DomainError
 from bot.domain.roles import Role, parse_role
 from bot.services import audit
@@ -53,11 +53,11 @@ def parse_subject(text: str) -> tuple[str, str]:
     return ("usergroup" if ident.startswith("S") else "user", ident)
 
 
-def grant(services: Services, subject: str, role: str, actor: str = "cli") -> bool:
+def grant(ctx: Context, subject: str, role: str, actor: str = "cli") -> bool:
     """Grant a role; False when it was already held (nothing changes)."""
     kind, ident = parse_subject(subject)
     parsed = parse_role(role)
-    with services.sessions.begin() as s:
+    with ctx.sessions.begin() as s:
         exists = s.scalar(
             select(RoleAssignment.id).where(
                 RoleAssignment.subject_kind == kind,
@@ -73,12 +73,12 @@ def grant(services: Services, subject: str, role: str, actor: str = "cli") -> bo
                 subject_id=ident,
                 role=parsed.value,
                 granted_by=actor,
-                granted_at=services.clock.now(),
+                granted_at=ctx.clock.now(),
             )
         )
         audit.record(
             s,
-            services.clock,
+            ctx.clock,
             actor=actor,
             action="role.grant",
             subject_kind=kind,
@@ -88,11 +88,11 @@ def grant(services: Services, subject: str, role: str, actor: str = "cli") -> bo
     return True
 
 
-def revoke(services: Services, subject: str, role: str, actor: str = "cli") -> bool:
+def revoke(ctx: Context, subject: str, role: str, actor: str = "cli") -> bool:
     """Revoke a role; False when it was not held."""
     kind, ident = parse_subject(subject)
     parsed = parse_role(role)
-    with services.sessions.begin() as s:
+    with ctx.sessions.begin() as s:
         gone = s.execute(
             delete(RoleAssignment).where(
                 RoleAssignment.subject_kind == kind,
@@ -103,7 +103,7 @@ def revoke(services: Services, subject: str, role: str, actor: str = "cli") -> b
         if gone:
             audit.record(
                 s,
-                services.clock,
+                ctx.clock,
                 actor=actor,
                 action="role.revoke",
                 subject_kind=kind,
@@ -113,8 +113,8 @@ def revoke(services: Services, subject: str, role: str, actor: str = "cli") -> b
     return bool(gone)
 
 
-def list_grants(services: Services) -> list[Grant]:
-    with services.sessions() as s:
+def list_grants(ctx: Context) -> list[Grant]:
+    with ctx.sessions() as s:
         rows = s.scalars(
             select(RoleAssignment).order_by(
                 RoleAssignment.subject_kind, RoleAssignment.subject_id, RoleAssignment.role
@@ -125,10 +125,10 @@ def list_grants(services: Services) -> list[Grant]:
     ]
 
 
-def roles_of(services: Services, user_id: str, usergroups: Iterable[str] = ()) -> frozenset[Role]:
+def roles_of(ctx: Context, user_id: str, usergroups: Iterable[str] = ()) -> frozenset[Role]:
     """Every role a user holds directly or through one of their user groups."""
     groups = [g.upper() for g in usergroups]
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         stmt = select(RoleAssignment.role).where(
             (RoleAssignment.subject_kind == "user") & (RoleAssignment.subject_id == user_id)
         )
@@ -142,9 +142,9 @@ def roles_of(services: Services, user_id: str, usergroups: Iterable[str] = ()) -
         return frozenset(Role(r) for r in s.scalars(stmt))
 
 
-def granted_groups(services: Services) -> list[str]:
+def granted_groups(ctx: Context) -> list[str]:
     """The user groups that hold at least one role (the only ones worth asking Slack about)."""
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         return list(
             s.scalars(
                 select(RoleAssignment.subject_id)

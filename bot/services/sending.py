@@ -18,8 +18,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bot.bootstrap import Services
 from bot.clock import Clock
+from bot.context import Context
 from bot.domain.errors import DomainError
 from bot.domain.lifecycle import Action, DeliveryState, transition
 from bot.domain.logs import Event, LogStatus
@@ -101,41 +101,39 @@ def _move(
     return Transitioned(d.ref, before, after)
 
 
-def confirm_send(services: Services, ref: str, actor: str, roles: Iterable[Role]) -> Transitioned:
+def confirm_send(ctx: Context, ref: str, actor: str, roles: Iterable[Role]) -> Transitioned:
     """The OK of the confirmation dialog: record who and when, then start or wait.
 
     A recurring delivery starts at once: from now on each occurrence of its
     recurrence is prepared and sent (or waits for approval) when it comes.
     """
     require(roles, Permission.CONFIRM_SEND)
-    now = services.clock.now()
-    with services.sessions.begin() as s:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
         d = get_delivery(s, ref)
         reason = not_ready_reason(d)
         if reason:
             raise DomainError(reason)
-        moved = _move(
-            s, services.clock, d, Action.CONFIRM, actor, confirmed_by=actor, confirmed_at=now
-        )
+        moved = _move(s, ctx.clock, d, Action.CONFIRM, actor, confirmed_by=actor, confirmed_at=now)
     if d.schedule_mode == "on-confirm" or d.recurrence_cron:
-        return start_delivery(services, ref, actor="system")
+        return start_delivery(ctx, ref, actor="system")
     return moved
 
 
-def start_delivery(services: Services, ref: str, actor: str = "system") -> Transitioned:
+def start_delivery(ctx: Context, ref: str, actor: str = "system") -> Transitioned:
     """Begin sending: the validity period starts now.
 
     For a recurring delivery, "started" means its recurrence is active: the first
     occurrence is the first one after now (the cursor of bot.services.recurring).
     """
-    now = services.clock.now()
-    with services.sessions.begin() as s:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
         d = get_delivery(s, ref)
         if d.recurrence_cron:
             return _move(
-                s, services.clock, d, Action.START, actor, started_at=now, recurrence_cursor=now
+                s, ctx.clock, d, Action.START, actor, started_at=now, recurrence_cursor=now
             )
-        moved = _move(s, services.clock, d, Action.START, actor, started_at=now)
+        moved = _move(s, ctx.clock, d, Action.START, actor, started_at=now)
         e = main_execution(s, d, now)
         e.started_at = now
         e.validity_ends_at = now + timedelta(seconds=d.validity_seconds)
@@ -143,33 +141,31 @@ def start_delivery(services: Services, ref: str, actor: str = "system") -> Trans
     return moved
 
 
-def pause_delivery(services: Services, ref: str, actor: str, roles: Iterable[Role]) -> Transitioned:
+def pause_delivery(ctx: Context, ref: str, actor: str, roles: Iterable[Role]) -> Transitioned:
     require(roles, Permission.PAUSE)
-    with services.sessions.begin() as s:
-        return _move(s, services.clock, get_delivery(s, ref), Action.PAUSE, actor)
+    with ctx.sessions.begin() as s:
+        return _move(s, ctx.clock, get_delivery(s, ref), Action.PAUSE, actor)
 
 
-def resume_delivery(
-    services: Services, ref: str, actor: str, roles: Iterable[Role]
-) -> Transitioned:
+def resume_delivery(ctx: Context, ref: str, actor: str, roles: Iterable[Role]) -> Transitioned:
     """Resume sending; a recurring delivery's occurrences that fell while it was paused
     are not caught up (pausing them was the point), the next one runs on time."""
     require(roles, Permission.RESUME)
-    with services.sessions.begin() as s:
+    with ctx.sessions.begin() as s:
         d = get_delivery(s, ref)
         if d.recurrence_cron:
-            now = services.clock.now()
-            return _move(s, services.clock, d, Action.RESUME, actor, recurrence_cursor=now)
-        return _move(s, services.clock, d, Action.RESUME, actor)
+            now = ctx.clock.now()
+            return _move(s, ctx.clock, d, Action.RESUME, actor, recurrence_cursor=now)
+        return _move(s, ctx.clock, d, Action.RESUME, actor)
 
 
-def stop_delivery(services: Services, ref: str, actor: str, roles: Iterable[Role]) -> Transitioned:
+def stop_delivery(ctx: Context, ref: str, actor: str, roles: Iterable[Role]) -> Transitioned:
     """End the send for good: recipients not yet claimed by a sender are never sent."""
     require(roles, Permission.STOP)
-    now = services.clock.now()
-    with services.sessions.begin() as s:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
         d = get_delivery(s, ref)
-        moved = _move(s, services.clock, d, Action.STOP, actor, finished_at=now)
+        moved = _move(s, ctx.clock, d, Action.STOP, actor, finished_at=now)
         for e in s.scalars(select(Execution).where(Execution.delivery_id == d.id)):
             cancel_unsent(s, now, e.id, include_claimed=False)
             if d.recurrence_cron and e.state in ("preparing", "pending-approval"):
@@ -201,7 +197,7 @@ def cancel_unsent(
     return len(ids)
 
 
-def readiness(services: Services, ref: str) -> str | None:
+def readiness(ctx: Context, ref: str) -> str | None:
     """None when `ref` can be confirmed now, else the reason in words a person acts on."""
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         return not_ready_reason(get_delivery(s, ref))

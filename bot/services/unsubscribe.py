@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.quarantine import EmailStatus
 from bot.services import audit
 from bot.store.models import Profile, SendingLog
 
 
-def unsubscribe(services: Services, sending_log_id: int) -> bool:
+def unsubscribe(ctx: Context, sending_log_id: int) -> bool:
     """Denylist the profile the message went to; False when it was already denylisted."""
-    now = services.clock.now()
-    with services.sessions.begin() as s:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
         profile = s.scalar(
             select(Profile)
             .join(SendingLog, SendingLog.profile_id == Profile.id)
@@ -25,7 +25,7 @@ def unsubscribe(services: Services, sending_log_id: int) -> bool:
         profile.updated_at = now
         audit.record(
             s,
-            services.clock,
+            ctx.clock,
             actor="recipient",
             action="profile.unsubscribe",
             subject_kind="profile",

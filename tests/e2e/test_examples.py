@@ -12,23 +12,21 @@ from pathlib import Path
 import pytest
 
 from bot.__main__ import main
-from bot.bootstrap import Services
+from bot.bootstrap import Root
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def run_json(services: Services, capsys: pytest.CaptureFixture[str], *argv: str) -> object:
-    code = main([*argv, "--json"], services=services)
+def run_json(root: Root, capsys: pytest.CaptureFixture[str], *argv: str) -> object:
+    code = main([*argv, "--json"], root=root)
     out, err = capsys.readouterr()
     assert code == 0, err
     return json.loads(out)
 
 
-def test_examples_import_prepare_and_show(
-    services: Services, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_examples_import_prepare_and_show(root: Root, capsys: pytest.CaptureFixture[str]) -> None:
     profiles = run_json(
-        services,
+        root,
         capsys,
         "profiles",
         "import",
@@ -37,17 +35,15 @@ def test_examples_import_prepare_and_show(
         "newsletter",
     )
     assert (profiles["rows"], profiles["created"]) == (300, 300)
-    deliveries = run_json(
-        services, capsys, "deliveries", "import", str(EXAMPLES / "deliveries.yml")
-    )
+    deliveries = run_json(root, capsys, "deliveries", "import", str(EXAMPLES / "deliveries.yml"))
     assert sorted(deliveries["created"]) == ["black-friday", "spring-sale", "weekly-digest"]
 
-    prepared = run_json(services, capsys, "deliveries", "prepare", "spring-sale")
+    prepared = run_json(root, capsys, "deliveries", "prepare", "spring-sale")
     assert (prepared["state"], prepared["targeted"], prepared["excluded"]) == ("ready", 300, 7)
     assert prepared["to_deliver"] == 293
     assert prepared["errors"] == []
 
-    shown = run_json(services, capsys, "deliveries", "show", "spring-sale")
+    shown = run_json(root, capsys, "deliveries", "show", "spring-sale")
     assert shown["state"] == "ready"
     assert shown["preparation"]["current"] is True
     assert shown["preparation"]["exclusions"] == {"duplicate address": 4, "invalid address": 3}
@@ -61,7 +57,7 @@ def test_examples_import_prepare_and_show(
     }
     assert shown["logs"]["queued"] == 293
 
-    listed = run_json(services, capsys, "deliveries", "list")
+    listed = run_json(root, capsys, "deliveries", "list")
     states = {d["ref"]: (d["state"], d["prepared"]) for d in listed}
     assert states == {
         "black-friday": ("editing", False),
@@ -71,7 +67,7 @@ def test_examples_import_prepare_and_show(
 
     # Importing the same files again changes nothing, and the preparation stays current.
     again = run_json(
-        services,
+        root,
         capsys,
         "profiles",
         "import",
@@ -80,15 +76,15 @@ def test_examples_import_prepare_and_show(
         "newsletter",
     )
     assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 300)
-    run_json(services, capsys, "deliveries", "import", str(EXAMPLES / "deliveries.yml"))
-    assert run_json(services, capsys, "deliveries", "show", "spring-sale")["state"] == "ready"
+    run_json(root, capsys, "deliveries", "import", str(EXAMPLES / "deliveries.yml"))
+    assert run_json(root, capsys, "deliveries", "show", "spring-sale")["state"] == "ready"
 
 
 def test_show_text_reads_like_the_deployment_block(
-    services: Services, capsys: pytest.CaptureFixture[str]
+    root: Root, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_json(
-        services,
+        root,
         capsys,
         "profiles",
         "import",
@@ -96,10 +92,10 @@ def test_show_text_reads_like_the_deployment_block(
         "--audience",
         "newsletter",
     )
-    run_json(services, capsys, "deliveries", "import", str(EXAMPLES / "deliveries.yml"))
-    assert main(["deliveries", "prepare", "spring-sale"], services=services) == 0
+    run_json(root, capsys, "deliveries", "import", str(EXAMPLES / "deliveries.yml"))
+    assert main(["deliveries", "prepare", "spring-sale"], root=root) == 0
     capsys.readouterr()
-    assert main(["deliveries", "show", "spring-sale"], services=services) == 0
+    assert main(["deliveries", "show", "spring-sale"], root=root) == 0
     out = capsys.readouterr().out
     assert "to deliver 293" in out
     assert "invalid address: 3" in out

@@ -10,35 +10,30 @@ from pathlib import Path
 import pytest
 
 from bot.__main__ import main
-from bot.bootstrap import Services
+from bot.bootstrap import Root
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run(services: Services, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(list(argv), services=services)
+def run(root: Root, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv), root=root)
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def test_roles_grant_list_revoke(services: Services, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run(services, capsys, "roles", "grant", "U0ALICE1", "start-deliveries")[0] == 0
-    assert (
-        "already had" in run(services, capsys, "roles", "grant", "U0ALICE1", "start-deliveries")[1]
-    )
-    assert run(services, capsys, "roles", "grant", "<!subteam^S0OPS|ops>", "administration")[0] == 0
-    code, out, _ = run(services, capsys, "roles", "list", "--json")
+def test_roles_grant_list_revoke(root: Root, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(root, capsys, "roles", "grant", "U0ALICE1", "start-deliveries")[0] == 0
+    assert "already had" in run(root, capsys, "roles", "grant", "U0ALICE1", "start-deliveries")[1]
+    assert run(root, capsys, "roles", "grant", "<!subteam^S0OPS|ops>", "administration")[0] == 0
+    code, out, _ = run(root, capsys, "roles", "list", "--json")
     assert code == 0
     grants = json.loads(out)
     assert [(g["subject_kind"], g["subject_id"], g["role"]) for g in grants] == [
         ("user", "U0ALICE1", "start-deliveries"),
         ("usergroup", "S0OPS", "administration"),
     ]
-    assert run(services, capsys, "roles", "revoke", "U0ALICE1", "start-deliveries")[0] == 0
-    assert (
-        "did not have"
-        in run(services, capsys, "roles", "revoke", "U0ALICE1", "start-deliveries")[1]
-    )
+    assert run(root, capsys, "roles", "revoke", "U0ALICE1", "start-deliveries")[0] == 0
+    assert "did not have" in run(root, capsys, "roles", "revoke", "U0ALICE1", "start-deliveries")[1]
 
 
 @pytest.mark.parametrize(
@@ -52,15 +47,15 @@ def test_roles_grant_list_revoke(services: Services, capsys: pytest.CaptureFixtu
     ],
 )
 def test_refusals_exit_1_with_a_message_that_says_what_to_do(
-    services: Services, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], needle: str
+    root: Root, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], needle: str
 ) -> None:
-    code, _, err = run(services, capsys, *argv)
+    code, _, err = run(root, capsys, *argv)
     assert code == 1
     assert needle in err
 
 
-def test_deliveries_list_when_empty(services: Services, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(services, capsys, "deliveries", "list", "--json")
+def test_deliveries_list_when_empty(root: Root, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(root, capsys, "deliveries", "list", "--json")
     assert (code, json.loads(out)) == (0, [])
 
 
@@ -85,10 +80,10 @@ def test_malformed_setting_stops_at_start_with_its_name(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists(), "nothing is created when settings are bad"
 
 
-def test_run_due_with_nothing_to_do(services: Services, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(services, capsys, "jobs", "run-due", "--at", "2026-11-24T09:00:00+01:00")
+def test_run_due_with_nothing_to_do(root: Root, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(root, capsys, "jobs", "run-due", "--at", "2026-11-24T09:00:00+01:00")
     assert code == 0
-    assert json.loads(run(services, capsys, "jobs", "run-due", "--json")[1]) == {
+    assert json.loads(run(root, capsys, "jobs", "run-due", "--json")[1]) == {
         "started": [],
         "occurrences": [],
         "approvals_expired": 0,

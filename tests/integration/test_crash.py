@@ -46,14 +46,15 @@ def test_sigkill_mid_send_loses_nobody_and_repeats_at_most_one_batch(tmp_path: P
         "LOG_LEVEL": "WARNING",
     }
     try:
-        services = bootstrap(
+        root = bootstrap(
             load_settings(
                 _env_file=None, database_url=env["DATABASE_URL"], tracking_secret="crash-test"
             )
         )
+        ctx = root.context
         emails = [f"user{i}@x.example" for i in range(N)]
-        prepare_one(services, tmp_path, emails, text="Hello {{ email }}")
-        confirm_send(services, "big", "U0ALICE", [Role.START_DELIVERIES])
+        prepare_one(ctx, tmp_path, emails, text="Hello {{ email }}")
+        confirm_send(ctx, "big", "U0ALICE", [Role.START_DELIVERIES])
 
         command = [sys.executable, "-m", "bot", "jobs", "run-due"]
         first = subprocess.Popen(command, env=env, cwd=tmp_path)
@@ -66,7 +67,7 @@ def test_sigkill_mid_send_loses_nobody_and_repeats_at_most_one_batch(tmp_path: P
             if first.poll() is None:
                 first.kill()
 
-        with services.sessions() as s:
+        with ctx.sessions() as s:
             claimed = s.scalar(select(func.count()).where(SendingLog.claim_token.is_not(None)))
         assert 0 < claimed <= BATCH, "the batch in flight was left claimed"
 
@@ -81,7 +82,7 @@ def test_sigkill_mid_send_loses_nobody_and_repeats_at_most_one_batch(tmp_path: P
     assert sorted(counts) == sorted(emails), "every recipient received the message"
     duplicates = sum(c - 1 for c in counts.values())
     assert duplicates <= BATCH, f"{duplicates} messages sent twice, more than one batch"
-    detail = delivery_detail(services, "big")
+    detail = delivery_detail(ctx, "big")
     assert detail["state"] == "finished"
     assert (detail["kpis"]["sent"], detail["logs"]["sent"]) == (N, N)
-    services.close()
+    root.close()

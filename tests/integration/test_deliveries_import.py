@@ -10,8 +10,8 @@ import pytest
 import yaml
 from sqlalchemy import select, text
 
-from bot.bootstrap import Services
 from bot.clock import FixedClock
+from bot.context import Context
 from bot.services.definitions import delivery_hash
 from bot.services.deliveries_import import import_deliveries
 from bot.services.errors import InputRejected, Problem
@@ -33,10 +33,10 @@ BASE: dict[str, Any] = {
 
 
 @pytest.fixture
-def audience(services: Services, tmp_path: Path) -> str:
+def audience(ctx: Context, tmp_path: Path) -> str:
     path = tmp_path / "people.csv"
     path.write_text("email,first_name\nann@example.com,Ann\n")
-    import_profiles(services, path, "newsletter")
+    import_profiles(ctx, path, "newsletter")
     return "newsletter"
 
 
@@ -53,24 +53,24 @@ def entry(**changes: Any) -> dict[str, Any]:
     return {k: v for k, v in result.items() if v is not None}
 
 
-def rejected(services: Services, path: Path) -> list[Problem]:
+def rejected(ctx: Context, path: Path) -> list[Problem]:
     with pytest.raises(InputRejected) as caught:
-        import_deliveries(services, path)
+        import_deliveries(ctx, path)
     return caught.value.problems
 
 
-def deliveries(services: Services) -> dict[str, Delivery]:
-    with services.sessions() as s:
+def deliveries(ctx: Context) -> dict[str, Delivery]:
+    with ctx.sessions() as s:
         return {d.ref: d for d in s.scalars(select(Delivery))}
 
 
-def set_state(services: Services, ref: str, state: str) -> None:
-    with services.sessions.begin() as s:
+def set_state(ctx: Context, ref: str, state: str) -> None:
+    with ctx.sessions.begin() as s:
         s.scalars(select(Delivery).where(Delivery.ref == ref)).one().state = state
 
 
-def table(services: Services) -> list[tuple[str, ...]]:
-    with services.engine.connect() as conn:
+def table(ctx: Context) -> list[tuple[str, ...]]:
+    with ctx.sessions() as conn:
         rows = conn.execute(text("SELECT * FROM deliveries ORDER BY id"))
         return [tuple(str(v) for v in row) for row in rows]
 
@@ -78,13 +78,13 @@ def table(services: Services) -> list[tuple[str, ...]]:
 # The example file ---------------------------------------------------------------------
 
 
-def test_examples_import_cleanly(services: Services) -> None:
-    import_profiles(services, EXAMPLES / "profiles.csv", "newsletter")
-    report = import_deliveries(services, EXAMPLES / "deliveries.yml")
+def test_examples_import_cleanly(ctx: Context) -> None:
+    import_profiles(ctx, EXAMPLES / "profiles.csv", "newsletter")
+    report = import_deliveries(ctx, EXAMPLES / "deliveries.yml")
 
     assert report.created == ["spring-sale", "black-friday", "weekly-digest"]
     assert report.warnings == []
-    stored = deliveries(services)
+    stored = deliveries(ctx)
     sale, friday, digest = stored["spring-sale"], stored["black-friday"], stored["weekly-digest"]
     assert (sale.state, sale.schedule_mode, sale.scheduled_at) == ("editing", "on-confirm", None)
     assert sale.validity_seconds == 302_400 and sale.reply_to == "support@example.com"
@@ -98,22 +98,22 @@ def test_examples_import_cleanly(services: Services) -> None:
     assert digest.approvals_required == 1 and digest.html is None
     assert {d.slack_channel for d in stored.values()} == {"C0123456789"}
     for d in stored.values():
-        with services.sessions() as s:
+        with ctx.sessions() as s:
             d = s.merge(d)
             assert delivery_hash(d) == d.definition_hash
 
 
-def test_reimport_changes_nothing(services: Services, clock: FixedClock) -> None:
-    import_profiles(services, EXAMPLES / "profiles.csv", "newsletter")
-    import_deliveries(services, EXAMPLES / "deliveries.yml")
-    before = table(services)
+def test_reimport_changes_nothing(ctx: Context, clock: FixedClock) -> None:
+    import_profiles(ctx, EXAMPLES / "profiles.csv", "newsletter")
+    import_deliveries(ctx, EXAMPLES / "deliveries.yml")
+    before = table(ctx)
     clock.advance(timedelta(hours=1))
 
-    report = import_deliveries(services, EXAMPLES / "deliveries.yml")
+    report = import_deliveries(ctx, EXAMPLES / "deliveries.yml")
 
     assert report.unchanged == ["spring-sale", "black-friday", "weekly-digest"]
     assert report.created == report.updated == report.back_to_editing == []
-    assert table(services) == before
+    assert table(ctx) == before
 
 
 # Every rule ---------------------------------------------------------------------------
@@ -210,20 +210,20 @@ RULES = [
 @pytest.mark.usefixtures("audience")
 @pytest.mark.parametrize(("item", "field", "reason"), RULES)
 def test_each_rule_names_the_entry_and_field(
-    services: Services, tmp_path: Path, item: dict[str, Any], field: str, reason: str
+    ctx: Context, tmp_path: Path, item: dict[str, Any], field: str, reason: str
 ) -> None:
     path = write(tmp_path, [item])
-    (problem,) = rejected(services, path)
+    (problem,) = rejected(ctx, path)
     assert problem.file == str(path)
     assert problem.where == f"entry 1 (ref {item['ref']}, line 1)"
     assert problem.field == field
     assert reason in problem.reason
-    assert deliveries(services) == {}
+    assert deliveries(ctx) == {}
 
 
 @pytest.mark.usefixtures("audience")
 def test_request_confirmation_with_an_aggregation_period_is_refused(
-    services: Services, tmp_path: Path
+    ctx: Context, tmp_path: Path
 ) -> None:
     other = entry(ref="other")
     digest = entry(
@@ -236,18 +236,18 @@ def test_request_confirmation_with_an_aggregation_period_is_refused(
         },
     )
     path = write(tmp_path, [other, digest])
-    (problem,) = rejected(services, path)
+    (problem,) = rejected(ctx, path)
     assert problem.where == "entry 2 (ref daily-digest, line 8)"
     assert problem.field == "recurrence.request_confirmation"
     assert problem.reason == (
         "confirmation before sending is only possible without an aggregation period "
         "(this one aggregates by day); remove request_confirmation or set aggregation: none"
     )
-    assert deliveries(services) == {}  # the good entry was not imported either
+    assert deliveries(ctx) == {}  # the good entry was not imported either
 
 
 @pytest.mark.usefixtures("audience")
-def test_request_confirmation_defaults_by_aggregation(services: Services, tmp_path: Path) -> None:
+def test_request_confirmation_defaults_by_aggregation(ctx: Context, tmp_path: Path) -> None:
     weekly = {"cron": "0 9 * * 1", "timezone": "Europe/Paris"}
     path = write(
         tmp_path,
@@ -256,14 +256,14 @@ def test_request_confirmation_defaults_by_aggregation(services: Services, tmp_pa
             entry(ref="by-day", recurrence={**weekly, "aggregation": "day"}),
         ],
     )
-    import_deliveries(services, path)
-    stored = deliveries(services)
+    import_deliveries(ctx, path)
+    stored = deliveries(ctx)
     assert stored["plain"].request_confirmation is True
     assert (stored["by-day"].aggregation, stored["by-day"].request_confirmation) == ("day", False)
 
 
-def test_a_missing_audience_says_how_to_create_it(services: Services, tmp_path: Path) -> None:
-    (problem,) = rejected(services, write(tmp_path, [entry(audience="vip")]))
+def test_a_missing_audience_says_how_to_create_it(ctx: Context, tmp_path: Path) -> None:
+    (problem,) = rejected(ctx, write(tmp_path, [entry(audience="vip")]))
     assert problem.field == "audience"
     assert problem.reason == (
         "audience 'vip' does not exist; import profiles with --audience vip first"
@@ -271,7 +271,7 @@ def test_a_missing_audience_says_how_to_create_it(services: Services, tmp_path: 
 
 
 @pytest.mark.usefixtures("audience")
-def test_every_problem_of_a_file_is_listed(services: Services, tmp_path: Path) -> None:
+def test_every_problem_of_a_file_is_listed(ctx: Context, tmp_path: Path) -> None:
     path = write(
         tmp_path,
         [
@@ -281,7 +281,7 @@ def test_every_problem_of_a_file_is_listed(services: Services, tmp_path: Path) -
             {"name": "no ref", "audience": "nowhere"},
         ],
     )
-    problems = rejected(services, path)
+    problems = rejected(ctx, path)
     found = [(p.where.split(" (")[0], p.field) for p in problems]
     assert found == [
         ("entry 2", "validity"),
@@ -294,33 +294,33 @@ def test_every_problem_of_a_file_is_listed(services: Services, tmp_path: Path) -
     ]
     assert problems[2].reason.startswith("ref 'twice' is already used by entry 2 (line 8)")
     assert problems[3].where == "entry 4 (line 24)"
-    assert deliveries(services) == {}
+    assert deliveries(ctx) == {}
 
 
-def test_yaml_syntax_errors_name_the_line(services: Services, tmp_path: Path) -> None:
+def test_yaml_syntax_errors_name_the_line(ctx: Context, tmp_path: Path) -> None:
     path = write(tmp_path, "- ref: a\n  name: [unclosed\n  audience: b\n")
-    (problem,) = rejected(services, path)
+    (problem,) = rejected(ctx, path)
     assert problem.where.startswith("line ") and "not valid YAML" in problem.reason
 
-    (problem,) = rejected(services, write(tmp_path, "ref: a\nname: b\n"))
+    (problem,) = rejected(ctx, write(tmp_path, "ref: a\nname: b\n"))
     assert (problem.where, problem.reason) == (
         "line 1",
         "the file must be a list of deliveries, each starting with '- ref: …'",
     )
 
     path.write_bytes(b"- ref: a\n  name: caf\xe9\n")
-    (problem,) = rejected(services, path)
+    (problem,) = rejected(ctx, path)
     assert (problem.where, problem.reason) == ("line 2", "not UTF-8 text; save it as UTF-8")
 
 
 @pytest.mark.usefixtures("audience")
-def test_a_key_given_twice_is_refused(services: Services, tmp_path: Path) -> None:
+def test_a_key_given_twice_is_refused(ctx: Context, tmp_path: Path) -> None:
     path = write(
         tmp_path,
         "- ref: a\n  name: A\n  audience: newsletter\n  from: news@example.com\n"
         "  subject: Hi\n  text: Hi\n  subject: Hello\n",
     )
-    (problem,) = rejected(services, path)
+    (problem,) = rejected(ctx, path)
     assert problem.field == "subject"
     assert problem.reason == "this field appears twice (lines 5 and 7)"
 
@@ -330,7 +330,7 @@ def test_a_key_given_twice_is_refused(services: Services, tmp_path: Path) -> Non
 
 @pytest.mark.usefixtures("audience")
 def test_a_contact_date_without_offset_is_read_in_its_time_zone(
-    services: Services, tmp_path: Path
+    ctx: Context, tmp_path: Path
 ) -> None:
     path = write(
         tmp_path,
@@ -341,17 +341,17 @@ def test_a_contact_date_without_offset_is_read_in_its_time_zone(
         "  subject: Hi\n  text: Hi\n"
         "  schedule: {mode: at, at: '2027-07-01T09:30:00-04:00', timezone: America/New_York}\n",
     )
-    report = import_deliveries(services, path)
-    stored = deliveries(services)
+    report = import_deliveries(ctx, path)
+    stored = deliveries(ctx)
     assert stored["naive"].scheduled_at == datetime(2027, 7, 1, 7, 30, tzinfo=UTC)
     assert stored["offset"].scheduled_at == datetime(2027, 7, 1, 13, 30, tzinfo=UTC)
     assert report.warnings == []
 
 
 @pytest.mark.usefixtures("audience")
-def test_a_contact_date_in_the_past_is_a_warning(services: Services, tmp_path: Path) -> None:
+def test_a_contact_date_in_the_past_is_a_warning(ctx: Context, tmp_path: Path) -> None:
     past = {"mode": "at", "at": "2026-01-01T08:00", "timezone": "Europe/Paris"}
-    report = import_deliveries(services, write(tmp_path, [entry(schedule=past)]))
+    report = import_deliveries(ctx, write(tmp_path, [entry(schedule=past)]))
     (warning,) = report.warnings
     assert warning.field == "schedule.at" and "in the past" in warning.reason
 
@@ -360,42 +360,42 @@ def test_a_contact_date_in_the_past_is_a_warning(services: Services, tmp_path: P
 
 
 @pytest.mark.usefixtures("audience")
-def test_a_rename_keeps_the_preparation(services: Services, tmp_path: Path) -> None:
-    import_deliveries(services, write(tmp_path, [entry()]))
-    set_state(services, "spring-sale", "ready")
-    old_hash = deliveries(services)["spring-sale"].definition_hash
+def test_a_rename_keeps_the_preparation(ctx: Context, tmp_path: Path) -> None:
+    import_deliveries(ctx, write(tmp_path, [entry()]))
+    set_state(ctx, "spring-sale", "ready")
+    old_hash = deliveries(ctx)["spring-sale"].definition_hash
 
     report = import_deliveries(
-        services, write(tmp_path, [entry(name="Spring sale 2026", slack_channel="C0999")])
+        ctx, write(tmp_path, [entry(name="Spring sale 2026", slack_channel="C0999")])
     )
 
     assert report.updated == ["spring-sale"] and report.back_to_editing == []
-    sale = deliveries(services)["spring-sale"]
+    sale = deliveries(ctx)["spring-sale"]
     assert (sale.name, sale.slack_channel, sale.state) == ("Spring sale 2026", "C0999", "ready")
     assert sale.definition_hash == old_hash
 
 
 @pytest.mark.usefixtures("audience")
 def test_a_content_change_sends_a_ready_delivery_back_to_editing(
-    services: Services, tmp_path: Path
+    ctx: Context, tmp_path: Path
 ) -> None:
-    import_deliveries(services, write(tmp_path, [entry(), entry(ref="draft")]))
-    set_state(services, "spring-sale", "ready")
-    old_hash = deliveries(services)["spring-sale"].definition_hash
+    import_deliveries(ctx, write(tmp_path, [entry(), entry(ref="draft")]))
+    set_state(ctx, "spring-sale", "ready")
+    old_hash = deliveries(ctx)["spring-sale"].definition_hash
 
     report = import_deliveries(
-        services,
+        ctx,
         write(tmp_path, [entry(subject="Last days!"), entry(ref="draft", text="New text")]),
     )
 
     assert report.updated == ["spring-sale", "draft"]
     assert report.back_to_editing == ["spring-sale"]
-    stored = deliveries(services)
+    stored = deliveries(ctx)
     assert stored["spring-sale"].state == "editing"
     assert stored["spring-sale"].subject == "Last days!"
     assert stored["spring-sale"].definition_hash != old_hash
     assert stored["draft"].text == "New text" and stored["draft"].state == "editing"
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         entries = s.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
     actions = [(e.action, e.subject_ref) for e in entries if e.subject_kind == "delivery"]
     assert actions == [
@@ -411,55 +411,55 @@ def test_a_content_change_sends_a_ready_delivery_back_to_editing(
 @pytest.mark.usefixtures("audience")
 @pytest.mark.parametrize("state", ["start-pending", "in-progress", "paused", "finished"])
 def test_a_delivery_past_ready_cannot_change_what_it_sends(
-    services: Services, tmp_path: Path, state: str
+    ctx: Context, tmp_path: Path, state: str
 ) -> None:
-    import_deliveries(services, write(tmp_path, [entry(), entry(ref="draft")]))
-    set_state(services, "spring-sale", state)
-    before = table(services)
+    import_deliveries(ctx, write(tmp_path, [entry(), entry(ref="draft")]))
+    set_state(ctx, "spring-sale", state)
+    before = table(ctx)
 
     path = write(tmp_path, [entry(ref="draft", name="Renamed"), entry(validity="1d")])
-    (problem,) = rejected(services, path)
+    (problem,) = rejected(ctx, path)
 
     assert problem.where == "entry 2 (ref spring-sale, line 8)"
     assert problem.reason.startswith(f"delivery 'spring-sale' is {state} and cannot change now")
-    assert table(services) == before  # the rename of the draft was not applied either
+    assert table(ctx) == before  # the rename of the draft was not applied either
 
     # A rename alone is fine in any state.
-    report = import_deliveries(services, write(tmp_path, [entry(name="Renamed")]))
+    report = import_deliveries(ctx, write(tmp_path, [entry(name="Renamed")]))
     assert report.updated == ["spring-sale"]
-    assert deliveries(services)["spring-sale"].state == state
+    assert deliveries(ctx)["spring-sale"].state == state
 
 
 @pytest.mark.usefixtures("audience")
-def test_moving_to_another_audience_is_a_change(services: Services, tmp_path: Path) -> None:
+def test_moving_to_another_audience_is_a_change(ctx: Context, tmp_path: Path) -> None:
     people = tmp_path / "vip.csv"
     people.write_text("email\nvip@example.com\n")
-    import_profiles(services, people, "vip")
-    import_deliveries(services, write(tmp_path, [entry()]))
-    set_state(services, "spring-sale", "ready")
+    import_profiles(ctx, people, "vip")
+    import_deliveries(ctx, write(tmp_path, [entry()]))
+    set_state(ctx, "spring-sale", "ready")
 
-    report = import_deliveries(services, write(tmp_path, [entry(audience="vip")]))
+    report = import_deliveries(ctx, write(tmp_path, [entry(audience="vip")]))
 
     assert report.back_to_editing == ["spring-sale"]
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         sale = s.scalars(select(Delivery)).one()
         assert sale.audience.name == "vip"
         assert delivery_hash(sale) == sale.definition_hash
 
 
 @pytest.mark.usefixtures("audience")
-def test_approval_expiry_is_a_duration_changed_in_place(services: Services, tmp_path: Path) -> None:
+def test_approval_expiry_is_a_duration_changed_in_place(ctx: Context, tmp_path: Path) -> None:
     recurrence = {"cron": "0 9 * * 1", "timezone": "Europe/Paris", "approval_expiry": "2h"}
-    import_deliveries(services, write(tmp_path, [entry(recurrence=recurrence)]))
-    prepare_delivery(services, "spring-sale")
-    assert deliveries(services)["spring-sale"].approval_expiry_seconds == 7200
+    import_deliveries(ctx, write(tmp_path, [entry(recurrence=recurrence)]))
+    prepare_delivery(ctx, "spring-sale")
+    assert deliveries(ctx)["spring-sale"].approval_expiry_seconds == 7200
     shorter = {**recurrence, "approval_expiry": "90m"}
-    import_deliveries(services, write(tmp_path, [entry(recurrence=shorter)]))
-    stored = deliveries(services)["spring-sale"]
+    import_deliveries(ctx, write(tmp_path, [entry(recurrence=shorter)]))
+    stored = deliveries(ctx)["spring-sale"]
     assert (stored.approval_expiry_seconds, stored.state) == (5400, "ready")
 
     (problem,) = rejected(
-        services, write(tmp_path, [entry(recurrence={**recurrence, "approval_expiry": "soon"})])
+        ctx, write(tmp_path, [entry(recurrence={**recurrence, "approval_expiry": "soon"})])
     )
     assert problem.field == "recurrence.approval_expiry"
     assert "write it like 3d12h, 36h or 90m" in problem.reason

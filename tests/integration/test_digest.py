@@ -12,6 +12,7 @@ import asyncio
 import logging
 import struct
 import threading
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from pydantic import SecretStr
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from bot.bootstrap import Services, bootstrap
+from bot.bootstrap import Root, bootstrap
+from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.transports.maildir import MaildirTransport
 from bot.services.deliveries_import import import_deliveries
@@ -48,15 +50,12 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
-def digest_services(services: Services, mock_slack: MockSlack) -> Services:
-    services.settings = services.settings.model_copy(
-        update={
-            "slack_bot_token": SecretStr("xoxb-test"),
-            "slack_api_url": f"{mock_slack.url}/api/",
-            "kpi_channel": CHANNEL,
-        }
+def digest_services(ctx: Context, mock_slack: MockSlack) -> Context:
+    return ctx.with_settings(
+        slack_bot_token=SecretStr("xoxb-test"),
+        slack_api_url=f"{mock_slack.url}/api/",
+        kpi_channel=CHANNEL,
     )
-    return services
 
 
 class Pacing:
@@ -69,9 +68,9 @@ class Pacing:
         self.waits.append(seconds)
 
 
-def digest(services: Services, pacing: Pacing | None = None) -> DigestReport:
+def digest(ctx: Context, pacing: Pacing | None = None) -> DigestReport:
     async def go() -> DigestReport:
-        return await run_digest(services, make_client(services.settings), sleep=pacing or Pacing())
+        return await run_digest(ctx, make_client(ctx.settings), sleep=pacing or Pacing())
 
     return asyncio.run(go())
 
@@ -140,8 +139,8 @@ def add_delivery(
     return execution.id
 
 
-def set_counters(services: Services, execution_id: int, **values: int) -> None:
-    with services.sessions.begin() as s:
+def set_counters(ctx: Context, execution_id: int, **values: int) -> None:
+    with ctx.sessions.begin() as s:
         s.execute(
             update(KpiCounter).where(KpiCounter.execution_id == execution_id).values(**values)
         )
@@ -179,10 +178,10 @@ def row_of(mock: MockSlack, ref: str) -> str:
 
 
 def test_digest_shows_the_kpis_of_every_execution_in_validity(
-    digest_services: Services, mock_slack: MockSlack
+    digest_services: Context, mock_slack: MockSlack
 ) -> None:
-    services = digest_services
-    with services.sessions.begin() as s:
+    ctx = digest_services
+    with ctx.sessions.begin() as s:
         # 1,000 relayed: 950 Sent, 50 Failed; 190 openers, 38 clickers.
         add_delivery(
             s, "spring-sale", name="Spring sale", sent=950, failed=50, opens=190, clicks=38
@@ -204,7 +203,7 @@ def test_digest_shows_the_kpis_of_every_execution_in_validity(
                 created_at=T0,
             )
         )
-    report = digest(services)
+    report = digest(ctx)
     assert report.status == "posted" and report.deliveries == 3
     assert report.messages == 1 and report.chart
     [post] = mock_slack.api_calls("chat.postMessage")
@@ -242,26 +241,24 @@ def test_digest_shows_the_kpis_of_every_execution_in_validity(
     # Largest first.
     order = [i for i, t in enumerate(lines) if "`" in t]
     assert [lines[i].split("`")[1] for i in order] == ["spring-sale", "efs-news", "just-started"]
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         d = s.scalars(select(Digest)).one()
         assert (d.state, d.slot_at, d.channel) == ("posted", T0, CHANNEL)
         assert s.query(DigestSnapshot).count() == 3
 
 
-def test_changes_since_the_previous_digest(
-    digest_services: Services, mock_slack: MockSlack
-) -> None:
-    services = digest_services
-    with services.sessions.begin() as s:
+def test_changes_since_the_previous_digest(digest_services: Context, mock_slack: MockSlack) -> None:
+    ctx = digest_services
+    with ctx.sessions.begin() as s:
         spring = add_delivery(s, "spring-sale", sent=950, failed=50, opens=190, clicks=38)
         add_delivery(s, "steady", sent=100)
-    assert digest(services).status == "posted"
+    assert digest(ctx).status == "posted"
     # An hour later: 500 more relayed, opens and clicks up, a late hard bounce.
-    set_counters(services, spring, sent=1410, failed=90, unique_opens=423, unique_clicks=141)
-    with services.sessions.begin() as s:
+    set_counters(ctx, spring, sent=1410, failed=90, unique_opens=423, unique_clicks=141)
+    with ctx.sessions.begin() as s:
         add_delivery(s, "newcomer", sent=10, started_ago=timedelta(minutes=30))
-    services.clock.advance(timedelta(hours=1, minutes=2))  # type: ignore[attr-defined]
-    report = digest(services)
+    ctx.clock.advance(timedelta(hours=1, minutes=2))  # type: ignore[attr-defined]
+    report = digest(ctx)
     assert report.status == "posted" and report.slot == T0 + timedelta(hours=1)
     second = mock_slack.api_calls("chat.postMessage")[1]
     assert "changes since the digest of 09:00 UTC" in texts(second.body)[1]
@@ -280,15 +277,15 @@ def test_changes_since_the_previous_digest(
 
 
 def test_chart_is_a_png_uploaded_through_the_files_api(
-    digest_services: Services, mock_slack: MockSlack
+    digest_services: Context, mock_slack: MockSlack
 ) -> None:
-    services = digest_services
-    with services.sessions.begin() as s:
+    ctx = digest_services
+    with ctx.sessions.begin() as s:
         for i in range(7):
             add_delivery(s, f"d{i}", sent=100 * (i + 1), opens=10 * i)
-    assert digest(services).status == "posted"
-    services.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
-    assert digest(services).chart
+    assert digest(ctx).status == "posted"
+    ctx.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    assert digest(ctx).chart
     names = [c.method for c in mock_slack.calls]
     assert names.count("files.getUploadURLExternal") == 2
     assert names.count("files.completeUploadExternal") == 2
@@ -304,7 +301,7 @@ def test_chart_is_a_png_uploaded_through_the_files_api(
     assert shared["channel"] == CHANNEL
     assert shared["name"] == "kpi-digest-20261123T1000Z.png"
     assert "KPIs over time of the 5 largest of 7" in shared["initial_comment"]
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         chart = s.scalars(
             select(DigestPart).where(DigestPart.kind == "chart").order_by(DigestPart.id.desc())
         ).first()
@@ -321,14 +318,14 @@ def test_chart_is_a_png_uploaded_through_the_files_api(
 
 
 def test_a_large_digest_is_split_into_messages_within_slacks_limits(
-    digest_services: Services, mock_slack: MockSlack
+    digest_services: Context, mock_slack: MockSlack
 ) -> None:
-    services = digest_services
-    with services.sessions.begin() as s:
+    ctx = digest_services
+    with ctx.sessions.begin() as s:
         for i in range(120):
             add_delivery(s, f"delivery-{i:03d}", name="A long name " * 20, sent=1000 + i)
     pacing = Pacing()
-    report = digest(services, pacing)
+    report = digest(ctx, pacing)
     assert (report.messages, report.chart, report.deliveries) == (3, True, 120)
     posts = mock_slack.api_calls("chat.postMessage")
     assert len(posts) == 3
@@ -344,45 +341,45 @@ def test_a_large_digest_is_split_into_messages_within_slacks_limits(
     assert pacing.waits == [1.0, 1.0, 1.0]
 
 
-def test_nothing_active_posts_nothing(digest_services: Services, mock_slack: MockSlack) -> None:
-    services = digest_services
-    with services.sessions.begin() as s:
+def test_nothing_active_posts_nothing(digest_services: Context, mock_slack: MockSlack) -> None:
+    ctx = digest_services
+    with ctx.sessions.begin() as s:
         add_delivery(s, "over", started_ago=timedelta(days=4))
-    assert digest(services).status == "empty"
-    assert digest(services).status == "not-due"
+    assert digest(ctx).status == "empty"
+    assert digest(ctx).status == "not-due"
     assert mock_slack.calls == []
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         assert s.scalars(select(Digest.state)).all() == ["empty"]
 
 
 def test_off_without_channel_or_slack(
-    digest_services: Services, mock_slack: MockSlack, caplog: pytest.LogCaptureFixture
+    digest_services: Context, mock_slack: MockSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
-    services = digest_services
-    with services.sessions.begin() as s:
+    ctx = digest_services
+    with ctx.sessions.begin() as s:
         add_delivery(s, "spring-sale", sent=10)
-    services.settings = services.settings.model_copy(update={"kpi_channel": None})
+    ctx = ctx.with_settings(kpi_channel=None)
     from bot.services import digest as module
 
     module._said.clear()
     with caplog.at_level(logging.WARNING, logger="bot.services.digest"):
-        first = digest(services)
-        digest(services)
+        first = digest(ctx)
+        digest(ctx)
     assert first.status == "off" and "KPI_CHANNEL" in (first.error or "")
     assert [r.getMessage() for r in caplog.records] == [
         "KPI digest off: KPI_CHANNEL is not set; set it to a channel id (C…) to get the digest"
     ]
     caplog.clear()
-    services.settings = services.settings.model_copy(update={"kpi_channel": CHANNEL})
+    ctx = ctx.with_settings(kpi_channel=CHANNEL)
     with caplog.at_level(logging.WARNING, logger="bot.services.digest"):
-        no_slack = asyncio.run(run_digest(services, None))
-        asyncio.run(run_digest(services, None))
+        no_slack = asyncio.run(run_digest(ctx, None))
+        asyncio.run(run_digest(ctx, None))
     assert no_slack.status == "off"
     assert [r.getMessage() for r in caplog.records] == [
         "KPI digest off: Slack is not connected (SLACK_BOT_TOKEN is not set)"
     ]
     assert mock_slack.calls == []
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         assert s.scalars(select(Digest)).all() == []
 
 
@@ -399,10 +396,10 @@ def test_off_without_channel_or_slack(
     ids=["http-500", "slack-error", "network"],
 )
 def test_slack_failure_is_retried_without_posting_a_part_twice(
-    digest_services: Services, mock_slack: MockSlack, failure: Failure
+    digest_services: Context, mock_slack: MockSlack, failure: Failure
 ) -> None:
-    services = digest_services
-    with services.sessions.begin() as s:
+    ctx = digest_services
+    with ctx.sessions.begin() as s:
         for i in range(100):  # three messages (45, 45, 10) and the chart
             add_delivery(s, f"d{i:02d}", sent=100 + i)
     armed: list[bool] = []
@@ -414,19 +411,19 @@ def test_slack_failure_is_retried_without_posting_a_part_twice(
                 armed.append(True)
                 mock_slack.fail_next["chat.postMessage"] = [failure]
 
-        return await run_digest(services, make_client(services.settings), sleep=sleep)
+        return await run_digest(ctx, make_client(ctx.settings), sleep=sleep)
 
     first_report = asyncio.run(first_attempt())
     assert mock_slack.failed == ["chat.postMessage"]
     assert first_report.status == "failed" and first_report.messages == 1
     assert first_report.error
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         d = s.scalars(select(Digest)).one()
         assert (d.state, d.claim_token, d.attempts) == ("pending", None, 1)
         assert d.last_error
     # The next tick, 15 seconds later, posts the rest: parts 2 and 3 and the chart.
-    services.clock.advance(timedelta(seconds=15))  # type: ignore[attr-defined]
-    second = digest(services)
+    ctx.clock.advance(timedelta(seconds=15))  # type: ignore[attr-defined]
+    second = digest(ctx)
     assert (second.status, second.messages, second.chart) == ("posted", 2, True)
     posts = mock_slack.api_calls("chat.postMessage")
     assert [p.body["text"].rsplit("(", 1)[1] for p in posts] == [
@@ -438,44 +435,44 @@ def test_slack_failure_is_retried_without_posting_a_part_twice(
         row_of(mock_slack, f"d{i:02d}")
     assert len(mock_slack.uploads) == 1
     # And nothing more at the following ticks.
-    services.clock.advance(timedelta(seconds=15))  # type: ignore[attr-defined]
-    assert digest(services).status == "not-due"
+    ctx.clock.advance(timedelta(seconds=15))  # type: ignore[attr-defined]
+    assert digest(ctx).status == "not-due"
     assert len(mock_slack.api_calls("chat.postMessage")) == 3
 
 
 def test_failed_chart_upload_is_retried_and_messages_are_not_reposted(
-    digest_services: Services, mock_slack: MockSlack, caplog: pytest.LogCaptureFixture
+    digest_services: Context, mock_slack: MockSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
-    services = digest_services
-    with services.sessions.begin() as s:
+    ctx = digest_services
+    with ctx.sessions.begin() as s:
         add_delivery(s, "spring-sale", sent=100)
     mock_slack.fail_next["files.completeUploadExternal"] = [Failure(error="not_in_channel")]
     with caplog.at_level(logging.WARNING, logger="bot.services.digest"):
-        first = digest(services)
+        first = digest(ctx)
     assert (first.status, first.messages, first.chart) == ("failed", 1, False)
     assert "invite the app to KPI_CHANNEL" in caplog.text
-    second = digest(services)
+    second = digest(ctx)
     assert (second.status, second.messages, second.chart) == ("posted", 0, True)
     assert len(mock_slack.api_calls("chat.postMessage")) == 1
     assert len(mock_slack.shared) == 1
 
 
 def test_missed_slots_are_posted_once_the_latest(
-    digest_services: Services, mock_slack: MockSlack
+    digest_services: Context, mock_slack: MockSlack
 ) -> None:
-    services = digest_services
-    with services.sessions.begin() as s:
+    ctx = digest_services
+    with ctx.sessions.begin() as s:
         add_delivery(s, "spring-sale", sent=100, started_ago=timedelta(minutes=5))
-    assert digest(services).slot == T0
+    assert digest(ctx).slot == T0
     # 10:00 fails and is left pending; then the process is down until 12:40.
-    services.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    ctx.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
     mock_slack.fail_next["chat.postMessage"] = [Failure(error="internal_error")]
-    assert digest(services).status == "failed"
-    services.clock.advance(timedelta(hours=2, minutes=40))  # type: ignore[attr-defined]
-    report = digest(services)
+    assert digest(ctx).status == "failed"
+    ctx.clock.advance(timedelta(hours=2, minutes=40))  # type: ignore[attr-defined]
+    report = digest(ctx)
     assert report.status == "posted" and report.slot == T0 + timedelta(hours=3)
-    assert digest(services).status == "not-due"
-    with services.sessions() as s:
+    assert digest(ctx).status == "not-due"
+    with ctx.sessions() as s:
         states = s.execute(select(Digest.slot_at, Digest.state).order_by(Digest.slot_at)).all()
     assert [(at.hour, state) for at, state in states] == [
         (9, "posted"),
@@ -489,10 +486,10 @@ def test_missed_slots_are_posted_once_the_latest(
 
 
 def test_a_claim_left_by_a_dead_process_is_taken_over_after_the_lease(
-    digest_services: Services, mock_slack: MockSlack
+    digest_services: Context, mock_slack: MockSlack
 ) -> None:
-    services = digest_services
-    with services.sessions.begin() as s:
+    ctx = digest_services
+    with ctx.sessions.begin() as s:
         add_delivery(s, "spring-sale", sent=100)
         s.add(
             Digest(
@@ -505,20 +502,20 @@ def test_a_claim_left_by_a_dead_process_is_taken_over_after_the_lease(
                 created_at=T0,
             )
         )
-    services.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]
-    assert digest(services).status == "busy"
+    ctx.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]
+    assert digest(ctx).status == "busy"
     assert mock_slack.calls == []
-    services.clock.advance(timedelta(minutes=6))  # type: ignore[attr-defined]
-    assert digest(services).status == "posted"
+    ctx.clock.advance(timedelta(minutes=6))  # type: ignore[attr-defined]
+    assert digest(ctx).status == "posted"
     assert len(mock_slack.api_calls("chat.postMessage")) == 1
 
 
-def race(*instances: Services) -> list[DigestReport]:
+def race(*instances: Context) -> list[DigestReport]:
     """Run the digest step in every instance at once, each in its own thread and loop."""
     barrier = threading.Barrier(len(instances))
     reports: list[DigestReport] = []
 
-    def instance(svc: Services) -> None:
+    def instance(svc: Context) -> None:
         async def go() -> DigestReport:
             barrier.wait()
             return await run_digest(svc, make_client(svc.settings), sleep=Pacing())
@@ -534,16 +531,17 @@ def race(*instances: Services) -> list[DigestReport]:
 
 
 def test_two_instances_over_one_database_post_each_digest_once(
-    digest_services: Services, mock_slack: MockSlack, backend: str, tmp_path: Path
+    root: Root, digest_services: Context, mock_slack: MockSlack, backend: str, tmp_path: Path
 ) -> None:
     first = digest_services
     if backend == "postgresql":
         from bot.store.db import make_engine
 
-        engine = make_engine(first.engine.url.render_as_string(hide_password=False))
-        second = bootstrap(first.settings, first.clock, migrate=False, engine=engine)
+        engine = make_engine(root.engine.url.render_as_string(hide_password=False))
+        other = bootstrap(first.settings, first.clock, migrate=False, engine=engine)
     else:
-        second = bootstrap(first.settings, first.clock, migrate=False)
+        other = bootstrap(first.settings, first.clock, migrate=False)
+    second = other.context
     with first.sessions.begin() as s:
         for i in range(50):  # two messages and the chart per digest
             add_delivery(s, f"d{i:02d}", sent=100 + i)
@@ -556,7 +554,7 @@ def test_two_instances_over_one_database_post_each_digest_once(
             ), reports
             first.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
     finally:
-        second.close() if backend == "sqlite" else second.engine.dispose()
+        other.close()
     posts = mock_slack.api_calls("chat.postMessage")
     assert len(posts) == 3 * 2
     assert len(mock_slack.shared) == 3
@@ -565,31 +563,31 @@ def test_two_instances_over_one_database_post_each_digest_once(
 
 
 def test_run_due_posts_the_digest_after_the_indicator_refresh(
-    digest_services: Services, mock_slack: MockSlack, tmp_path: Path, monkeypatch: Any
+    digest_services: Context, mock_slack: MockSlack, tmp_path: Path, monkeypatch: Any
 ) -> None:
     """Through the real pipeline: import, prepare, confirm, relay, then the digest."""
     from bot.services import digest as module
 
     monkeypatch.setattr(module, "PART_INTERVAL", 0.0)
-    services = digest_services
+    ctx = digest_services
     csv = tmp_path / "p.csv"
     csv.write_text("email,first_name\n" + "".join(f"b{i}@x.example,B\n" for i in range(6)))
-    import_profiles(services, csv, "buyers")
+    import_profiles(ctx, csv, "buyers")
     yml = tmp_path / "d.yml"
     yml.write_text(
         "- ref: promo\n  name: Promo\n  audience: buyers\n  from: news@shop.example\n"
         "  subject: Hi\n  text: Hello\n"
     )
-    import_deliveries(services, yml)
-    prepare_delivery(services, "promo")
-    confirm_send(services, "promo", "U0ALICE", [Role.START_DELIVERIES])
+    import_deliveries(ctx, yml)
+    prepare_delivery(ctx, "promo")
+    confirm_send(ctx, "promo", "U0ALICE", [Role.START_DELIVERIES])
 
     def due() -> Any:
         async def go() -> Any:
             return await run_due(
-                services,
+                ctx,
                 lambda: MaildirTransport(tmp_path / "outbox"),
-                slack=make_client(services.settings),
+                slack=make_client(ctx.settings),
             )
 
         return asyncio.run(go())
@@ -604,7 +602,8 @@ def test_run_due_posts_the_digest_after_the_indicator_refresh(
 
 
 def test_jobs_run_due_reports_the_digest(
-    digest_services: Services,
+    root: Root,
+    digest_services: Context,
     mock_slack: MockSlack,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: Any,
@@ -614,13 +613,14 @@ def test_jobs_run_due_reports_the_digest(
     from bot.__main__ import main
     from bot.services import digest as module
 
+    root = replace(root, context=digest_services)
     monkeypatch.setattr(module, "PART_INTERVAL", 0.0)
     with digest_services.sessions.begin() as s:
         add_delivery(s, "spring-sale", sent=100)
-    assert main(["jobs", "run-due", "--at", "2026-11-23T10:05:00+00:00"], digest_services) == 0
+    assert main(["jobs", "run-due", "--at", "2026-11-23T10:05:00+00:00"], root) == 0
     out = capsys.readouterr().out
     assert "KPI digest: posted for 2026-11-23T10:00:00+00:00: 1 delivery, 1 message, chart" in out
-    assert main(["jobs", "run-due", "--json"], digest_services) == 0
+    assert main(["jobs", "run-due", "--at", "2026-11-23T10:05:00+00:00", "--json"], root) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["digest"]["status"] == "not-due"
     assert report["digest"]["slot"] == "2026-11-23T10:00:00+00:00"
@@ -628,17 +628,17 @@ def test_jobs_run_due_reports_the_digest(
 
 
 def test_snapshots_and_parts_older_than_the_longest_validity_are_deleted(
-    digest_services: Services, mock_slack: MockSlack
+    digest_services: Context, mock_slack: MockSlack
 ) -> None:
-    services = digest_services
-    with services.sessions.begin() as s:
+    ctx = digest_services
+    with ctx.sessions.begin() as s:
         add_delivery(s, "spring-sale", sent=100, started_ago=timedelta(minutes=5))
-    assert digest(services).status == "posted"
-    services.clock.advance(timedelta(days=4, hours=13))  # type: ignore[attr-defined]
-    with services.sessions.begin() as s:
+    assert digest(ctx).status == "posted"
+    ctx.clock.advance(timedelta(days=4, hours=13))  # type: ignore[attr-defined]
+    with ctx.sessions.begin() as s:
         add_delivery(s, "autumn", sent=50, started_ago=-timedelta(days=4, hours=11))
-    assert digest(services).status == "posted"
-    with services.sessions() as s:
+    assert digest(ctx).status == "posted"
+    with ctx.sessions() as s:
         first, second = s.scalars(select(Digest).order_by(Digest.slot_at)).all()
         assert first.state == second.state == "posted"
         assert s.scalars(select(DigestSnapshot.digest_id)).all() == [second.id]
@@ -646,16 +646,14 @@ def test_snapshots_and_parts_older_than_the_longest_validity_are_deleted(
 
 
 def test_cron_and_times_read_in_the_digest_time_zone(
-    digest_services: Services, mock_slack: MockSlack
+    digest_services: Context, mock_slack: MockSlack
 ) -> None:
-    services = digest_services
-    services.settings = services.settings.model_copy(
-        update={"digest_cron": "0 9 * * 1-5", "digest_timezone": "Europe/Paris"}
-    )
-    with services.sessions.begin() as s:
+    ctx = digest_services
+    ctx = ctx.with_settings(digest_cron="0 9 * * 1-5", digest_timezone="Europe/Paris")
+    with ctx.sessions.begin() as s:
         add_delivery(s, "spring-sale", sent=100, started_ago=timedelta(minutes=30))
     # Monday 10:00 in Paris: the slot is 09:00 Paris (08:00 UTC).
-    report = digest(services)
+    report = digest(ctx)
     assert report.slot == T0 - timedelta(hours=1)
     [post] = mock_slack.api_calls("chat.postMessage")
     assert texts(post.body)[0] == "KPI digest — 09:00 Europe/Paris"
@@ -663,8 +661,8 @@ def test_cron_and_times_read_in_the_digest_time_zone(
         mock_slack, "spring-sale"
     )
     # Nothing more until Tuesday 09:00 Paris.
-    services.clock.advance(timedelta(hours=22, minutes=59))  # type: ignore[attr-defined]
-    assert digest(services).status == "not-due"
-    services.clock.advance(timedelta(minutes=1))  # type: ignore[attr-defined]
-    assert digest(services).slot == T0 + timedelta(hours=23)
+    ctx.clock.advance(timedelta(hours=22, minutes=59))  # type: ignore[attr-defined]
+    assert digest(ctx).status == "not-due"
+    ctx.clock.advance(timedelta(minutes=1))  # type: ignore[attr-defined]
+    assert digest(ctx).slot == T0 + timedelta(hours=23)
     assert len(mock_slack.api_calls("chat.postMessage")) == 2

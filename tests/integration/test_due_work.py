@@ -9,7 +9,7 @@ from pathlib import Path
 from smtp_relay import Relay
 from sqlalchemy import select
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.transports.smtp import SmtpTransport
 from bot.services.deliveries_import import import_deliveries
@@ -33,29 +33,29 @@ SCHEDULE
 """
 
 
-def load(services: Services, tmp_path: Path, emails: list[str], efs=False, schedule=""):  # type: ignore[no-untyped-def]
+def load(ctx: Context, tmp_path: Path, emails: list[str], efs=False, schedule=""):  # type: ignore[no-untyped-def]
     csv = tmp_path / "p.csv"
     csv.write_text("email,first_name\n" + "".join(f"{e},N\n" for e in emails))
-    import_profiles(services, csv, "buyers")
+    import_profiles(ctx, csv, "buyers")
     yml = tmp_path / "d.yml"
     yml.write_text(DELIVERY.replace("EFS", str(efs).lower()).replace("SCHEDULE", schedule))
-    import_deliveries(services, yml)
-    prepare_delivery(services, "promo")
-    confirm_send(services, "promo", "U0ALICE", [Role.START_DELIVERIES])
+    import_deliveries(ctx, yml)
+    prepare_delivery(ctx, "promo")
+    confirm_send(ctx, "promo", "U0ALICE", [Role.START_DELIVERIES])
 
 
-def due(services: Services, relay: Relay, after: timedelta = timedelta(0)) -> DueReport:
-    services.clock.advance(after)  # type: ignore[attr-defined]
+def due(ctx: Context, relay: Relay, after: timedelta = timedelta(0)) -> DueReport:
+    ctx.clock.advance(after)  # type: ignore[attr-defined]
     return asyncio.run(
         run_due(
-            services,
+            ctx,
             lambda: SmtpTransport("127.0.0.1", relay.port, pool_size=2, timeout=10.0),
         )
     )
 
 
-def logs(services: Services) -> dict[str, tuple[str, str | None, int]]:
-    with services.sessions() as s:
+def logs(ctx: Context) -> dict[str, tuple[str, str | None, int]]:
+    with ctx.sessions() as s:
         return {
             lg.email: (lg.status, lg.failure_type, lg.retry_count)
             for lg in s.scalars(select(SendingLog))
@@ -63,58 +63,58 @@ def logs(services: Services) -> dict[str, tuple[str, str | None, int]]:
 
 
 def test_soft_bounce_retried_every_interval_then_failed_when_retries_run_out(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
-    services.settings = services.settings.model_copy(update={"max_retries": 2})
-    load(services, tmp_path, ["soft1@x.example", "softonce1@x.example", "ok@x.example"])
-    first = due(services, relay)
+    ctx = ctx.with_settings(max_retries=2)
+    load(ctx, tmp_path, ["soft1@x.example", "softonce1@x.example", "ok@x.example"])
+    first = due(ctx, relay)
     assert first.sent == {"promo": "finished"}
-    assert logs(services)["soft1@x.example"] == ("sent", "soft", 0)
-    assert delivery_detail(services, "promo")["kpis"]["delivered_pct"] == 100.0
+    assert logs(ctx)["soft1@x.example"] == ("sent", "soft", 0)
+    assert delivery_detail(ctx, "promo")["kpis"]["delivered_pct"] == 100.0
 
-    assert due(services, relay, timedelta(minutes=30)).retried == 0, "not due yet"
-    assert due(services, relay, timedelta(minutes=30)).retried == 2
-    assert logs(services)["softonce1@x.example"] == ("sent", None, 1), "retry succeeded"
-    assert logs(services)["soft1@x.example"] == ("sent", "soft", 1)
+    assert due(ctx, relay, timedelta(minutes=30)).retried == 0, "not due yet"
+    assert due(ctx, relay, timedelta(minutes=30)).retried == 2
+    assert logs(ctx)["softonce1@x.example"] == ("sent", None, 1), "retry succeeded"
+    assert logs(ctx)["soft1@x.example"] == ("sent", "soft", 1)
 
-    assert due(services, relay, timedelta(hours=1)).retried == 1
-    assert logs(services)["soft1@x.example"] == ("failed", "soft", 2), "retries ran out"
-    k = delivery_detail(services, "promo")["kpis"]
+    assert due(ctx, relay, timedelta(hours=1)).retried == 1
+    assert logs(ctx)["soft1@x.example"] == ("failed", "soft", 2), "retries ran out"
+    k = delivery_detail(ctx, "promo")["kpis"]
     assert (k["delivered_pct"], k["bounces_errors_pct"]) == (66.67, 33.33)
-    assert due(services, relay, timedelta(hours=1)).retried == 0
+    assert due(ctx, relay, timedelta(hours=1)).retried == 0
     received = relay.recorder.by_rcpt()
     assert len(received["ok@x.example"]) == 1 and len(received["softonce1@x.example"]) == 1
 
 
 def test_validity_end_resolves_what_is_still_open(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
-    load(services, tmp_path, ["a@x.example", "soft1@x.example"], efs=True)
-    due(services, relay)
-    assert logs(services)["a@x.example"] == ("pending", None, 0)
-    report = due(services, relay, timedelta(days=1))
+    load(ctx, tmp_path, ["a@x.example", "soft1@x.example"], efs=True)
+    due(ctx, relay)
+    assert logs(ctx)["a@x.example"] == ("pending", None, 0)
+    report = due(ctx, relay, timedelta(days=1))
     assert report.expired_logs == 2
-    assert {e: v[0] for e, v in logs(services).items()} == {
+    assert {e: v[0] for e, v in logs(ctx).items()} == {
         "a@x.example": "failed",
         "soft1@x.example": "failed",
     }
-    k = delivery_detail(services, "promo")["kpis"]
+    k = delivery_detail(ctx, "promo")["kpis"]
     assert (k["sent"], k["delivered_pct"], k["bounces_errors_pct"]) == (2, 0.0, 100.0)
-    assert due(services, relay, timedelta(days=1)).expired_logs == 0
+    assert due(ctx, relay, timedelta(days=1)).expired_logs == 0
 
 
 def test_at_delivery_waits_for_its_date_and_starts_once_even_if_the_moment_was_missed(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
     schedule = (
         "  schedule:\n    mode: at\n    at: 2026-11-23T12:00:00\n    timezone: Europe/Paris\n"
     )
-    load(services, tmp_path, ["a@x.example", "b@x.example"], schedule=schedule)
-    assert delivery_detail(services, "promo")["state"] == "start-pending"
-    assert due(services, relay, timedelta(hours=1)).started == []  # 10:00 UTC = 11:00 Paris
-    report = due(services, relay, timedelta(hours=5))  # down at 12:00 Paris; catch up once
+    load(ctx, tmp_path, ["a@x.example", "b@x.example"], schedule=schedule)
+    assert delivery_detail(ctx, "promo")["state"] == "start-pending"
+    assert due(ctx, relay, timedelta(hours=1)).started == []  # 10:00 UTC = 11:00 Paris
+    report = due(ctx, relay, timedelta(hours=5))  # down at 12:00 Paris; catch up once
     assert report.started == ["promo"] and report.sent == {"promo": "finished"}
-    assert due(services, relay, timedelta(hours=1)).started == []
+    assert due(ctx, relay, timedelta(hours=1)).started == []
     received = relay.recorder.by_rcpt()
     assert sorted(received) == ["a@x.example", "b@x.example"]
     assert all(len(v) == 1 for v in received.values())

@@ -14,7 +14,7 @@ from scenario import prepare_one
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.message import MessageSkeleton
 from bot.engine.tokens import TokenSigner
@@ -31,18 +31,18 @@ LINK_HTML = '<a href="https://shop.example/x">x</a>'
 
 
 @pytest.fixture
-def logs(services: Services, tmp_path: Path) -> dict[str, SendingLog]:
+def logs(ctx: Context, tmp_path: Path) -> dict[str, SendingLog]:
     emails = ["a@x.example", "b@x.example", "c@x.example"]
-    prepare_one(services, tmp_path, emails, "promo", html=LINK_HTML, efs=True)
-    confirm_send(services, "promo", "U0A", [Role.START_DELIVERIES])
-    asyncio.run(run_due(services, lambda: MaildirTransport(tmp_path / "outbox")))
-    with services.sessions() as s:
+    prepare_one(ctx, tmp_path, emails, "promo", html=LINK_HTML, efs=True)
+    confirm_send(ctx, "promo", "U0A", [Role.START_DELIVERIES])
+    asyncio.run(run_due(ctx, lambda: MaildirTransport(tmp_path / "outbox")))
+    with ctx.sessions() as s:
         return {lg.email: lg for lg in s.scalars(select(SendingLog))}
 
 
 @pytest.fixture
-def app(services: Services) -> Iterator[LiveApp]:
-    live = LiveApp(services, start_sender=False).start()
+def app(ctx: Context) -> Iterator[LiveApp]:
+    live = LiveApp(ctx, start_sender=False).start()
     yield live
     live.stop()
 
@@ -65,8 +65,8 @@ def post_generic(app: LiveApp, events: list[dict], secret: str = SECRET):  # typ
     return request(app, "POST", "/feedback/generic", body, headers)
 
 
-def status_of(services: Services, email: str) -> str:
-    with services.sessions() as s:
+def status_of(ctx: Context, email: str) -> str:
+    with ctx.sessions() as s:
         return s.scalar(select(SendingLog.status).where(SendingLog.email == email))
 
 
@@ -75,14 +75,14 @@ def event(log: SendingLog, kind: str, n: str) -> dict:  # type: ignore[type-arg]
 
 
 def test_generic_webhook_signed_forged_malformed_and_unknown(
-    app: LiveApp, services: Services, logs: dict[str, SendingLog]
+    app: LiveApp, ctx: Context, logs: dict[str, SendingLog]
 ) -> None:
     status, _, body = post_generic(app, [event(logs["a@x.example"], "delivered", "e1")])
     assert status == 200 and json.loads(body)["applied"] == 1
-    assert status_of(services, "a@x.example") == "sent"
+    assert status_of(ctx, "a@x.example") == "sent"
 
     assert post_generic(app, [event(logs["b@x.example"], "hard_bounce", "e2")], "forged")[0] == 401
-    assert status_of(services, "b@x.example") == "pending", "a forged request changes nothing"
+    assert status_of(ctx, "b@x.example") == "pending", "a forged request changes nothing"
 
     garbage = b'[{"id": "x", "type": "teleported"}]'
     status, _, body = request(
@@ -109,7 +109,7 @@ def test_generic_webhook_signed_forged_malformed_and_unknown(
 
 
 def test_a_bounce_message_fails_the_log_it_names(
-    app: LiveApp, services: Services, logs: dict[str, SendingLog]
+    app: LiveApp, ctx: Context, logs: dict[str, SendingLog]
 ) -> None:
     target = logs["c@x.example"]
     dsn = (
@@ -127,14 +127,14 @@ def test_a_bounce_message_fails_the_log_it_names(
     headers = {"X-Greenlight-Signature": generic.sign(dsn, SECRET)}
     status, _, body = request(app, "POST", "/feedback/dsn", dsn, headers)
     assert status == 200 and json.loads(body)["applied"] == 1
-    assert status_of(services, "c@x.example") == "failed"
+    assert status_of(ctx, "c@x.example") == "failed"
     assert request(app, "POST", "/feedback/dsn", dsn)[0] == 401, "unsigned bounce refused"
 
 
 def test_open_pixel_and_click_redirect_record_genuine_hits_only(
-    app: LiveApp, services: Services, logs: dict[str, SendingLog]
+    app: LiveApp, ctx: Context, logs: dict[str, SendingLog]
 ) -> None:
-    signer = TokenSigner(services.settings.tracking_secret.get_secret_value())
+    signer = TokenSigner(ctx.settings.tracking_secret.get_secret_value())
     log = logs["a@x.example"]
     status, headers, body = request(app, "GET", f"/t/o/{signer.open_token(log.id)}")
     assert status == 200 and headers["Content-Type"] == "image/gif" and body.startswith(b"GIF")
@@ -146,7 +146,7 @@ def test_open_pixel_and_click_redirect_record_genuine_hits_only(
     assert status == 302 and headers["Location"] == "https://shop.example/x"
     altered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
     assert request(app, "GET", f"/t/c/{altered}")[0] == 404
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         hits = s.execute(select(TrackingLog.kind, TrackingLog.url, TrackingLog.user_agent)).all()
     assert sorted(hits, key=str) == sorted(
         [("open", None, None), ("click", "https://shop.example/x", "Bot/1")], key=str
@@ -154,23 +154,23 @@ def test_open_pixel_and_click_redirect_record_genuine_hits_only(
 
 
 def test_one_click_unsubscribe_denylists(
-    app: LiveApp, services: Services, logs: dict[str, SendingLog]
+    app: LiveApp, ctx: Context, logs: dict[str, SendingLog]
 ) -> None:
     skeleton = MessageSkeleton.for_delivery(
         type("D", (), {"sender": "news@shop.example", "reply_to": None, "ref": "promo"})(),
-        services.settings,
+        ctx.settings,
     )
     path = skeleton.unsubscribe_url(logs["b@x.example"].id).split("3000", 1)[1]
     assert request(app, "GET", path)[0] == 200
     assert request(app, "POST", path, b"List-Unsubscribe=One-Click")[0] == 200
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         status = s.scalar(select(Profile.email_status).where(Profile.email == "b@x.example"))
         assert status == "denylisted"
     assert request(app, "POST", "/u/not-a-token")[0] == 404
 
 
 def test_a_storage_failure_answers_503_so_the_provider_retries(
-    app: LiveApp, services: Services, logs: dict[str, SendingLog], monkeypatch: pytest.MonkeyPatch
+    app: LiveApp, ctx: Context, logs: dict[str, SendingLog], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The failure comes after the receipt and the log change were written in the
     transaction: both must roll back, so the provider's retry applies the event."""
@@ -184,7 +184,7 @@ def test_a_storage_failure_answers_503_so_the_provider_retries(
 
     monkeypatch.setattr(ingest_module, "apply_log_events", broken)
     assert post_generic(app, [event(logs["a@x.example"], "delivered", "e1")])[0] == 503
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(TrackingLog)) == 0
         assert s.scalar(select(func.count()).select_from(FeedbackReceipt)) == 0
-    assert delivery_detail(services, "promo")["logs"]["pending"] == 3
+    assert delivery_detail(ctx, "promo")["logs"]["pending"] == 3

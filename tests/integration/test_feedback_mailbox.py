@@ -18,8 +18,8 @@ from scenario import prepare_one
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from bot.bootstrap import Services
 from bot.config import Settings
+from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.transports import MaildirTransport
 from bot.services import feedback_mailbox
@@ -55,20 +55,20 @@ def dsn(log: SendingLog, action: str, status: str, n: int) -> bytes:
 
 
 @pytest.fixture
-def logs(services: Services, tmp_path: Path) -> dict[str, SendingLog]:
-    prepare_one(services, tmp_path, EMAILS, "promo", efs=True)
-    confirm_send(services, "promo", "U0A", [Role.START_DELIVERIES])
-    tick(services, tmp_path)
-    with services.sessions() as s:
+def logs(ctx: Context, tmp_path: Path) -> dict[str, SendingLog]:
+    prepare_one(ctx, tmp_path, EMAILS, "promo", efs=True)
+    confirm_send(ctx, "promo", "U0A", [Role.START_DELIVERIES])
+    tick(ctx, tmp_path)
+    with ctx.sessions() as s:
         return {lg.email: lg for lg in s.scalars(select(SendingLog))}
 
 
-def tick(services: Services, tmp_path: Path):  # type: ignore[no-untyped-def]
-    return asyncio.run(run_due(services, lambda: MaildirTransport(tmp_path / "outbox")))
+def tick(ctx: Context, tmp_path: Path):  # type: ignore[no-untyped-def]
+    return asyncio.run(run_due(ctx, lambda: MaildirTransport(tmp_path / "outbox")))
 
 
-def statuses(services: Services) -> dict[str, tuple[str, str | None]]:
-    with services.sessions() as s:
+def statuses(ctx: Context) -> dict[str, tuple[str, str | None]]:
+    with ctx.sessions() as s:
         rows = s.execute(select(SendingLog.email, SendingLog.status, SendingLog.failure_type))
         return {email: (status, failure) for email, status, failure in rows}
 
@@ -89,9 +89,9 @@ EXPECTED = {
 }
 
 
-def assert_counters_equal_recount(services: Services) -> None:
-    live = delivery_detail(services, "promo")
-    assert compute_delivery_stats(services, "promo") == live
+def assert_counters_equal_recount(ctx: Context) -> None:
+    live = delivery_detail(ctx, "promo")
+    assert compute_delivery_stats(ctx, "promo") == live
 
 
 # ---------------------------------------------------------------------- Maildir
@@ -109,7 +109,7 @@ def files(path: Path) -> list[str]:
 
 
 def test_maildir_bounces_are_applied_at_the_tick_then_removed_and_the_rest_set_aside(
-    services: Services, logs: dict[str, SendingLog], maildir: mailbox.Maildir, tmp_path: Path
+    ctx: Context, logs: dict[str, SendingLog], maildir: mailbox.Maildir, tmp_path: Path
 ) -> None:
     first, second, third = bounces(logs)
     maildir.add(first)
@@ -121,21 +121,21 @@ def test_maildir_bounces_are_applied_at_the_tick_then_removed_and_the_rest_set_a
     maildir.add(AUTO_REPLY)
     maildir.add(b"\xff\xfe not a message at all \x00")
 
-    report = tick(services, tmp_path).mailbox
+    report = tick(ctx, tmp_path).mailbox
     assert (report.read, report.events, report.applied, report.set_aside) == (5, 3, 3, 2)
     assert report.error is None
-    assert statuses(services) == EXPECTED
+    assert statuses(ctx) == EXPECTED
     assert files(tmp_path / "bounces") == [], "what was stored is removed"
     kept = mailbox.Maildir(tmp_path / "bounces").get_folder("failed")
     assert sorted(kept.get_bytes(key) for key in kept.iterkeys()) == sorted(
         [AUTO_REPLY, b"\xff\xfe not a message at all \x00"]
     )
-    assert tick(services, tmp_path).mailbox.read == 0, "set-aside messages are not read again"
-    assert_counters_equal_recount(services)
+    assert tick(ctx, tmp_path).mailbox.read == 0, "set-aside messages are not read again"
+    assert_counters_equal_recount(ctx)
 
 
 def test_maildir_keeps_everything_when_storing_fails_and_never_applies_twice(
-    services: Services,
+    ctx: Context,
     logs: dict[str, SendingLog],
     maildir: mailbox.Maildir,
     tmp_path: Path,
@@ -150,34 +150,34 @@ def test_maildir_keeps_everything_when_storing_fails_and_never_applies_twice(
 
     with monkeypatch.context() as m:
         m.setattr(feedback_mailbox, "ingest", database_down)
-        report = read_feedback_mailbox(services)
+        report = read_feedback_mailbox(ctx)
     assert report.error and report.applied == 0
     assert files(tmp_path / "bounces") == before, "nothing removed before it is stored"
-    assert statuses(services)["a@x.example"] == ("pending", None)
+    assert statuses(ctx)["a@x.example"] == ("pending", None)
 
     def disk_error(self, keys):  # type: ignore[no-untyped-def]
         raise OSError("read-only file system")
 
     with monkeypatch.context() as m:  # stored, then the removal fails (or the process dies)
         m.setattr(MaildirSource, "remove", disk_error)
-        report = read_feedback_mailbox(services)
+        report = read_feedback_mailbox(ctx)
     assert (report.applied, report.error) == (3, "read-only file system")
     assert files(tmp_path / "bounces") == before
-    counted = delivery_detail(services, "promo")
+    counted = delivery_detail(ctx, "promo")
 
-    report = read_feedback_mailbox(services)  # read again: nothing applies twice
+    report = read_feedback_mailbox(ctx)  # read again: nothing applies twice
     assert (report.read, report.applied, report.duplicates) == (3, 0, 3)
     assert files(tmp_path / "bounces") == []
-    assert delivery_detail(services, "promo") == counted
-    assert statuses(services) == EXPECTED
-    assert_counters_equal_recount(services)
+    assert delivery_detail(ctx, "promo") == counted
+    assert statuses(ctx) == EXPECTED
+    assert_counters_equal_recount(ctx)
 
 
 def test_a_missing_maildir_is_reported_and_the_due_work_goes_on(
-    services: Services, settings: Settings, logs: dict[str, SendingLog], tmp_path: Path
+    ctx: Context, settings: Settings, logs: dict[str, SendingLog], tmp_path: Path
 ) -> None:
     settings.feedback_mailbox_url = SecretStr(f"maildir://{tmp_path / 'nowhere'}")
-    report = tick(services, tmp_path)
+    report = tick(ctx, tmp_path)
     assert report.mailbox.error and "mailbox" in report.mailbox.error
     assert report.indicators_refreshed == 0 and report.expired_logs == 0
 
@@ -197,24 +197,24 @@ def imap(settings: Settings) -> Iterator[ImapFolder]:
 
 
 def test_imap_bounces_are_applied_then_expunged_and_the_rest_flagged_for_a_person(
-    services: Services, logs: dict[str, SendingLog], imap: ImapFolder, tmp_path: Path
+    ctx: Context, logs: dict[str, SendingLog], imap: ImapFolder, tmp_path: Path
 ) -> None:
     uids = [imap.add(raw) for raw in bounces(logs)]
     auto_reply = imap.add(AUTO_REPLY)
 
-    report = tick(services, tmp_path).mailbox
+    report = tick(ctx, tmp_path).mailbox
     assert (report.read, report.applied, report.set_aside, report.error) == (4, 3, 1, None)
-    assert statuses(services) == EXPECTED
+    assert statuses(ctx) == EXPECTED
     assert imap.flags() == {auto_reply: {"\\Seen", "\\Flagged"}}, "only the auto-reply is left"
     assert not set(uids) & set(imap.flags())
     fetches = [c for c in imap.commands if c.startswith("UID FETCH")]
     assert fetches and all(c.endswith("(BODY.PEEK[])") for c in fetches)
-    assert tick(services, tmp_path).mailbox.read == 0
-    assert_counters_equal_recount(services)
+    assert tick(ctx, tmp_path).mailbox.read == 0
+    assert_counters_equal_recount(ctx)
 
 
 def test_imap_messages_stay_unseen_until_stored(
-    services: Services,
+    ctx: Context,
     logs: dict[str, SendingLog],
     imap: ImapFolder,
     monkeypatch: pytest.MonkeyPatch,
@@ -227,19 +227,19 @@ def test_imap_messages_stay_unseen_until_stored(
 
     with monkeypatch.context() as m:
         m.setattr(feedback_mailbox, "ingest", database_down)
-        report = read_feedback_mailbox(services)
+        report = read_feedback_mailbox(ctx)
     assert report.error and report.applied == 0
     assert imap.flags() == {1: set(), 2: set(), 3: set()}, "fetched with PEEK, not flagged"
 
-    report = read_feedback_mailbox(services)
+    report = read_feedback_mailbox(ctx)
     assert (report.applied, report.error) == (3, None)
     assert imap.flags() == {}
-    assert statuses(services) == EXPECTED
+    assert statuses(ctx) == EXPECTED
 
 
 @pytest.mark.parametrize("uidplus", [True, False], ids=["uidplus", "plain"])
 def test_imap_expunges_only_its_own_messages_where_the_server_allows(
-    services: Services, settings: Settings, logs: dict[str, SendingLog], uidplus: bool
+    ctx: Context, settings: Settings, logs: dict[str, SendingLog], uidplus: bool
 ) -> None:
     folder = ImapFolder("u", "p", uidplus=uidplus)
     server = ImapServer(folder).start()
@@ -250,7 +250,7 @@ def test_imap_expunges_only_its_own_messages_where_the_server_allows(
         theirs = folder.add(AUTO_REPLY)
         with folder.lock:  # another client deleted it and has not expunged yet
             folder.messages[-1].flags.update({"\\Seen", "\\Deleted"})
-        assert read_feedback_mailbox(services).applied == 3
+        assert read_feedback_mailbox(ctx).applied == 3
         if uidplus:
             assert folder.flags() == {theirs: {"\\Seen", "\\Deleted"}}, "UID EXPUNGE spares it"
         else:
@@ -260,18 +260,18 @@ def test_imap_expunges_only_its_own_messages_where_the_server_allows(
 
 
 def test_imap_wrong_password_or_no_server_is_reported_not_raised(
-    services: Services, settings: Settings, imap: ImapFolder
+    ctx: Context, settings: Settings, imap: ImapFolder
 ) -> None:
     url = settings.feedback_mailbox_url.get_secret_value()
     settings.feedback_mailbox_url = SecretStr(url.replace("p%40ss", "guess"))
-    report = read_feedback_mailbox(services)
+    report = read_feedback_mailbox(ctx)
     assert report.error and "AUTHENTICATIONFAILED" in report.error
     assert "guess" not in report.error
     settings.feedback_mailbox_url = SecretStr("imap://u:p@127.0.0.1:9/INBOX")
-    assert read_feedback_mailbox(services).error
+    assert read_feedback_mailbox(ctx).error
 
 
-def test_no_mailbox_configured_reads_nothing(services: Services) -> None:
-    assert services.settings.feedback_mailbox is None
-    report = read_feedback_mailbox(services)
+def test_no_mailbox_configured_reads_nothing(ctx: Context) -> None:
+    assert ctx.settings.feedback_mailbox is None
+    report = read_feedback_mailbox(ctx)
     assert (report.read, report.error) == (0, None)

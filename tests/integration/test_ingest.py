@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.transports import MaildirTransport
 from bot.feedback.events import FeedbackEvent, FeedbackKind
@@ -25,20 +25,20 @@ from bot.store.models import Profile, SendingLog, TrackingLog
 EMAILS = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"]
 
 
-def sent(services: Services, tmp_path: Path, efs: bool) -> dict[str, SendingLog]:
+def sent(ctx: Context, tmp_path: Path, efs: bool) -> dict[str, SendingLog]:
     csv = tmp_path / "p.csv"
     csv.write_text("email\n" + "\n".join(EMAILS) + "\n")
-    import_profiles(services, csv, "all")
+    import_profiles(ctx, csv, "all")
     yml = tmp_path / "d.yml"
     yml.write_text(
         "- ref: promo\n  name: Promo\n  audience: all\n  from: news@shop.example\n"
         f"  subject: Hi\n  text: Hello\n  efs: {str(efs).lower()}\n"
     )
-    import_deliveries(services, yml)
-    prepare_delivery(services, "promo")
-    confirm_send(services, "promo", "U0A", [Role.START_DELIVERIES])
-    asyncio.run(run_due(services, lambda: MaildirTransport(tmp_path / "outbox")))
-    with services.sessions() as s:
+    import_deliveries(ctx, yml)
+    prepare_delivery(ctx, "promo")
+    confirm_send(ctx, "promo", "U0A", [Role.START_DELIVERIES])
+    asyncio.run(run_due(ctx, lambda: MaildirTransport(tmp_path / "outbox")))
+    with ctx.sessions() as s:
         return {lg.email: lg for lg in s.scalars(select(SendingLog))}
 
 
@@ -47,9 +47,9 @@ def ev(kind: FeedbackKind, event_id: str, **kw) -> FeedbackEvent:  # type: ignor
 
 
 def test_events_apply_once_match_by_id_or_message_id_and_unknown_ones_are_counted(
-    services: Services, tmp_path: Path
+    ctx: Context, tmp_path: Path
 ) -> None:
-    logs = sent(services, tmp_path, efs=True)
+    logs = sent(ctx, tmp_path, efs=True)
     events = [
         ev(FeedbackKind.DELIVERED, "e1", log_id=logs["a@x.example"].id),
         ev(
@@ -62,13 +62,13 @@ def test_events_apply_once_match_by_id_or_message_id_and_unknown_ones_are_counte
         ev(FeedbackKind.DELIVERED, "e1", log_id=logs["a@x.example"].id),  # twice in one batch
         ev(FeedbackKind.DELIVERED, "e3", message_id="<someone-else@x.example>"),
     ]
-    report = ingest(services, events)
+    report = ingest(ctx, events)
     assert (report.applied, report.duplicates, report.unmatched) == (2, 1, 1)
-    again = ingest(services, events[:2])
+    again = ingest(ctx, events[:2])
     assert (again.applied, again.duplicates) == (0, 2)
-    k = delivery_detail(services, "promo")["kpis"]
+    k = delivery_detail(ctx, "promo")["kpis"]
     assert (k["sent"], k["delivered_pct"], k["bounces_errors_pct"]) == (4, 25.0, 25.0)
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         b = s.get(SendingLog, logs["b@x.example"].id)
         assert (b.status, b.failure_reason, b.smtp_status) == ("failed", "user unknown", "5.1.1")
         status = dict(s.execute(select(Profile.email, Profile.email_status)).all())
@@ -76,11 +76,11 @@ def test_events_apply_once_match_by_id_or_message_id_and_unknown_ones_are_counte
 
 
 def test_complaint_denylists_and_opens_clicks_feed_the_hourly_rates(
-    services: Services, tmp_path: Path
+    ctx: Context, tmp_path: Path
 ) -> None:
-    logs = sent(services, tmp_path, efs=False)
+    logs = sent(ctx, tmp_path, efs=False)
     ingest(
-        services,
+        ctx,
         [
             ev(FeedbackKind.COMPLAINT, "c1", log_id=logs["d@x.example"].id),
             ev(FeedbackKind.OPEN, "o1", log_id=logs["a@x.example"].id),
@@ -88,35 +88,33 @@ def test_complaint_denylists_and_opens_clicks_feed_the_hourly_rates(
             ev(FeedbackKind.CLICK, "k1", log_id=logs["b@x.example"].id, url="https://x.example"),
         ],
     )
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         assert s.scalar(select(Profile.email_status).where(Profile.email == "d@x.example")) == (
             "denylisted"
         )
-    assert delivery_detail(services, "promo")["kpis"]["open_rate"] == 0.0, "hourly, not live"
-    assert refresh_indicators(services) == 0, "refreshed when it was sent, due in an hour"
-    services.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
-    assert refresh_indicators(services) == 1
-    k = delivery_detail(services, "promo")["kpis"]
+    assert delivery_detail(ctx, "promo")["kpis"]["open_rate"] == 0.0, "hourly, not live"
+    assert refresh_indicators(ctx) == 0, "refreshed when it was sent, due in an hour"
+    ctx.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    assert refresh_indicators(ctx) == 1
+    k = delivery_detail(ctx, "promo")["kpis"]
     assert (k["open_rate"], k["click_through_rate"]) == (50.0, 25.0), "a click is an open"
-    assert refresh_indicators(services) == 0, "once an hour"
-    services.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
-    assert refresh_indicators(services) == 1
-    assert compute_delivery_stats(services, "promo")["kpis"] == k
+    assert refresh_indicators(ctx) == 0, "once an hour"
+    ctx.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
+    assert refresh_indicators(ctx) == 1
+    assert compute_delivery_stats(ctx, "promo")["kpis"] == k
 
 
-def test_the_same_batch_posted_twice_at_once_applies_once(
-    services: Services, tmp_path: Path
-) -> None:
+def test_the_same_batch_posted_twice_at_once_applies_once(ctx: Context, tmp_path: Path) -> None:
     """A provider retrying while its first request is still running: the unique key decides."""
-    logs = sent(services, tmp_path, efs=True)
+    logs = sent(ctx, tmp_path, efs=True)
     batch = [ev(FeedbackKind.DELIVERED, f"d-{lg.id}", log_id=lg.id) for lg in logs.values()] + [
         ev(FeedbackKind.OPEN, f"o-{lg.id}", log_id=lg.id) for lg in logs.values()
     ]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        reports = list(pool.map(lambda _: ingest(services, batch), range(2)))
+        reports = list(pool.map(lambda _: ingest(ctx, batch), range(2)))
     assert sorted(r.applied for r in reports) == [0, len(batch)]
     assert sum(r.duplicates for r in reports) == len(batch)
-    k = delivery_detail(services, "promo")["kpis"]
+    k = delivery_detail(ctx, "promo")["kpis"]
     assert (k["sent"], k["delivered_pct"]) == (4, 100.0)
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(TrackingLog)) == len(logs)

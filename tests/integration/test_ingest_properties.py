@@ -35,9 +35,10 @@ from hypothesis import strategies as st
 from scenario import prepare_one
 from sqlalchemy import func, select
 
-from bot.bootstrap import Services, bootstrap
+from bot.bootstrap import bootstrap
 from bot.clock import FixedClock
 from bot.config import Settings, load_settings
+from bot.context import Context
 from bot.domain.logs import Event, FailureType, LogState, LogStatus, Mode, apply_event
 from bot.domain.roles import Role
 from bot.engine.transports import MaildirTransport
@@ -96,20 +97,20 @@ steps = st.lists(
 )
 
 
-def send_one_delivery(services: Services, tmp_path: Path, efs: bool) -> None:
-    prepare_one(services, tmp_path, [TARGET, BYSTANDER], "promo", efs=efs, validity="3d")
-    confirm_send(services, "promo", "U0A", [Role.START_DELIVERIES])
+def send_one_delivery(ctx: Context, tmp_path: Path, efs: bool) -> None:
+    prepare_one(ctx, tmp_path, [TARGET, BYSTANDER], "promo", efs=efs, validity="3d")
+    confirm_send(ctx, "promo", "U0A", [Role.START_DELIVERIES])
     transport = MaildirTransport(tmp_path / "outbox", fsync=False)
-    asyncio.run(run_due(services, lambda: transport))
+    asyncio.run(run_due(ctx, lambda: transport))
 
 
 class Scenario:
     """One recipient's feedback, applied for real and followed by an independent model."""
 
-    def __init__(self, services: Services, mode: Mode) -> None:
-        self.services = services
+    def __init__(self, ctx: Context, mode: Mode) -> None:
+        self.ctx = ctx
         self.mode = mode
-        with services.sessions() as s:
+        with ctx.sessions() as s:
             logs = {lg.email: lg for lg in s.scalars(select(SendingLog))}
             self.execution_id = s.scalar(select(Execution.id))
             self.validity_ends_at = s.scalar(select(Execution.validity_ends_at))
@@ -124,7 +125,7 @@ class Scenario:
         self.tracked = 0
 
     def _state(self, log_id: int) -> LogState:
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             lg = s.get(SendingLog, log_id)
             failure = FailureType(lg.failure_type) if lg.failure_type else None
             return LogState(LogStatus(lg.status), failure, lg.final)
@@ -136,7 +137,7 @@ class Scenario:
             self.hard_failed = True
 
     def run(self, step: Step) -> None:
-        clock = self.services.clock
+        clock = self.ctx.clock
         if isinstance(step, Feedback):
             event = FeedbackEvent(
                 kind=step.kind,
@@ -147,7 +148,7 @@ class Scenario:
                 reason="user unknown" if step.kind.is_bounce else None,
                 url="https://shop.example/x" if step.kind is FeedbackKind.CLICK else None,
             )
-            report = ingest(self.services, [event])
+            report = ingest(self.ctx, [event])
             fresh = step.source_event_id not in self.taken
             assert (report.applied, report.duplicates) == (int(fresh), int(not fresh))
             if fresh:
@@ -162,7 +163,7 @@ class Scenario:
                     self.clicked |= step.kind is FeedbackKind.CLICK
         elif isinstance(step, Relay):
             event = RELAY[step.result]
-            with self.services.sessions.begin() as s:
+            with self.ctx.sessions.begin() as s:
                 apply_log_events(
                     s, clock.now(), [LogEvent(self.log_id, event, reason=REASONS.get(event))]
                 )
@@ -172,12 +173,12 @@ class Scenario:
         else:
             if clock.now() < self.validity_ends_at:
                 clock.set(self.validity_ends_at)  # type: ignore[attr-defined]
-            expire_due(self.services)
+            expire_due(self.ctx)
             self._log_event(Event.EXPIRED)
             self.bystander = apply_event(self.mode, self.bystander, Event.EXPIRED).state
 
     def check(self) -> None:
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             live, fresh = live_counters(s, self.execution_id), recount(s, self.execution_id)
             lg = s.get(SendingLog, self.log_id)
             profile = s.scalar(select(Profile).where(Profile.email == TARGET))
@@ -205,14 +206,14 @@ class Scenario:
             assert (profile.email_status, profile.error_count >= 5) == ("quarantine", True)
 
     def finish(self) -> None:
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             fresh = recount(s, self.execution_id)
         assert (fresh.unique_opens, fresh.unique_clicks) == (int(self.opened), int(self.clicked))
-        before = delivery_detail(self.services, "promo")["kpis"]
-        after = compute_delivery_stats(self.services, "promo")["kpis"]
+        before = delivery_detail(self.ctx, "promo")["kpis"]
+        after = compute_delivery_stats(self.ctx, "promo")["kpis"]
         for name in ("to_deliver", "sent", "delivered_pct", "bounces_errors_pct"):
             assert after[name] == before[name], name
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             assert live_counters(s, self.execution_id) == recount(s, self.execution_id)
 
 
@@ -236,17 +237,18 @@ def sent_databases(
         folder = tmp_path_factory.mktemp(f"sent-efs-{efs}")
         database = folder / "greenlight.db"
         shutil.copy(sqlite_template, database)
-        services = bootstrap(make_settings(folder, database), FixedClock(T0), migrate=False)
-        send_one_delivery(services, folder, efs)
-        with services.engine.connect() as conn:
+        root = bootstrap(make_settings(folder, database), FixedClock(T0), migrate=False)
+        ctx = root.context
+        send_one_delivery(ctx, folder, efs)
+        with root.engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
-        services.close()
+        root.close()
         out[efs] = database
     return out
 
 
-def run_scenario(services: Services, efs: bool, sequence: list[Step]) -> None:
-    scenario = Scenario(services, Mode.EFS if efs else Mode.STANDARD)
+def run_scenario(ctx: Context, efs: bool, sequence: list[Step]) -> None:
+    scenario = Scenario(ctx, Mode.EFS if efs else Mode.STANDARD)
     scenario.check()
     for step in sequence:
         scenario.run(step)
@@ -267,11 +269,12 @@ def test_any_feedback_sequence_keeps_the_invariants(
 ) -> None:
     database = tmp_path / f"example-{next(_examples)}.db"
     shutil.copy(sent_databases[efs], database)
-    services = bootstrap(make_settings(tmp_path, database), FixedClock(T0), migrate=False)
+    root = bootstrap(make_settings(tmp_path, database), FixedClock(T0), migrate=False)
+    ctx = root.context
     try:
-        run_scenario(services, efs, sequence)
+        run_scenario(ctx, efs, sequence)
     finally:
-        services.close()
+        root.close()
         database.unlink()
 
 
@@ -297,8 +300,8 @@ FIXED: list[Step] = [
 
 @pytest.mark.parametrize("efs", [False, True], ids=["standard", "efs"])
 def test_a_sequence_with_every_kind_of_step_on_each_backend(
-    services: Services, tmp_path: Path, efs: bool
+    ctx: Context, tmp_path: Path, efs: bool
 ) -> None:
     """The property's plumbing on PostgreSQL too (locks, ON CONFLICT, RETURNING)."""
-    send_one_delivery(services, tmp_path, efs)
-    run_scenario(services, efs, FIXED)
+    send_one_delivery(ctx, tmp_path, efs)
+    run_scenario(ctx, efs, FIXED)

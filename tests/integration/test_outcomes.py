@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.kpi import kpis
 from bot.domain.logs import Event
 from bot.services.outcomes import LogEvent, apply_log_events, record_complaint
@@ -29,10 +29,10 @@ from bot.store.models import (
 N = 4
 
 
-def _setup(services: Services, efs: bool) -> tuple[int, list[int], list[int]]:
+def _setup(ctx: Context, efs: bool) -> tuple[int, list[int], list[int]]:
     """A delivery of N queued logs; returns (execution id, log ids, profile ids)."""
-    now = services.clock.now()
-    with services.sessions.begin() as s:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
         aud = Audience(name="a", created_at=now, updated_at=now)
         s.add(aud)
         s.flush()
@@ -75,25 +75,25 @@ def _setup(services: Services, efs: bool) -> tuple[int, list[int], list[int]]:
         return e.id, [lg.id for lg in logs], [p.id for p in profiles]
 
 
-def _apply(services: Services, *events: LogEvent) -> None:
-    with services.sessions.begin() as s:
-        apply_log_events(s, services.clock.now(), list(events))
+def _apply(ctx: Context, *events: LogEvent) -> None:
+    with ctx.sessions.begin() as s:
+        apply_log_events(s, ctx.clock.now(), list(events))
 
 
-def _kpis(services: Services, execution_id: int):
-    with services.sessions() as s:
+def _kpis(ctx: Context, execution_id: int):
+    with ctx.sessions() as s:
         live = live_counters(s, execution_id)
         assert live == recount(s, execution_id), "counters drifted from the logs"
         return kpis(live)
 
 
-def _status(services: Services, log_id: int) -> str:
-    with services.sessions() as s:
+def _status(ctx: Context, log_id: int) -> str:
+    with ctx.sessions() as s:
         return s.scalar(select(SendingLog.status).where(SendingLog.id == log_id))
 
 
-def _relay_all(services: Services, log_ids: list[int]) -> None:
-    _apply(services, *(LogEvent(i, Event.RELAYED) for i in log_ids))
+def _relay_all(ctx: Context, log_ids: list[int]) -> None:
+    _apply(ctx, *(LogEvent(i, Event.RELAYED) for i in log_ids))
 
 
 def _direction(before: float | None, after: float | None) -> str:
@@ -158,7 +158,7 @@ ROWS = [
     ids=[f"{'efs' if r[0] else 'standard'}: {r[1]}" for r in ROWS],
 )
 def test_spec_section_6_row(
-    services: Services,
+    ctx: Context,
     efs: bool,
     row: str,
     setup: list[Event],
@@ -167,15 +167,15 @@ def test_spec_section_6_row(
     delivered: str | None,
     bounces: str | None,
 ) -> None:
-    execution_id, log_ids, _ = _setup(services, efs)
-    _relay_all(services, log_ids)
+    execution_id, log_ids, _ = _setup(ctx, efs)
+    _relay_all(ctx, log_ids)
     first = log_ids[0]
-    _apply(services, *(LogEvent(first, e, reason="mailbox full") for e in setup))
-    before = _kpis(services, execution_id)
-    _apply(services, *(LogEvent(first, e, reason="user unknown") for e in events))
-    after = _kpis(services, execution_id)
+    _apply(ctx, *(LogEvent(first, e, reason="mailbox full") for e in setup))
+    before = _kpis(ctx, execution_id)
+    _apply(ctx, *(LogEvent(first, e, reason="user unknown") for e in events))
+    after = _kpis(ctx, execution_id)
 
-    assert _status(services, first) == status
+    assert _status(ctx, first) == status
     assert after.sent == N
     if delivered is None:  # the relay row: where the KPIs start
         assert after.delivered_pct == (0.0 if efs else 100.0)
@@ -186,81 +186,79 @@ def test_spec_section_6_row(
 
 
 @pytest.mark.parametrize("efs", [False, True], ids=["standard", "efs"])
-def test_repeated_and_late_feedback_changes_nothing_it_should_not(
-    services: Services, efs: bool
-) -> None:
-    execution_id, log_ids, _ = _setup(services, efs)
-    _relay_all(services, log_ids)
-    _apply(services, LogEvent(log_ids[0], Event.HARD_BOUNCE))
-    settled = _kpis(services, execution_id)
+def test_repeated_and_late_feedback_changes_nothing_it_should_not(ctx: Context, efs: bool) -> None:
+    execution_id, log_ids, _ = _setup(ctx, efs)
+    _relay_all(ctx, log_ids)
+    _apply(ctx, LogEvent(log_ids[0], Event.HARD_BOUNCE))
+    settled = _kpis(ctx, execution_id)
     _apply(
-        services,
+        ctx,
         LogEvent(log_ids[0], Event.HARD_BOUNCE),
         LogEvent(log_ids[0], Event.DELIVERED),
         LogEvent(log_ids[0], Event.RELAYED),
     )
-    assert _status(services, log_ids[0]) == "failed"
-    assert _kpis(services, execution_id) == settled
+    assert _status(ctx, log_ids[0]) == "failed"
+    assert _kpis(ctx, execution_id) == settled
 
 
-def test_kpis_before_any_relay_are_dashes_not_errors(services: Services) -> None:
-    execution_id, _, _ = _setup(services, efs=False)
-    k = _kpis(services, execution_id)
+def test_kpis_before_any_relay_are_dashes_not_errors(ctx: Context) -> None:
+    execution_id, _, _ = _setup(ctx, efs=False)
+    k = _kpis(ctx, execution_id)
     assert (k.sent, k.delivered_pct, k.bounces_errors_pct, k.open_rate) == (0, None, None, None)
 
 
-def _health(services: Services, profile_id: int) -> tuple[str, int]:
-    with services.sessions() as s:
+def _health(ctx: Context, profile_id: int) -> tuple[str, int]:
+    with ctx.sessions() as s:
         p = s.get(Profile, profile_id)
         return p.email_status, p.error_count
 
 
-def test_hard_bounce_quarantines_at_once(services: Services) -> None:
-    _, log_ids, profile_ids = _setup(services, efs=False)
-    _relay_all(services, log_ids)
-    _apply(services, LogEvent(log_ids[0], Event.HARD_BOUNCE, reason="user unknown"))
-    assert _health(services, profile_ids[0])[0] == "quarantine"
-    assert _health(services, profile_ids[1]) == ("valid", 0)
+def test_hard_bounce_quarantines_at_once(ctx: Context) -> None:
+    _, log_ids, profile_ids = _setup(ctx, efs=False)
+    _relay_all(ctx, log_ids)
+    _apply(ctx, LogEvent(log_ids[0], Event.HARD_BOUNCE, reason="user unknown"))
+    assert _health(ctx, profile_ids[0])[0] == "quarantine"
+    assert _health(ctx, profile_ids[1]) == ("valid", 0)
 
 
-def test_fifth_counted_soft_error_quarantines_and_spacing_applies(services: Services) -> None:
-    _, log_ids, profile_ids = _setup(services, efs=True)
-    _relay_all(services, log_ids)
+def test_fifth_counted_soft_error_quarantines_and_spacing_applies(ctx: Context) -> None:
+    _, log_ids, profile_ids = _setup(ctx, efs=True)
+    _relay_all(ctx, log_ids)
     log, profile = log_ids[0], profile_ids[0]
     for day in range(4):
-        _apply(services, LogEvent(log, Event.SOFT_BOUNCE, reason="mailbox full"))
+        _apply(ctx, LogEvent(log, Event.SOFT_BOUNCE, reason="mailbox full"))
         # A second report the same day is not counted.
-        services.clock.advance(timedelta(hours=2))
-        _apply(services, LogEvent(log, Event.SOFT_BOUNCE, reason="mailbox full"))
-        assert _health(services, profile) == ("erroneous", day + 1)
-        services.clock.advance(timedelta(days=1))
-    _apply(services, LogEvent(log, Event.SOFT_BOUNCE, reason="mailbox full"))
-    assert _health(services, profile) == ("quarantine", 5)
+        ctx.clock.advance(timedelta(hours=2))
+        _apply(ctx, LogEvent(log, Event.SOFT_BOUNCE, reason="mailbox full"))
+        assert _health(ctx, profile) == ("erroneous", day + 1)
+        ctx.clock.advance(timedelta(days=1))
+    _apply(ctx, LogEvent(log, Event.SOFT_BOUNCE, reason="mailbox full"))
+    assert _health(ctx, profile) == ("quarantine", 5)
 
 
-def test_delivery_resets_the_error_counter(services: Services) -> None:
-    _, log_ids, profile_ids = _setup(services, efs=True)
-    _relay_all(services, log_ids)
-    _apply(services, LogEvent(log_ids[0], Event.SOFT_BOUNCE, reason="mailbox full"))
-    assert _health(services, profile_ids[0]) == ("erroneous", 1)
-    _apply(services, LogEvent(log_ids[0], Event.DELIVERED))
-    assert _health(services, profile_ids[0]) == ("valid", 0)
+def test_delivery_resets_the_error_counter(ctx: Context) -> None:
+    _, log_ids, profile_ids = _setup(ctx, efs=True)
+    _relay_all(ctx, log_ids)
+    _apply(ctx, LogEvent(log_ids[0], Event.SOFT_BOUNCE, reason="mailbox full"))
+    assert _health(ctx, profile_ids[0]) == ("erroneous", 1)
+    _apply(ctx, LogEvent(log_ids[0], Event.DELIVERED))
+    assert _health(ctx, profile_ids[0]) == ("valid", 0)
 
 
-def test_counter_resets_after_ten_quiet_days(services: Services) -> None:
-    _, log_ids, profile_ids = _setup(services, efs=True)
-    _relay_all(services, log_ids)
+def test_counter_resets_after_ten_quiet_days(ctx: Context) -> None:
+    _, log_ids, profile_ids = _setup(ctx, efs=True)
+    _relay_all(ctx, log_ids)
     for _ in range(4):
-        _apply(services, LogEvent(log_ids[0], Event.SOFT_BOUNCE, reason="mailbox full"))
-        services.clock.advance(timedelta(days=2))
-    assert _health(services, profile_ids[0]) == ("erroneous", 4)
-    services.clock.advance(timedelta(days=11))
-    _apply(services, LogEvent(log_ids[0], Event.SOFT_BOUNCE, reason="mailbox full"))
-    assert _health(services, profile_ids[0]) == ("erroneous", 1)
+        _apply(ctx, LogEvent(log_ids[0], Event.SOFT_BOUNCE, reason="mailbox full"))
+        ctx.clock.advance(timedelta(days=2))
+    assert _health(ctx, profile_ids[0]) == ("erroneous", 4)
+    ctx.clock.advance(timedelta(days=11))
+    _apply(ctx, LogEvent(log_ids[0], Event.SOFT_BOUNCE, reason="mailbox full"))
+    assert _health(ctx, profile_ids[0]) == ("erroneous", 1)
 
 
-def test_complaint_denylists(services: Services) -> None:
-    _, _, profile_ids = _setup(services, efs=False)
-    with services.sessions.begin() as s:
-        record_complaint(s, services.clock.now(), profile_ids[2])
-    assert _health(services, profile_ids[2])[0] == "denylisted"
+def test_complaint_denylists(ctx: Context) -> None:
+    _, _, profile_ids = _setup(ctx, efs=False)
+    with ctx.sessions.begin() as s:
+        record_complaint(s, ctx.clock.now(), profile_ids[2])
+    assert _health(ctx, profile_ids[2])[0] == "denylisted"

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.errors import IllegalTransition
 from bot.services import prepare as prepare_module
 from bot.services.errors import NotFound
@@ -38,10 +38,10 @@ HTML = "<p>Hello {{ first_name }}</p>\n<p>{{ 100 / divisor }}</p>\n"
 class World:
     """Rows for a test, created with the ORM (no importer involved)."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.now = services.clock.now()
-        with services.sessions.begin() as s:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.now = ctx.clock.now()
+        with ctx.sessions.begin() as s:
             audience = Audience(
                 name="customers", version=3, created_at=self.now, updated_at=self.now
             )
@@ -58,7 +58,7 @@ class World:
         first_name: str | None = "Ann",
         **attributes: Any,
     ) -> int:
-        with self.services.sessions.begin() as s:
+        with self.ctx.sessions.begin() as s:
             p = Profile(
                 email=email,
                 email_key=email.lower(),
@@ -85,7 +85,7 @@ class World:
         text: str | None = "Hello {{ first_name }}",
         state: str = "editing",
     ) -> int:
-        with self.services.sessions.begin() as s:
+        with self.ctx.sessions.begin() as s:
             d = Delivery(
                 ref=ref,
                 name="Spring sale",
@@ -105,15 +105,15 @@ class World:
             return d.id
 
     def get(self, ref: str = "spring-sale") -> Delivery:
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             return s.scalars(select(Delivery).where(Delivery.ref == ref)).one()
 
     def execution_id(self, ref: str = "spring-sale") -> int:
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             return s.scalars(select(Execution.id).join(Delivery).where(Delivery.ref == ref)).one()
 
     def sending_logs(self, ref: str = "spring-sale") -> list[tuple[str, str]]:
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             rows = s.execute(
                 select(SendingLog.email, SendingLog.status)
                 .where(SendingLog.execution_id == self.execution_id(ref))
@@ -122,7 +122,7 @@ class World:
             return [tuple(r) for r in rows]
 
     def exclusion_logs(self, ref: str = "spring-sale") -> list[tuple[str, str]]:
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             rows = s.execute(
                 select(ExclusionLog.email, ExclusionLog.reason)
                 .where(ExclusionLog.execution_id == self.execution_id(ref))
@@ -131,18 +131,18 @@ class World:
             return [tuple(r) for r in rows]
 
     def counter(self, ref: str = "spring-sale") -> KpiCounter:
-        with self.services.sessions() as s:
+        with self.ctx.sessions() as s:
             counter = s.get(KpiCounter, self.execution_id(ref))
             assert counter is not None
             return counter
 
 
 @pytest.fixture
-def world(services: Services) -> World:
-    return World(services)
+def world(ctx: Context) -> World:
+    return World(ctx)
 
 
-def test_counts_exclusion_reasons_and_logs(services: Services, world: World) -> None:
+def test_counts_exclusion_reasons_and_logs(ctx: Context, world: World) -> None:
     world.profile("ann@example.com")
     world.profile("not-an-address")
     world.profile("ANN@example.com")  # a duplicate of the first, in other letter case
@@ -153,7 +153,7 @@ def test_counts_exclusion_reasons_and_logs(services: Services, world: World) -> 
     world.profile("outsider@example.com", member=False)  # not in the audience
     world.delivery()
 
-    result = prepare_delivery(services, "spring-sale", actor="U123")
+    result = prepare_delivery(ctx, "spring-sale", actor="U123")
 
     assert (result.state, result.targeted, result.excluded, result.to_deliver) == (
         "ready",
@@ -181,13 +181,13 @@ def test_counts_exclusion_reasons_and_logs(services: Services, world: World) -> 
     ]
     d = world.get()
     assert (d.state, d.targeted, d.excluded, d.to_deliver) == ("ready", 7, 4, 3)
-    assert d.prepared_at == services.clock.now()
+    assert d.prepared_at == ctx.clock.now()
     assert d.prepared_hash == d.definition_hash
     assert d.prepared_audience_version == 3
     assert d.preparation_errors == [] and d.preparation_warnings == []
     counter = world.counter()
     assert (counter.to_deliver, counter.queued, counter.sent, counter.failed) == (3, 3, 0, 0)
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         entry = s.scalars(select(AuditEntry).where(AuditEntry.action == "prepare")).one()
     assert (entry.actor, entry.subject_kind, entry.subject_ref) == (
         "U123",
@@ -197,16 +197,16 @@ def test_counts_exclusion_reasons_and_logs(services: Services, world: World) -> 
     assert entry.detail["to_deliver"] == 3
 
 
-def test_duplicates_keep_the_lowest_id(services: Services, world: World) -> None:
+def test_duplicates_keep_the_lowest_id(ctx: Context, world: World) -> None:
     first = world.profile("Zoe@Example.com")
     world.profile("zoe@example.com")
     world.profile("ZOE@EXAMPLE.COM")
     world.delivery()
 
-    result = prepare_delivery(services, "spring-sale")
+    result = prepare_delivery(ctx, "spring-sale")
 
     assert result.to_deliver == 1
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         kept = s.scalars(select(SendingLog.profile_id)).all()
     assert kept == [first]
     assert world.exclusion_logs() == [
@@ -216,28 +216,26 @@ def test_duplicates_keep_the_lowest_id(services: Services, world: World) -> None
 
 
 def test_a_quarantined_address_is_not_reached_through_a_duplicate(
-    services: Services, world: World
+    ctx: Context, world: World
 ) -> None:
     world.profile("kim@example.com", status="quarantine")
     world.profile("Kim@example.com")
     world.delivery()
 
-    result = prepare_delivery(services, "spring-sale")
+    result = prepare_delivery(ctx, "spring-sale")
 
     assert result.to_deliver == 0
     assert result.exclusions["quarantined"] == 1
     assert result.exclusions["duplicate address"] == 1
 
 
-def test_template_error_on_one_profile_is_critical_and_blocks(
-    services: Services, world: World
-) -> None:
+def test_template_error_on_one_profile_is_critical_and_blocks(ctx: Context, world: World) -> None:
     world.profile("ann@example.com", divisor=4)
     world.profile("zero@example.com", divisor=0)
     world.profile("eve@example.com", divisor=5)
     world.delivery(html=HTML, state="ready")
 
-    result = prepare_delivery(services, "spring-sale")
+    result = prepare_delivery(ctx, "spring-sale")
 
     assert result.state == "editing"
     assert result.errors_total == 1
@@ -252,12 +250,12 @@ def test_template_error_on_one_profile_is_critical_and_blocks(
     assert d.to_deliver == 3
 
 
-def test_errors_are_capped_but_counted(services: Services, world: World) -> None:
+def test_errors_are_capped_but_counted(ctx: Context, world: World) -> None:
     for i in range(MAX_STORED_ERRORS + 5):
         world.profile(f"p{i}@example.com", divisor=0)
     world.delivery(html=HTML)
 
-    result = prepare_delivery(services, "spring-sale")
+    result = prepare_delivery(ctx, "spring-sale")
 
     assert result.errors_total == MAX_STORED_ERRORS + 5
     assert len(result.errors) == MAX_STORED_ERRORS
@@ -266,13 +264,13 @@ def test_errors_are_capped_but_counted(services: Services, world: World) -> None
     assert stored[-1]["omitted"] == 5 and stored[-1]["total"] == MAX_STORED_ERRORS + 5
 
 
-def test_missing_attribute_is_a_warning_only(services: Services, world: World) -> None:
+def test_missing_attribute_is_a_warning_only(ctx: Context, world: World) -> None:
     world.profile("ann@example.com", city="Lyon")
     world.profile("bob@example.com")
     world.profile("cat@example.com", first_name=None)
     world.delivery(text="Hello {{ first_name }} from {{ city }}{% if vip %}, VIP{% endif %}")
 
-    result = prepare_delivery(services, "spring-sale")
+    result = prepare_delivery(ctx, "spring-sale")
 
     assert result.state == "ready"
     assert result.errors == []
@@ -293,11 +291,11 @@ def test_missing_attribute_is_a_warning_only(services: Services, world: World) -
     assert world.get().preparation_warnings == result.warnings
 
 
-def test_sandbox_escape_is_a_critical_error(services: Services, world: World) -> None:
+def test_sandbox_escape_is_a_critical_error(ctx: Context, world: World) -> None:
     world.profile("ann@example.com")
     world.delivery(html="<p>hi</p>\n{{ ''.__class__.__mro__[1].__subclasses__() }}")
 
-    result = prepare_delivery(services, "spring-sale")
+    result = prepare_delivery(ctx, "spring-sale")
 
     assert result.state == "editing"
     [error] = result.errors
@@ -305,11 +303,11 @@ def test_sandbox_escape_is_a_critical_error(services: Services, world: World) ->
     assert "not allowed" in error["reason"]
 
 
-def test_syntax_error_leaves_editing_and_names_the_part(services: Services, world: World) -> None:
+def test_syntax_error_leaves_editing_and_names_the_part(ctx: Context, world: World) -> None:
     world.profile("ann@example.com")
     world.delivery(text="Hello\n{% if vip %}VIP")
 
-    result = prepare_delivery(services, "spring-sale")
+    result = prepare_delivery(ctx, "spring-sale")
 
     assert result.state == "editing"
     [error] = result.errors
@@ -317,27 +315,27 @@ def test_syntax_error_leaves_editing_and_names_the_part(services: Services, worl
     assert result.to_deliver == 1
 
 
-def test_empty_target_is_still_ready(services: Services, world: World) -> None:
+def test_empty_target_is_still_ready(ctx: Context, world: World) -> None:
     world.profile("bob@example.com", status="denylisted")
     world.delivery()
 
-    result = prepare_delivery(services, "spring-sale")
+    result = prepare_delivery(ctx, "spring-sale")
 
     assert (result.state, result.targeted, result.to_deliver) == ("ready", 1, 0)
     assert world.counter().to_deliver == 0
 
 
-def test_re_preparation_replaces_the_logs(services: Services, world: World) -> None:
+def test_re_preparation_replaces_the_logs(ctx: Context, world: World) -> None:
     ann = world.profile("ann@example.com")
     world.profile("bob@example.com")
     world.profile("cat@example.com", status="quarantine")
     world.delivery()
-    first = prepare_delivery(services, "spring-sale")
+    first = prepare_delivery(ctx, "spring-sale")
     assert (first.to_deliver, first.excluded) == (2, 1)
 
-    with services.sessions.begin() as s:
+    with ctx.sessions.begin() as s:
         s.execute(update(Profile).where(Profile.id == ann).values(email_status="denylisted"))
-    second = prepare_delivery(services, "spring-sale")
+    second = prepare_delivery(ctx, "spring-sale")
 
     assert (second.state, second.to_deliver, second.excluded) == ("ready", 1, 2)
     assert world.sending_logs() == [("bob@example.com", "queued")]
@@ -345,7 +343,7 @@ def test_re_preparation_replaces_the_logs(services: Services, world: World) -> N
         ("ann@example.com", "denylisted"),
         ("cat@example.com", "quarantined"),
     ]
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(SendingLog)) == 1
         assert s.scalar(select(func.count()).select_from(ExclusionLog)) == 2
         assert s.scalar(select(func.count()).select_from(Execution)) == 1
@@ -355,29 +353,29 @@ def test_re_preparation_replaces_the_logs(services: Services, world: World) -> N
     assert (d.targeted, d.excluded, d.to_deliver) == (3, 2, 1)
 
 
-def test_prepare_is_refused_once_the_send_has_started(services: Services, world: World) -> None:
+def test_prepare_is_refused_once_the_send_has_started(ctx: Context, world: World) -> None:
     world.profile("ann@example.com")
     world.delivery(state="in-progress")
 
     with pytest.raises(IllegalTransition) as caught:
-        prepare_delivery(services, "spring-sale")
+        prepare_delivery(ctx, "spring-sale")
 
     assert "in-progress" in str(caught.value)
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Execution)) == 0
         assert s.scalar(select(func.count()).select_from(AuditEntry)) == 0
 
 
-def test_unknown_ref_is_not_found(services: Services, world: World) -> None:
+def test_unknown_ref_is_not_found(ctx: Context, world: World) -> None:
     with pytest.raises(NotFound) as caught:
-        prepare_delivery(services, "nope")
+        prepare_delivery(ctx, "nope")
     assert str(caught.value) == (
         "no delivery with ref 'nope'; `python -m bot deliveries list` shows them"
     )
 
 
 def test_a_change_during_preparation_writes_nothing(
-    services: Services, world: World, monkeypatch: pytest.MonkeyPatch
+    ctx: Context, world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world.profile("ann@example.com")
     world.delivery()
@@ -385,7 +383,7 @@ def test_a_change_during_preparation_writes_nothing(
 
     def plan_then_edit(session: Any, delivery: Delivery) -> Any:
         plan = original(session, delivery)
-        with services.sessions.begin() as other:
+        with ctx.sessions.begin() as other:
             other.execute(
                 update(Delivery).where(Delivery.id == delivery.id).values(definition_hash="edited")
             )
@@ -394,23 +392,23 @@ def test_a_change_during_preparation_writes_nothing(
     monkeypatch.setattr(prepare_module, "_plan", plan_then_edit)
 
     with pytest.raises(PreparationConflict):
-        prepare_delivery(services, "spring-sale")
+        prepare_delivery(ctx, "spring-sale")
 
     d = world.get()
     assert (d.state, d.prepared_at, d.to_deliver) == ("editing", None, 0)
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(SendingLog)) == 0
 
 
-def test_deliveries_are_prepared_independently(services: Services, world: World) -> None:
+def test_deliveries_are_prepared_independently(ctx: Context, world: World) -> None:
     world.profile("ann@example.com")
     world.profile("bob@example.com")
     world.delivery("one")
     world.delivery("two")
 
-    prepare_delivery(services, "one")
-    prepare_delivery(services, "two")
-    prepare_delivery(services, "one")
+    prepare_delivery(ctx, "one")
+    prepare_delivery(ctx, "two")
+    prepare_delivery(ctx, "one")
 
     assert len(world.sending_logs("one")) == 2
     assert len(world.sending_logs("two")) == 2

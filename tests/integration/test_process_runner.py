@@ -38,9 +38,10 @@ def test_the_sender_process_relays_reports_batches_and_stops(tmp_path: Path) -> 
         send_batch_size=BATCH,
         smtp_pool_size=4,
     )
-    services = bootstrap(settings)
+    root = bootstrap(settings)
+    ctx = root.context
     emails = [f"user{i}@x.example" for i in range(N)]
-    prepare_one(services, tmp_path, emails, subject="Hi {{ email }}", text="Hello {{ email }}")
+    prepare_one(ctx, tmp_path, emails, subject="Hi {{ email }}", text="Hello {{ email }}")
 
     batches: list[int] = []
     all_reported = threading.Event()
@@ -54,7 +55,7 @@ def test_the_sender_process_relays_reports_batches_and_stops(tmp_path: Path) -> 
     runner = SendProcess(settings, on_batch=on_batch, tick_seconds=3600)
     runner.start()
     try:
-        confirm_send(services, "big", "U0ALICE", [Role.START_DELIVERIES])
+        confirm_send(ctx, "big", "U0ALICE", [Role.START_DELIVERIES])
         runner.kick()
         assert all_reported.wait(60), f"only {len(batches)} batches were reported"
         assert runner.is_alive()
@@ -67,10 +68,10 @@ def test_the_sender_process_relays_reports_batches_and_stops(tmp_path: Path) -> 
     received = sorted(r.rcpt_tos[0] for r in relay.recorder.received)
     assert received == sorted(emails), "every recipient exactly once"
     assert len(set(batches)) == 1, "every batch belongs to the one execution"
-    detail = delivery_detail(services, "big")
+    detail = delivery_detail(ctx, "big")
     assert detail["state"] == "finished"
     assert detail["kpis"]["sent"] == N
-    services.close()
+    root.close()
 
 
 def test_stop_before_anything_is_due_is_prompt(tmp_path: Path) -> None:
@@ -125,27 +126,28 @@ def test_stop_ends_the_send_after_the_batch_in_flight_and_a_restart_resumes(
         send_batch_size=batch,
         smtp_pool_size=2,
     )
-    services = bootstrap(settings)
+    root = bootstrap(settings)
+    ctx = root.context
     emails = [f"user{i}@x.example" for i in range(many)]
-    prepare_one(services, tmp_path, emails, text="Hello {{ email }}")
+    prepare_one(ctx, tmp_path, emails, text="Hello {{ email }}")
     first_batch = threading.Event()
     runner = SendProcess(settings, on_batch=lambda _: first_batch.set(), tick_seconds=None)
     try:
         runner.start()
-        confirm_send(services, "big", "U0ALICE", [Role.START_DELIVERIES])
+        confirm_send(ctx, "big", "U0ALICE", [Role.START_DELIVERIES])
         runner.kick()
         assert first_batch.wait(60), "no batch was ever recorded"
         runner.stop(timeout=30)
         assert not runner.is_alive()
-        with services.sessions() as s:
+        with ctx.sessions() as s:
             claimed = s.scalar(select(func.count()).where(SendingLog.claim_token.is_not(None)))
         stopped_at = len(recorder.received)
         assert claimed == 0, "the batch in flight was recorded before stopping"
         assert batch <= stopped_at < many, "the send stopped part way"
-        assert delivery_detail(services, "big")["state"] == "in-progress"
+        assert delivery_detail(ctx, "big")["state"] == "in-progress"
 
         # The next start (here its due work run in the foreground) sends the rest.
-        assert asyncio.run(run_due(services)).sent == {"big": "finished"}
+        assert asyncio.run(run_due(ctx)).sent == {"big": "finished"}
     finally:
         controller.stop()
     assert sorted(recorder.received) == sorted(emails), "everybody exactly once"

@@ -19,8 +19,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select, text
 
-from bot.bootstrap import Services
 from bot.clock import FixedClock
+from bot.context import Context
 from bot.services.errors import InputRejected, NotFound, Problem
 from bot.services.profiles_import import address_problem, import_profiles, parse_profiles
 from bot.store.models import Audience, AudienceMember, AuditEntry, Delivery, Profile
@@ -35,7 +35,7 @@ def write(tmp_path: Path, content: str | bytes, name: str = "profiles.csv") -> P
     return path
 
 
-def snapshot(services: Services) -> dict[str, list[tuple[Any, ...]]]:
+def snapshot(ctx: Context) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the tables an import writes (the audit log aside), in a fixed order."""
     tables = {
         "profiles": "SELECT id, email, email_key, first_name, last_name, timezone, attributes, "
@@ -45,21 +45,21 @@ def snapshot(services: Services) -> dict[str, list[tuple[Any, ...]]]:
         "ORDER BY audience_id, profile_id",
         "deliveries": "SELECT id, ref, state, updated_at FROM deliveries ORDER BY id",
     }
-    with services.engine.connect() as conn:
+    with ctx.sessions() as conn:
         return {
             name: [tuple(str(v) for v in row) for row in conn.execute(text(query))]
             for name, query in tables.items()
         }
 
 
-def profiles(services: Services) -> dict[str, Profile]:
-    with services.sessions() as s:
+def profiles(ctx: Context) -> dict[str, Profile]:
+    with ctx.sessions() as s:
         return {p.email: p for p in s.scalars(select(Profile))}
 
 
-def add_delivery(services: Services, audience: str, ref: str, state: str) -> None:
-    now = services.clock.now()
-    with services.sessions.begin() as s:
+def add_delivery(ctx: Context, audience: str, ref: str, state: str) -> None:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
         audience_id = s.scalar(select(Audience.id).where(Audience.name == audience))
         s.add(
             Delivery(
@@ -78,22 +78,22 @@ def add_delivery(services: Services, audience: str, ref: str, state: str) -> Non
         )
 
 
-def delivery_state(services: Services, ref: str) -> str:
-    with services.sessions() as s:
+def delivery_state(ctx: Context, ref: str) -> str:
+    with ctx.sessions() as s:
         return s.scalars(select(Delivery.state).where(Delivery.ref == ref)).one()
 
 
 # The example file ---------------------------------------------------------------------
 
 
-def test_example_file_imports_every_row(services: Services) -> None:
-    report = import_profiles(services, EXAMPLES / "profiles.csv", "newsletter")
+def test_example_file_imports_every_row(ctx: Context) -> None:
+    report = import_profiles(ctx, EXAMPLES / "profiles.csv", "newsletter")
 
     assert (report.rows, report.created, report.updated, report.unchanged) == (300, 300, 0, 0)
     assert report.members_added == 300
     assert report.audience_created and report.audience_version == 1
     assert report.invalid_addresses == 3
-    stored = profiles(services)
+    stored = profiles(ctx)
     assert len(stored) == 300
     assert len({p.email_key for p in stored.values()}) == 296
     assert {"not-an-email", "a@@example.com", "bob smith@example.com"} <= set(stored)
@@ -104,29 +104,29 @@ def test_example_file_imports_every_row(services: Services) -> None:
     assert stored["Paula.michel532@EXAMPLE.COM"].email_key == "paula.michel532@example.com"
 
 
-def test_reimport_changes_nothing(services: Services, clock: FixedClock) -> None:
-    import_profiles(services, EXAMPLES / "profiles.csv", "newsletter")
-    before = snapshot(services)
+def test_reimport_changes_nothing(ctx: Context, clock: FixedClock) -> None:
+    import_profiles(ctx, EXAMPLES / "profiles.csv", "newsletter")
+    before = snapshot(ctx)
     clock.advance(timedelta(hours=1))
 
-    report = import_profiles(services, EXAMPLES / "profiles.csv", "newsletter")
+    report = import_profiles(ctx, EXAMPLES / "profiles.csv", "newsletter")
 
     assert (report.rows, report.created, report.updated, report.unchanged) == (300, 0, 0, 300)
     assert report.members_added == 0 and not report.audience_created
     assert report.audience_version == 1
     assert report.invalid_addresses == 0  # counted among created profiles only
-    assert snapshot(services) == before
+    assert snapshot(ctx) == before
 
 
 # All or nothing -----------------------------------------------------------------------
 
 
 def test_a_file_with_bad_lines_changes_nothing_and_lists_every_one(
-    services: Services, tmp_path: Path
+    ctx: Context, tmp_path: Path
 ) -> None:
     good = write(tmp_path, HEADER + "ann@example.com,Ann,Lee,Europe/Paris,pro\n", "good.csv")
-    import_profiles(services, good, "newsletter")
-    before = snapshot(services)
+    import_profiles(ctx, good, "newsletter")
+    before = snapshot(ctx)
     long_email = "x" * 310 + "@example.com"
     bad = write(
         tmp_path,
@@ -141,7 +141,7 @@ def test_a_file_with_bad_lines_changes_nothing_and_lists_every_one(
     )
 
     with pytest.raises(InputRejected) as caught:
-        import_profiles(services, bad, "newsletter")
+        import_profiles(ctx, bad, "newsletter")
 
     name = str(bad)
     assert caught.value.problems == [
@@ -162,65 +162,63 @@ def test_a_file_with_bad_lines_changes_nothing_and_lists_every_one(
         Problem(name, "line 8", "email", "longer than 320 characters"),
     ]
     assert "nothing was imported; fix 5 problems" in str(caught.value)
-    assert snapshot(services) == before
+    assert snapshot(ctx) == before
 
 
-def test_header_must_name_an_email_column(services: Services, tmp_path: Path) -> None:
+def test_header_must_name_an_email_column(ctx: Context, tmp_path: Path) -> None:
     path = write(tmp_path, "mail;first_name\nann@example.com;Ann\n")
     with pytest.raises(InputRejected) as caught:
-        import_profiles(services, path)
+        import_profiles(ctx, path)
     (problem,) = caught.value.problems
     assert (problem.where, problem.field) == ("line 1", "email")
     assert "use commas" in problem.reason
 
     empty = write(tmp_path, "", "empty.csv")
     with pytest.raises(InputRejected, match="the file is empty"):
-        import_profiles(services, empty)
-    assert profiles(services) == {}
+        import_profiles(ctx, empty)
+    assert profiles(ctx) == {}
 
 
-def test_a_missing_file_is_named(services: Services, tmp_path: Path) -> None:
+def test_a_missing_file_is_named(ctx: Context, tmp_path: Path) -> None:
     with pytest.raises(NotFound, match=r"no file at .*nowhere\.csv"):
-        import_profiles(services, tmp_path / "nowhere.csv")
+        import_profiles(ctx, tmp_path / "nowhere.csv")
 
 
 def test_a_quoted_field_may_span_lines_and_line_numbers_follow(
-    services: Services, tmp_path: Path
+    ctx: Context, tmp_path: Path
 ) -> None:
     path = write(
         tmp_path,
         'email,note\nann@example.com,"two\nlines"\n\nbob@example.com,a,b\n',
     )
     with pytest.raises(InputRejected) as caught:
-        import_profiles(services, path)
+        import_profiles(ctx, path)
     assert [p.where for p in caught.value.problems] == ["line 5"]
 
 
 # What a row does ----------------------------------------------------------------------
 
 
-def test_byte_order_mark_and_header_case_are_accepted(services: Services, tmp_path: Path) -> None:
+def test_byte_order_mark_and_header_case_are_accepted(ctx: Context, tmp_path: Path) -> None:
     path = write(tmp_path, "\ufeffEmail,First_Name,Plan\nann@example.com,Ann,pro\n".encode())
-    report = import_profiles(services, path)
+    report = import_profiles(ctx, path)
     assert report.created == 1
-    ann = profiles(services)["ann@example.com"]
+    ann = profiles(ctx)["ann@example.com"]
     assert (ann.first_name, ann.attributes) == ("Ann", {"Plan": "pro"})
 
 
-def test_invalid_address_is_kept_for_preparation_to_exclude(
-    services: Services, tmp_path: Path
-) -> None:
+def test_invalid_address_is_kept_for_preparation_to_exclude(ctx: Context, tmp_path: Path) -> None:
     path = write(tmp_path, HEADER + "not-an-email,Nina,Nobody,,free\na@@b,Ada,Twice,,pro\n")
-    report = import_profiles(services, path)
+    report = import_profiles(ctx, path)
     assert report.created == 2 and report.invalid_addresses == 2
-    assert set(profiles(services)) == {"not-an-email", "a@@b"}
+    assert set(profiles(ctx)) == {"not-an-email", "a@@b"}
     assert [w.where for w in report.warnings] == ["line 2", "line 3"]
 
 
-def test_case_variants_are_separate_profiles(services: Services, tmp_path: Path) -> None:
+def test_case_variants_are_separate_profiles(ctx: Context, tmp_path: Path) -> None:
     path = write(tmp_path, HEADER + "Ann@Example.com,Ann,,,\nann@example.com,Annie,,,\n")
-    report = import_profiles(services, path)
-    stored = profiles(services)
+    report = import_profiles(ctx, path)
+    stored = profiles(ctx)
     assert report.created == 2
     assert {p.email_key for p in stored.values()} == {"ann@example.com"}
     assert stored["Ann@Example.com"].first_name == "Ann"
@@ -229,13 +227,11 @@ def test_case_variants_are_separate_profiles(services: Services, tmp_path: Path)
     assert warning.where == "line 3" and "line 2" in warning.reason
 
 
-def test_same_address_twice_the_later_row_wins_with_a_warning(
-    services: Services, tmp_path: Path
-) -> None:
+def test_same_address_twice_the_later_row_wins_with_a_warning(ctx: Context, tmp_path: Path) -> None:
     path = write(tmp_path, HEADER + "ann@example.com,Ann,,,free\nann@example.com,Annie,,,pro\n")
-    report = import_profiles(services, path)
+    report = import_profiles(ctx, path)
     assert (report.rows, report.created) == (2, 1)
-    ann = profiles(services)["ann@example.com"]
+    ann = profiles(ctx)["ann@example.com"]
     assert (ann.first_name, ann.attributes) == ("Annie", {"plan": "pro"})
     (warning,) = report.warnings
     assert warning.where == "line 3"
@@ -243,40 +239,38 @@ def test_same_address_twice_the_later_row_wins_with_a_warning(
 
 
 def test_the_file_decides_only_the_columns_it_has(
-    services: Services, tmp_path: Path, clock: FixedClock
+    ctx: Context, tmp_path: Path, clock: FixedClock
 ) -> None:
     first = write(
         tmp_path, "email,first_name,plan,city\nann@example.com,Ann,pro,Lyon\n", "first.csv"
     )
-    import_profiles(services, first)
-    created_at = profiles(services)["ann@example.com"].created_at
+    import_profiles(ctx, first)
+    created_at = profiles(ctx)["ann@example.com"].created_at
     clock.advance(timedelta(minutes=5))
 
     # No first_name column: the name stays. An empty plan removes the attribute.
     second = write(tmp_path, "email,plan,tier\nann@example.com,,gold\n", "second.csv")
-    report = import_profiles(services, second)
+    report = import_profiles(ctx, second)
 
     assert (report.created, report.updated, report.unchanged) == (0, 1, 0)
-    ann = profiles(services)["ann@example.com"]
+    ann = profiles(ctx)["ann@example.com"]
     assert ann.first_name == "Ann"
     assert ann.attributes == {"city": "Lyon", "tier": "gold"}
     assert ann.created_at == created_at
     assert ann.updated_at == clock.now()
 
 
-def test_import_never_touches_email_status_or_error_counters(
-    services: Services, tmp_path: Path
-) -> None:
+def test_import_never_touches_email_status_or_error_counters(ctx: Context, tmp_path: Path) -> None:
     path = write(tmp_path, HEADER + "ann@example.com,Ann,,,free\n")
-    import_profiles(services, path)
-    last_error = services.clock.now() - timedelta(days=1)
-    with services.sessions.begin() as s:
+    import_profiles(ctx, path)
+    last_error = ctx.clock.now() - timedelta(days=1)
+    with ctx.sessions.begin() as s:
         ann = s.scalars(select(Profile)).one()
         ann.email_status, ann.error_count, ann.last_counted_error_at = "quarantine", 5, last_error
 
-    import_profiles(services, write(tmp_path, HEADER + "ann@example.com,Annie,,,pro\n"))
+    import_profiles(ctx, write(tmp_path, HEADER + "ann@example.com,Annie,,,pro\n"))
 
-    ann = profiles(services)["ann@example.com"]
+    ann = profiles(ctx)["ann@example.com"]
     assert ann.first_name == "Annie"
     assert (ann.email_status, ann.error_count) == ("quarantine", 5)
     assert ann.last_counted_error_at == last_error
@@ -286,33 +280,33 @@ def test_import_never_touches_email_status_or_error_counters(
 
 
 def test_audience_membership_is_additive_and_a_change_sends_ready_deliveries_back(
-    services: Services, tmp_path: Path
+    ctx: Context, tmp_path: Path
 ) -> None:
     first = write(tmp_path, HEADER + "ann@example.com,Ann,,,\nbob@example.com,Bob,,,\n", "1.csv")
-    import_profiles(services, first, "newsletter")
-    import_profiles(services, first, "vip")
-    add_delivery(services, "newsletter", "spring-sale", "ready")
-    add_delivery(services, "newsletter", "draft", "editing")
-    add_delivery(services, "newsletter", "sent-one", "finished")
-    add_delivery(services, "vip", "vip-sale", "ready")
+    import_profiles(ctx, first, "newsletter")
+    import_profiles(ctx, first, "vip")
+    add_delivery(ctx, "newsletter", "spring-sale", "ready")
+    add_delivery(ctx, "newsletter", "draft", "editing")
+    add_delivery(ctx, "newsletter", "sent-one", "finished")
+    add_delivery(ctx, "vip", "vip-sale", "ready")
 
     # Same members: nothing moves.
-    report = import_profiles(services, first, "newsletter")
+    report = import_profiles(ctx, first, "newsletter")
     assert (report.members_added, report.audience_version, report.back_to_editing) == (0, 1, [])
-    assert delivery_state(services, "spring-sale") == "ready"
+    assert delivery_state(ctx, "spring-sale") == "ready"
 
     # One new member (bob is already in): version 2, the ready delivery must be prepared again.
     second = write(tmp_path, HEADER + "bob@example.com,Bob,,,\ncara@example.com,Cara,,,\n", "2.csv")
-    report = import_profiles(services, second, "newsletter")
+    report = import_profiles(ctx, second, "newsletter")
 
     assert report.members_added == 1
     assert report.audience_version == 2
     assert report.back_to_editing == ["spring-sale"]
-    assert delivery_state(services, "spring-sale") == "editing"
-    assert delivery_state(services, "draft") == "editing"
-    assert delivery_state(services, "sent-one") == "finished"
-    assert delivery_state(services, "vip-sale") == "ready"  # another audience
-    with services.sessions() as s:
+    assert delivery_state(ctx, "spring-sale") == "editing"
+    assert delivery_state(ctx, "draft") == "editing"
+    assert delivery_state(ctx, "sent-one") == "finished"
+    assert delivery_state(ctx, "vip-sale") == "ready"  # another audience
+    with ctx.sessions() as s:
         members = s.scalars(
             select(Profile.email)
             .join(AudienceMember, AudienceMember.profile_id == Profile.id)
@@ -322,11 +316,11 @@ def test_audience_membership_is_additive_and_a_change_sends_ready_deliveries_bac
     assert sorted(members) == ["ann@example.com", "bob@example.com", "cara@example.com"]
 
 
-def test_one_audit_entry_per_import(services: Services, tmp_path: Path) -> None:
+def test_one_audit_entry_per_import(ctx: Context, tmp_path: Path) -> None:
     path = write(tmp_path, HEADER + "ann@example.com,Ann,,,\n")
-    import_profiles(services, path, "newsletter", actor="U012AB3CD")
-    import_profiles(services, path)
-    with services.sessions() as s:
+    import_profiles(ctx, path, "newsletter", actor="U012AB3CD")
+    import_profiles(ctx, path)
+    with ctx.sessions() as s:
         entries = s.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
     assert [(e.actor, e.action, e.subject_kind, e.subject_ref) for e in entries] == [
         ("U012AB3CD", "profiles.import", "audience", "newsletter"),
@@ -336,11 +330,11 @@ def test_one_audit_entry_per_import(services: Services, tmp_path: Path) -> None:
     assert entries[1].detail["unchanged"] == 1
 
 
-def test_a_bad_audience_name_is_refused(services: Services, tmp_path: Path) -> None:
+def test_a_bad_audience_name_is_refused(ctx: Context, tmp_path: Path) -> None:
     path = write(tmp_path, HEADER + "ann@example.com,Ann,,,\n")
     with pytest.raises(InputRejected, match="audience name"):
-        import_profiles(services, path, "   ")
-    assert profiles(services) == {}
+        import_profiles(ctx, path, "   ")
+    assert profiles(ctx) == {}
 
 
 # The CSV round trip, without a database -------------------------------------------------

@@ -31,8 +31,8 @@ from harness import LiveApp
 from scenario import prepare_one
 from sqlalchemy import select
 
-from bot.bootstrap import Services
 from bot.config import Settings, load_settings
+from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.transports import MaildirTransport
 from bot.services.due_work import run_due
@@ -66,19 +66,19 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def sent(services: Services, tmp_path: Path) -> dict[str, tuple[SendingLog, Message]]:
+def sent(ctx: Context, tmp_path: Path) -> dict[str, tuple[SendingLog, Message]]:
     """Each recipient's sending log and the message the engine wrote for it."""
-    prepare_one(services, tmp_path, EMAILS, "promo", html=LINK_HTML, efs=True)
-    confirm_send(services, "promo", "U0A", [Role.START_DELIVERIES])
-    asyncio.run(run_due(services, lambda: MaildirTransport(tmp_path / "outbox", fsync=False)))
+    prepare_one(ctx, tmp_path, EMAILS, "promo", html=LINK_HTML, efs=True)
+    confirm_send(ctx, "promo", "U0A", [Role.START_DELIVERIES])
+    asyncio.run(run_due(ctx, lambda: MaildirTransport(tmp_path / "outbox", fsync=False)))
     messages = {m["To"]: m for m in mailbox.Maildir(tmp_path / "outbox", create=False)}
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         return {lg.email: (lg, messages[lg.email]) for lg in s.scalars(select(SendingLog))}
 
 
 @pytest.fixture
-def app(services: Services) -> Iterator[LiveApp]:
-    live = LiveApp(services, start_sender=False).start()
+def app(ctx: Context) -> Iterator[LiveApp]:
+    live = LiveApp(ctx, start_sender=False).start()
     yield live
     live.stop()
 
@@ -93,9 +93,9 @@ def post(app: LiveApp, path: str, body: bytes, headers: dict[str, str]) -> dict[
     return json.loads(data)
 
 
-def state(services: Services) -> tuple[dict[str, str], list[tuple[str, str]]]:
+def state(ctx: Context) -> tuple[dict[str, str], list[tuple[str, str]]]:
     """(status by recipient, [(recipient, kind)] of tracking hits)."""
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         statuses = dict(s.execute(select(SendingLog.email, SendingLog.status)).all())
         hits = s.execute(
             select(SendingLog.email, TrackingLog.kind).join(
@@ -130,7 +130,7 @@ def postmark_echo(message: Message) -> dict[str, Any]:
 
 
 def test_sendgrid_events_without_smtp_id_match_by_unique_argument(
-    app: LiveApp, services: Services, sent: dict[str, tuple[SendingLog, Message]]
+    app: LiveApp, ctx: Context, sent: dict[str, tuple[SendingLog, Message]]
 ) -> None:
     _, message_a = sent["a@x.example"]
     _, message_b = sent["b@x.example"]
@@ -154,7 +154,7 @@ def test_sendgrid_events_without_smtp_id_match_by_unique_argument(
     }
     report = post(app, "/feedback/sendgrid", body, headers)
     assert (report["applied"], report["unmatched"]) == (3, 0)
-    statuses, hits = state(services)
+    statuses, hits = state(ctx)
     assert statuses == {
         "a@x.example": "sent",
         "b@x.example": "failed",
@@ -180,7 +180,7 @@ def mailgun_document(event_data: dict[str, Any], token: str) -> bytes:
 
 
 def test_mailgun_events_match_by_user_variables(
-    app: LiveApp, services: Services, sent: dict[str, tuple[SendingLog, Message]]
+    app: LiveApp, ctx: Context, sent: dict[str, tuple[SendingLog, Message]]
 ) -> None:
     _, message_b = sent["b@x.example"]
     _, message_c = sent["c@x.example"]
@@ -200,14 +200,14 @@ def test_mailgun_events_match_by_user_variables(
     for data in (clicked, failed):
         report = post(app, "/feedback/mailgun", mailgun_document(data, uuid.uuid4().hex), {})
         assert (report["applied"], report["unmatched"]) == (1, 0)
-    statuses, hits = state(services)
+    statuses, hits = state(ctx)
     assert statuses["c@x.example"] == "failed"
     assert statuses["b@x.example"] == "pending", "a click does not change the log status"
     assert hits == [("b@x.example", "click")]
 
 
 def test_postmark_records_match_by_metadata(
-    app: LiveApp, services: Services, sent: dict[str, tuple[SendingLog, Message]]
+    app: LiveApp, ctx: Context, sent: dict[str, tuple[SendingLog, Message]]
 ) -> None:
     _, message_d = sent["d@x.example"]
     _, message_a = sent["a@x.example"]
@@ -227,14 +227,14 @@ def test_postmark_records_match_by_metadata(
     for record in records:
         report = post(app, "/feedback/postmark", json.dumps(record).encode(), headers)
         assert (report["applied"], report["unmatched"]) == (1, 0)
-    statuses, hits = state(services)
+    statuses, hits = state(ctx)
     assert (statuses["d@x.example"], statuses["a@x.example"]) == ("sent", "failed")
     assert statuses["b@x.example"] == statuses["c@x.example"] == "pending"
     assert hits == [("d@x.example", "open")]
 
 
 def test_without_the_carrier_such_events_would_not_match(
-    app: LiveApp, services: Services, sent: dict[str, tuple[SendingLog, Message]]
+    app: LiveApp, ctx: Context, sent: dict[str, tuple[SendingLog, Message]]
 ) -> None:
     """The headers are what makes the match: the same open without them is unmatched."""
     auth = base64.b64encode(f"{POSTMARK[0]}:{POSTMARK[1]}".encode()).decode()
@@ -248,4 +248,4 @@ def test_without_the_carrier_such_events_would_not_match(
         app, "/feedback/postmark", json.dumps(record).encode(), {"Authorization": f"Basic {auth}"}
     )
     assert (report["applied"], report["unmatched"]) == (0, 1)
-    assert state(services)[1] == []
+    assert state(ctx)[1] == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,8 +17,9 @@ import pytest
 from smtp_relay import Relay
 from sqlalchemy import func, select
 
-from bot.bootstrap import Services, bootstrap
+from bot.bootstrap import Root, bootstrap
 from bot.clock import FixedClock
+from bot.context import Context
 from bot.domain.errors import DomainError
 from bot.domain.roles import Role
 from bot.services.deliveries_import import import_deliveries
@@ -51,42 +53,41 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-def profiles(services: Services, tmp_path: Path, emails: list[str]) -> None:
+def profiles(ctx: Context, tmp_path: Path, emails: list[str]) -> None:
     csv = tmp_path / "p.csv"
     csv.write_text("email,first_name\n" + "".join(f"{e},N\n" for e in emails))
-    import_profiles(services, csv, "readers")
+    import_profiles(ctx, csv, "readers")
 
 
 def setup(
-    services: Services,
+    ctx: Context,
     relay: Relay,
     tmp_path: Path,
     cron: str = "0 10 * * *",
     zone: str = "Europe/Paris",
     aggregation: str = "none",
-) -> None:
-    services.settings = services.settings.model_copy(
-        update={"mail_url": f"smtp://127.0.0.1:{relay.port}", "smtp_pool_size": 1}
-    )
-    profiles(services, tmp_path, EMAILS)
+) -> Context:
+    ctx = ctx.with_settings(mail_url=f"smtp://127.0.0.1:{relay.port}", smtp_pool_size=1)
+    profiles(ctx, tmp_path, EMAILS)
     yml = tmp_path / "d.yml"
     yml.write_text(
         DELIVERY.replace("CRON", cron).replace("ZONE", zone).replace("AGGREGATION", aggregation)
     )
-    import_deliveries(services, yml)
-    prepare_delivery(services, "daily")
-    moved = confirm_send(services, "daily", "U0ALICE", START)
+    import_deliveries(ctx, yml)
+    prepare_delivery(ctx, "daily")
+    moved = confirm_send(ctx, "daily", "U0ALICE", START)
     assert moved.after.value == "in-progress"
+    return ctx
 
 
-def due(services: Services, at: datetime) -> DueReport:
-    services.clock.set(at)  # type: ignore[attr-defined]
-    return asyncio.run(run_due(services))
+def due(ctx: Context, at: datetime) -> DueReport:
+    ctx.clock.set(at)  # type: ignore[attr-defined]
+    return asyncio.run(run_due(ctx))
 
 
-def executions(services: Services) -> list[tuple[str, str, int]]:
+def executions(ctx: Context) -> list[tuple[str, str, int]]:
     """(key, state, sending logs) of every occurrence, oldest first."""
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         rows = s.execute(
             select(Execution.key, Execution.state, func.count(SendingLog.id))
             .outerjoin(SendingLog, SendingLog.execution_id == Execution.id)
@@ -102,32 +103,32 @@ def received(relay: Relay) -> dict[str, int]:
 
 
 def test_each_occurrence_is_its_own_execution_sent_once(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
-    setup(services, relay, tmp_path)  # every day at 10:00 Paris = 09:00 UTC in winter
+    ctx = setup(ctx, relay, tmp_path)  # every day at 10:00 Paris = 09:00 UTC in winter
     # Confirmed at 09:00 UTC: today's 10:00 Paris is not after the confirm, so not due.
-    assert due(services, utc(2026, 11, 23, 9, 0)).occurrences == []
-    assert due(services, utc(2026, 11, 24, 8, 59)).occurrences == []
+    assert due(ctx, utc(2026, 11, 23, 9, 0)).occurrences == []
+    assert due(ctx, utc(2026, 11, 24, 8, 59)).occurrences == []
     assert relay.recorder.received == []
 
-    report = due(services, utc(2026, 11, 24, 9, 0))
+    report = due(ctx, utc(2026, 11, 24, 9, 0))
     [run] = report.occurrences
     assert (run.key, run.outcome, run.to_deliver) == ("2026-11-24T09:00:00+00:00", "sending", 3)
     assert report.sent == {"daily@2026-11-24T09:00:00+00:00": "finished"}
     assert received(relay) == dict.fromkeys(EMAILS, 1)
 
     # The same instant again, and a tick later: nothing more.
-    assert due(services, utc(2026, 11, 24, 9, 0)).occurrences == []
-    assert due(services, utc(2026, 11, 24, 9, 0, 15)).occurrences == []
+    assert due(ctx, utc(2026, 11, 24, 9, 0)).occurrences == []
+    assert due(ctx, utc(2026, 11, 24, 9, 0, 15)).occurrences == []
     assert received(relay) == dict.fromkeys(EMAILS, 1)
 
-    due(services, utc(2026, 11, 25, 9, 0))
+    due(ctx, utc(2026, 11, 25, 9, 0))
     assert received(relay) == dict.fromkeys(EMAILS, 2)
-    assert executions(services) == [
+    assert executions(ctx) == [
         ("2026-11-24T09:00:00+00:00", "finished", 3),
         ("2026-11-25T09:00:00+00:00", "finished", 3),
     ]
-    detail = delivery_detail(services, "daily")
+    detail = delivery_detail(ctx, "daily")
     assert detail["state"] == "in-progress", "a recurring delivery goes on"
     assert detail["execution"]["key"] == "2026-11-25T09:00:00+00:00"
     assert detail["kpis"]["sent"] == 3, "the KPIs are the current execution's, not a sum"
@@ -135,84 +136,84 @@ def test_each_occurrence_is_its_own_execution_sent_once(
 
 
 def test_a_missed_occurrence_runs_once_after_downtime(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
-    setup(services, relay, tmp_path)
+    ctx = setup(ctx, relay, tmp_path)
     # Down from Monday to Friday noon: four occurrences missed, only the latest runs.
-    report = due(services, utc(2026, 11, 27, 12, 0))
+    report = due(ctx, utc(2026, 11, 27, 12, 0))
     assert [r.key for r in report.occurrences] == ["2026-11-27T09:00:00+00:00"]
     assert received(relay) == dict.fromkeys(EMAILS, 1)
-    assert due(services, utc(2026, 11, 27, 12, 1)).occurrences == []
+    assert due(ctx, utc(2026, 11, 27, 12, 1)).occurrences == []
     assert received(relay) == dict.fromkeys(EMAILS, 1)
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         runs = s.scalars(select(AuditEntry).where(AuditEntry.action == "occurrence.run")).all()
     assert [r.detail["occurrence"] for r in runs] == ["2026-11-27T09:00:00+00:00"]
 
 
 def test_aggregation_by_day_shares_one_execution_and_adds_only_newcomers(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
-    setup(services, relay, tmp_path, cron="0 9,15 * * *", zone="UTC", aggregation="day")
-    due(services, utc(2026, 11, 24, 9, 0))
+    ctx = setup(ctx, relay, tmp_path, cron="0 9,15 * * *", zone="UTC", aggregation="day")
+    due(ctx, utc(2026, 11, 24, 9, 0))
     assert received(relay) == dict.fromkeys(EMAILS, 1)
     # A newcomer joins the audience, and someone already sent to is imported again.
-    profiles(services, tmp_path, ["dee@x.example", "ANN@x.example"])
-    report = due(services, utc(2026, 11, 24, 15, 0))
+    profiles(ctx, tmp_path, ["dee@x.example", "ANN@x.example"])
+    report = due(ctx, utc(2026, 11, 24, 15, 0))
     [run] = report.occurrences
     assert (run.key, run.added, run.to_deliver) == ("2026-11-24", 1, 4)
     assert received(relay) == {**dict.fromkeys(EMAILS, 1), "dee@x.example": 1}
-    assert executions(services) == [("2026-11-24", "finished", 4)]
+    assert executions(ctx) == [("2026-11-24", "finished", 4)]
 
     # The next day is a new period: a new execution, everyone once more.
-    due(services, utc(2026, 11, 25, 9, 0))
-    assert executions(services)[-1] == ("2026-11-25", "finished", 4)
+    due(ctx, utc(2026, 11, 25, 9, 0))
+    assert executions(ctx)[-1] == ("2026-11-25", "finished", 4)
     assert received(relay) == {**dict.fromkeys(EMAILS, 2), "dee@x.example": 2}
 
 
 def test_daylight_saving_change_keeps_the_local_time(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
-    services.clock.set(utc(2027, 3, 26, 12))  # type: ignore[attr-defined]
-    setup(services, relay, tmp_path, cron="0 9 * * *")  # 09:00 in Paris
-    assert [r.key for r in due(services, utc(2027, 3, 27, 8, 0)).occurrences] == [
+    ctx.clock.set(utc(2027, 3, 26, 12))  # type: ignore[attr-defined]
+    ctx = setup(ctx, relay, tmp_path, cron="0 9 * * *")  # 09:00 in Paris
+    assert [r.key for r in due(ctx, utc(2027, 3, 27, 8, 0)).occurrences] == [
         "2027-03-27T08:00:00+00:00"
     ]
     # Clocks go forward on 28 March: 09:00 in Paris is now 07:00 UTC.
-    assert due(services, utc(2027, 3, 28, 6, 59)).occurrences == []
-    assert [r.key for r in due(services, utc(2027, 3, 28, 7, 0)).occurrences] == [
+    assert due(ctx, utc(2027, 3, 28, 6, 59)).occurrences == []
+    assert [r.key for r in due(ctx, utc(2027, 3, 28, 7, 0)).occurrences] == [
         "2027-03-28T07:00:00+00:00"
     ]
-    assert due(services, utc(2027, 3, 28, 8, 0)).occurrences == []
+    assert due(ctx, utc(2027, 3, 28, 8, 0)).occurrences == []
     assert received(relay) == dict.fromkeys(EMAILS, 2)
 
 
 def test_two_instances_over_one_database_run_each_occurrence_once(
-    services: Services, relay: Relay, tmp_path: Path
+    root: Root, ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
     """Two processes tick at the same instant, day after day: each occurrence runs once."""
-    setup(services, relay, tmp_path)
+    ctx = setup(ctx, relay, tmp_path)
     other_clock = FixedClock(utc(2026, 11, 24, 9, 0))
     other = bootstrap(
-        services.settings,
+        ctx.settings,
         other_clock,
         migrate=False,
-        engine=services.engine if services.engine.dialect.name == "postgresql" else None,
+        engine=root.engine if root.engine.dialect.name == "postgresql" else None,
     )
     days = 4
     for day in range(days):
         at = utc(2026, 11, 24, 9, 0) + timedelta(days=day)
-        services.clock.set(at)  # type: ignore[attr-defined]
+        ctx.clock.set(at)  # type: ignore[attr-defined]
         other_clock.set(at)
         reports: list[DueReport] = []
         barrier = threading.Barrier(2)
 
         def run(
-            svc: Services, reports: list[DueReport] = reports, barrier: threading.Barrier = barrier
+            svc: Context, reports: list[DueReport] = reports, barrier: threading.Barrier = barrier
         ) -> None:
             barrier.wait()
             reports.append(asyncio.run(run_due(svc)))
 
-        threads = [threading.Thread(target=run, args=(svc,)) for svc in (services, other)]
+        threads = [threading.Thread(target=run, args=(svc,)) for svc in (ctx, other.context)]
         for t in threads:
             t.start()
         for t in threads:
@@ -220,34 +221,34 @@ def test_two_instances_over_one_database_run_each_occurrence_once(
         assert len(reports) == 2
         assert sum(len(r.occurrences) for r in reports) == 1, f"day {day}"
     assert received(relay) == dict.fromkeys(EMAILS, days)
-    assert [(k[:10], st, n) for k, st, n in executions(services)] == [
+    assert [(k[:10], st, n) for k, st, n in executions(ctx)] == [
         (f"2026-11-{24 + d}", "finished", 3) for d in range(days)
     ]
 
 
 def test_pause_skips_occurrences_and_stop_ends_the_recurrence(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
-    setup(services, relay, tmp_path)
-    services.clock.set(utc(2026, 11, 23, 12))  # type: ignore[attr-defined]
-    pause_delivery(services, "daily", "U0ALICE", START)
-    assert due(services, utc(2026, 11, 24, 9, 0)).occurrences == []
-    services.clock.set(utc(2026, 11, 24, 12))  # type: ignore[attr-defined]
-    resume_delivery(services, "daily", "U0ALICE", START)
+    ctx = setup(ctx, relay, tmp_path)
+    ctx.clock.set(utc(2026, 11, 23, 12))  # type: ignore[attr-defined]
+    pause_delivery(ctx, "daily", "U0ALICE", START)
+    assert due(ctx, utc(2026, 11, 24, 9, 0)).occurrences == []
+    ctx.clock.set(utc(2026, 11, 24, 12))  # type: ignore[attr-defined]
+    resume_delivery(ctx, "daily", "U0ALICE", START)
     # The occurrence that fell during the pause is not caught up on resume.
-    assert due(services, utc(2026, 11, 24, 12, 1)).occurrences == []
+    assert due(ctx, utc(2026, 11, 24, 12, 1)).occurrences == []
     assert relay.recorder.received == []
-    assert len(due(services, utc(2026, 11, 25, 9, 0)).occurrences) == 1
+    assert len(due(ctx, utc(2026, 11, 25, 9, 0)).occurrences) == 1
     assert received(relay) == dict.fromkeys(EMAILS, 1)
 
-    stop_delivery(services, "daily", "U0ALICE", START)
-    assert due(services, utc(2026, 11, 26, 9, 0)).occurrences == []
+    stop_delivery(ctx, "daily", "U0ALICE", START)
+    assert due(ctx, utc(2026, 11, 26, 9, 0)).occurrences == []
     assert received(relay) == dict.fromkeys(EMAILS, 1)
-    assert delivery_detail(services, "daily")["state"] == "stopped"
+    assert delivery_detail(ctx, "daily")["state"] == "stopped"
 
 
-def test_approval_needs_a_channel_to_post_in(services: Services, tmp_path: Path) -> None:
-    profiles(services, tmp_path, EMAILS)
+def test_approval_needs_a_channel_to_post_in(ctx: Context, tmp_path: Path) -> None:
+    profiles(ctx, tmp_path, EMAILS)
     yml = tmp_path / "d.yml"
     yml.write_text(
         DELIVERY.replace("CRON", "0 10 * * *")
@@ -255,53 +256,51 @@ def test_approval_needs_a_channel_to_post_in(services: Services, tmp_path: Path)
         .replace("AGGREGATION", "none")
         .replace("    request_confirmation: false\n", "")
     )
-    import_deliveries(services, yml)
-    prepare_delivery(services, "daily")
+    import_deliveries(ctx, yml)
+    prepare_delivery(ctx, "daily")
     with pytest.raises(DomainError, match="no slack_channel to post the requests in"):
-        confirm_send(services, "daily", "U0ALICE", START)
-    assert delivery_detail(services, "daily")["state"] == "ready"
+        confirm_send(ctx, "daily", "U0ALICE", START)
+    assert delivery_detail(ctx, "daily")["state"] == "ready"
 
 
 def test_jobs_run_due_at_an_instant_runs_that_instants_occurrence(
-    services: Services, relay: Relay, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    root: Root, ctx: Context, relay: Relay, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from bot.__main__ import main
 
-    setup(services, relay, tmp_path)
-    assert main(["jobs", "run-due", "--at", "2026-11-24T09:59:00+01:00"], services=services) == 0
+    ctx = setup(ctx, relay, tmp_path)
+    root = replace(root, context=ctx)
+    assert main(["jobs", "run-due", "--at", "2026-11-24T09:59:00+01:00"], root=root) == 0
     assert "occurrence" not in capsys.readouterr().out
-    assert main(["jobs", "run-due", "--at", "2026-11-24T10:00:00+01:00"], services=services) == 0
+    assert main(["jobs", "run-due", "--at", "2026-11-24T10:00:00+01:00"], root=root) == 0
     out = capsys.readouterr().out
     assert "occurrence daily@2026-11-24T09:00:00+00:00: sending (3 added, 3 to deliver)" in out
     assert "sent daily@2026-11-24T09:00:00+00:00: now finished" in out
-    assert (
-        main(["jobs", "run-due", "--at", "2026-11-24T10:00:00+01:00", "--json"], services=services)
-        == 0
-    )
+    assert main(["jobs", "run-due", "--at", "2026-11-24T10:00:00+01:00", "--json"], root=root) == 0
     again = json.loads(capsys.readouterr().out)
     assert (again["occurrences"], again["sent"]) == ([], {})
     assert received(relay) == dict.fromkeys(EMAILS, 1)
 
 
 def test_an_occurrence_whose_process_died_while_preparing_is_taken_over(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
     from bot.services.recurring import PREPARE_LEASE, _claim
 
-    setup(services, relay, tmp_path)
+    ctx = setup(ctx, relay, tmp_path)
     at = utc(2026, 11, 24, 9, 0)
-    services.clock.set(at)  # type: ignore[attr-defined]
-    with services.sessions() as s:
+    ctx.clock.set(at)  # type: ignore[attr-defined]
+    with ctx.sessions() as s:
         delivery_id, cursor = s.execute(
             select(Delivery.id, Delivery.recurrence_cursor).where(Delivery.ref == "daily")
         ).one()
-    assert _claim(services, delivery_id, cursor, at) is not None  # ...and the process dies
-    assert executions(services) == [("2026-11-24T09:00:00+00:00", "preparing", 0)]
+    assert _claim(ctx, delivery_id, cursor, at) is not None  # ...and the process dies
+    assert executions(ctx) == [("2026-11-24T09:00:00+00:00", "preparing", 0)]
 
-    assert due(services, at + PREPARE_LEASE - timedelta(seconds=1)).occurrences == []
+    assert due(ctx, at + PREPARE_LEASE - timedelta(seconds=1)).occurrences == []
     assert relay.recorder.received == [], "the lease of a process that may be alive holds"
-    [run] = due(services, at + PREPARE_LEASE).occurrences
+    [run] = due(ctx, at + PREPARE_LEASE).occurrences
     assert (run.key, run.outcome) == ("2026-11-24T09:00:00+00:00", "sending")
     assert received(relay) == dict.fromkeys(EMAILS, 1)
-    assert due(services, at + 2 * PREPARE_LEASE).occurrences == []
-    assert executions(services) == [("2026-11-24T09:00:00+00:00", "finished", 3)]
+    assert due(ctx, at + 2 * PREPARE_LEASE).occurrences == []
+    assert executions(ctx) == [("2026-11-24T09:00:00+00:00", "finished", 3)]

@@ -1,6 +1,6 @@
 """The sender against a real SMTP server on loopback, on SQLite and PostgreSQL.
 
-Deliveries are imported and prepared through the real services, confirmed, and sent
+Deliveries are imported and prepared through the real ctx, confirmed, and sent
 through the pooled SMTP transport to an aiosmtpd relay that records what it accepts.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from smtp_relay import Relay
 from sqlalchemy import select, update
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.errors import DomainError, PermissionDenied
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.roles import Role
@@ -52,17 +52,17 @@ DELIVERY = """
 """
 
 
-def load(services: Services, tmp_path: Path, emails: Sequence[str], efs: bool = False) -> int:
+def load(ctx: Context, tmp_path: Path, emails: Sequence[str], efs: bool = False) -> int:
     """Import, prepare and confirm `promo` for `emails`; return its execution id."""
     csv = tmp_path / "p.csv"
     csv.write_text("email,first_name\n" + "".join(f"{e},Name{i}\n" for i, e in enumerate(emails)))
-    import_profiles(services, csv, "buyers")
+    import_profiles(ctx, csv, "buyers")
     yml = tmp_path / "d.yml"
     yml.write_text(DELIVERY.replace("EFS", "true" if efs else "false"))
-    import_deliveries(services, yml)
-    prepare_delivery(services, "promo")
-    confirm_send(services, "promo", "U0ALICE", START)
-    with services.sessions() as s:
+    import_deliveries(ctx, yml)
+    prepare_delivery(ctx, "promo")
+    confirm_send(ctx, "promo", "U0ALICE", START)
+    with ctx.sessions() as s:
         return s.scalar(select(Execution.id))
 
 
@@ -72,33 +72,33 @@ def transport(relay: Relay) -> SmtpTransport:
     )
 
 
-def send(services: Services, t, execution_id: int, **kw) -> DeliveryState:  # type: ignore[no-untyped-def]
+def send(ctx: Context, t, execution_id: int, **kw) -> DeliveryState:  # type: ignore[no-untyped-def]
     async def go() -> DeliveryState:
         try:
-            return await Sender(services, t, **kw).run(execution_id)
+            return await Sender(ctx, t, **kw).run(execution_id)
         finally:
             await t.close()
 
     return asyncio.run(go())
 
 
-def statuses(services: Services) -> dict[str, str]:
-    with services.sessions() as s:
+def statuses(ctx: Context) -> dict[str, str]:
+    with ctx.sessions() as s:
         return dict(s.execute(select(SendingLog.email, SendingLog.status)).all())
 
 
 def test_every_recipient_once_personalised_with_headers_and_tracked_links(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
     emails = [f"user{i}@x.example" for i in range(23)]
-    eid = load(services, tmp_path, emails)
-    assert send(services, transport(relay), eid, batch_size=5) is DeliveryState.FINISHED
+    eid = load(ctx, tmp_path, emails)
+    assert send(ctx, transport(relay), eid, batch_size=5) is DeliveryState.FINISHED
 
     got = relay.recorder.by_rcpt()
     assert sorted(got) == sorted(emails)
     assert all(len(v) == 1 for v in got.values())
-    signer = TokenSigner(services.settings.tracking_secret.get_secret_value())
-    with services.sessions() as s:
+    signer = TokenSigner(ctx.settings.tracking_secret.get_secret_value())
+    with ctx.sessions() as s:
         logs = {lg.email: lg for lg in s.scalars(select(SendingLog))}
     for i, e in enumerate(emails):
         msg = message_from_bytes(got[e][0].data, policy=policy.default)
@@ -111,24 +111,24 @@ def test_every_recipient_once_personalised_with_headers_and_tracked_links(
         click = signer.read_click(token)
         assert click is not None and click.url == f"https://shop.example/deal?u=Name{i}"
         assert "/t/o/" in html
-    detail = delivery_detail(services, "promo")
+    detail = delivery_detail(ctx, "promo")
     assert detail["state"] == "finished"
     assert detail["kpis"]["sent"] == 23 and detail["kpis"]["delivered_pct"] == 100.0
 
 
 def test_hard_and_soft_answers_end_in_the_right_logs_kpis_and_quarantine(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
     emails = ["ok1@x.example", "hard1@x.example", "soft1@x.example", "ok2@x.example"]
-    eid = load(services, tmp_path, emails, efs=True)
-    send(services, transport(relay), eid)
-    assert statuses(services) == {
+    eid = load(ctx, tmp_path, emails, efs=True)
+    send(ctx, transport(relay), eid)
+    assert statuses(ctx) == {
         "ok1@x.example": "pending",
         "hard1@x.example": "failed",
         "soft1@x.example": "failed",
         "ok2@x.example": "pending",
     }
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         soft = s.scalar(select(SendingLog).where(SendingLog.email == "soft1@x.example"))
         assert soft.failure_type == "soft" and soft.next_retry_at is not None
         hard = s.scalar(select(SendingLog).where(SendingLog.email == "hard1@x.example"))
@@ -140,15 +140,15 @@ def test_hard_and_soft_answers_end_in_the_right_logs_kpis_and_quarantine(
         status = dict(s.execute(select(Profile.email, Profile.email_status)).all())
     assert status["hard1@x.example"] == "quarantine"
     assert status["soft1@x.example"] == "erroneous"
-    k = delivery_detail(services, "promo")["kpis"]
+    k = delivery_detail(ctx, "promo")["kpis"]
     assert (k["sent"], k["delivered_pct"], k["bounces_errors_pct"]) == (4, 0.0, 50.0)
 
 
 def test_relay_down_then_back_loses_nothing_and_sends_nothing_twice(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
     emails = [f"u{i}@x.example" for i in range(12)]
-    eid = load(services, tmp_path, emails)
+    eid = load(ctx, tmp_path, emails)
     relay.stop()
     waits: list[float] = []
 
@@ -157,12 +157,12 @@ def test_relay_down_then_back_loses_nothing_and_sends_nothing_twice(
         if len(waits) == 2:
             relay.start()
 
-    state = send(services, transport(relay), eid, batch_size=4, sleep=sleep)
+    state = send(ctx, transport(relay), eid, batch_size=4, sleep=sleep)
     assert state is DeliveryState.FINISHED
     assert waits == [1.0, 2.0], "backs off, doubling"
     got = relay.recorder.by_rcpt()
     assert sorted(got) == sorted(emails) and all(len(v) == 1 for v in got.values())
-    assert set(statuses(services).values()) == {"sent"}
+    assert set(statuses(ctx).values()) == {"sent"}
 
 
 class Steering:
@@ -183,92 +183,86 @@ class Steering:
 
 
 def test_pause_after_the_batch_in_flight_then_resume_from_where_it_stopped(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
     emails = [f"u{i}@x.example" for i in range(20)]
-    eid = load(services, tmp_path, emails)
-    pausing = Steering(
-        transport(relay), 2, lambda: pause_delivery(services, "promo", "U0BOB", START)
-    )
-    assert send(services, pausing, eid, batch_size=5) is DeliveryState.PAUSED
+    eid = load(ctx, tmp_path, emails)
+    pausing = Steering(transport(relay), 2, lambda: pause_delivery(ctx, "promo", "U0BOB", START))
+    assert send(ctx, pausing, eid, batch_size=5) is DeliveryState.PAUSED
     assert len(relay.recorder.received) == 10
-    assert list(statuses(services).values()).count("queued") == 10
-    progress = sending_progress(services, "promo")
+    assert list(statuses(ctx).values()).count("queued") == 10
+    progress = sending_progress(ctx, "promo")
     assert (progress["state"], progress["relayed"], progress["to_deliver"]) == ("paused", 10, 20)
     window = RATE_WINDOW.total_seconds()
     assert progress["rate_per_s"] == round(10 / window, 1), "10 relayed in the rate window"
 
-    resume_delivery(services, "promo", "U0BOB", START)
-    assert send(services, transport(relay), eid, batch_size=5) is DeliveryState.FINISHED
+    resume_delivery(ctx, "promo", "U0BOB", START)
+    assert send(ctx, transport(relay), eid, batch_size=5) is DeliveryState.FINISHED
     got = relay.recorder.by_rcpt()
     assert sorted(got) == sorted(emails) and all(len(v) == 1 for v in got.values())
 
 
-def test_stop_never_sends_the_rest(services: Services, relay: Relay, tmp_path: Path) -> None:
+def test_stop_never_sends_the_rest(ctx: Context, relay: Relay, tmp_path: Path) -> None:
     emails = [f"u{i}@x.example" for i in range(20)]
-    eid = load(services, tmp_path, emails)
-    stopping = Steering(
-        transport(relay), 1, lambda: stop_delivery(services, "promo", "U0BOB", START)
-    )
-    assert send(services, stopping, eid, batch_size=5) is DeliveryState.STOPPED
+    eid = load(ctx, tmp_path, emails)
+    stopping = Steering(transport(relay), 1, lambda: stop_delivery(ctx, "promo", "U0BOB", START))
+    assert send(ctx, stopping, eid, batch_size=5) is DeliveryState.STOPPED
     assert len(relay.recorder.received) == 5
-    values = list(statuses(services).values())
+    values = list(statuses(ctx).values())
     assert (values.count("sent"), values.count("ignored")) == (5, 15)
-    k = delivery_detail(services, "promo")["kpis"]
+    k = delivery_detail(ctx, "promo")["kpis"]
     assert (k["sent"], k["delivered_pct"]) == (5, 100.0)
 
 
-def test_confirm_is_refused_without_the_role_and_only_once(
-    services: Services, tmp_path: Path
-) -> None:
+def test_confirm_is_refused_without_the_role_and_only_once(ctx: Context, tmp_path: Path) -> None:
     csv = tmp_path / "p.csv"
     csv.write_text("email\na@x.example\n")
-    import_profiles(services, csv, "buyers")
+    import_profiles(ctx, csv, "buyers")
     yml = tmp_path / "d.yml"
     yml.write_text(DELIVERY.replace("EFS", "false"))
-    import_deliveries(services, yml)
+    import_deliveries(ctx, yml)
     with pytest.raises(DomainError, match="not prepared yet"):
-        confirm_send(services, "promo", "U0ALICE", START)
-    prepare_delivery(services, "promo")
+        confirm_send(ctx, "promo", "U0ALICE", START)
+    prepare_delivery(ctx, "promo")
     with pytest.raises(PermissionDenied, match="do not allow you to confirm a delivery"):
-        confirm_send(services, "promo", "U0EVE", [Role.PREPARE_DELIVERIES])
-    confirm_send(services, "promo", "U0ALICE", START)
+        confirm_send(ctx, "promo", "U0EVE", [Role.PREPARE_DELIVERIES])
+    confirm_send(ctx, "promo", "U0ALICE", START)
     with pytest.raises(DomainError, match="already confirmed"):
-        confirm_send(services, "promo", "U0ALICE", START)
-    d = delivery_detail(services, "promo")
+        confirm_send(ctx, "promo", "U0ALICE", START)
+    d = delivery_detail(ctx, "promo")
     assert (d["state"], d["confirmed_by"]) == ("in-progress", "U0ALICE")
 
 
 def test_claims_left_by_a_dead_sender_are_sent_on_the_next_run(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
     emails = [f"u{i}@x.example" for i in range(6)]
-    eid = load(services, tmp_path, emails)
-    sender = Sender(services, transport(relay), batch_size=4)
+    eid = load(ctx, tmp_path, emails)
+    sender = Sender(ctx, transport(relay), batch_size=4)
     # Claimed by a process of this host that then died (no process has that pid).
     dead = new_claim_token().replace(f"{os.getpid()}@", "999999999@", 1)
     claimed = sender._claim(eid, dead)
     assert len(claimed) == 4
-    assert send(services, transport(relay), eid, backoff=Backoff()) is DeliveryState.FINISHED
+    assert send(ctx, transport(relay), eid, backoff=Backoff()) is DeliveryState.FINISHED
     got = relay.recorder.by_rcpt()
     assert sorted(got) == sorted(emails) and all(len(v) == 1 for v in got.values())
 
 
 def test_compute_stats_equals_live_counters_and_history_lists_the_message(
-    services: Services, relay: Relay, tmp_path: Path
+    ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
-    eid = load(services, tmp_path, ["ok@x.example", "hard1@x.example", "soft1@x.example"])
-    send(services, transport(relay), eid)
-    live = delivery_detail(services, "promo")
-    recomputed = compute_delivery_stats(services, "promo")
+    eid = load(ctx, tmp_path, ["ok@x.example", "hard1@x.example", "soft1@x.example"])
+    send(ctx, transport(relay), eid)
+    live = delivery_detail(ctx, "promo")
+    recomputed = compute_delivery_stats(ctx, "promo")
     assert (recomputed["kpis"], recomputed["logs"]) == (live["kpis"], live["logs"])
-    with services.sessions.begin() as s:  # counters drift (as after a lost update)...
+    with ctx.sessions.begin() as s:  # counters drift (as after a lost update)...
         s.execute(update(KpiCounter).values(sent=0, failed=0))
-    assert delivery_detail(services, "promo")["kpis"] != live["kpis"]
-    assert compute_delivery_stats(services, "promo")["kpis"] == live["kpis"]  # ...and heal
+    assert delivery_detail(ctx, "promo")["kpis"] != live["kpis"]
+    assert compute_delivery_stats(ctx, "promo")["kpis"] == live["kpis"]  # ...and heal
 
-    [row] = marketing_history(services, "HARD1@x.example")
+    [row] = marketing_history(ctx, "HARD1@x.example")
     assert (row["ref"], row["status"], row["failure_reason"]) == ("promo", "failed", "user unknown")
     assert (row["opens"], row["clicks"]) == (0, 0)
     with pytest.raises(NotFound):
-        marketing_history(services, "nobody@x.example")
+        marketing_history(ctx, "nobody@x.example")

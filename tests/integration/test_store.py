@@ -8,22 +8,23 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import select
 
-from bot.bootstrap import Services
+from bot.bootstrap import Root
+from bot.context import Context
 from bot.store.db import current_revision, head_revision
 from bot.store.models import Base, Profile
 
 
-def test_migrations_reach_head_and_match_models(services: Services) -> None:
-    assert current_revision(services.engine) == head_revision()
-    with services.engine.connect() as conn:
+def test_migrations_reach_head_and_match_models(root: Root) -> None:
+    assert current_revision(root.engine) == head_revision()
+    with root.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
 
 
-def test_datetimes_round_trip_as_aware_utc(services: Services) -> None:
+def test_datetimes_round_trip_as_aware_utc(ctx: Context) -> None:
     paris = timezone(timedelta(hours=1))
-    at = services.clock.now().astimezone(paris)
-    with services.sessions.begin() as s:
+    at = ctx.clock.now().astimezone(paris)
+    with ctx.sessions.begin() as s:
         s.add(
             Profile(
                 email="a@example.com",
@@ -34,7 +35,7 @@ def test_datetimes_round_trip_as_aware_utc(services: Services) -> None:
                 updated_at=at,
             )
         )
-    with services.sessions() as s:
+    with ctx.sessions() as s:
         p = s.scalars(select(Profile)).one()
     assert p.last_counted_error_at == at
     assert p.last_counted_error_at.utcoffset() == timedelta(0)

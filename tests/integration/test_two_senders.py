@@ -15,8 +15,9 @@ from aiosmtpd.controller import Controller
 from scenario import prepare_one
 from smtp_relay import Holding, free_port
 
-from bot.bootstrap import Services, bootstrap
+from bot.bootstrap import Root, bootstrap
 from bot.clock import FixedClock
+from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.sender import claim_is_abandoned, new_claim_token
 from bot.services.due_work import DueReport, run_due
@@ -27,34 +28,30 @@ EMAILS = [f"user{i}@x.example" for i in range(6)]
 
 
 def test_a_second_sender_never_resends_a_live_senders_batch(
-    services: Services, tmp_path: Path
+    root: Root, ctx: Context, tmp_path: Path
 ) -> None:
     holder = Holding(1)
     port = free_port()
     controller = Controller(holder, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        services.settings = services.settings.model_copy(
-            update={
-                "mail_url": f"smtp://127.0.0.1:{port}",
-                "smtp_pool_size": 1,
-                "send_batch_size": 2,
-            }
+        ctx = ctx.with_settings(
+            mail_url=f"smtp://127.0.0.1:{port}", smtp_pool_size=1, send_batch_size=2
         )
-        prepare_one(services, tmp_path, EMAILS)
-        confirm_send(services, "big", "U0ALICE", [Role.START_DELIVERIES])
+        prepare_one(ctx, tmp_path, EMAILS)
+        confirm_send(ctx, "big", "U0ALICE", [Role.START_DELIVERIES])
         other = bootstrap(
-            services.settings,
-            FixedClock(services.clock.now()),
+            ctx.settings,
+            FixedClock(ctx.clock.now()),
             migrate=False,
-            engine=services.engine if services.engine.dialect.name == "postgresql" else None,
+            engine=root.engine if root.engine.dialect.name == "postgresql" else None,
         )
 
         reports: list[DueReport] = []
-        first = threading.Thread(target=lambda: reports.append(asyncio.run(run_due(services))))
+        first = threading.Thread(target=lambda: reports.append(asyncio.run(run_due(ctx))))
         first.start()
         assert holder.reached.wait(30), "the first sender never relayed"
-        report = asyncio.run(run_due(other))
+        report = asyncio.run(run_due(other.context))
         assert report.sent == {"big": "in-progress"}, "the first sender finishes, not this one"
         assert len(holder.received) == 5, "the second sent the others, not the held batch"
         holder.release.set()
@@ -65,7 +62,7 @@ def test_a_second_sender_never_resends_a_live_senders_batch(
         holder.release.set()
         controller.stop()
     assert sorted(holder.received) == sorted(EMAILS), "each recipient exactly once"
-    detail = delivery_detail(services, "big")
+    detail = delivery_detail(ctx, "big")
     assert (detail["state"], detail["kpis"]["sent"]) == ("finished", 6)
 
 

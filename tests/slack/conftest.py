@@ -11,7 +11,7 @@ from mock_slack import MockSlack
 from pydantic import SecretStr
 from smtp_relay import Relay
 
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.services.deliveries_import import import_deliveries
 from bot.services.prepare import prepare_delivery
 from bot.services.profiles_import import import_profiles
@@ -19,35 +19,31 @@ from bot.services.roles import grant
 
 
 @pytest.fixture
-def slack_services(
-    services: Services, mock_slack: MockSlack, relay: Relay, tmp_path: Path
-) -> Services:
-    services.settings = services.settings.model_copy(
-        update={
-            "slack_bot_token": SecretStr("xoxb-test"),
-            "slack_signing_secret": SecretStr(SIGNING_SECRET),
-            "slack_api_url": f"{mock_slack.url}/api/",
-            "mail_url": f"smtp://127.0.0.1:{relay.port}",
-            "smtp_pool_size": 2,
-        }
+def slack_services(ctx: Context, mock_slack: MockSlack, relay: Relay, tmp_path: Path) -> Context:
+    ctx = ctx.with_settings(
+        slack_bot_token=SecretStr("xoxb-test"),
+        slack_signing_secret=SecretStr(SIGNING_SECRET),
+        slack_api_url=f"{mock_slack.url}/api/",
+        mail_url=f"smtp://127.0.0.1:{relay.port}",
+        smtp_pool_size=2,
     )
     csv = tmp_path / "p.csv"
     csv.write_text("email,first_name\n" + "".join(f"{e},B{i}\n" for i, e in enumerate(EMAILS)))
-    import_profiles(services, csv, "buyers")
+    import_profiles(ctx, csv, "buyers")
     yml = tmp_path / "d.yml"
     yml.write_text(
         "- ref: promo\n  name: Spring promo\n  audience: buyers\n  from: news@shop.example\n"
         "  subject: 'Hi {{ first_name }}'\n  text: Hello\n  slack_channel: C0DEPLOY\n"
     )
-    import_deliveries(services, yml)
-    prepare_delivery(services, "promo")
-    grant(services, ALLOWED, "start-deliveries")
-    grant(services, ADMIN, "administration")
-    return services
+    import_deliveries(ctx, yml)
+    prepare_delivery(ctx, "promo")
+    grant(ctx, ALLOWED, "start-deliveries")
+    grant(ctx, ADMIN, "administration")
+    return ctx
 
 
 @pytest.fixture
-def live(slack_services: Services) -> Iterator[LiveApp]:
+def live(slack_services: Context) -> Iterator[LiveApp]:
     app = LiveApp(slack_services).start()
     yield app
     app.stop()
@@ -59,7 +55,7 @@ def slack(live: LiveApp, mock_slack: MockSlack) -> SlackClient:
 
 
 @pytest.fixture
-def idle(slack_services: Services, mock_slack: MockSlack) -> Iterator[SlackClient]:
+def idle(slack_services: Context, mock_slack: MockSlack) -> Iterator[SlackClient]:
     """The live app without its sender: confirmed deliveries stay in progress, unsent."""
     app = LiveApp(slack_services, start_sender=False).start()
     yield SlackClient(app, mock_slack.url)

@@ -21,7 +21,7 @@ from smtp_relay import Relay
 from sqlalchemy import select
 
 from bot.blocks import ids
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.domain.roles import Role
 from bot.services.deliveries_import import import_deliveries
 from bot.services.due_work import DueReport, run_due
@@ -87,24 +87,24 @@ def updates(mock: MockSlack) -> list[Call]:
     return [c for c in mock.api_calls("chat.update") if "Approval" in text_of(c)]
 
 
-def recurring(services: Services, tmp_path: Path, extra: str = "", confirm: bool = True) -> None:
+def recurring(ctx: Context, tmp_path: Path, extra: str = "", confirm: bool = True) -> None:
     yml = tmp_path / "r.yml"
     yml.write_text(WEEKLY.replace("EXTRA", extra))
-    import_deliveries(services, yml)
-    prepare_delivery(services, "daily")
-    grant(services, SECOND, "start-deliveries")
+    import_deliveries(ctx, yml)
+    prepare_delivery(ctx, "daily")
+    grant(ctx, SECOND, "start-deliveries")
     if confirm:
-        confirm_send(services, "daily", ALLOWED, [Role.START_DELIVERIES])
+        confirm_send(ctx, "daily", ALLOWED, [Role.START_DELIVERIES])
 
 
-def tick(services: Services, at: datetime, connected: bool = True) -> DueReport:
-    services.clock.set(at)  # type: ignore[attr-defined]
-    slack = make_client(services.settings) if connected else None
-    return asyncio.run(run_due(services, slack=slack))
+def tick(ctx: Context, at: datetime, connected: bool = True) -> DueReport:
+    ctx.clock.set(at)  # type: ignore[attr-defined]
+    slack = make_client(ctx.settings) if connected else None
+    return asyncio.run(run_due(ctx, slack=slack))
 
 
-def request_row(services: Services, key: str = KEY1) -> ApprovalRequest:
-    with services.sessions() as s:
+def request_row(ctx: Context, key: str = KEY1) -> ApprovalRequest:
+    with ctx.sessions() as s:
         return s.scalars(
             select(ApprovalRequest)
             .join(Execution, Execution.id == ApprovalRequest.execution_id)
@@ -112,15 +112,15 @@ def request_row(services: Services, key: str = KEY1) -> ApprovalRequest:
         ).one()
 
 
-def clicks(services: Services) -> list[dict]:  # type: ignore[type-arg]
-    with services.sessions() as s:
+def clicks(ctx: Context) -> list[dict]:  # type: ignore[type-arg]
+    with ctx.sessions() as s:
         rows = s.scalars(
             select(AuditEntry).where(AuditEntry.action == "approval.click").order_by(AuditEntry.id)
         ).all()
         return [{"actor": r.actor, **r.detail} for r in rows]
 
 
-def sent_by_the_runner(services: Services, key: str) -> None:
+def sent_by_the_runner(ctx: Context, key: str) -> None:
     """Wait until the sender the approval kicked has finished the occurrence.
 
     The test's own ticks then never send alongside it: what the relay holds is what
@@ -128,7 +128,7 @@ def sent_by_the_runner(services: Services, key: str) -> None:
     """
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        with services.sessions() as s:
+        with ctx.sessions() as s:
             state = s.scalar(select(Execution.state).where(Execution.key == key))
         if state == "finished":
             return
@@ -147,7 +147,7 @@ def answers(mock: MockSlack, n: int) -> list[str]:
 
 @pytest.fixture
 def app(
-    slack_services: Services, tmp_path: Path, request: pytest.FixtureRequest
+    slack_services: Context, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[LiveApp]:
     extra = getattr(request, "param", "")
     recurring(slack_services, tmp_path, extra)
@@ -165,7 +165,7 @@ def client(app: LiveApp, mock_slack: MockSlack) -> SlackClient:
 
 
 def test_an_allowed_user_approves_once_and_the_occurrence_is_sent(
-    client: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Services
+    client: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Context
 ) -> None:
     report = tick(slack_services, T1)
     assert [(r.key, r.outcome) for r in report.occurrences] == [(KEY1, "awaiting-approval")]
@@ -211,7 +211,7 @@ def test_an_allowed_user_approves_once_and_the_occurrence_is_sent(
 
 @pytest.mark.parametrize("app", ["    approvals_required: 2"], indirect=True)
 def test_a_quorum_of_two_distinct_approvers(
-    client: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Services
+    client: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Context
 ) -> None:
     tick(slack_services, T1)
     [posted] = requests(mock_slack)
@@ -243,7 +243,7 @@ def test_a_quorum_of_two_distinct_approvers(
 
 
 def test_skip_means_that_occurrence_is_never_sent(
-    client: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Services
+    client: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Context
 ) -> None:
     tick(slack_services, T1)
     value = button_value(requests(mock_slack)[0])
@@ -275,7 +275,7 @@ def test_skip_means_that_occurrence_is_never_sent(
 
 
 def test_undecided_request_expires_at_the_next_occurrence(
-    client: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Services
+    client: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Context
 ) -> None:
     # Slack unreachable for this tick: the request waits in the database.
     tick(slack_services, T1, connected=False)
@@ -302,7 +302,7 @@ def test_undecided_request_expires_at_the_next_occurrence(
 
 @pytest.mark.parametrize("app", ["    approval_expiry: 2h"], indirect=True)
 def test_an_approval_expiry_shorter_than_the_next_occurrence(
-    client: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Services
+    client: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Context
 ) -> None:
     tick(slack_services, T1)
     assert tick(slack_services, T1 + timedelta(hours=1, minutes=59)).approvals_expired == 0
@@ -313,7 +313,7 @@ def test_an_approval_expiry_shorter_than_the_next_occurrence(
 
 
 def test_confirming_a_recurring_delivery_starts_its_recurrence(
-    idle: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Services, tmp_path: Path
+    idle: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Context, tmp_path: Path
 ) -> None:
     recurring(slack_services, tmp_path, confirm=False)
     idle.command("/confirm-send", "daily", ALLOWED)
@@ -332,7 +332,7 @@ def test_confirming_a_recurring_delivery_starts_its_recurrence(
 
 
 def test_stopping_the_delivery_closes_its_open_request(
-    client: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Services
+    client: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Context
 ) -> None:
     from bot.services.sending import stop_delivery
 
@@ -350,7 +350,7 @@ def test_stopping_the_delivery_closes_its_open_request(
 
 @pytest.mark.parametrize("app", ["    approvals_required: 2"], indirect=True)
 def test_two_approvers_at_the_same_instant_make_one_decision(
-    app: LiveApp, mock_slack: MockSlack, slack_services: Services
+    app: LiveApp, mock_slack: MockSlack, slack_services: Context
 ) -> None:
     """Occurrence after occurrence, two people approve at once: one of them decides."""
     import threading

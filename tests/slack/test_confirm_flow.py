@@ -10,7 +10,7 @@ from mock_slack import MockSlack
 from smtp_relay import Relay
 
 from bot.blocks import ids
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.services.reporting import delivery_detail
 
 
@@ -28,7 +28,7 @@ def text_of(call) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_denied_user_is_told_privately_and_nothing_is_sent(
-    slack: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Services
+    slack: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Context
 ) -> None:
     status, _ = slack.command("/confirm-send", "promo", DENIED)
     assert status == 200
@@ -44,7 +44,7 @@ def test_denied_user_is_told_privately_and_nothing_is_sent(
 
 
 def test_card_confirm_ok_sends_once_and_follows_in_the_deployment_message(
-    slack: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Services
+    slack: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Context
 ) -> None:
     slack.command("/confirm-send", "promo", ALLOWED)
     card = mock_slack.wait_for(lambda: mock_slack.responses())[0]
@@ -74,7 +74,7 @@ def test_card_confirm_ok_sends_once_and_follows_in_the_deployment_message(
 
 
 def test_forged_and_stale_requests_get_401_and_change_nothing(
-    slack: SlackClient, mock_slack: MockSlack, slack_services: Services
+    slack: SlackClient, mock_slack: MockSlack, slack_services: Context
 ) -> None:
     assert slack.command("/confirm-send", "promo", ALLOWED, secret="wrong")[0] == 401
     stale = int(time.time()) - 600
@@ -108,7 +108,7 @@ def test_without_a_ref_a_picker_of_ready_deliveries(
 
 
 def test_a_role_granted_to_a_user_group_holds_for_its_members_only(
-    slack: SlackClient, mock_slack: MockSlack, slack_services: Services
+    slack: SlackClient, mock_slack: MockSlack, slack_services: Context
 ) -> None:
     from bot.services.roles import grant
 

@@ -9,7 +9,7 @@ from harness import ADMIN, ALLOWED, DENIED, SlackClient
 from mock_slack import MockSlack
 
 from bot.blocks import ids
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.services.reporting import delivery_detail
 from bot.slack_api import make_client
 
@@ -30,7 +30,7 @@ def last_deployment(mock: MockSlack):  # type: ignore[no-untyped-def]
 
 
 def test_pause_resume_stop_from_the_deployment_message(
-    idle: SlackClient, mock_slack: MockSlack, slack_services: Services
+    idle: SlackClient, mock_slack: MockSlack, slack_services: Context
 ) -> None:
     value = ids.button_value("promo")
     idle.click(ids.CONFIRM_SEND, value, ALLOWED)
@@ -62,7 +62,7 @@ def test_pause_resume_stop_from_the_deployment_message(
 
 
 def test_compute_stats_button_recounts(
-    idle: SlackClient, mock_slack: MockSlack, slack_services: Services
+    idle: SlackClient, mock_slack: MockSlack, slack_services: Context
 ) -> None:
     idle.click(ids.COMPUTE_STATS, ids.button_value("promo"), ALLOWED)
     update = mock_slack.wait_for(lambda: mock_slack.api_calls("chat.postMessage"))[0]
@@ -98,7 +98,7 @@ def test_campaign_prepare_answers_at_once_then_reports(
 
 
 def test_rate_limited_calls_are_retried_after_retry_after(
-    slack_services: Services, mock_slack: MockSlack
+    slack_services: Context, mock_slack: MockSlack
 ) -> None:
     waits: list[float] = []
 

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from smtp_relay import Relay
 
 from bot.blocks import ids
-from bot.bootstrap import Services
+from bot.context import Context
 from bot.services.reporting import delivery_detail
 from bot.web import SOCKET_MODE, _socket_mode_starter, build_runtime, build_web_app
 
@@ -106,8 +106,8 @@ class SlackSocket:
 class SocketApp:
     """`python -m bot socket`'s app in a thread: the HTTP app plus the Socket Mode link."""
 
-    def __init__(self, services: Services) -> None:
-        self.runtime = build_runtime(services, tick=3600)
+    def __init__(self, ctx: Context) -> None:
+        self.runtime = build_runtime(ctx, tick=3600)
         self.app = build_web_app(self.runtime)
         self.app.on_startup.append(_socket_mode_starter(self.runtime))
         self.loop = asyncio.new_event_loop()
@@ -146,11 +146,11 @@ def socket_link(mock_slack: MockSlack) -> Iterator[SlackSocket]:
 
 
 @pytest.fixture
-def socket_app(slack_services: Services, socket_link: SlackSocket) -> Iterator[SocketApp]:
-    slack_services.settings = slack_services.settings.model_copy(
-        update={"slack_app_token": SecretStr("xapp-1-test"), "slack_signing_secret": None}
+def socket_app(slack_services: Context, socket_link: SlackSocket) -> Iterator[SocketApp]:
+    ctx = slack_services.with_settings(
+        slack_app_token=SecretStr("xapp-1-test"), slack_signing_secret=None
     )
-    app = SocketApp(slack_services)
+    app = SocketApp(ctx)
     assert socket_link.connected.wait(15), "the app never opened the Socket Mode link"
     yield app
     app.stop()
@@ -175,7 +175,7 @@ def test_commands_and_clicks_arrive_over_the_socket_and_are_acknowledged(
     socket_link: SlackSocket,
     mock_slack: MockSlack,
     relay: Relay,
-    slack_services: Services,
+    slack_services: Context,
 ) -> None:
     assert socket_app.app[SOCKET_MODE] is not None
     assert mock_slack.api_calls("apps.connections.open"), "the link came from the Web API"

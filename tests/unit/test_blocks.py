@@ -1,6 +1,6 @@
 """Block Kit builders (bot/blocks): what a person sees in Slack, checked without Slack.
 
-The builders are pure, so these tests feed them the dicts the services return and
+The builders are pure, so these tests feed them the dicts the ctx return and
 look at the dicts they build: the ids the handlers listen on, the values the buttons
 carry, the sentences of the confirm dialogs, which buttons each state offers. Every
 message also goes through `check_message`, a validator of the Block Kit limits Slack
