@@ -56,8 +56,8 @@ from mock_slack import MockSlack  # noqa: E402
 
 from bot.blocks import ids  # noqa: E402
 from bot.bootstrap import bootstrap  # noqa: E402
-from bot.domain.roles import Role  # noqa: E402
-from bot.services.prepare import prepare_delivery  # noqa: E402
+from bot.domain.roles import COMMAND_LINE, Role  # noqa: E402
+from bot.services.deliveries.prepare import prepare_delivery  # noqa: E402
 from bot.services.roles import grant  # noqa: E402
 
 SECRET = "bench-signing-secret"
@@ -71,9 +71,9 @@ def seed(db: Path, n: int) -> int:
     root = bootstrap(bench._settings(db))
     ctx = root.context
     bench._seed(ctx, n)
-    result = prepare_delivery(ctx, bench.REF, actor="bench")
+    result = prepare_delivery(ctx, COMMAND_LINE, bench.REF)
     for role in (Role.START_DELIVERIES, Role.ADMINISTRATION):
-        grant(ctx, USER, role.value, actor="bench")
+        grant(ctx, COMMAND_LINE, USER, role.value)
     root.close()
     return result.to_deliver
 

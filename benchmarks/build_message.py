@@ -35,8 +35,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.engine.message import MessageSkeleton
+from bot.engine.rendering import RenderedMessage
 from bot.engine.tokens import TokenSigner
-from bot.services.rendering import RenderedMessage
 
 VARIANTS = 100
 FIRST_NAMES = ["Zoë", "Jean", "Ana", "Łukasz", "Mia", "Noah", "Inès", "Olaf", "Yuki", "Sam"]

@@ -44,9 +44,11 @@ from bot.bootstrap import bootstrap  # noqa: E402
 from bot.clock import FixedClock  # noqa: E402
 from bot.config import load_settings  # noqa: E402
 from bot.context import Context  # noqa: E402
+from bot.domain.roles import COMMAND_LINE  # noqa: E402
+from bot.notify.slack import SlackNotifications  # noqa: E402
+from bot.notify.slack_client import make_client  # noqa: E402
+from bot.services.deliveries.views import delivery_detail  # noqa: E402
 from bot.services.digest import build, claim, run_digest  # noqa: E402
-from bot.services.reporting import delivery_detail  # noqa: E402
-from bot.slack_api import make_client  # noqa: E402
 from bot.store.models import (  # noqa: E402
     Audience,
     Delivery,
@@ -168,7 +170,7 @@ def naive(ctx: Context) -> float:
         refs = list(s.scalars(select(Delivery.ref).order_by(Delivery.ref)))
     started = time.perf_counter()
     for ref in refs:
-        delivery_detail(ctx, ref)
+        delivery_detail(ctx, COMMAND_LINE, ref).to_json()
     return time.perf_counter() - started
 
 
@@ -215,26 +217,29 @@ def main() -> None:
         print(f"build one digest (claim, query, snapshots, messages, chart data): {built:.3f} s")
         print(f"  rows: {rows}")
 
-        from bot.charts import kpi_chart_png, load
+        from bot.notify.charts import kpi_chart_png, load
         from bot.store.models import DigestPart
 
         started = time.perf_counter()
         load()  # what the sender process does in the background when it starts
         imported = time.perf_counter() - started
 
+        from bot.services.digest_views import DigestChart
+
         with ctx.sessions() as s:
-            chart = s.scalar(
+            stored = s.scalar(
                 select(DigestPart.payload).where(
                     DigestPart.digest_id == claimed[0], DigestPart.kind == "chart"
                 )
             )
+        chart = DigestChart.from_json(stored or {})
         started = time.perf_counter()
         png = kpi_chart_png(chart)
         cold = time.perf_counter() - started
         started = time.perf_counter()
         kpi_chart_png(chart)
         warm = time.perf_counter() - started
-        points = sum(len(line["points"]) for line in chart["series"])
+        points = sum(len(line.points) for line in chart.series)
         print(
             f"chart: matplotlib import {imported:.3f} s (once, when the sender starts), "
             f"first draw {cold:.3f} s, next draws {warm:.3f} s; {len(png):,} bytes, "
@@ -252,7 +257,7 @@ def main() -> None:
             async def no_pause(_: float) -> None:
                 return None
 
-            return await run_digest(ctx, make_client(settings), sleep=no_pause)
+            return await run_digest(ctx, SlackNotifications(make_client(settings)), sleep=no_pause)
 
         started = time.perf_counter()
         report = asyncio.run(post())

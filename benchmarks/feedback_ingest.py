@@ -48,11 +48,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot.bootstrap import bootstrap
 from bot.config import load_settings
+from bot.domain.roles import COMMAND_LINE
 from bot.engine.message import MessageSkeleton
 from bot.engine.tokens import TokenSigner
 from bot.feedback import generic
-from bot.services.reporting import compute_delivery_stats
-from bot.services.stats import live_counters, recount
+from bot.services.deliveries.views import compute_stats
+from bot.store.counters import live_counters, recount
 from bot.store.models import Audience, Delivery, Execution
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -362,7 +363,7 @@ def main() -> None:
         if (live.pending, live.sent, live.failed) != (fresh.pending, fresh.sent, fresh.failed):
             raise SystemExit(f"the live counters differ from a recount: {live} != {fresh}")
         start = time.perf_counter()
-        detail = compute_delivery_stats(ctx, "stats")
+        detail = compute_stats(ctx, COMMAND_LINE, "stats").to_json()
         stats = time.perf_counter() - start
         root.close()
         k = detail["kpis"]

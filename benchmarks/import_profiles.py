@@ -27,7 +27,8 @@ from pathlib import Path
 from bot.bootstrap import bootstrap
 from bot.config import load_settings
 from bot.context import Context
-from bot.services.profiles_import import ProfilesImportReport, import_profiles
+from bot.domain.roles import COMMAND_LINE
+from bot.services.imports.profiles import ProfilesImportReport, import_profiles
 
 ZONES = ["Europe/Paris", "Europe/London", "America/New_York", "Asia/Tokyo", ""]
 PLANS = ["free", "pro", "team"]
@@ -61,7 +62,7 @@ def timed_import(
     ctx: Context, path: Path, audience: str | None
 ) -> tuple[float, ProfilesImportReport]:
     start = time.perf_counter()
-    report = import_profiles(ctx, path, audience)
+    report = import_profiles(ctx, COMMAND_LINE, path, audience)
     return time.perf_counter() - start, report
 
 

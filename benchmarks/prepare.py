@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bot.bootstrap import bootstrap
 from bot.clock import FixedClock
 from bot.config import load_settings
-from bot.services.prepare import prepare_delivery
-from bot.services.rendering import MessageTemplates, profile_context
+from bot.domain.roles import COMMAND_LINE
+from bot.engine.rendering import MessageTemplates, profile_context
+from bot.services.deliveries.prepare import prepare_delivery
 from bot.store.models import Audience, AudienceMember, Delivery, Profile
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -246,10 +247,10 @@ def main() -> None:
         _seed(ctx, n)
         print(f"seed: {time.perf_counter() - started:.2f} s")
         started = time.perf_counter()
-        result = prepare_delivery(ctx, "spring-sale", actor="bench")
+        result = prepare_delivery(ctx, COMMAND_LINE, "spring-sale")
         elapsed = time.perf_counter() - started
         again = time.perf_counter()
-        prepare_delivery(ctx, "spring-sale", actor="bench")
+        prepare_delivery(ctx, COMMAND_LINE, "spring-sale")
         elapsed_again = time.perf_counter() - again
         root.close()
     print(

@@ -51,14 +51,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bot.bootstrap import bootstrap
 from bot.config import Settings, load_settings
 from bot.context import Context
-from bot.domain.roles import Role
+from bot.domain.roles import COMMAND_LINE, Actor, Role
 from bot.engine.message import MessageSkeleton
+from bot.engine.rendering import MessageTemplates, profile_context
 from bot.engine.sender import Sender
 from bot.engine.transports import make_transport
-from bot.services.prepare import prepare_delivery
-from bot.services.rendering import MessageTemplates, profile_context
-from bot.services.reporting import delivery_detail
-from bot.services.sending import confirm_send
+from bot.services.deliveries.lifecycle import confirm_send
+from bot.services.deliveries.prepare import prepare_delivery
+from bot.services.deliveries.views import delivery_detail
 from bot.store.models import Audience, AudienceMember, Delivery, Execution, Profile
 
 REF = "send-bench"
@@ -224,9 +224,9 @@ def phase_prepare(db: Path, n: int) -> dict[str, Any]:
     started = time.perf_counter()
     _seed(ctx, n)
     seeded = time.perf_counter()
-    result = prepare_delivery(ctx, REF, actor="bench")
+    result = prepare_delivery(ctx, COMMAND_LINE, REF)
     prepared = time.perf_counter()
-    confirm_send(ctx, REF, "U0BENCH", [Role.START_DELIVERIES])
+    confirm_send(ctx, Actor("U0BENCH", frozenset({Role.START_DELIVERIES})), REF)
     with ctx.sessions() as s:
         execution_id = s.scalar(
             select(Execution.id)
@@ -285,7 +285,7 @@ def phase_send(
     elapsed = time.perf_counter() - started
     cpu = _cpu_s() - cpu_before
     rss_peak = _rss_mb()  # read before the checks below, which load nothing large anyway
-    detail = delivery_detail(ctx, REF)
+    detail = delivery_detail(ctx, COMMAND_LINE, REF).to_json()
     root.close()
     return {
         "elapsed_s": elapsed,

@@ -1,8 +1,11 @@
 """The composition root: builds every dependency once and hands it to the entry points.
 
 Nothing here runs at import time; the CLI, the server, the sender process and the
-tests each call `bootstrap()` with the settings and clock they want. Only the entry
-points import this module: everything below them receives what it needs.
+tests each call `bootstrap()` with the settings and clock they want, then ask the
+`Root` for what they run: the transports, the Notifications (Slack, or nothing when
+Slack is not connected), one round of the due work, or a whole `Server` (the Bolt
+app with its listeners, the Deployment follower, the sender, the scheduler). Only
+the entry points import this module: everything below them receives what it needs.
 """
 
 from __future__ import annotations
@@ -10,32 +13,35 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
+from slack_bolt.async_app import AsyncApp
+from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import Engine
 
 from bot.clock import Clock, SystemClock
 from bot.config import Settings, get_settings
 from bot.context import Context
+from bot.engine.transports import Transport, make_transport
+from bot.handlers.deps import HandlerDeps
+from bot.handlers.registry import register
+from bot.jobs.due_work import DueReport, run_due
+from bot.jobs.process import Orders, SendProcess, serve_orders
+from bot.jobs.runner import SendRunner
+from bot.jobs.scheduler import Jobs
+from bot.notify.slack import SlackNotifications
+from bot.notify.slack_client import UsergroupDirectory, make_client
+from bot.services.deliveries.deployment import DeploymentFollower
+from bot.services.notifications import Notifications, Unconnected
 from bot.store.db import make_engine, make_session_factory, upgrade
-
-
-@dataclass
-class Root:
-    """What one process built: the context its use cases run in, and the engine it owns."""
-
-    context: Context
-    engine: Engine
-
-    @property
-    def settings(self) -> Settings:
-        return self.context.settings
-
-    def close(self) -> None:
-        self.engine.dispose()
-
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,57 @@ def with_tracking_secret(settings: Settings, path: Path = SECRET_FILE) -> Settin
     return settings.model_copy(update={"tracking_secret": SecretStr(secret)})
 
 
+@dataclass
+class Root:
+    """What one process built: the context its use cases run in, and what it owns."""
+
+    context: Context
+    engine: Engine
+
+    @property
+    def settings(self) -> Settings:
+        return self.context.settings
+
+    @cached_property
+    def slack_client(self) -> AsyncWebClient:
+        """The Web API client (a token or not: without one it is never called)."""
+        return make_client(self.settings)
+
+    @property
+    def slack_connected(self) -> bool:
+        return self.settings.slack_bot_token is not None
+
+    def notifications(self) -> Notifications:
+        if self.slack_connected:
+            return SlackNotifications(self.slack_client)
+        return Unconnected()
+
+    def transport(self) -> Transport:
+        """A new transport to MAIL_URL, for one round of sending."""
+        return make_transport(self.settings)
+
+    def due_work(
+        self,
+        notifications: Notifications,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> Callable[[Callable[[], bool]], Any]:
+        """One round of the due work, as the runners call it (with "stop now?")."""
+
+        async def round_(should_stop: Callable[[], bool]) -> DueReport:
+            return await run_due(
+                self.context,
+                transports=self.transport,
+                notifications=notifications,
+                on_batch=on_batch,
+                should_stop=should_stop,
+            )
+
+        return round_
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
 def bootstrap(
     settings: Settings | None = None,
     clock: Clock | None = None,
@@ -75,3 +132,113 @@ def bootstrap(
         settings=settings, sessions=make_session_factory(engine), clock=clock or SystemClock()
     )
     return Root(context=context, engine=engine)
+
+
+# --- the server --------------------------------------------------------------------------
+
+
+class BatchHook:
+    """The sender's "a batch was recorded" hook, handed to the HTTP loop (never blocking).
+
+    The sender runs in another thread or process; the Deployment message is updated on
+    the server's loop, once `bind` has told which loop that is.
+    """
+
+    def __init__(self, follower: DeploymentFollower) -> None:
+        self.follower = follower
+        self.loop: Any = None
+
+    def bind(self, loop: Any) -> None:
+        self.loop = loop
+
+    def __call__(self, execution_id: int) -> None:
+        import asyncio
+
+        if self.loop is None or self.loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self.follower.refresh_execution(execution_id), self.loop)
+
+
+@dataclass
+class Server:
+    """Everything `serve` and `socket` run, built once from the Root."""
+
+    root: Root
+    slack: AsyncApp | None
+    follower: DeploymentFollower
+    batches: BatchHook
+    runner: SendRunner | SendProcess
+    jobs: Jobs
+    start_sender: bool = True
+    metrics: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ctx(self) -> Context:
+        return self.root.context
+
+
+def build_slack_app(root: Root, deps: HandlerDeps) -> AsyncApp | None:
+    """The Bolt app with every listener, or None when Slack is not connected."""
+    settings = root.settings
+    if settings.slack_bot_token is None:
+        return None
+    secret = settings.slack_signing_secret
+    app = AsyncApp(
+        client=root.slack_client,
+        signing_secret=secret.get_secret_value() if secret else None,
+        request_verification_enabled=secret is not None,
+        process_before_response=False,
+        name="greenlight",
+    )
+    register(app, deps)
+    return app
+
+
+def build_server(
+    root: Root,
+    *,
+    start_sender: bool = True,
+    tick: float = 15.0,
+    sender_process: bool = False,
+) -> Server:
+    """`sender_process`: relay from a child process (`serve`, `socket`), not a thread.
+
+    Tests keep the thread, whose sender sees their injected clock.
+    """
+    notifications = root.notifications()
+    follower = DeploymentFollower(root.context, notifications)
+    batches = BatchHook(follower)
+    # The scheduler ticks the runner; the runner itself only waits for kicks.
+    runner: SendRunner | SendProcess
+    if sender_process:
+        runner = SendProcess(root.settings, sender_child, on_batch=batches, tick_seconds=None)
+    else:
+        runner = SendRunner(root.due_work(notifications, on_batch=batches), tick_seconds=None)
+    jobs = Jobs(runner, tick_seconds=tick)
+    groups = UsergroupDirectory(root.slack_client) if root.slack_connected else None
+    deps = HandlerDeps(root.context, runner.kick, follower, notifications, groups)
+    slack = build_slack_app(root, deps)
+    return Server(root, slack, follower, batches, runner, jobs, start_sender=start_sender)
+
+
+def sender_child(settings: Settings, conn: Connection, tick_seconds: float | None) -> None:
+    """The sender process: due work on every kick or tick until told to stop.
+
+    Ctrl-C reaches the whole process group; the child ignores it and stops when the
+    server, shutting down, tells it to (or ends it past the grace period).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=settings.log_level, format="%(levelname)s %(name)s [sender]: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    root = bootstrap(settings, migrate=False)  # the server migrated before starting us
+    if root.slack_connected and settings.kpi_channel:
+        from bot.notify.charts import load
+
+        threading.Thread(target=load, name="chart-import", daemon=True).start()
+    orders = Orders(conn)
+    try:
+        serve_orders(orders, root.due_work(root.notifications(), orders.batch), tick_seconds)
+    finally:
+        root.close()

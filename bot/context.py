@@ -8,6 +8,9 @@ periods and hourly jobs are tested, and run by `jobs run-due --at`, without wait
 
 A Context is immutable: a command that runs "as of" another instant makes a new one
 (`at`), and nothing changes the one other code holds.
+
+`Session` is the unit of work's handle: use cases open it and pass it, unopened, to
+the functions of `bot.store`, the only code that writes SQL.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.clock import Clock, FixedClock
 from bot.config import Settings
+
+__all__ = ["Context", "Session"]
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from bot.bootstrap import Root, Server, build_server
 from bot.context import Context
-from bot.web import Runtime, build_runtime, build_web_app
+from bot.entrypoints.web import build_web_app
 
 SIGNING_SECRET = "test-signing-secret"
 ALLOWED = "U0ALLOWED"  # holds start-deliveries
@@ -25,11 +26,16 @@ ADMIN = "U0ADMIN"  # holds administration
 EMAILS = [f"buyer{i}@x.example" for i in range(5)]
 
 
+def root_of(ctx: Context) -> Root:
+    """A composition root around a test's context (its settings, clock and database)."""
+    return Root(context=ctx, engine=ctx.sessions.kw["bind"])
+
+
 class LiveApp:
     """`serve`'s app in a thread with its own loop, on a free loopback port."""
 
     def __init__(self, ctx: Context, start_sender: bool = True) -> None:
-        self.runtime: Runtime = build_runtime(ctx, start_sender=start_sender, tick=3600)
+        self.server: Server = build_server(root_of(ctx), start_sender=start_sender, tick=3600)
         self.loop = asyncio.new_event_loop()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -37,7 +43,7 @@ class LiveApp:
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        app = build_web_app(self.runtime)
+        app = build_web_app(self.server)
         self.runner = web.AppRunner(app)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.context import Context
-from bot.services.deliveries_import import import_deliveries
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
+from bot.domain.roles import COMMAND_LINE, Actor, Role
+from bot.engine.transports import Transport, make_transport
+from bot.jobs.due_work import DueReport, run_due
+from bot.notify.slack import SlackNotifications
+from bot.services.deliveries.prepare import prepare_delivery
+from bot.services.deliveries.views import delivery_detail
+from bot.services.imports.deliveries import import_deliveries
+from bot.services.imports.profiles import import_profiles
+from bot.services.notifications import Notifications, Unconnected
 
 
 def prepare_one(
@@ -23,7 +32,7 @@ def prepare_one(
     the subject is "Hi" and the text "Hello" unless given.
     """
     (folder / "p.csv").write_text("email\n" + "\n".join(emails) + "\n")
-    import_profiles(ctx, folder / "p.csv", "all")
+    import_profiles(ctx, CLI, folder / "p.csv", "all")
     entry = {
         "ref": ref,
         "name": ref.capitalize(),
@@ -34,5 +43,35 @@ def prepare_one(
         **fields,
     }
     (folder / "d.yml").write_text(yaml.safe_dump([entry], sort_keys=False))
-    import_deliveries(ctx, folder / "d.yml")
-    prepare_delivery(ctx, ref)
+    import_deliveries(ctx, CLI, folder / "d.yml")
+    prepare_delivery(ctx, CLI, ref)
+
+
+CLI = COMMAND_LINE  # the operator at the command line: every role
+
+
+def as_user(user: str, roles: Iterable[Role]) -> Actor:
+    """A Slack user acting with these roles."""
+    return Actor(user, frozenset(roles))
+
+
+def detail_json(ctx: Context, ref: str) -> dict[str, Any]:
+    """`deliveries show REF --json`: what the tests read a delivery's state and KPIs from."""
+    return delivery_detail(ctx, CLI, ref).to_json()
+
+
+def due_now(
+    ctx: Context,
+    transport: Callable[[], Transport] | None = None,
+    slack: AsyncWebClient | None = None,
+) -> DueReport:
+    """`jobs run-due` at the context's instant: through `transport` (MAIL_URL's when
+    None), with Slack when a Web API client is given (not connected otherwise)."""
+    notifications: Notifications = SlackNotifications(slack) if slack else Unconnected()
+    return asyncio.run(
+        run_due(
+            ctx,
+            transports=transport or (lambda: make_transport(ctx.settings)),
+            notifications=notifications,
+        )
+    )

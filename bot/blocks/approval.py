@@ -5,33 +5,20 @@ updated in place as people decide: the buttons disappear once the decision is ma
 (or the request expired), and the message keeps who decided and when, so the
 channel is the record a team reads back.
 
-Input shapes (plain dicts, so the service that stores approvals owns its model):
-
-* `delivery`: `reporting.delivery_detail` (uses `ref`, `name`, `recurrence.timezone`,
-  falling back to `schedule.timezone`).
-* `occurrence`: `{"key": str (the execution key, carried by the buttons),
-  "occurrence_at": ISO 8601 | datetime, "to_deliver": int, "exclusions": {reason: n},
-  "excluded": int (optional; defaults to the sum of exclusions), "timezone": str
-  (optional; defaults to the delivery's)}`. An execution dict of `delivery_detail`
-  fits too: `to_deliver` is then read from its `kpis`.
-* `approvals`: the distinct approvals so far, oldest first:
-  `[{"user": "U123", "at": ISO 8601 | datetime}]`.
-* `decided`: None while open, else `{"decision": "approved" | "skipped" | "expired",
-  "by": [user ids] (approved: every approver; skipped: who skipped; expired: []),
-  "at": ISO 8601 | datetime, "reason": str (optional, for expired)}`.
+Input: an `ApprovalRequestView` (`bot.services.recurring.views`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from bot.blocks import ids
 from bot.blocks.card import exclusions_text
 from bot.blocks.kit import (
     MAX_CONFIRM_TEXT,
     Block,
+    Message,
     actions,
     button,
     clock_time,
@@ -44,29 +31,12 @@ from bot.blocks.kit import (
     fit,
     header,
     local_time,
-    parse_time,
     people,
     plural,
     section,
 )
-
-DECISIONS = ("approved", "skipped", "expired")
-EXPIRED_REASON = "not decided before the next occurrence"
-
-
-def _timezone(delivery: Mapping[str, Any], occurrence: Mapping[str, Any]) -> str | None:
-    return (
-        occurrence.get("timezone")
-        or (delivery.get("recurrence") or {}).get("timezone")
-        or (delivery.get("schedule") or {}).get("timezone")
-    )
-
-
-def _to_deliver(occurrence: Mapping[str, Any]) -> int:
-    value = occurrence.get("to_deliver")
-    if value is None:
-        value = (occurrence.get("kpis") or {}).get("to_deliver")
-    return int(value or 0)
+from bot.domain.approval import EXPIRED_REASON, RequestState
+from bot.services.recurring.views import ApprovalRequestView, Decided
 
 
 def approve_text(name: str, to_deliver: int, when: str, approvals: int, required: int) -> str:
@@ -91,7 +61,7 @@ def skip_text(name: str, when: str) -> str:
 
 
 def decision_line(
-    decided: Mapping[str, Any],
+    decided: Decided,
     tz: str | None,
     occurrence_at: datetime | None,
     approvers: Sequence[str] = (),
@@ -101,77 +71,68 @@ def decision_line(
     The time is in the occurrence's zone, with the date only when it is not the
     occurrence's day. `approvers` stands in when an approval names nobody.
     """
-    decision = decided.get("decision")
-    if decision not in DECISIONS:
-        raise ValueError(f"unknown decision {decision!r}; expected one of {', '.join(DECISIONS)}")
-    by = [str(u) for u in decided.get("by") or []]
-    if decision == "approved" and not by:
+    if decided.decision is RequestState.OPEN:
+        raise ValueError("an open request has no decision line")
+    by = [str(u) for u in decided.by]
+    if decided.decision is RequestState.APPROVED and not by:
         by = list(approvers)
     who = f" by {people(by)}" if by else ""
-    at = clock_time(decided.get("at"), tz, occurrence_at)
-    if decision == "approved":
+    at = clock_time(decided.at, tz, occurrence_at)
+    if decided.decision is RequestState.APPROVED:
         return f":white_check_mark: Approved{who} at {at}. Sending."
-    if decision == "skipped":
+    if decided.decision is RequestState.SKIPPED:
         return f":fast_forward: Skipped{who} at {at}. This occurrence is not sent."
-    reason = escape(decided.get("reason") or EXPIRED_REASON)
+    reason = escape(decided.reason or EXPIRED_REASON)
     return f":hourglass: Expired: {reason}. This occurrence is not sent."
 
 
-def approval_request(
-    delivery: Mapping[str, Any],
-    occurrence: Mapping[str, Any],
-    approvals: Sequence[Mapping[str, Any]],
-    required: int,
-    decided: Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """`{"text", "blocks"}` of the request, open (buttons) or decided (a line, no buttons)."""
-    name = str(delivery["name"])
-    ref = str(delivery["ref"])
-    tz = _timezone(delivery, occurrence)
-    at = parse_time(occurrence.get("occurrence_at"))
-    when = local_time(at, tz)
-    n = _to_deliver(occurrence)
-    exclusions = dict(occurrence.get("exclusions") or {})
-    excluded = occurrence.get("excluded")
-    if excluded is None:
-        excluded = sum(exclusions.values())
-    required = max(int(required), 1)
-    approvers = [str(a["user"]) for a in approvals]
+def _buttons(view: ApprovalRequestView, when: str) -> Block:
+    value = ids.button_value(view.ref, **{ids.OCCURRENCE_KEY: view.key})
+    required = max(view.required, 1)
+    approve = button(
+        "Confirm send",
+        ids.APPROVE_OCCURRENCE,
+        value,
+        style="primary",
+        confirm=confirm_dialog(
+            "Confirm send",
+            approve_text(view.name, view.to_deliver, when, len(view.approvals), required),
+        ),
+    )
+    skip = button(
+        "Skip this occurrence",
+        ids.SKIP_OCCURRENCE,
+        value,
+        confirm=confirm_dialog("Skip this occurrence", skip_text(view.name, when), style="danger"),
+    )
+    return actions([approve, skip], ids.APPROVAL_ACTIONS_BLOCK)
 
-    blocks: list[Block] = [header(f"Approval — {name}")]
+
+def approval_request(view: ApprovalRequestView) -> Message:
+    """`{"text", "blocks"}` of the request, open (buttons) or decided (a line, no buttons)."""
+    when = local_time(view.occurrence_at, view.timezone)
+    required = max(view.required, 1)
+    blocks: list[Block] = [header(f"Approval — {view.name}")]
     blocks += field_sections(
         [
-            ("Delivery", f"{escape(name)} (`{escape(ref)}`)"),
+            ("Delivery", f"{escape(view.name)} (`{escape(view.ref)}`)"),
             ("Occurrence", when),
-            ("To deliver", count(n)),
-            ("Exclusions", exclusions_text(int(excluded), exclusions)),
+            ("To deliver", count(view.to_deliver)),
+            ("Exclusions", exclusions_text(view.excluded, view.exclusions)),
         ]
     )
-    if decided is None:
+    if view.decided is None:
         if required > 1:
-            progress = f"{len(approvers)} of {required} approvals"
-            progress += f": {people(approvers)}" if approvers else " yet"
+            progress = f"{len(view.approvals)} of {required} approvals"
+            progress += f": {people(view.approvers)}" if view.approvals else " yet"
             blocks.append(context(progress))
-        value = ids.button_value(ref, **{ids.OCCURRENCE_KEY: str(occurrence["key"])})
-        approve = button(
-            "Confirm send",
-            ids.APPROVE_OCCURRENCE,
-            value,
-            style="primary",
-            confirm=confirm_dialog(
-                "Confirm send", approve_text(name, n, when, len(approvers), required)
-            ),
+        blocks.append(_buttons(view, when))
+        text = (
+            f"Approval needed: {view.name}, {plural(view.to_deliver, 'recipient')}, "
+            f"occurrence of {when}"
         )
-        skip = button(
-            "Skip this occurrence",
-            ids.SKIP_OCCURRENCE,
-            value,
-            confirm=confirm_dialog("Skip this occurrence", skip_text(name, when), style="danger"),
-        )
-        blocks.append(actions([approve, skip], ids.APPROVAL_ACTIONS_BLOCK))
-        text = f"Approval needed: {name}, {plural(n, 'recipient')}, occurrence of {when}"
     else:
-        line = decision_line(decided, tz, at, approvers)
+        line = decision_line(view.decided, view.timezone, view.occurrence_at, view.approvers)
         blocks.append(section(line, block_id=ids.APPROVAL_DECISION_BLOCK))
-        text = f"{name}, occurrence of {when}: {decided['decision']}"
+        text = f"{view.name}, occurrence of {when}: {view.decided.decision.value}"
     return {"text": fallback(text), "blocks": blocks}

@@ -9,8 +9,7 @@ Slack refuse the whole reply.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from bot.blocks.card import exclusions_text
 from bot.blocks.kit import (
@@ -23,15 +22,18 @@ from bot.blocks.kit import (
     header,
     line_sections,
     local_time,
-    parse_time,
     plural,
     section,
     tz_name,
     utc_minute,
 )
+from bot.domain.executions import MAIN_KEY
 from bot.domain.kpi import DASH
-from bot.domain.roles import Role
-from bot.textviews import error_text, warning_text
+from bot.domain.lifecycle import DeliveryState
+from bot.domain.roles import Role, SubjectKind
+from bot.services.deliveries.prepare import PreparationResult
+from bot.services.deliveries.views import DeliverySummary, HistoryEntry, Schedule
+from bot.services.roles import Grant
 
 # (usage, what it does): the help text, and the usage hint of manifest.yml.
 SUBCOMMANDS: tuple[tuple[str, str], ...] = (
@@ -68,31 +70,29 @@ def help_blocks() -> list[Block]:
     ]
 
 
-def _schedule_word(schedule: Mapping[str, Any] | None) -> str:
-    schedule = schedule or {}
-    mode = schedule.get("mode")
-    if mode == "recurring":
-        return f"recurring ({tz_name(schedule.get('timezone'))})"
-    if mode == "at":
-        return f"at {local_time(schedule.get('at'), schedule.get('timezone'))}"
+def _schedule_word(schedule: Schedule) -> str:
+    if schedule.mode == "recurring":
+        return f"recurring ({tz_name(schedule.timezone)})"
+    if schedule.mode == "at":
+        return f"at {local_time(schedule.at, schedule.timezone)}"
     return "on confirm"
 
 
-def list_line(row: Mapping[str, Any]) -> str:
-    """One delivery of `reporting.list_deliveries`, on one line."""
-    state = str(row.get("state") or DASH)
-    if state == "ready" and not row.get("prepared", True):
+def list_line(row: DeliverySummary) -> str:
+    """One delivery of `deliveries.list_deliveries`, on one line."""
+    state = row.state.value
+    if row.state is DeliveryState.READY and not row.prepared:
         state = "ready, changed since prepared"
     return (
-        f"• *{escape(row.get('name') or DASH)}* `{escape(row['ref'])}` — {escape(state)}"
-        f" · {escape(row.get('audience') or DASH)}"
-        f" · to deliver {count(row.get('to_deliver'))} · sent {count(row.get('sent'))}"
-        f" · {_schedule_word(row.get('schedule'))}"
+        f"• *{escape(row.name or DASH)}* `{escape(row.ref)}` — {escape(state)}"
+        f" · {escape(row.audience or DASH)}"
+        f" · to deliver {count(row.to_deliver)} · sent {count(row.sent)}"
+        f" · {_schedule_word(row.schedule)}"
     )
 
 
-def list_blocks(rows: Sequence[Mapping[str, Any]]) -> list[Block]:
-    """`/campaign list`: rows of `reporting.list_deliveries`, in at most 50 blocks.
+def list_blocks(rows: Sequence[DeliverySummary]) -> list[Block]:
+    """`/campaign list`, in at most 50 blocks.
 
     Rows are packed into sections of at most 3,000 characters; rows that would need
     more than one message are counted in a last line that names the CLI listing.
@@ -112,93 +112,74 @@ def list_blocks(rows: Sequence[Mapping[str, Any]]) -> list[Block]:
     return blocks
 
 
-def prepare_result_blocks(result: Mapping[str, Any]) -> list[Block]:
-    """`/campaign prepare <ref>`: `PreparationResult.as_dict()` as a reply.
-
-    Shape: ref, state, targeted, excluded, to_deliver, exclusions {reason: n}, errors
-    (dicts for `textviews.error_text`), errors_total, warnings (dicts for
-    `textviews.warning_text`), duration_s. Critical errors come first, because they
-    are what blocks the confirm.
-    """
-    ref = escape(result["ref"])
-    errors = list(result.get("errors") or [])
-    errors_total = max(int(result.get("errors_total") or 0), len(errors))
-    warnings = list(result.get("warnings") or [])
-    to_deliver = int(result.get("to_deliver") or 0)
+def _headline(result: PreparationResult) -> str:
+    ref = escape(result.ref)
+    errors_total = max(result.errors_total, len(result.errors))
     if errors_total:
-        headline = (
+        return (
             f":x: *{ref}* has {plural(errors_total, 'critical error')}: it cannot be "
             f"confirmed. Fix the template, then run `/campaign prepare {ref}` again."
         )
-    elif to_deliver == 0:
-        headline = (
+    if result.to_deliver == 0:
+        return (
             f":warning: *{ref}* is prepared but has nobody to deliver to: check its audience "
             "and the exclusions below."
         )
-    else:
-        headline = (
-            f":white_check_mark: *{ref}* is prepared: "
-            f"{plural(to_deliver, 'recipient')} to deliver. "
-            f"Next: `/confirm-send {ref}`."
-        )
-    duration = result.get("duration_s")
+    return (
+        f":white_check_mark: *{ref}* is prepared: "
+        f"{plural(result.to_deliver, 'recipient')} to deliver. "
+        f"Next: `/confirm-send {ref}`."
+    )
+
+
+def prepare_result_blocks(result: PreparationResult) -> list[Block]:
+    """`/campaign prepare <ref>`: the preparation's figures, errors first.
+
+    Critical errors come first, because they are what blocks the confirm.
+    """
     pairs = [
-        ("Targeted", count(result.get("targeted"))),
-        (
-            "Excluded",
-            exclusions_text(result.get("excluded"), result.get("exclusions") or {}),
-        ),
-        ("To deliver", count(result.get("to_deliver"))),
-        ("State", escape(result.get("state") or DASH)),
+        ("Targeted", count(result.targeted)),
+        ("Excluded", exclusions_text(result.excluded, result.exclusions)),
+        ("To deliver", count(result.to_deliver)),
+        ("State", escape(result.state.value)),
     ]
-    blocks: list[Block] = [section(headline), *field_sections(pairs)]
-    if errors:
-        lines = [f"• {escape(error_text(e))}" for e in errors[:MAX_LISTED_ERRORS]]
-        more = errors_total - len(lines)
+    blocks: list[Block] = [section(_headline(result)), *field_sections(pairs)]
+    if result.errors:
+        lines = [f"• {escape(e.describe())}" for e in result.errors[:MAX_LISTED_ERRORS]]
+        more = max(result.errors_total, len(result.errors)) - len(lines)
         if more > 0:
             lines.append(f"…and {more:,} more")
         blocks.append(section("*Critical errors*\n" + "\n".join(lines)))
-    if warnings:
-        lines = [f"• {escape(warning_text(w))}" for w in warnings[:MAX_LISTED_WARNINGS]]
-        if len(warnings) > MAX_LISTED_WARNINGS:
-            lines.append(f"…and {len(warnings) - MAX_LISTED_WARNINGS:,} more")
+    if result.warnings:
+        lines = [f"• {escape(w.describe())}" for w in result.warnings[:MAX_LISTED_WARNINGS]]
+        if len(result.warnings) > MAX_LISTED_WARNINGS:
+            lines.append(f"…and {len(result.warnings) - MAX_LISTED_WARNINGS:,} more")
         blocks.append(section("*Warnings* (they do not block the send)\n" + "\n".join(lines)))
-    if duration is not None:
-        blocks.append(context(f"Prepared in {float(duration):.1f} s."))
+    blocks.append(context(f"Prepared in {result.duration_s:.1f} s."))
     return blocks
 
 
-def _status_text(row: Mapping[str, Any]) -> str:
-    status = str(row.get("status") or DASH).capitalize()
-    detail = [str(x) for x in (row.get("failure_type"), row.get("failure_reason")) if x]
+def _status_text(row: HistoryEntry) -> str:
+    status = row.status.value.capitalize()
+    detail = [str(x) for x in (row.failure_type, row.failure_reason) if x]
     if detail:
         status += f" ({escape(': '.join(detail))})"
     return status
 
 
-def history_line(row: Mapping[str, Any]) -> str:
+def history_line(row: HistoryEntry) -> str:
     """One message a profile received, on one line."""
-    name = escape(row.get("name") or DASH)
-    where = f"*{name}* `{escape(row.get('ref') or DASH)}`"
-    execution = row.get("execution")
-    if execution and execution != "main":
-        where += f" (run `{escape(execution)}`)"
-    opens, clicks = int(row.get("opens") or 0), int(row.get("clicks") or 0)
+    where = f"*{escape(row.name or DASH)}* `{escape(row.ref or DASH)}`"
+    if row.execution and row.execution != MAIN_KEY:
+        where += f" (run `{escape(row.execution)}`)"
     return (
-        f"• {utc_minute(row.get('date'))} — {where} — {_status_text(row)}"
-        f" · {plural(opens, 'open')} · {plural(clicks, 'click')}"
+        f"• {utc_minute(row.date)} — {where} — {_status_text(row)}"
+        f" · {plural(row.opens, 'open')} · {plural(row.clicks, 'click')}"
     )
 
 
-def history_blocks(email: str, rows: Sequence[Mapping[str, Any]]) -> list[Block]:
-    """`/campaign history <email>`: a profile's marketing history, newest first.
-
-    Each row is a `reporting.marketing_history` dict:
-    `{"date": ISO 8601 (relayed, else created), "email": str, "ref": str, "name": str,
-    "execution": str ("main" for a one-off delivery), "status": "queued" | "pending" |
-    "sent" | "failed" | "ignored", "failure_type": str | None, "failure_reason":
-    str | None, "opens": int, "clicks": int}`.
-    """
+def history_blocks(email: str, rows: Sequence[HistoryEntry]) -> list[Block]:
+    """`/campaign history <email>`: a profile's marketing history, newest first."""
     blocks: list[Block] = [header(f"Marketing history — {email}")]
     if not rows:
         blocks.append(section(f"No message was sent to {escape(email)} yet."))
@@ -212,9 +193,9 @@ def history_blocks(email: str, rows: Sequence[Mapping[str, Any]]) -> list[Block]
     return blocks
 
 
-def _subject(grant: Mapping[str, Any]) -> str:
-    ident = escape(grant.get("subject_id") or DASH)
-    if grant.get("subject_kind") == "usergroup":
+def _subject(grant: Grant) -> str:
+    ident = escape(grant.subject_id or DASH)
+    if grant.subject_kind is SubjectKind.USERGROUP:
         return f"<!subteam^{ident}>"
     return f"<@{ident}>"
 
@@ -225,12 +206,8 @@ def _granted_by(by: str | None) -> str:
     return f"<@{by}>" if _SLACK_USER.match(by) else f"`{escape(by)}`"
 
 
-def roles_blocks(grants: Sequence[Mapping[str, Any]]) -> list[Block]:
-    """`/campaign roles list`: `Grant.as_dict()` rows, grouped by role.
-
-    Shape: `{"subject_kind": "user" | "usergroup", "subject_id": str, "role": str,
-    "granted_by": str | None, "granted_at": ISO 8601}`.
-    """
+def roles_blocks(grants: Sequence[Grant]) -> list[Block]:
+    """`/campaign roles list`: every grant, grouped by role."""
     blocks: list[Block] = [header("Roles")]
     if not grants:
         blocks.append(
@@ -240,17 +217,17 @@ def roles_blocks(grants: Sequence[Mapping[str, Any]]) -> list[Block]:
             )
         )
         return blocks
-    order = {r.value: i for i, r in enumerate(Role)}
-    by_role: dict[str, list[Mapping[str, Any]]] = {}
-    for g in grants:
-        by_role.setdefault(str(g.get("role")), []).append(g)
     lines: list[str] = []
-    for role in sorted(by_role, key=lambda r: (order.get(r, len(order)), r)):
-        lines.append(f"*{escape(role)}*")
-        for g in by_role[role]:
-            at = parse_time(g.get("granted_at"))
-            when = f" on {at:%Y-%m-%d}" if at else ""
-            lines.append(f"• {_subject(g)} — granted by {_granted_by(g.get('granted_by'))}{when}")
+    for role in Role:
+        held = [g for g in grants if g.role is role]
+        if not held:
+            continue
+        lines.append(f"*{escape(role.value)}*")
+        for g in held:
+            lines.append(
+                f"• {_subject(g)} — granted by {_granted_by(g.granted_by)}"
+                f" on {g.granted_at:%Y-%m-%d}"
+            )
     blocks += line_sections(
         lines, room=MAX_BLOCKS - len(blocks) - 1, more="…and {n} more lines.", max_lines=30
     )

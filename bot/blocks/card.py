@@ -5,14 +5,13 @@ why, when it leaves, how long feedback is followed) and offers **Confirm send** 
 when the delivery can be confirmed. The confirm dialog then says exactly what OK will
 do, because OK is the moment of no return.
 
-Inputs are the dicts of `bot.services.reporting` (`delivery_detail` and the rows of
-`list_deliveries`, README "JSON output"); nothing here reads the database.
+Inputs are the typed views of `bot.services.deliveries.views` (a `Card` and the
+`DeliverySummary` rows of the picker); nothing here reads the database.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from bot.blocks import ids
 from bot.blocks.kit import (
@@ -38,138 +37,115 @@ from bot.blocks.kit import (
     truncate,
     tz_name,
 )
+from bot.domain.exclusions import ExclusionReason
 from bot.domain.kpi import DASH
+from bot.domain.schedule import Aggregation
+from bot.services.deliveries.views import Card, DeliveryDetail, DeliverySummary
 
 
-def schedule_text(detail: Mapping[str, Any]) -> str:
+def schedule_text(detail: DeliveryDetail) -> str:
     """When the delivery leaves, in mrkdwn: "as soon as confirmed", a local time, or a cron."""
-    recurrence = detail.get("recurrence")
+    recurrence = detail.recurrence
     if recurrence:
-        text = f"recurring: `{escape(recurrence['cron'])}` {tz_name(recurrence.get('timezone'))}"
-        aggregation = recurrence.get("aggregation")
-        if aggregation and aggregation != "none":
-            text += f", one execution per {escape(aggregation)}"
+        text = f"recurring: `{escape(recurrence.cron)}` {tz_name(recurrence.timezone)}"
+        if recurrence.aggregation is not Aggregation.NONE:
+            text += f", one execution per {escape(recurrence.aggregation.value)}"
         return text
-    schedule = detail.get("schedule") or {}
-    if schedule.get("mode") == "at":
-        return local_time(schedule.get("at"), schedule.get("timezone"))
+    if detail.schedule.mode == "at":
+        return local_time(detail.schedule.at, detail.schedule.timezone)
     return "as soon as confirmed"
 
 
-def to_deliver(detail: Mapping[str, Any]) -> int:
-    """The "To deliver" figure of the last preparation (0 when never prepared)."""
-    prep = detail.get("preparation") or {}
-    value = prep.get("to_deliver")
-    if value is None:
-        value = (detail.get("kpis") or {}).get("to_deliver")
-    return int(value or 0)
-
-
-def exclusions_text(total: int | None, by_reason: Mapping[str, int]) -> str:
+def exclusions_text(total: int | None, by_reason: Mapping[ExclusionReason, int]) -> str:
     """ "7" then one line per reason, largest first: "duplicate address: 4"."""
     if total is None:
         return DASH
     if not by_reason:
         return count(total) if total else "none"
     ordered = sorted(by_reason.items(), key=lambda item: (-item[1], item[0]))
-    lines = [f"{escape(reason)}: {n:,}" for reason, n in ordered]
+    lines = [f"{escape(reason.value)}: {n:,}" for reason, n in ordered]
     return "\n".join([count(total), *lines])
 
 
-def confirm_text(detail: Mapping[str, Any]) -> str:
+def confirm_text(detail: DeliveryDetail) -> str:
     """The OK dialog's sentence: exactly what will happen (SPEC section 9).
 
     "Send *Spring sale* to 12,408 recipients now." or "… at 09:00 Europe/Paris on
     Fri 27 Nov 2026." The name is shortened, never the count or the moment.
     """
-    who = plural(to_deliver(detail), "recipient")
-    schedule = detail.get("schedule") or {}
-    if detail.get("recurrence"):
-        recurrence = detail["recurrence"]
-        when = f"on its schedule ({recurrence['cron']} {tz_name(recurrence.get('timezone'))})"
-    elif schedule.get("mode") == "at":
-        when = f"at {local_time(schedule.get('at'), schedule.get('timezone'))}"
+    who = plural(detail.preparation.to_deliver, "recipient")
+    if detail.recurrence:
+        recurrence = detail.recurrence
+        when = f"on its schedule ({recurrence.cron} {tz_name(recurrence.timezone)})"
+    elif detail.schedule.mode == "at":
+        when = f"at {local_time(detail.schedule.at, detail.schedule.timezone)}"
     else:
         when = "now"
     template = f"Send *{{}}* to {who} {when}."
-    return fit(template, str(detail["name"]), MAX_CONFIRM_TEXT)
+    return fit(template, detail.name, MAX_CONFIRM_TEXT)
 
 
-def confirm_button(detail: Mapping[str, Any]) -> dict[str, Any]:
+def confirm_button(detail: DeliveryDetail) -> dict[str, object]:
     """**Confirm send**, whose OK dialog is the second step of the confirmation."""
     return button(
         "Confirm send",
         ids.CONFIRM_SEND,
-        ids.button_value(detail["ref"]),
+        ids.button_value(detail.ref),
         style="primary",
         confirm=confirm_dialog("Confirm send", confirm_text(detail)),
     )
 
 
-def delivery_card(detail: Mapping[str, Any], not_ready: str | None) -> list[Block]:
-    """The card of one delivery, from `reporting.delivery_detail`.
+def delivery_card(card: Card) -> list[Block]:
+    """The card of one delivery, with **Confirm send** when it can be confirmed.
 
-    `not_ready` is `sending.not_ready_reason` (None when it can be confirmed): with a
-    reason, the card says it instead of showing a button that would only be refused.
+    With a reason it cannot (`card.not_ready`), the card says it instead of showing a
+    button that would only be refused.
     """
-    prep = detail.get("preparation") or {}
-    prepared = prep.get("prepared_at") is not None
-    state = str(detail.get("state") or DASH)
-    if prepared and not prep.get("current", True):
+    detail = card.detail
+    prep = detail.preparation
+    state = detail.state.value
+    if prep.prepared and not prep.current:
         state += " (changed since it was prepared)"
     pairs = [
         ("State", escape(state)),
-        ("Audience", escape(detail.get("audience") or DASH)),
-        ("To deliver", count(to_deliver(detail)) if prepared else "not prepared yet"),
-        (
-            "Exclusions",
-            exclusions_text(prep.get("excluded"), prep.get("exclusions") or {})
-            if prepared
-            else DASH,
-        ),
+        ("Audience", escape(detail.audience or DASH)),
+        ("To deliver", count(prep.to_deliver) if prep.prepared else "not prepared yet"),
+        ("Exclusions", exclusions_text(prep.excluded, prep.exclusions) if prep.prepared else DASH),
         ("Schedule", schedule_text(detail)),
-        ("Validity", escape(detail.get("validity") or DASH)),
-        ("EFS", "on" if detail.get("efs") else "off"),
+        ("Validity", escape(detail.validity or DASH)),
+        ("EFS", "on" if detail.efs else "off"),
     ]
-    blocks: list[Block] = [header(f"{detail['name']} ({detail['ref']})")]
+    blocks: list[Block] = [header(f"{detail.name} ({detail.ref})")]
     blocks += field_sections(pairs)
-    about = []
-    if detail.get("from"):
-        about.append(f"From {escape(detail['from'])}")
-    if detail.get("subject"):
-        about.append(f"Subject: {escape(detail['subject'])}")
+    about = [f"From {escape(detail.sender)}"] if detail.sender else []
+    if detail.subject:
+        about.append(f"Subject: {escape(detail.subject)}")
     if about:
         blocks.append(context(" · ".join(about)))
-    if not_ready is None:
+    if card.not_ready is None:
         blocks.append(actions([confirm_button(detail)], ids.CARD_ACTIONS_BLOCK))
     else:
-        blocks.append(context(f":no_entry: {escape(not_ready, keep_tokens=True)}"))
+        blocks.append(context(f":no_entry: {escape(card.not_ready, keep_tokens=True)}"))
     return blocks
 
 
-def picker_option(row: Mapping[str, Any]) -> dict[str, Any]:
+def picker_option(row: DeliverySummary) -> dict[str, object]:
     """ "Spring sale (spring-sale) — 12,408 recipients"; the name gives way if too long."""
-    name = str(row["name"])
-    suffix = f" ({row['ref']}) — {plural(int(row.get('to_deliver') or 0), 'recipient')}"
+    suffix = f" ({row.ref}) — {plural(row.to_deliver, 'recipient')}"
     room = MAX_OPTION_TEXT - len(suffix)
+    name = row.name
     text = truncate(name, room) + suffix if room >= 2 else truncate(name + suffix, MAX_OPTION_TEXT)
-    return {"text": plain(text, MAX_OPTION_TEXT), "value": str(row["ref"])}
+    return {"text": plain(text, MAX_OPTION_TEXT), "value": row.ref}
 
 
-def delivery_picker(rows: Sequence[Mapping[str, Any]]) -> list[Block]:
-    """`/confirm-send` without a ref: pick one of the ready deliveries.
+def delivery_picker(rows: Sequence[DeliverySummary]) -> list[Block]:
+    """`/confirm-send` without a ref: pick one of the ready deliveries (`rows`).
 
-    `rows` are `reporting.list_deliveries` rows; only those ready and prepared for
-    their current content are offered. Slack allows 100 options: beyond that the
-    message says how to name one directly.
+    Slack allows 100 options, of at most 150 characters: beyond that the message says
+    how to name one directly.
     """
-    ready = [
-        r
-        for r in rows
-        if r.get("state") == "ready"
-        and r.get("prepared", True)
-        and len(str(r["ref"])) <= MAX_OPTION_VALUE
-    ]
+    ready = [r for r in rows if len(r.ref) <= MAX_OPTION_VALUE]
     if not ready:
         return [
             section(

@@ -6,20 +6,19 @@ draws every stage: the buttons follow the state (Pause while in progress, Resume
 while paused, none of them once the send is over) and a rate the logs cannot divide
 yet shows as "—" rather than a misleading 0 %.
 
-Inputs: `reporting.delivery_detail(...)` and `reporting.sending_progress(...)` dicts.
+Input: a `DeploymentView` (the delivery's detail, its progress, the moment).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 from bot.blocks import ids
 from bot.blocks.kit import (
     MAX_CONFIRM_TEXT,
     Block,
+    Message,
     actions,
     button,
     confirm_dialog,
@@ -31,20 +30,29 @@ from bot.blocks.kit import (
     fit,
     header,
     local_time,
-    parse_time,
     plural,
     section,
     slack_date,
 )
-from bot.domain.kpi import DASH, format_pct
+from bot.domain.kpi import Kpis, format_pct
+from bot.domain.lifecycle import DeliveryState
+from bot.services.deliveries.views import (
+    DeliveryDetail,
+    DeploymentView,
+    ExecutionView,
+    Figures,
+    SendingProgress,
+)
 
 BAR_WIDTH = 20
 BAR_FULL = "█"
 BAR_EMPTY = "░"
 
-RELAYING_STATES = frozenset({"in-progress", "paused"})
+RELAYING_STATES = frozenset({DeliveryState.IN_PROGRESS, DeliveryState.PAUSED})
 # States from which the lifecycle allows Stop (bot.domain.lifecycle.TRANSITIONS).
-STOPPABLE_STATES = frozenset({"start-pending", "in-progress", "paused"})
+STOPPABLE_STATES = frozenset(
+    {DeliveryState.START_PENDING, DeliveryState.IN_PROGRESS, DeliveryState.PAUSED}
+)
 USER_ID = re.compile(r"^[UW][A-Z0-9]+$")
 
 
@@ -73,69 +81,57 @@ def rate_text(rate: float | None) -> str:
     return f"{number} msg/s"
 
 
-def progress_line(progress: Mapping[str, Any]) -> str:
+def progress_line(progress: SendingProgress) -> str:
     """ "`██░░…` 1,234 / 12,408 (10 %) · 350 msg/s" (the rate reads "paused" when paused)."""
-    relayed = int(progress.get("relayed") or 0)
-    total = int(progress.get("to_deliver") or 0)
-    cells, pct = progress_fraction(relayed, total)
+    cells, pct = progress_fraction(progress.relayed, progress.to_deliver)
     bar = BAR_FULL * cells + BAR_EMPTY * (BAR_WIDTH - cells)
-    speed = "paused" if progress.get("state") == "paused" else rate_text(progress.get("rate_per_s"))
-    return f"`{bar}` {relayed:,} / {total:,} ({pct} %) · {speed}"
+    paused = progress.state is DeliveryState.PAUSED
+    speed = "paused" if paused else rate_text(progress.rate_per_s)
+    return f"`{bar}` {progress.relayed:,} / {progress.to_deliver:,} ({pct} %) · {speed}"
 
 
-def is_relaying(state: str, progress: Mapping[str, Any] | None) -> bool:
+def is_relaying(state: DeliveryState, progress: SendingProgress | None) -> bool:
     """Messages are still waiting to leave: the progress bar is worth showing."""
     if progress is None or state not in RELAYING_STATES:
         return False
-    return int(progress.get("queued") or 0) > 0
+    return progress.queued > 0
 
 
-def kpi_source(detail: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+def kpi_source(detail: DeliveryDetail) -> tuple[str, Figures]:
     """Which figures the KPI block shows, and its title.
 
     A one-off delivery has one set of KPIs. A recurring one has one per execution
     (SPEC section 4): the message shows the latest execution's.
     """
-    executions = list(detail.get("executions") or [])
-    if detail.get("recurrence") and executions:
+    if detail.recurrence and detail.executions:
         never = datetime.min.replace(tzinfo=UTC)
-        latest = max(
-            executions,
-            key=lambda e: (
-                parse_time(e.get("occurrence_at") or e.get("started_at")) or never,
-                str(e.get("key")),
-            ),
-        )
-        tz = (detail.get("recurrence") or {}).get("timezone")
-        when = local_time(latest.get("occurrence_at"), tz)
-        return f"*Latest execution* — {when} ({escape(latest.get('state') or DASH)})", latest
-    return "*KPIs*", detail
+
+        def order(e: ExecutionView) -> tuple[datetime, str]:
+            return (e.occurrence_at or e.started_at or never, e.key)
+
+        latest = max(detail.executions, key=order)
+        when = local_time(latest.occurrence_at, detail.recurrence.timezone)
+        return f"*Latest execution* — {when} ({escape(latest.state.value)})", latest.figures
+    return "*KPIs*", detail.figures
 
 
-def kpi_pairs(block: Mapping[str, Any]) -> list[tuple[str, str]]:
+def kpi_pairs(k: Kpis) -> list[tuple[str, str]]:
     """The six KPIs of SPEC section 6, as label/value fields."""
-    k = block.get("kpis") or {}
     return [
-        ("To deliver", count(k.get("to_deliver"))),
-        ("Sent", count(k.get("sent"))),
-        ("Delivered", format_pct(k.get("delivered_pct"))),
-        ("Bounces + errors", format_pct(k.get("bounces_errors_pct"))),
-        ("Open rate", format_pct(k.get("open_rate"))),
-        ("Click-through rate", format_pct(k.get("click_through_rate"))),
+        ("To deliver", count(k.to_deliver)),
+        ("Sent", count(k.sent)),
+        ("Delivered", format_pct(k.delivered_pct)),
+        ("Bounces + errors", format_pct(k.bounces_errors_pct)),
+        ("Open rate", format_pct(k.open_rate)),
+        ("Click-through rate", format_pct(k.click_through_rate)),
     ]
 
 
-def remaining(detail: Mapping[str, Any], progress: Mapping[str, Any] | None) -> int:
+def remaining(detail: DeliveryDetail, progress: SendingProgress | None) -> int:
     """Recipients a stop would leave unsent: queued logs, or everyone before the start."""
-    if progress is not None:
-        left = int(progress.get("queued") or 0)
-    else:
-        left = int((detail.get("logs") or {}).get("queued") or 0)
-    if detail.get("state") == "start-pending":
-        to_deliver = (detail.get("kpis") or {}).get("to_deliver")
-        if to_deliver is None:
-            to_deliver = (detail.get("preparation") or {}).get("to_deliver")
-        left = max(left, int(to_deliver or 0))
+    left = progress.queued if progress is not None else detail.figures.counters.queued
+    if detail.state is DeliveryState.START_PENDING:
+        left = max(left, detail.figures.kpis.to_deliver)
     return left
 
 
@@ -147,21 +143,18 @@ def stop_text(name: str, left: int) -> str:
 
 
 def steering_buttons(
-    detail: Mapping[str, Any], progress: Mapping[str, Any] | None
-) -> list[dict[str, Any]]:
+    detail: DeliveryDetail, progress: SendingProgress | None
+) -> list[dict[str, object]]:
     """Compute stats always; Pause or Resume by state; Stop send until the send is over."""
-    state = str(detail.get("state"))
-    value = ids.button_value(detail["ref"])
+    value = ids.button_value(detail.ref)
     elements = [button("Compute stats", ids.COMPUTE_STATS, value)]
-    if state == "in-progress":
+    if detail.state is DeliveryState.IN_PROGRESS:
         elements.append(button("Pause", ids.PAUSE, value))
-    elif state == "paused":
+    elif detail.state is DeliveryState.PAUSED:
         elements.append(button("Resume", ids.RESUME, value, style="primary"))
-    if state in STOPPABLE_STATES:
+    if detail.state in STOPPABLE_STATES:
         dialog = confirm_dialog(
-            "Stop send",
-            stop_text(str(detail["name"]), remaining(detail, progress)),
-            style="danger",
+            "Stop send", stop_text(detail.name, remaining(detail, progress)), style="danger"
         )
         elements.append(button("Stop send", ids.STOP, value, style="danger", confirm=dialog))
     return elements
@@ -172,21 +165,21 @@ def who(actor: str) -> str:
     return f"<@{actor}>" if USER_ID.match(actor) else escape(actor)
 
 
-def status_line(detail: Mapping[str, Any], now: datetime | None) -> str:
+def status_line(detail: DeliveryDetail, now: datetime | None) -> str:
     """ "State: *in-progress* · confirmed … by @x · started … · updated …".
 
     Dates are `<!date>` tokens: each reader sees them in their own time zone.
     """
-    parts = [f"State: *{escape(detail.get('state') or DASH)}*"]
-    confirmed = parse_time(detail.get("confirmed_at"))
-    if confirmed is not None:
-        by = detail.get("confirmed_by")
-        parts.append(f"confirmed {slack_date(confirmed)}" + (f" by {who(by)}" if by else ""))
-    schedule = detail.get("schedule") or {}
-    if detail.get("state") == "start-pending" and schedule.get("mode") == "at":
-        parts.append(f"starts at {local_time(schedule.get('at'), schedule.get('timezone'))}")
-    for label, key in (("started", "started_at"), ("ended", "finished_at")):
-        at = parse_time(detail.get(key))
+    parts = [f"State: *{escape(detail.state.value)}*"]
+    if detail.confirmed_at is not None:
+        by = detail.confirmed_by
+        parts.append(
+            f"confirmed {slack_date(detail.confirmed_at)}" + (f" by {who(by)}" if by else "")
+        )
+    schedule = detail.schedule
+    if detail.state is DeliveryState.START_PENDING and schedule.mode == "at":
+        parts.append(f"starts at {local_time(schedule.at, schedule.timezone)}")
+    for label, at in (("started", detail.started_at), ("ended", detail.finished_at)):
         if at is not None:
             parts.append(f"{label} {slack_date(at)}")
     if now is not None:
@@ -194,28 +187,18 @@ def status_line(detail: Mapping[str, Any], now: datetime | None) -> str:
     return " · ".join(parts)
 
 
-def deployment_message(
-    detail: Mapping[str, Any],
-    progress: Mapping[str, Any] | None,
-    *,
-    now: datetime | None = None,
-) -> dict[str, Any]:
-    """`{"text", "blocks"}` for chat.postMessage / chat.update / a slash command reply.
-
-    `progress` is `reporting.sending_progress` (None when not read); `now`, when given
-    (the services' clock), is shown as the time of this update.
-    """
-    name = str(detail["name"])
-    state = str(detail.get("state"))
-    blocks: list[Block] = [header(f"Deployment — {name}")]
-    if is_relaying(state, progress):
+def deployment_message(view: DeploymentView) -> Message:
+    """`{"text", "blocks"}` for chat.postMessage / chat.update / a slash command reply."""
+    detail, progress = view.detail, view.progress
+    blocks: list[Block] = [header(f"Deployment — {detail.name}")]
+    if is_relaying(detail.state, progress):
         assert progress is not None
         blocks.append(section(progress_line(progress), block_id=ids.DEPLOYMENT_PROGRESS_BLOCK))
     title, source = kpi_source(detail)
-    blocks += field_sections(kpi_pairs(source), block_id=ids.DEPLOYMENT_KPIS_BLOCK, text=title)
+    k = source.kpis
+    blocks += field_sections(kpi_pairs(k), block_id=ids.DEPLOYMENT_KPIS_BLOCK, text=title)
     blocks.append(actions(steering_buttons(detail, progress), ids.DEPLOYMENT_ACTIONS_BLOCK))
-    blocks.append(context(status_line(detail, now)))
-    k = source.get("kpis") or {}
-    summary = f"Deployment — {name}: {state}, sent {count(k.get('sent'))} of "
-    summary += f"{plural(int(k.get('to_deliver') or 0), 'recipient')}"
+    blocks.append(context(status_line(detail, view.now)))
+    summary = f"Deployment — {detail.name}: {detail.state.value}, sent {count(k.sent)} of "
+    summary += plural(k.to_deliver, "recipient")
     return {"text": fallback(summary), "blocks": blocks}

@@ -6,21 +6,17 @@ One section per delivery keeps a row readable and lets the digest split anywhere
 a row is far below the 3,000 characters of a section (names are shortened). Rows
 come largest first, so the first message holds what matters most.
 
-Input rows (from `bot.services.digest`):
-`{"ref", "name", "execution", "validity_ends_at", "kpis": {…}, "change": {…} | None}`,
-with `kpis` as `Kpis.as_dict()` and `change` as `KpiChange` fields (None for a delivery
-that was not in the previous digest).
+Input: a `DigestPage` (`bot.services.digest_views`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
 
 from bot.blocks.kit import (
     MAX_BLOCKS,
     Block,
+    Message,
     clock_time,
     context,
     count,
@@ -33,14 +29,16 @@ from bot.blocks.kit import (
     tz_name,
     zone,
 )
+from bot.domain.executions import MAIN_KEY
 from bot.domain.kpi import format_pct
+from bot.services.digest import ROWS_PER_PAGE
+from bot.services.digest_views import DigestPage, DigestRow
 
-ROWS_PER_MESSAGE = 45
 HEADING_BLOCKS = 2  # a header (or context) and the summary context
 NAME_LIMIT = 120
 MINUS = "−"
 
-assert HEADING_BLOCKS + ROWS_PER_MESSAGE <= MAX_BLOCKS
+assert HEADING_BLOCKS + ROWS_PER_PAGE <= MAX_BLOCKS
 
 
 def signed_count(n: int) -> str:
@@ -65,45 +63,43 @@ def slot_label(slot_at: datetime, tz: str | None) -> str:
     return clock_time(slot_at, tz, same_day_as=None)
 
 
-def row_title(row: Mapping[str, Any]) -> str:
+def row_title(row: DigestRow) -> str:
     """ "*Spring sale* · `spring-sale`", with the execution for a recurring delivery."""
-    name = escape(truncate(str(row.get("name") or row.get("ref")), NAME_LIMIT))
-    title = f"*{name}*"
-    execution = row.get("execution")
-    if execution and execution != "main":
-        title += f" — {escape(truncate(str(execution), 64))}"
-    return f"{title} · `{escape(truncate(str(row.get('ref')), 100))}`"
+    title = f"*{escape(truncate(row.name or row.ref, NAME_LIMIT))}*"
+    if row.execution and row.execution != MAIN_KEY:
+        title += f" — {escape(truncate(row.execution, 64))}"
+    return f"{title} · `{escape(truncate(row.ref, 100))}`"
 
 
 def _with_change(value: str, change: str | None) -> str:
     return f"*{value}* ({change})" if change else f"*{value}*"
 
 
-def row_text(row: Mapping[str, Any], tz: str | None, slot_at: datetime) -> str:
+def row_text(row: DigestRow, tz: str | None, slot_at: datetime) -> str:
     """Two lines: who and until when; then the six KPIs, each with its change."""
-    k = row.get("kpis") or {}
-    change = row.get("change")
-    ends = clock_time(row.get("validity_ends_at"), tz, same_day_as=slot_at)
+    k, change = row.kpis, row.change
+    ends = clock_time(row.validity_ends_at, tz, same_day_as=slot_at)
     first = f"{row_title(row)} · validity ends {ends}"
-    if row.get("new"):
+    if row.new:
         first += " · _new_"
 
-    def moved(key: str) -> str | None:
+    def moved(name: str) -> str | None:
         if change is None:
             return None
-        if key == "sent":
-            return signed_count(int(change.get("sent") or 0))
-        return signed_points(change.get(key))
+        if name == "sent":
+            return signed_count(change.sent)
+        value: float | None = getattr(change, name)
+        return signed_points(value)
 
     kpis = [
-        f"To deliver *{count(k.get('to_deliver'))}*",
-        "Sent " + _with_change(count(k.get("sent")), moved("sent")),
-        "Delivered " + _with_change(format_pct(k.get("delivered_pct")), moved("delivered_pct")),
+        f"To deliver *{count(k.to_deliver)}*",
+        "Sent " + _with_change(count(k.sent), moved("sent")),
+        "Delivered " + _with_change(format_pct(k.delivered_pct), moved("delivered_pct")),
         "Bounces + errors "
-        + _with_change(format_pct(k.get("bounces_errors_pct")), moved("bounces_errors_pct")),
-        "Open rate " + _with_change(format_pct(k.get("open_rate")), moved("open_rate")),
+        + _with_change(format_pct(k.bounces_errors_pct), moved("bounces_errors_pct")),
+        "Open rate " + _with_change(format_pct(k.open_rate), moved("open_rate")),
         "Click-through "
-        + _with_change(format_pct(k.get("click_through_rate")), moved("click_through_rate")),
+        + _with_change(format_pct(k.click_through_rate), moved("click_through_rate")),
     ]
     return first + "\n" + " · ".join(kpis)
 
@@ -122,41 +118,18 @@ def summary_line(
     return text
 
 
-def digest_messages(
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    slot_at: datetime,
-    tz: str | None,
-    previous_at: datetime | None,
-    per_message: int = ROWS_PER_MESSAGE,
-) -> list[dict[str, Any]]:
-    """The digest as `{"text", "blocks"}` messages, `per_message` rows each, in order.
-
-    No rows, no messages: an empty digest is never posted.
-    """
-    if not 1 <= per_message <= MAX_BLOCKS - HEADING_BLOCKS:
-        raise ValueError(f"a digest message holds 1 to {MAX_BLOCKS - HEADING_BLOCKS} rows")
-    chunks = [rows[i : i + per_message] for i in range(0, len(rows), per_message)]
+def digest_message(page: DigestPage) -> Message:
+    """One message of the digest as `{"text", "blocks"}`: its heading, then its rows."""
+    tz, slot_at = page.tz, page.slot_at
     when = slot_label(slot_at, tz)
-    messages = []
-    for number, chunk in enumerate(chunks, start=1):
-        blocks: list[Block] = [
-            header(f"KPI digest — {slot_at.astimezone(zone(tz)):%H:%M} {tz_name(tz)}")
-            if number == 1
-            else context(f"*KPI digest — {when}* (continued)"),
-            context(summary_line(len(rows), previous_at, tz, number, len(chunks))),
-        ]
-        blocks += [section(row_text(row, tz, slot_at)) for row in chunk]
-        text = f"KPI digest, {when}: {plural(len(rows), 'delivery', 'deliveries')} in validity"
-        if len(chunks) > 1:
-            text += f" (part {number} of {len(chunks)})"
-        messages.append({"text": fallback(text), "blocks": blocks})
-    return messages
-
-
-def chart_comment(slot_at: datetime, tz: str | None, shown: int, total: int) -> str:
-    """The comment the chart is shared with."""
-    which = "the delivery" if shown == 1 else f"the {shown} largest of {total}"
-    if shown == total and shown > 1:
-        which = f"all {shown}"
-    return f"KPI digest, {slot_label(slot_at, tz)}: KPIs over time of {which}"
+    blocks: list[Block] = [
+        header(f"KPI digest — {slot_at.astimezone(zone(tz)):%H:%M} {tz_name(tz)}")
+        if page.part == 1
+        else context(f"*KPI digest — {when}* (continued)"),
+        context(summary_line(page.total, page.previous_at, tz, page.part, page.parts)),
+    ]
+    blocks += [section(row_text(row, tz, slot_at)) for row in page.rows]
+    text = f"KPI digest, {when}: {plural(page.total, 'delivery', 'deliveries')} in validity"
+    if page.parts > 1:
+        text += f" (part {page.part} of {page.parts})"
+    return {"text": fallback(text), "blocks": blocks}

@@ -54,3 +54,44 @@ def cast(ballot: Ballot, user: str, choice: Choice) -> tuple[Result, Ballot]:
     return Result.APPROVED, replace(
         ballot, state=RequestState.APPROVED, approvers=approvers, decided_by=approvers
     )
+
+
+@dataclass(frozen=True)
+class Effects:
+    """What a click's result asks of the store."""
+
+    vote: bool = False  # this person's approval is recorded
+    close: bool = False  # the request is decided: its state, by whom and when
+    skip: bool = False  # the occurrence is never sent
+    send: bool = False  # the occurrence is sent now
+
+    @property
+    def visible(self) -> bool:
+        """The request's message in Slack must change to show it."""
+        return self.vote or self.close
+
+
+EFFECTS: dict[Result, Effects] = {
+    Result.APPROVED: Effects(vote=True, close=True, send=True),
+    Result.SKIPPED: Effects(close=True, skip=True),
+    Result.RECORDED: Effects(vote=True),
+    Result.ALREADY_VOTED: Effects(),
+    Result.DECIDED: Effects(),
+}
+
+
+def click_note(result: Result, before: Ballot, after: Ballot) -> str:
+    """The audit log's words for what a click did."""
+    if result is Result.DECIDED:
+        return f"already {before.state.value}"
+    if result is Result.ALREADY_VOTED:
+        return "already approved by them"
+    if result is Result.RECORDED:
+        return f"approval {len(after.approvers)} of {after.required}"
+    if result is Result.SKIPPED:
+        return "skipped"
+    return "approved: sending"
+
+
+# Why an undecided request expired, unless the delivery's approval_expiry said sooner.
+EXPIRED_REASON = "not decided before the next occurrence"

@@ -9,9 +9,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 
 from bot.domain.kpi import Kpis
 from bot.domain.recurrence import crontab_trigger
+
+
+class DigestState(StrEnum):
+    PENDING = "pending"  # due, not yet claimed, or released after a Slack failure
+    POSTING = "posting"  # claimed by one process
+    POSTED = "posted"
+    EMPTY = "empty"  # nothing was active: nothing posted
+    SUPERSEDED = "superseded"  # a newer slot came before it was posted
+
+
+FINAL_STATES = frozenset({DigestState.POSTED, DigestState.EMPTY, DigestState.SUPERSEDED})
+
+
+class DigestPartKind(StrEnum):
+    """One Slack post of a digest: a page of rows, or the chart."""
+
+    PAGE = "page"
+    CHART = "chart"
+    MESSAGE = "message"  # a page stored as Block Kit by an earlier version, posted as is
+
 
 # Windows tried, shortest first, when looking back for the latest fire time: an hourly
 # cron is found in the first, a yearly one in the last.

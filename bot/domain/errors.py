@@ -20,3 +20,7 @@ class IllegalTransition(DomainError):
 
 class PermissionDenied(DomainError):
     """The person does not hold a role that allows the action."""
+
+
+class NotFound(DomainError):
+    """An unknown ref, email or id; the message says how to list the known ones."""

@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bot.domain.failures import FailureReason
+
 
 class Mode(StrEnum):
     STANDARD = "standard"  # without the Email Feedback Service
@@ -168,3 +170,14 @@ def _efs(state: LogState, event: Event) -> LogState:
 def initial_status(mode: Mode) -> LogStatus:
     """The status a successful relay leads to: what Delivered % starts from."""
     return LogStatus.SENT if mode is Mode.STANDARD else LogStatus.PENDING
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """One outcome for one sending log, as any feedback source reports it."""
+
+    sending_log_id: int
+    event: Event
+    reason: FailureReason | None = None  # SPEC section 7, e.g. "user unknown"
+    smtp_status: str | None = None
+    diagnostic: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
 from bot.domain.errors import PermissionDenied
@@ -12,6 +13,13 @@ class Role(StrEnum):
     PREPARE_DELIVERIES = "prepare-deliveries"
     START_DELIVERIES = "start-deliveries"
     ADMINISTRATION = "administration"
+
+
+class SubjectKind(StrEnum):
+    """Who holds a role: a Slack user (U…/W…), or a Slack user group (S…) and its members."""
+
+    USER = "user"
+    USERGROUP = "usergroup"
 
 
 class Permission(StrEnum):
@@ -83,3 +91,25 @@ def require(roles: Iterable[Role], permission: Permission) -> None:
         f"Your permissions do not allow you to {permission.value}. "
         f"Ask an administrator for the {needed} role."
     )
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who acts, with the roles they hold at that moment (SPEC section 2: at the click).
+
+    A Slack user's roles are read when their request arrives. The command line is run
+    by whoever runs Greenlight itself, on its machine: it acts as `COMMAND_LINE`,
+    which holds every role.
+    """
+
+    id: str
+    roles: frozenset[Role]
+
+    def may(self, permission: Permission) -> bool:
+        return allows(self.roles, permission)
+
+    def require(self, permission: Permission) -> None:
+        require(self.roles, permission)
+
+
+COMMAND_LINE = Actor("cli", frozenset(Role))

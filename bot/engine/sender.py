@@ -38,17 +38,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import bindparam, func, select, update
-
 from bot.context import Context
-from bot.domain.lifecycle import Action, DeliveryState, transition
-from bot.domain.logs import Event, FailureType, LogStatus
+from bot.domain.executions import ExecutionState
+from bot.domain.failures import reason_for_reply
+from bot.domain.lifecycle import DeliveryState
+from bot.domain.logs import Event, LogEvent
 from bot.engine.message import MessageSkeleton
+from bot.engine.rendering import MessageTemplates, RenderError, profile_context
 from bot.engine.transports.base import Envelope, RelayResult, RelayUnavailable, Transport
-from bot.services.outcomes import LogEvent, apply_log_events
-from bot.services.rendering import MessageTemplates, RenderError, profile_context
-from bot.services.sending import cancel_unsent
-from bot.store.models import Delivery, Execution, Profile, SendingLog
+from bot.store import deliveries, executions, logs
+from bot.store.logs import Claimed, Relayed
 
 log = logging.getLogger(__name__)
 
@@ -87,22 +86,6 @@ def claim_is_abandoned(token: str, claimed_at: datetime | None, now: datetime) -
     return claimed_at is None or claimed_at <= now - CLAIM_LEASE
 
 
-def failure_reason(result: RelayResult) -> str:
-    """A reason of SPEC section 7 from the relay's answer."""
-    code = result.smtp_code or 0
-    if code in (550, 551, 553):
-        return "user unknown"
-    if code in (452, 552):
-        return "mailbox full"
-    if code == 421:
-        return "unreachable"
-    if code == 554 or 500 <= code < 600:
-        return "refused"
-    if result.outcome == "hard" and not code:
-        return "invalid address"
-    return "not defined"
-
-
 @dataclass(frozen=True)
 class Backoff:
     """Waits between attempts while the relay is unavailable: 1 s doubling up to 60 s."""
@@ -113,6 +96,19 @@ class Backoff:
 
     def delay(self, attempt: int) -> float:
         return min(self.ceiling, self.first * self.factor**attempt)
+
+
+class _ChangedMeanwhile(Exception):
+    """The delivery left `in-progress` while its last batch was recorded: roll back."""
+
+
+@dataclass(frozen=True)
+class _Design:
+    """What every message of one execution shares: its templates and its skeleton."""
+
+    templates: MessageTemplates
+    skeleton: MessageSkeleton
+    delivery: dict[str, str]  # what templates see as `delivery`: ref and name
 
 
 class Sender:
@@ -144,7 +140,7 @@ class Sender:
     async def run(self, execution_id: int) -> DeliveryState:
         """Send until the execution is finished, paused or stopped; return that state."""
         self.release_claims(execution_id)
-        templates, skeleton = self._design(execution_id)
+        design = self._design(execution_id)
         token = new_claim_token()
         _LIVE_TOKENS.add(token)
         try:
@@ -164,17 +160,14 @@ class Sender:
                     state = self._finish(execution_id)
                     self.on_batch(execution_id)
                     return state
-                envelopes, unrenderable = self._build(claimed, templates, skeleton)
-                if unrenderable:
-                    self._record(unrenderable)
-                await self._relay(execution_id, envelopes, skeleton)
+                await self._relay(execution_id, self._envelopes(claimed, design), design)
                 self.on_batch(execution_id)
         finally:
             _LIVE_TOKENS.discard(token)
 
     async def retry(self, execution_id: int) -> int:
         """Send again the soft-bounced logs whose retry is due; return how many were tried."""
-        templates, skeleton = self._design(execution_id)
+        design = self._design(execution_id)
         token = new_claim_token()
         _LIVE_TOKENS.add(token)
         tried = 0
@@ -184,11 +177,9 @@ class Sender:
                 if not claimed:
                     return tried
                 tried += len(claimed)
-                counts = {log_id: count for log_id, _, _, count in claimed}
-                envelopes, unrenderable = self._build([c[:3] for c in claimed], templates, skeleton)
-                if unrenderable:
-                    self._record(unrenderable)
-                await self._relay(execution_id, envelopes, skeleton, counts)
+                counts = {c.log_id: c.retry_count for c in claimed}
+                envelopes = self._envelopes(claimed, design)
+                await self._relay(execution_id, envelopes, design, counts)
         finally:
             _LIVE_TOKENS.discard(token)
 
@@ -196,7 +187,7 @@ class Sender:
         self,
         execution_id: int,
         envelopes: list[Envelope],
-        skeleton: MessageSkeleton,
+        design: _Design,
         retry_counts: dict[int, int] | None = None,
     ) -> None:
         attempt = 0
@@ -207,7 +198,7 @@ class Sender:
                 results = exc.partial
                 answered = {r.log_id for r in results}
                 envelopes = [e for e in envelopes if e.log_id not in answered]
-                self._record_results(results, skeleton, retry_counts)
+                self._record_results(results, design.skeleton, retry_counts)
                 delay = self.backoff.delay(attempt)
                 attempt += 1
                 log.warning(
@@ -222,103 +213,34 @@ class Sender:
                     self._release([e.log_id for e in envelopes])
                     return
                 continue
-            self._record_results(results, skeleton, retry_counts)
+            self._record_results(results, design.skeleton, retry_counts)
             return
 
     # -- database steps ------------------------------------------------------------------
 
-    def _design(self, execution_id: int) -> tuple[MessageTemplates, MessageSkeleton]:
+    def _design(self, execution_id: int) -> _Design:
         with self.ctx.sessions() as s:
-            e = s.get(Execution, execution_id)
-            if e is None:
-                raise LookupError(f"no execution {execution_id}")
-            d = s.get(Delivery, e.delivery_id)
-            assert d is not None
-            self._delivery = {"ref": d.ref, "name": d.name}
-            return (
+            d = executions.get(s, execution_id).delivery
+            return _Design(
                 MessageTemplates(d.subject, d.html, d.text),
                 MessageSkeleton.for_delivery(d, self.ctx.settings, self.ctx.clock),
+                {"ref": d.ref, "name": d.name},
             )
 
     def _state(self, execution_id: int) -> DeliveryState:
-        """The delivery's state; for an occurrence of a recurring one, also its own.
-
-        Pause and stop act on the delivery (every occurrence); an occurrence that is
-        no longer in progress (finished, skipped) is not sent further.
-        """
         with self.ctx.sessions() as s:
-            state, cron, execution_state = s.execute(
-                select(Delivery.state, Delivery.recurrence_cron, Execution.state)
-                .join(Execution, Execution.delivery_id == Delivery.id)
-                .where(Execution.id == execution_id)
-            ).one()
-        running = DeliveryState.IN_PROGRESS.value
-        if cron and state == running and execution_state != running:
-            return DeliveryState.FINISHED
-        return DeliveryState(state)
+            return executions.sending_state(s, execution_id)
 
-    def _claim(self, execution_id: int, token: str) -> list[tuple[int, int, str]]:
-        """Atomically take the next queued logs for this sender: (log id, profile id, email)."""
+    def _claim(self, execution_id: int, token: str) -> list[Claimed]:
+        with self.ctx.sessions.begin() as s:
+            return logs.claim_queued(s, execution_id, token, self.ctx.clock.now(), self.batch_size)
+
+    def _claim_retries(self, execution_id: int, token: str) -> list[Claimed]:
         now = self.ctx.clock.now()
         with self.ctx.sessions.begin() as s:
-            candidates = (
-                select(SendingLog.id)
-                .where(
-                    SendingLog.execution_id == execution_id,
-                    SendingLog.status == LogStatus.QUEUED.value,
-                    SendingLog.claim_token.is_(None),
-                )
-                .order_by(SendingLog.id)
-                .limit(self.batch_size)
-            )
-            if s.bind is not None and s.bind.dialect.name == "postgresql":
-                candidates = candidates.with_for_update(skip_locked=True)
-            rows = s.execute(
-                update(SendingLog)
-                .where(SendingLog.id.in_(candidates.scalar_subquery()))
-                .values(claim_token=token, claimed_at=now)
-                .returning(SendingLog.id, SendingLog.profile_id, SendingLog.email)
-                .execution_options(synchronize_session=False)
-            ).all()
-        return sorted((r[0], r[1], r[2]) for r in rows)
-
-    def _claim_retries(self, execution_id: int, token: str) -> list[tuple[int, int, str, int]]:
-        """Take soft-bounced logs whose retry is due, counting the attempt as it is claimed."""
-        now = self.ctx.clock.now()
-        with self.ctx.sessions.begin() as s:
-            ends = s.scalar(select(Execution.validity_ends_at).where(Execution.id == execution_id))
-            if ends is not None and ends <= now:
+            if executions.validity_ended(s, execution_id, now):
                 return []
-            candidates = (
-                select(SendingLog.id)
-                .where(
-                    SendingLog.execution_id == execution_id,
-                    SendingLog.failure_type == FailureType.SOFT.value,
-                    SendingLog.final.is_(False),
-                    SendingLog.next_retry_at <= now,
-                    SendingLog.claim_token.is_(None),
-                )
-                .order_by(SendingLog.id)
-                .limit(self.batch_size)
-            )
-            if s.bind is not None and s.bind.dialect.name == "postgresql":
-                candidates = candidates.with_for_update(skip_locked=True)
-            rows = s.execute(
-                update(SendingLog)
-                .where(SendingLog.id.in_(candidates.scalar_subquery()))
-                .values(
-                    claim_token=token,
-                    claimed_at=now,
-                    # next_retry_at stays until the answer is recorded: after a crash the
-                    # released log is still due and is tried again.
-                    retry_count=SendingLog.retry_count + 1,
-                )
-                .returning(
-                    SendingLog.id, SendingLog.profile_id, SendingLog.email, SendingLog.retry_count
-                )
-                .execution_options(synchronize_session=False)
-            ).all()
-        return sorted((r[0], r[1], r[2], r[3]) for r in rows)
+            return logs.claim_retries(s, execution_id, token, now, self.batch_size)
 
     def release_claims(self, execution_id: int) -> int:
         """Free claims left by a sender that died: those logs will be sent (again).
@@ -328,96 +250,49 @@ class Sender:
         """
         now = self.ctx.clock.now()
         with self.ctx.sessions() as s:
-            holders = s.execute(
-                select(SendingLog.claim_token, func.min(SendingLog.claimed_at))
-                .where(
-                    SendingLog.execution_id == execution_id,
-                    SendingLog.claim_token.is_not(None),
-                )
-                .group_by(SendingLog.claim_token)
-            ).all()
+            holders = logs.claim_holders(s, execution_id)
         gone = [t for t, at in holders if claim_is_abandoned(t, at, now)]
         if not gone:
             return 0
         with self.ctx.sessions.begin() as s:
-            return s.execute(
-                update(SendingLog)
-                .where(
-                    SendingLog.execution_id == execution_id,
-                    SendingLog.claim_token.in_(gone),
-                )
-                .values(claim_token=None, claimed_at=None)
-            ).rowcount
+            return logs.release_holders(s, execution_id, gone)
 
     def _claimed_by_others(self, execution_id: int) -> bool:
         with self.ctx.sessions() as s:
-            return bool(
-                s.scalar(
-                    select(func.count())
-                    .select_from(SendingLog)
-                    .where(
-                        SendingLog.execution_id == execution_id,
-                        SendingLog.claim_token.is_not(None),
-                    )
-                )
-            )
+            return logs.claimed_count(s, execution_id) > 0
 
     def _release(self, log_ids: Sequence[int]) -> None:
-        if not log_ids:
-            return
         with self.ctx.sessions.begin() as s:
-            self._clear_claims(s, list(log_ids))
+            logs.release(s, log_ids)
 
-    def _build(
-        self,
-        claimed: list[tuple[int, int, str]],
-        templates: MessageTemplates,
-        skeleton: MessageSkeleton,
-    ) -> tuple[list[Envelope], list[tuple[int, str]]]:
+    def _envelopes(self, claimed: list[Claimed], design: _Design) -> list[Envelope]:
+        """Each claimed log's message; one that no longer renders is recorded as Ignored."""
         with self.ctx.sessions() as s:
-            profiles = {
-                p.id: p
-                for p in s.execute(
-                    select(
-                        Profile.id,
-                        Profile.first_name,
-                        Profile.last_name,
-                        Profile.timezone,
-                        Profile.attributes,
-                    ).where(Profile.id.in_([c[1] for c in claimed]))
-                )
-            }
+            profiles = logs.recipients(s, [c.profile_id for c in claimed])
         envelopes: list[Envelope] = []
         unrenderable: list[tuple[int, str]] = []
-        for log_id, profile_id, email in claimed:
-            p = profiles[profile_id]
+        skeleton = design.skeleton
+        for c in claimed:
+            first_name, last_name, timezone, attributes = profiles[c.profile_id]
             context = profile_context(
-                email=email,
-                first_name=p.first_name,
-                last_name=p.last_name,
-                timezone=p.timezone,
-                attributes=p.attributes,
-                delivery=self._delivery,
+                email=c.email,
+                first_name=first_name,
+                last_name=last_name,
+                timezone=timezone,
+                attributes=attributes,
+                delivery=design.delivery,
             )
             try:
-                rendered = templates.render(context)
+                rendered = design.templates.render(context)
             except RenderError as exc:
-                unrenderable.append((log_id, f"{exc.part} line {exc.line}: {exc.reason}"))
+                unrenderable.append((c.log_id, f"{exc.part} line {exc.line}: {exc.reason}"))
                 continue
-            data = skeleton.build(log_id, email, rendered)
-            envelopes.append(Envelope(log_id, skeleton.mail_from, email, data))
-        return envelopes, unrenderable
-
-    def _record(self, unrenderable: list[tuple[int, str]]) -> None:
-        """A message that no longer renders is not sent: Ignored, with the reason kept."""
-        now = self.ctx.clock.now()
-        with self.ctx.sessions.begin() as s:
-            apply_log_events(
-                s,
-                now,
-                [LogEvent(i, Event.CANCELLED, diagnostic=why) for i, why in unrenderable],
-            )
-            self._clear_claims(s, [i for i, _ in unrenderable])
+            data = skeleton.build(c.log_id, c.email, rendered)
+            envelopes.append(Envelope(c.log_id, skeleton.mail_from, c.email, data))
+        if unrenderable:
+            with self.ctx.sessions.begin() as s:
+                logs.record_unrenderable(s, self.ctx.clock.now(), unrenderable)
+        return envelopes
 
     def _record_results(
         self,
@@ -431,67 +306,54 @@ class Sender:
         settings = self.ctx.settings
         retry_at = now + timedelta(minutes=settings.retry_interval_minutes)
         events: list[LogEvent] = []
-        exhausted: set[int] = set()
+        relayed: list[Relayed] = []
         for r in results:
-            status = str(r.smtp_code) if r.smtp_code else None
-            if r.outcome == "accepted":
-                events.append(LogEvent(r.log_id, Event.RELAYED, smtp_status=status))
-                continue
-            kind = Event.HARD_BOUNCE if r.outcome == "hard" else Event.SOFT_BOUNCE
-            events.append(LogEvent(r.log_id, kind, failure_reason(r), status, r.smtp_message))
             tries = (retry_counts or {}).get(r.log_id, 0)
-            if r.outcome == "soft" and tries >= settings.max_retries:
-                events.append(LogEvent(r.log_id, Event.RETRY_FAILED, failure_reason(r)))
-                exhausted.add(r.log_id)
-        rows = [
-            {
-                "log_id": r.log_id,
-                "message_id": skeleton.message_id(r.log_id),
-                "retry_at": retry_at if r.outcome == "soft" and r.log_id not in exhausted else None,
-            }
-            for r in results
-        ]
+            exhausted = r.outcome == "soft" and tries >= settings.max_retries
+            events += _events(r, exhausted=exhausted)
+            retry = retry_at if r.outcome == "soft" and not exhausted else None
+            relayed.append(Relayed(r.log_id, skeleton.message_id(r.log_id), retry))
         with self.ctx.sessions.begin() as s:
-            apply_log_events(s, now, events)
-            s.connection().execute(
-                update(SendingLog.__table__)
-                .where(SendingLog.__table__.c.id == bindparam("log_id"))
-                .values(
-                    message_id=bindparam("message_id"),
-                    next_retry_at=bindparam("retry_at"),
-                    claim_token=None,
-                    claimed_at=None,
-                ),
-                rows,
-            )
-
-    @staticmethod
-    def _clear_claims(s, ids: list[int]) -> None:  # type: ignore[no-untyped-def]
-        s.execute(
-            update(SendingLog)
-            .where(SendingLog.id.in_(ids))
-            .values(claim_token=None, claimed_at=None)
-            .execution_options(synchronize_session=False)
-        )
+            logs.record_relayed(s, now, events, relayed)
 
     def _finish(self, execution_id: int) -> DeliveryState:
+        """Nothing left to send. A one-off delivery is finished; a recurring one goes on,
+        only this occurrence's execution ends. A delivery paused or stopped meanwhile
+        keeps that state (the compare-and-set refuses), and so does its execution."""
         now = self.ctx.clock.now()
-        with self.ctx.sessions.begin() as s:
-            e = s.get(Execution, execution_id)
-            assert e is not None
-            d = s.get(Delivery, e.delivery_id)
-            assert d is not None
-            after = transition(DeliveryState(d.state), Action.FINISH)
-            if not d.recurrence_cron:
-                # A recurring delivery goes on: only this occurrence's execution ends.
-                d.state = after.value
-                d.finished_at = now
-            e.state = after.value
-            e.finished_at = now
-        return after
+        try:
+            with self.ctx.sessions.begin() as s:
+                d = executions.get(s, execution_id).delivery
+                executions.move(
+                    s,
+                    execution_id,
+                    ExecutionState.IN_PROGRESS,
+                    ExecutionState.FINISHED,
+                    finished_at=now,
+                )
+                if d.recurrence_cron is None and not deliveries.move(
+                    s, d.id, DeliveryState.IN_PROGRESS, DeliveryState.FINISHED, finished_at=now
+                ):
+                    raise _ChangedMeanwhile
+        except _ChangedMeanwhile:
+            return self._state(execution_id)
+        return DeliveryState.FINISHED
 
     def _leave(self, execution_id: int, state: DeliveryState) -> DeliveryState:
         if state is DeliveryState.STOPPED:
             with self.ctx.sessions.begin() as s:
-                cancel_unsent(s, self.ctx.clock.now(), execution_id, include_claimed=True)
+                logs.cancel_unsent(s, self.ctx.clock.now(), execution_id, include_claimed=True)
         return state
+
+
+def _events(result: RelayResult, *, exhausted: bool) -> list[LogEvent]:
+    """The log events of one relay answer; a soft refusal past the last retry also fails."""
+    status = str(result.smtp_code) if result.smtp_code else None
+    if result.outcome == "accepted":
+        return [LogEvent(result.log_id, Event.RELAYED, smtp_status=status)]
+    reason = reason_for_reply(result.smtp_code, hard=result.outcome == "hard")
+    kind = Event.HARD_BOUNCE if result.outcome == "hard" else Event.SOFT_BOUNCE
+    events = [LogEvent(result.log_id, kind, reason, status, result.smtp_message)]
+    if result.outcome == "soft" and exhausted:
+        events.append(LogEvent(result.log_id, Event.RETRY_FAILED, reason))
+    return events

@@ -22,30 +22,9 @@ Message ids are normalised so that an RFC 5322 id (it contains ``@``) is always 
 angle brackets, as the engine stores it in ``sending_logs.message_id``; a provider's
 own id (a UUID, say) is kept as given.
 
-Reasons. Failures carry one of the reasons of SPEC section 7, chosen by
-`reason_for` from the enhanced status code (RFC 3463) first, then the diagnostic
-text, then the basic SMTP reply code:
-
-=====================  ===========================================================
-enhanced status         reason
-=====================  ===========================================================
-X.1.1, X.1.6            user unknown (bad mailbox; moved, no forwarding address)
-X.1.10                  user unknown (Microsoft's "RecipientNotFound"), or invalid
-                        domain when the diagnostic says "null MX" (RFC 7505)
-X.1.2, 5.4.4            invalid domain
-X.1.0, X.1.3, X.1.4     invalid address
-X.2.1                   account disabled
-X.2.2, X.3.1            mailbox full
-X.4.1, X.4.2            not connected (no answer, bad connection)
-other X.4.x, X.3.2      unreachable
-X.1.7, X.1.8, X.2.3,
-X.2.4, other X.3.x,
-X.5.x, X.6.x, X.7.x     refused
-X.0.0, X.2.0, none      decided by the diagnostic text, then by the reply code
-=====================  ===========================================================
-
-Reply codes alone (as the engine's relay does): 550/551/553 user unknown, 452/552
-mailbox full, 421 unreachable, any other 5xx refused; anything else "not defined".
+Reasons. Failures carry one of the reasons of SPEC section 7
+(`bot.domain.failures.FailureReason`), chosen by `reason_for` from the enhanced
+status code, the diagnostic text and the reply code; the table is in that module.
 """
 
 from __future__ import annotations
@@ -56,10 +35,15 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
-from bot.domain.logs import Event
+from bot.domain.failures import (
+    FailureReason,
+    normalize_status,
+    reason_for,
+    status_in_text,
+)
+from bot.domain.feedback import FeedbackKind
 
 MAX_LOG_ID = 2**63 - 1  # the database's BIGINT
 MAX_EVENT_ID_LENGTH = 200  # longer provider ids are hashed to stay indexable
@@ -68,53 +52,8 @@ MAX_URL_LENGTH = 8192
 MAX_USER_AGENT_LENGTH = 1000
 MAX_MESSAGE_ID_LENGTH = 255  # sending_logs.message_id
 
-# SPEC section 7.
-REASONS = frozenset(
-    {
-        "user unknown",
-        "invalid domain",
-        "unreachable",
-        "mailbox full",
-        "account disabled",
-        "refused",
-        "not connected",
-        "invalid address",
-        "quarantined address",
-        "denylisted address",
-        "duplicate",
-        "not defined",
-    }
-)
-NOT_DEFINED = "not defined"
-
-
-class FeedbackKind(StrEnum):
-    DELIVERED = "delivered"
-    HARD_BOUNCE = "hard_bounce"
-    SOFT_BOUNCE = "soft_bounce"
-    COMPLAINT = "complaint"
-    OPEN = "open"
-    CLICK = "click"
-
-    @property
-    def log_event(self) -> Event | None:
-        """The sending-log transition this kind drives; None for complaint/open/click.
-
-        Complaints go to `services.outcomes.record_complaint`, opens and clicks to the
-        tracking counters: none of them changes a log's status.
-        """
-        return _LOG_EVENTS.get(self)
-
-    @property
-    def is_bounce(self) -> bool:
-        return self in (FeedbackKind.HARD_BOUNCE, FeedbackKind.SOFT_BOUNCE)
-
-
-_LOG_EVENTS = {
-    FeedbackKind.DELIVERED: Event.DELIVERED,
-    FeedbackKind.HARD_BOUNCE: Event.HARD_BOUNCE,
-    FeedbackKind.SOFT_BOUNCE: Event.SOFT_BOUNCE,
-}
+REASONS = frozenset(FailureReason)
+NOT_DEFINED = FailureReason.NOT_DEFINED
 
 
 class SignatureInvalid(Exception):
@@ -222,129 +161,6 @@ def normalize_recipient(value: object) -> str | None:
     if "@" not in text or len(text) > 320 or any(c.isspace() for c in text):
         return None
     return text
-
-
-# ----------------------------------------------------------------------- status
-
-_ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-_ENHANCED_START = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
-_BASIC = re.compile(r"(?<![\d.])([245]\d\d)(?![\d.])")
-
-
-def normalize_status(value: object) -> str | None:
-    """An enhanced status code (``5.1.1``) from a field that should hold one."""
-    if isinstance(value, str):
-        m = _ENHANCED_START.match(value)
-        if m:
-            return f"{m.group(1)}.{int(m.group(2))}.{int(m.group(3))}"
-    return None
-
-
-def status_in_text(text: str | None) -> str | None:
-    """The first enhanced status code quoted in a diagnostic, e.g. ``550 5.1.1 ...``."""
-    if not text:
-        return None
-    m = _ENHANCED.search(text)
-    return f"{m.group(1)}.{int(m.group(2))}.{int(m.group(3))}" if m else None
-
-
-def _reason_from_status(status: str | None, text: str) -> str | None:
-    if not status:
-        return None
-    cls, subject, detail = (int(p) for p in status.split("."))
-    if subject == 1:
-        if detail in (1, 6):
-            return "user unknown"
-        if detail == 10:
-            return "invalid domain" if "null mx" in text else "user unknown"
-        if detail == 2:
-            return "invalid domain"
-        if detail in (0, 3, 4):
-            return "invalid address"
-        if detail in (7, 8):
-            return "refused"
-        return None
-    if subject == 2:
-        return {1: "account disabled", 2: "mailbox full", 3: "refused", 4: "refused"}.get(detail)
-    if subject == 3:
-        return {1: "mailbox full", 2: "unreachable"}.get(detail, "refused")
-    if subject == 4:
-        if cls == 5 and detail == 4:
-            return "invalid domain"
-        return "not connected" if detail in (1, 2) else "unreachable"
-    if subject in (5, 6, 7):
-        return "refused"
-    return None
-
-
-_TEXT_REASONS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (reason, re.compile(pattern, re.IGNORECASE))
-    for reason, pattern in (
-        (
-            "account disabled",
-            r"\b(account|mailbox|user)\b[^.;\n]{0,40}\b(disabled|deactivated|suspended|"
-            r"inactive|locked)\b|\bdisabled (account|mailbox|user)\b",
-        ),
-        (
-            "mailbox full",
-            r"quota|mailbox (is )?full|inbox is full|out of storage|insufficient "
-            r"(system )?storage|storage space",
-        ),
-        (
-            "invalid domain",
-            r"host (or domain name )?not found|domain (name )?(not found|does not exist)|"
-            r"name service error|nxdomain|\bno mx\b|null mx|unrout(e)?able|"
-            r"no route to domain",
-        ),
-        (
-            "user unknown",
-            r"user unknown|unknown user|no such (user|mailbox|recipient|address)|"
-            r"(user|mailbox|account|address|recipient) (does not|doesn't) exist|"
-            r"mailbox (not found|unavailable)|recipient ?not ?found|unknown recipient|"
-            r"invalid recipient|no mailbox|does not exist",
-        ),
-        (
-            "not connected",
-            r"connection (refused|timed out|reset|closed)|timed out|could ?n[o']t connect|"
-            r"network is unreachable|no route to host|lost connection",
-        ),
-        (
-            "refused",
-            r"spam|blocked|block ?list|black ?list|deny ?list|\brbl\b|policy|reputation|"
-            r"rejected|denied|not allowed|dmarc|\bspf\b|dkim",
-        ),
-        ("unreachable", r"unreachable|temporarily unavailable|try again later|deferred"),
-    )
-)
-
-_BASIC_REASONS = {
-    550: "user unknown",
-    551: "user unknown",
-    553: "user unknown",
-    452: "mailbox full",
-    552: "mailbox full",
-    421: "unreachable",
-}
-
-
-def reason_for(smtp_status: str | None, diagnostic: str | None) -> str:
-    """The SPEC section 7 reason of a failure (see the table in the module docstring)."""
-    text = (diagnostic or "").lower()
-    status = normalize_status(smtp_status) or status_in_text(diagnostic)
-    reason = _reason_from_status(status, text)
-    if reason:
-        return reason
-    for candidate, pattern in _TEXT_REASONS:
-        if pattern.search(text):
-            return candidate
-    m = _BASIC.search(text)
-    if m:
-        code = int(m.group(1))
-        if code in _BASIC_REASONS:
-            return _BASIC_REASONS[code]
-        if 500 <= code < 600:
-            return "refused"
-    return NOT_DEFINED
 
 
 # ------------------------------------------------------------------- utilities

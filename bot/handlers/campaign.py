@@ -1,12 +1,21 @@
-"""`/campaign` subcommands: list, status, prepare, history, roles, help."""
+"""`/campaign` subcommands: list, status, prepare, history, roles, help.
+
+Each subcommand is a row of `SUBCOMMANDS`: its name, how many words follow it, and
+the coroutine that answers; anything else gets the help. Permissions are the use
+cases' to check.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
-from bot.blocks import ids
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
+
 from bot.blocks.campaign import (
-    error_blocks,
     help_blocks,
     history_blocks,
     list_blocks,
@@ -15,81 +24,99 @@ from bot.blocks.campaign import (
 )
 from bot.blocks.deployment import deployment_message
 from bot.domain.errors import DomainError
-from bot.domain.roles import Permission, require
-from bot.handlers import Deps
-from bot.services import roles as role_service
-from bot.services.prepare import prepare_delivery
-from bot.services.reporting import (
-    delivery_detail,
-    list_deliveries,
-    marketing_history,
-    sending_progress,
-)
+from bot.domain.roles import Actor
+from bot.handlers.deps import HandlerDeps, actor_of, deps_of
+from bot.handlers.replies import refuse
+from bot.services import roles
+from bot.services.deliveries import views
+from bot.services.deliveries.prepare import prepare_delivery
 
 HELP_TEXT = "Greenlight: `/campaign help` lists the subcommands."
+ROLES_USAGE = "Usage: `/campaign roles list|grant @user ROLE|revoke @user ROLE`"
 
 
-def register(app: Any, deps: Deps) -> None:
-    async def reply(respond: Any, text: str, blocks: list[dict[str, Any]]) -> None:
-        await respond(response_type="ephemeral", text=text, blocks=blocks)
+@dataclass(frozen=True)
+class Request:
+    """One `/campaign` command: who, the words after the subcommand, where to answer."""
 
-    async def refuse(respond: Any, message: str) -> None:
-        await reply(respond, message, error_blocks(message))
+    deps: HandlerDeps
+    actor: Actor
+    args: list[str]
+    respond: AsyncRespond
 
-    async def run(user: str, words: list[str], respond: Any) -> None:
-        sub, args = (words[0].lower(), words[1:]) if words else ("help", [])
-        roles = await deps.roles(user)
-        if sub == "list":
-            require(roles, Permission.VIEW_DELIVERIES)
-            rows = await deps.call(list_deliveries, deps.ctx)
-            await reply(respond, f"{len(rows)} deliveries", list_blocks(rows))
-        elif sub == "status" and len(args) == 1:
-            require(roles, Permission.VIEW_DELIVERIES)
-            detail = await deps.call(delivery_detail, deps.ctx, args[0])
-            progress = await deps.call(sending_progress, deps.ctx, args[0])
-            message = deployment_message(detail, progress, now=deps.ctx.clock.now())
-            await reply(respond, message["text"], message["blocks"])
-        elif sub == "prepare" and len(args) == 1:
-            require(roles, Permission.PREPARE)
-            await reply(respond, f"Preparing {args[0]}…", [])
-            result = await deps.call(prepare_delivery, deps.ctx, args[0], actor=user)
-            await reply(
-                respond, f"{args[0]}: {result.state}", prepare_result_blocks(result.as_dict())
-            )
-        elif sub == "history" and len(args) == 1:
-            require(roles, Permission.VIEW_DELIVERIES)
-            email = _unlink_email(args[0])
-            rows = await deps.call(marketing_history, deps.ctx, email)
-            await reply(respond, f"History of {email}", history_blocks(email, rows))
-        elif sub == "roles":
-            await roles_command(user, roles, args, respond)
-        else:
-            await reply(respond, HELP_TEXT, help_blocks())
+    async def reply(self, text: str, blocks: list[dict[str, Any]]) -> None:
+        await self.respond(response_type="ephemeral", text=text, blocks=blocks)
 
-    async def roles_command(user: str, roles: Any, args: list[str], respond: Any) -> None:
-        require(roles, Permission.MANAGE_ROLES)
-        action = args[0].lower() if args else "list"
-        if action == "list" and len(args) <= 1:
-            grants = await deps.call(role_service.list_grants, deps.ctx)
-            await reply(respond, "Roles", roles_blocks([g.as_dict() for g in grants]))
-        elif action in ("grant", "revoke") and len(args) == 3:
-            fn = role_service.grant if action == "grant" else role_service.revoke
-            changed = await deps.call(fn, deps.ctx, args[1], args[2], actor=user)
-            verb = "granted to" if action == "grant" else "revoked from"
-            text = f"{args[2]} {verb} {args[1]}" if changed else "Nothing to change."
-            await reply(respond, text, [])
-        else:
-            await refuse(
-                respond, "Usage: `/campaign roles list|grant @user ROLE|revoke @user ROLE`"
-            )
 
-    @app.command(ids.CAMPAIGN_COMMAND)
-    async def campaign(ack: Any, command: dict[str, Any], respond: Any) -> None:
-        await ack()
-        try:
-            await run(command["user_id"], (command.get("text") or "").split(), respond)
-        except DomainError as exc:
-            await refuse(respond, str(exc))
+async def _list(r: Request) -> None:
+    rows = await r.deps.call(views.list_deliveries, r.deps.ctx, r.actor)
+    await r.reply(f"{len(rows)} deliveries", list_blocks(rows))
+
+
+async def _status(r: Request) -> None:
+    view = await r.deps.call(views.deployment, r.deps.ctx, r.actor, r.args[0])
+    message = deployment_message(view)
+    await r.reply(message["text"], message["blocks"])
+
+
+async def _prepare(r: Request) -> None:
+    ref = r.args[0]
+    await r.reply(f"Preparing {ref}…", [])
+    result = await r.deps.call(prepare_delivery, r.deps.ctx, r.actor, ref)
+    await r.reply(f"{ref}: {result.state.value}", prepare_result_blocks(result))
+
+
+async def _history(r: Request) -> None:
+    email = _unlink_email(r.args[0])
+    rows = await r.deps.call(views.marketing_history, r.deps.ctx, r.actor, email)
+    await r.reply(f"History of {email}", history_blocks(email, rows))
+
+
+async def _roles(r: Request) -> None:
+    action = r.args[0].lower() if r.args else "list"
+    if action == "list" and len(r.args) <= 1:
+        grants = await r.deps.call(roles.list_grants, r.deps.ctx, r.actor)
+        await r.reply("Roles", roles_blocks(grants))
+    elif action in ("grant", "revoke") and len(r.args) == 3:
+        change = roles.grant if action == "grant" else roles.revoke
+        changed = await r.deps.call(change, r.deps.ctx, r.actor, r.args[1], r.args[2])
+        verb = "granted to" if action == "grant" else "revoked from"
+        text = f"{r.args[2]} {verb} {r.args[1]}" if changed else "Nothing to change."
+        await r.reply(text, [])
+    else:
+        raise DomainError(ROLES_USAGE)
+
+
+async def _help(r: Request) -> None:
+    await r.reply(HELP_TEXT, help_blocks())
+
+
+Answer = Callable[[Request], Awaitable[None]]
+
+# name -> (words after it: an exact count, or None for any; what answers it)
+SUBCOMMANDS: dict[str, tuple[int | None, Answer]] = {
+    "list": (None, _list),
+    "status": (1, _status),
+    "prepare": (1, _prepare),
+    "history": (1, _history),
+    "roles": (None, _roles),
+}
+
+
+async def campaign_command(
+    ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+) -> None:
+    await ack()
+    words = (command.get("text") or "").split()
+    name, args = (words[0].lower(), words[1:]) if words else ("help", [])
+    arity, answer = SUBCOMMANDS.get(name, (None, _help))
+    if arity is not None and len(args) != arity:
+        answer = _help
+    request = Request(deps_of(context), actor_of(context), args, respond)
+    try:
+        await answer(request)
+    except DomainError as exc:
+        await refuse(respond, str(exc))
 
 
 def _unlink_email(text: str) -> str:

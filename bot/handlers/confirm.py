@@ -2,106 +2,98 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
+
 from bot.blocks import ids
-from bot.blocks.campaign import error_blocks
 from bot.blocks.card import delivery_card, delivery_picker
 from bot.blocks.kit import local_time
 from bot.domain.errors import DomainError
-from bot.domain.roles import Permission, allows, require
-from bot.handlers import Deps
-from bot.services.recurring import next_occurrence
-from bot.services.reporting import delivery_detail, list_deliveries
-from bot.services.sending import confirm_send, readiness
-
-log = logging.getLogger(__name__)
+from bot.domain.lifecycle import DeliveryState
+from bot.handlers.deps import HandlerDeps, actor_of, deps_of
+from bot.handlers.replies import refuse, tell
+from bot.services.deliveries import views
+from bot.services.deliveries.lifecycle import Transitioned, confirm_send
+from bot.services.recurring.occurrences import next_occurrence
 
 USAGE = "Usage: `/confirm-send [delivery-ref]` — without a ref, pick a ready delivery."
+OUT_OF_DATE = "This button is out of date: run `/confirm-send` again."
 
 
-async def _private(respond: Any, message: str) -> None:
-    await respond(response_type="ephemeral", text=message, blocks=error_blocks(message))
-
-
-async def show_card(deps: Deps, respond: Any, ref: str) -> None:
+async def _show_card(
+    deps: HandlerDeps, context: AsyncBoltContext, respond: AsyncRespond, ref: str
+) -> None:
     try:
-        detail = await deps.call(delivery_detail, deps.ctx, ref)
-        reason = await deps.call(readiness, deps.ctx, ref)
+        card = await deps.call(views.card, deps.ctx, actor_of(context), ref)
     except DomainError as exc:
-        await _private(respond, str(exc))
+        await refuse(respond, str(exc))
         return
-    await respond(
-        response_type="ephemeral",
-        replace_original=False,
-        text=f"{detail['name']} ({ref})",
-        blocks=delivery_card(detail, reason),
-    )
+    await tell(respond, f"{card.detail.name} ({ref})", delivery_card(card))
 
 
-def register(app: Any, deps: Deps) -> None:
-    @app.command(ids.CONFIRM_SEND_COMMAND)
-    async def confirm_send_command(ack: Any, command: dict[str, Any], respond: Any) -> None:
-        await ack()
-        roles = await deps.roles(command["user_id"])
-        if not allows(roles, Permission.CONFIRM_SEND):
-            try:
-                require(roles, Permission.CONFIRM_SEND)
-            except DomainError as exc:
-                await _private(respond, str(exc))
-            return
-        args = (command.get("text") or "").split()
-        if len(args) > 1:
-            await _private(respond, f"`{command.get('text')}` is more than one ref. {USAGE}")
-            return
-        if args:
-            await show_card(deps, respond, args[0])
-            return
-        rows = await deps.call(list_deliveries, deps.ctx)
-        ready = [r for r in rows if r["state"] == "ready" and r["prepared"]]
-        await respond(
-            response_type="ephemeral", text="Pick a delivery", blocks=delivery_picker(ready)
+async def confirm_send_command(
+    ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+) -> None:
+    """With a ref, that delivery's card; without one, a picker of the ready deliveries."""
+    await ack()
+    deps = deps_of(context)
+    args = (command.get("text") or "").split()
+    if len(args) > 1:
+        await refuse(respond, f"`{command.get('text')}` is more than one ref. {USAGE}")
+        return
+    if args:
+        await _show_card(deps, context, respond, args[0])
+        return
+    try:
+        ready = await deps.call(views.ready_to_confirm, deps.ctx, actor_of(context))
+    except DomainError as exc:
+        await refuse(respond, str(exc))
+        return
+    await tell(respond, "Pick a delivery", delivery_picker(ready))
+
+
+async def delivery_picked(
+    ack: AsyncAck, action: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+) -> None:
+    await ack()
+    await _show_card(deps_of(context), context, respond, action["selected_option"]["value"])
+
+
+async def confirm_clicked(
+    ack: AsyncAck, action: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+) -> None:
+    """The OK of the dialog: Slack sends this action only after OK was clicked."""
+    await ack()
+    deps, actor = deps_of(context), actor_of(context)
+    try:
+        ref = str(ids.parse_button_value(action["value"])["ref"])
+    except ValueError:
+        await refuse(respond, OUT_OF_DATE)
+        return
+    try:
+        moved = await deps.call(confirm_send, deps.ctx, actor, ref)
+    except DomainError as exc:
+        await refuse(respond, str(exc))
+        return
+    deps.kick()
+    text = await _confirmed_text(deps, actor.id, ref, moved)
+    await respond(replace_original=True, text=text)
+
+
+async def _confirmed_text(deps: HandlerDeps, user: str, ref: str, moved: Transitioned) -> str:
+    upcoming = await deps.call(next_occurrence, deps.ctx, ref)
+    if upcoming is not None:
+        how = (
+            "waits for approval in this delivery's channel"
+            if upcoming.request_confirmation
+            else "is prepared and sent"
         )
-
-    @app.action(ids.PICK_DELIVERY)
-    async def picked(ack: Any, action: dict[str, Any], respond: Any) -> None:
-        await ack()
-        await show_card(deps, respond, action["selected_option"]["value"])
-
-    @app.action(ids.CONFIRM_SEND)
-    async def confirmed(
-        ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
-    ) -> None:
-        """The OK of the dialog: Slack sends this action only after OK was clicked."""
-        await ack()
-        user = body["user"]["id"]
-        try:
-            ref = ids.parse_button_value(action["value"])["ref"]
-        except ValueError:
-            await _private(respond, "This button is out of date: run `/confirm-send` again.")
-            return
-        roles = await deps.roles(user)
-        try:
-            moved = await deps.call(confirm_send, deps.ctx, ref, user, roles)
-        except DomainError as exc:
-            await _private(respond, str(exc))
-            return
-        deps.kick()
-        upcoming = await deps.call(next_occurrence, deps.ctx, ref)
-        if upcoming is not None:
-            detail = await deps.call(delivery_detail, deps.ctx, ref)
-            recurrence = detail["recurrence"]
-            how = (
-                "waits for approval in this delivery's channel"
-                if recurrence["request_confirmation"]
-                else "is prepared and sent"
-            )
-            when = local_time(upcoming, recurrence["timezone"])
-            text = f"<@{user}> confirmed *{ref}*: each occurrence {how}. The first is at {when}."
-        elif moved.after.value == "in-progress":
-            text = f"<@{user}> confirmed *{ref}*: sending now."
-            await deps.refresh(ref, force=True)
-        else:
-            text = f"<@{user}> confirmed *{ref}*: it starts by itself at its contact date."
-        await respond(replace_original=True, text=text)
+        when = local_time(upcoming.at, upcoming.timezone)
+        return f"<@{user}> confirmed *{ref}*: each occurrence {how}. The first is at {when}."
+    if moved.after is DeliveryState.IN_PROGRESS:
+        await deps.deployments.refresh(ref, force=True)
+        return f"<@{user}> confirmed *{ref}*: sending now."
+    return f"<@{user}> confirmed *{ref}*: it starts by itself at its contact date."

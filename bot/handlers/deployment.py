@@ -5,63 +5,65 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
+
 from bot.blocks import ids
-from bot.blocks.campaign import error_blocks
+from bot.context import Context
 from bot.domain.errors import DomainError
-from bot.domain.roles import Permission, require
-from bot.handlers import Deps
-from bot.services.reporting import compute_delivery_stats
-from bot.services.sending import pause_delivery, resume_delivery, stop_delivery
+from bot.domain.roles import Actor
+from bot.handlers.deps import actor_of, deps_of
+from bot.handlers.replies import refuse
+from bot.services.deliveries.lifecycle import pause_delivery, resume_delivery, stop_delivery
+from bot.services.deliveries.views import compute_stats
+
+Steer = Callable[[Context, Actor, str], Any]
 
 
-def register(app: Any, deps: Deps) -> None:
-    async def steer(
-        body: dict[str, Any],
-        action: dict[str, Any],
-        respond: Any,
-        fn: Callable[..., Any],
-        kick: bool,
-    ) -> None:
-        user = body["user"]["id"]
-        try:
-            ref = ids.parse_button_value(action["value"])["ref"]
-            roles = await deps.roles(user)
-            await deps.call(fn, deps.ctx, ref, user, roles)
-        except (DomainError, ValueError) as exc:
-            message = str(exc)
-            await respond(
-                response_type="ephemeral",
-                replace_original=False,
-                text=message,
-                blocks=error_blocks(message),
-            )
-            return
-        if kick:
-            deps.kick()
-        await deps.refresh(ref, force=True)
+async def _steer(
+    action: dict[str, Any],
+    respond: AsyncRespond,
+    context: AsyncBoltContext,
+    use_case: Steer,
+    kick: bool,
+) -> None:
+    """Act on the button's delivery as the clicker, then bring its message up to date."""
+    deps = deps_of(context)
+    try:
+        ref = str(ids.parse_button_value(action["value"])["ref"])
+        await deps.call(use_case, deps.ctx, actor_of(context), ref)
+    except (DomainError, ValueError) as exc:
+        await refuse(respond, str(exc))
+        return
+    if kick:
+        deps.kick()
+    await deps.deployments.refresh(ref, force=True)
 
-    @app.action(ids.PAUSE)
-    async def pause(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
-        await ack()
-        await steer(body, action, respond, pause_delivery, kick=False)
 
-    @app.action(ids.RESUME)
-    async def resume(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
-        await ack()
-        await steer(body, action, respond, resume_delivery, kick=True)
+async def pause_clicked(
+    ack: AsyncAck, action: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+) -> None:
+    await ack()
+    await _steer(action, respond, context, pause_delivery, kick=False)
 
-    @app.action(ids.STOP)
-    async def stop(ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any) -> None:
-        await ack()
-        await steer(body, action, respond, stop_delivery, kick=True)
 
-    def compute(ctx: Any, ref: str, user: str, roles: Any) -> Any:
-        require(roles, Permission.COMPUTE_STATS)
-        return compute_delivery_stats(ctx, ref)
+async def resume_clicked(
+    ack: AsyncAck, action: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+) -> None:
+    await ack()
+    await _steer(action, respond, context, resume_delivery, kick=True)
 
-    @app.action(ids.COMPUTE_STATS)
-    async def compute_stats(
-        ack: Any, body: dict[str, Any], action: dict[str, Any], respond: Any
-    ) -> None:
-        await ack()
-        await steer(body, action, respond, compute, kick=False)
+
+async def stop_clicked(
+    ack: AsyncAck, action: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+) -> None:
+    await ack()
+    await _steer(action, respond, context, stop_delivery, kick=True)
+
+
+async def compute_stats_clicked(
+    ack: AsyncAck, action: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+) -> None:
+    await ack()
+    await _steer(action, respond, context, compute_stats, kick=False)

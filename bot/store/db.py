@@ -9,11 +9,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+# What callers above the store may catch, without knowing SQLAlchemy: a unique key
+# refused a concurrent write (retry the whole use case), or the database failed.
+WriteConflict = IntegrityError
+StoreUnavailable = SQLAlchemyError
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -83,3 +89,8 @@ def insert_ignoring_conflicts(
 
     module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return module.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+
+
+def ping(session: Session) -> None:
+    """One round trip: raises StoreUnavailable when the database cannot answer."""
+    session.execute(text("SELECT 1"))

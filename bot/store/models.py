@@ -9,6 +9,7 @@ or execution" is one query shape everywhere.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
@@ -16,6 +17,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -26,6 +28,18 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from bot.domain.approval import RequestState
+from bot.domain.digest import DigestPartKind, DigestState
+from bot.domain.exclusions import ExclusionReason
+from bot.domain.executions import ExecutionState
+from bot.domain.failures import FailureReason
+from bot.domain.feedback import FeedbackKind, TrackingKind
+from bot.domain.lifecycle import DeliveryState
+from bot.domain.logs import FailureType, LogStatus
+from bot.domain.quarantine import EmailStatus
+from bot.domain.roles import Role, SubjectKind
+from bot.domain.schedule import Aggregation, ScheduleMode
 
 # Stable constraint names, so that migrations are the same on SQLite and PostgreSQL.
 NAMING = {
@@ -38,6 +52,23 @@ NAMING = {
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets 64-bit ids.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def vocabulary(enum: type[StrEnum], length: int) -> Enum:
+    """A column of one of the domain's vocabularies, stored as its value in a VARCHAR.
+
+    Not a native enum type, and no CHECK constraint: a new value is a code change, not a
+    migration, and SQLite and PostgreSQL store it the same way. Reading a value the
+    enum does not know raises, rather than pass a typo on as a state.
+    """
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        length=length,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+    )
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -82,7 +113,9 @@ class Profile(Base):
     last_name: Mapped[str | None] = mapped_column(String(200))
     timezone: Mapped[str | None] = mapped_column(String(64))
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    email_status: Mapped[str] = mapped_column(String(16), default="valid")
+    email_status: Mapped[EmailStatus] = mapped_column(
+        vocabulary(EmailStatus, 16), default=EmailStatus.VALID
+    )
     error_count: Mapped[int] = mapped_column(Integer, default=0)
     last_counted_error_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
@@ -123,12 +156,16 @@ class Delivery(Base):
     subject: Mapped[str] = mapped_column(Text)
     html: Mapped[str | None] = mapped_column(Text)
     text: Mapped[str | None] = mapped_column(Text)
-    schedule_mode: Mapped[str] = mapped_column(String(16), default="on-confirm")
+    schedule_mode: Mapped[ScheduleMode] = mapped_column(
+        vocabulary(ScheduleMode, 16), default=ScheduleMode.ON_CONFIRM
+    )
     scheduled_at: Mapped[datetime | None]
     schedule_timezone: Mapped[str | None] = mapped_column(String(64))
     recurrence_cron: Mapped[str | None] = mapped_column(String(120))
     recurrence_timezone: Mapped[str | None] = mapped_column(String(64))
-    aggregation: Mapped[str] = mapped_column(String(8), default="none")
+    aggregation: Mapped[Aggregation] = mapped_column(
+        vocabulary(Aggregation, 8), default=Aggregation.NONE
+    )
     request_confirmation: Mapped[bool] = mapped_column(Boolean, default=False)
     approvals_required: Mapped[int] = mapped_column(Integer, default=1)
     # An undecided approval request expires this long after its occurrence, if sooner
@@ -140,7 +177,9 @@ class Delivery(Base):
     validity_seconds: Mapped[int] = mapped_column(Integer)
     efs: Mapped[bool] = mapped_column(Boolean, default=False)
     slack_channel: Mapped[str | None] = mapped_column(String(100))
-    state: Mapped[str] = mapped_column(String(16), default="editing", index=True)
+    state: Mapped[DeliveryState] = mapped_column(
+        vocabulary(DeliveryState, 16), default=DeliveryState.EDITING, index=True
+    )
     # Hash of content + audience + schedule; a preparation is valid for one hash only.
     definition_hash: Mapped[str] = mapped_column(String(64))
     prepared_hash: Mapped[str | None] = mapped_column(String(64))
@@ -170,10 +209,12 @@ class Execution(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     delivery_id: Mapped[int] = mapped_column(ForeignKey("deliveries.id", ondelete="CASCADE"))
-    # "main" for a one-off; the occurrence or period (e.g. "2026-11-23") for a recurring one.
+    # MAIN_KEY for a one-off; the occurrence or period (e.g. "2026-11-23") for a recurring one.
     key: Mapped[str] = mapped_column(String(64))
     occurrence_at: Mapped[datetime | None]
-    state: Mapped[str] = mapped_column(String(16), default="editing")
+    state: Mapped[ExecutionState] = mapped_column(
+        vocabulary(ExecutionState, 16), default=ExecutionState.EDITING
+    )
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     validity_ends_at: Mapped[datetime | None]
@@ -200,9 +241,9 @@ class SendingLog(Base):
     execution_id: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), index=True)
     email: Mapped[str] = mapped_column(String(320))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
-    failure_type: Mapped[str | None] = mapped_column(String(8))
-    failure_reason: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[LogStatus] = mapped_column(vocabulary(LogStatus, 16), default=LogStatus.QUEUED)
+    failure_type: Mapped[FailureType | None] = mapped_column(vocabulary(FailureType, 8))
+    failure_reason: Mapped[FailureReason | None] = mapped_column(vocabulary(FailureReason, 40))
     final: Mapped[bool] = mapped_column(Boolean, default=False)
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     next_retry_at: Mapped[datetime | None]
@@ -227,7 +268,7 @@ class ExclusionLog(Base):
     )
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"))
     email: Mapped[str] = mapped_column(String(320))
-    reason: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[ExclusionReason] = mapped_column(vocabulary(ExclusionReason, 40))
     created_at: Mapped[datetime]
 
 
@@ -239,7 +280,7 @@ class TrackingLog(Base):
     execution_id: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
     sending_log_id: Mapped[int] = mapped_column(ForeignKey("sending_logs.id"), index=True)
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(8))  # open | click
+    kind: Mapped[TrackingKind] = mapped_column(vocabulary(TrackingKind, 8))
     url: Mapped[str | None] = mapped_column(Text)
     user_agent: Mapped[str | None] = mapped_column(Text)
     occurred_at: Mapped[datetime]
@@ -272,9 +313,9 @@ class RoleAssignment(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    subject_kind: Mapped[str] = mapped_column(String(12))  # user | usergroup
+    subject_kind: Mapped[SubjectKind] = mapped_column(vocabulary(SubjectKind, 12))
     subject_id: Mapped[str] = mapped_column(String(64))
-    role: Mapped[str] = mapped_column(String(32))
+    role: Mapped[Role] = mapped_column(vocabulary(Role, 32))
     granted_by: Mapped[str | None] = mapped_column(String(64))
     granted_at: Mapped[datetime]
 
@@ -303,7 +344,7 @@ class FeedbackReceipt(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     source: Mapped[str] = mapped_column(String(16))
     source_event_id: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[FeedbackKind] = mapped_column(vocabulary(FeedbackKind, 16))
     sending_log_id: Mapped[int | None] = mapped_column(ForeignKey("sending_logs.id"), index=True)
     received_at: Mapped[datetime]
 
@@ -328,7 +369,9 @@ class ApprovalRequest(Base):
     )
     occurrence_at: Mapped[datetime]
     required: Mapped[int] = mapped_column(Integer, default=1)
-    state: Mapped[str] = mapped_column(String(16), default="open")  # open|approved|skipped|expired
+    state: Mapped[RequestState] = mapped_column(
+        vocabulary(RequestState, 16), default=RequestState.OPEN
+    )
     expires_at: Mapped[datetime]
     decided_by: Mapped[list[Any]] = mapped_column(JSON, default=list)
     decided_at: Mapped[datetime | None]
@@ -370,7 +413,9 @@ class Digest(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     slot_at: Mapped[datetime] = mapped_column(unique=True)
     channel: Mapped[str] = mapped_column(String(100))
-    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    state: Mapped[DigestState] = mapped_column(
+        vocabulary(DigestState, 16), default=DigestState.PENDING, index=True
+    )
     claim_token: Mapped[str | None] = mapped_column(String(40))
     claimed_at: Mapped[datetime | None]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -409,7 +454,7 @@ class DigestPart(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     digest_id: Mapped[int] = mapped_column(ForeignKey("digests.id", ondelete="CASCADE"))
     seq: Mapped[int] = mapped_column(Integer)
-    kind: Mapped[str] = mapped_column(String(8))  # message | chart
+    kind: Mapped[DigestPartKind] = mapped_column(vocabulary(DigestPartKind, 8))
     payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # The message ts or the file id Slack answered with; None until posted.
     slack_ref: Mapped[str | None] = mapped_column(String(64))

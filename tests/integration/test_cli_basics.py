@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.__main__ import main
 from bot.bootstrap import Root
+from bot.entrypoints.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

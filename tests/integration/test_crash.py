@@ -14,15 +14,14 @@ import sys
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
-from scenario import prepare_one
+from scenario import as_user, detail_json, prepare_one
 from smtp_relay import Holding, free_port
 from sqlalchemy import func, select
 
 from bot.bootstrap import bootstrap
 from bot.config import load_settings
 from bot.domain.roles import Role
-from bot.services.reporting import delivery_detail
-from bot.services.sending import confirm_send
+from bot.services.deliveries.lifecycle import confirm_send
 from bot.store.models import SendingLog
 
 N = 600
@@ -54,7 +53,7 @@ def test_sigkill_mid_send_loses_nobody_and_repeats_at_most_one_batch(tmp_path: P
         ctx = root.context
         emails = [f"user{i}@x.example" for i in range(N)]
         prepare_one(ctx, tmp_path, emails, text="Hello {{ email }}")
-        confirm_send(ctx, "big", "U0ALICE", [Role.START_DELIVERIES])
+        confirm_send(ctx, as_user("U0ALICE", [Role.START_DELIVERIES]), "big")
 
         command = [sys.executable, "-m", "bot", "jobs", "run-due"]
         first = subprocess.Popen(command, env=env, cwd=tmp_path)
@@ -82,7 +81,7 @@ def test_sigkill_mid_send_loses_nobody_and_repeats_at_most_one_batch(tmp_path: P
     assert sorted(counts) == sorted(emails), "every recipient received the message"
     duplicates = sum(c - 1 for c in counts.values())
     assert duplicates <= BATCH, f"{duplicates} messages sent twice, more than one batch"
-    detail = delivery_detail(ctx, "big")
+    detail = detail_json(ctx, "big")
     assert detail["state"] == "finished"
     assert (detail["kpis"]["sent"], detail["logs"]["sent"]) == (N, N)
     root.close()

@@ -8,15 +8,16 @@ from typing import Any
 
 import pytest
 import yaml
+from scenario import CLI
 from sqlalchemy import select, text
 
 from bot.clock import FixedClock
 from bot.context import Context
-from bot.services.definitions import delivery_hash
-from bot.services.deliveries_import import import_deliveries
-from bot.services.errors import InputRejected, Problem
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
+from bot.services.deliveries.prepare import prepare_delivery
+from bot.services.imports.definitions import delivery_hash
+from bot.services.imports.deliveries import import_deliveries
+from bot.services.imports.problems import InputRejected, Problem
+from bot.services.imports.profiles import import_profiles
 from bot.store.models import AuditEntry, Delivery
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -36,7 +37,7 @@ BASE: dict[str, Any] = {
 def audience(ctx: Context, tmp_path: Path) -> str:
     path = tmp_path / "people.csv"
     path.write_text("email,first_name\nann@example.com,Ann\n")
-    import_profiles(ctx, path, "newsletter")
+    import_profiles(ctx, CLI, path, "newsletter")
     return "newsletter"
 
 
@@ -55,7 +56,7 @@ def entry(**changes: Any) -> dict[str, Any]:
 
 def rejected(ctx: Context, path: Path) -> list[Problem]:
     with pytest.raises(InputRejected) as caught:
-        import_deliveries(ctx, path)
+        import_deliveries(ctx, CLI, path)
     return caught.value.problems
 
 
@@ -79,8 +80,8 @@ def table(ctx: Context) -> list[tuple[str, ...]]:
 
 
 def test_examples_import_cleanly(ctx: Context) -> None:
-    import_profiles(ctx, EXAMPLES / "profiles.csv", "newsletter")
-    report = import_deliveries(ctx, EXAMPLES / "deliveries.yml")
+    import_profiles(ctx, CLI, EXAMPLES / "profiles.csv", "newsletter")
+    report = import_deliveries(ctx, CLI, EXAMPLES / "deliveries.yml")
 
     assert report.created == ["spring-sale", "black-friday", "weekly-digest"]
     assert report.warnings == []
@@ -104,12 +105,12 @@ def test_examples_import_cleanly(ctx: Context) -> None:
 
 
 def test_reimport_changes_nothing(ctx: Context, clock: FixedClock) -> None:
-    import_profiles(ctx, EXAMPLES / "profiles.csv", "newsletter")
-    import_deliveries(ctx, EXAMPLES / "deliveries.yml")
+    import_profiles(ctx, CLI, EXAMPLES / "profiles.csv", "newsletter")
+    import_deliveries(ctx, CLI, EXAMPLES / "deliveries.yml")
     before = table(ctx)
     clock.advance(timedelta(hours=1))
 
-    report = import_deliveries(ctx, EXAMPLES / "deliveries.yml")
+    report = import_deliveries(ctx, CLI, EXAMPLES / "deliveries.yml")
 
     assert report.unchanged == ["spring-sale", "black-friday", "weekly-digest"]
     assert report.created == report.updated == report.back_to_editing == []
@@ -256,7 +257,7 @@ def test_request_confirmation_defaults_by_aggregation(ctx: Context, tmp_path: Pa
             entry(ref="by-day", recurrence={**weekly, "aggregation": "day"}),
         ],
     )
-    import_deliveries(ctx, path)
+    import_deliveries(ctx, CLI, path)
     stored = deliveries(ctx)
     assert stored["plain"].request_confirmation is True
     assert (stored["by-day"].aggregation, stored["by-day"].request_confirmation) == ("day", False)
@@ -341,7 +342,7 @@ def test_a_contact_date_without_offset_is_read_in_its_time_zone(
         "  subject: Hi\n  text: Hi\n"
         "  schedule: {mode: at, at: '2027-07-01T09:30:00-04:00', timezone: America/New_York}\n",
     )
-    report = import_deliveries(ctx, path)
+    report = import_deliveries(ctx, CLI, path)
     stored = deliveries(ctx)
     assert stored["naive"].scheduled_at == datetime(2027, 7, 1, 7, 30, tzinfo=UTC)
     assert stored["offset"].scheduled_at == datetime(2027, 7, 1, 13, 30, tzinfo=UTC)
@@ -351,7 +352,7 @@ def test_a_contact_date_without_offset_is_read_in_its_time_zone(
 @pytest.mark.usefixtures("audience")
 def test_a_contact_date_in_the_past_is_a_warning(ctx: Context, tmp_path: Path) -> None:
     past = {"mode": "at", "at": "2026-01-01T08:00", "timezone": "Europe/Paris"}
-    report = import_deliveries(ctx, write(tmp_path, [entry(schedule=past)]))
+    report = import_deliveries(ctx, CLI, write(tmp_path, [entry(schedule=past)]))
     (warning,) = report.warnings
     assert warning.field == "schedule.at" and "in the past" in warning.reason
 
@@ -361,12 +362,12 @@ def test_a_contact_date_in_the_past_is_a_warning(ctx: Context, tmp_path: Path) -
 
 @pytest.mark.usefixtures("audience")
 def test_a_rename_keeps_the_preparation(ctx: Context, tmp_path: Path) -> None:
-    import_deliveries(ctx, write(tmp_path, [entry()]))
+    import_deliveries(ctx, CLI, write(tmp_path, [entry()]))
     set_state(ctx, "spring-sale", "ready")
     old_hash = deliveries(ctx)["spring-sale"].definition_hash
 
     report = import_deliveries(
-        ctx, write(tmp_path, [entry(name="Spring sale 2026", slack_channel="C0999")])
+        ctx, CLI, write(tmp_path, [entry(name="Spring sale 2026", slack_channel="C0999")])
     )
 
     assert report.updated == ["spring-sale"] and report.back_to_editing == []
@@ -379,12 +380,13 @@ def test_a_rename_keeps_the_preparation(ctx: Context, tmp_path: Path) -> None:
 def test_a_content_change_sends_a_ready_delivery_back_to_editing(
     ctx: Context, tmp_path: Path
 ) -> None:
-    import_deliveries(ctx, write(tmp_path, [entry(), entry(ref="draft")]))
+    import_deliveries(ctx, CLI, write(tmp_path, [entry(), entry(ref="draft")]))
     set_state(ctx, "spring-sale", "ready")
     old_hash = deliveries(ctx)["spring-sale"].definition_hash
 
     report = import_deliveries(
         ctx,
+        CLI,
         write(tmp_path, [entry(subject="Last days!"), entry(ref="draft", text="New text")]),
     )
 
@@ -413,7 +415,7 @@ def test_a_content_change_sends_a_ready_delivery_back_to_editing(
 def test_a_delivery_past_ready_cannot_change_what_it_sends(
     ctx: Context, tmp_path: Path, state: str
 ) -> None:
-    import_deliveries(ctx, write(tmp_path, [entry(), entry(ref="draft")]))
+    import_deliveries(ctx, CLI, write(tmp_path, [entry(), entry(ref="draft")]))
     set_state(ctx, "spring-sale", state)
     before = table(ctx)
 
@@ -425,7 +427,7 @@ def test_a_delivery_past_ready_cannot_change_what_it_sends(
     assert table(ctx) == before  # the rename of the draft was not applied either
 
     # A rename alone is fine in any state.
-    report = import_deliveries(ctx, write(tmp_path, [entry(name="Renamed")]))
+    report = import_deliveries(ctx, CLI, write(tmp_path, [entry(name="Renamed")]))
     assert report.updated == ["spring-sale"]
     assert deliveries(ctx)["spring-sale"].state == state
 
@@ -434,11 +436,11 @@ def test_a_delivery_past_ready_cannot_change_what_it_sends(
 def test_moving_to_another_audience_is_a_change(ctx: Context, tmp_path: Path) -> None:
     people = tmp_path / "vip.csv"
     people.write_text("email\nvip@example.com\n")
-    import_profiles(ctx, people, "vip")
-    import_deliveries(ctx, write(tmp_path, [entry()]))
+    import_profiles(ctx, CLI, people, "vip")
+    import_deliveries(ctx, CLI, write(tmp_path, [entry()]))
     set_state(ctx, "spring-sale", "ready")
 
-    report = import_deliveries(ctx, write(tmp_path, [entry(audience="vip")]))
+    report = import_deliveries(ctx, CLI, write(tmp_path, [entry(audience="vip")]))
 
     assert report.back_to_editing == ["spring-sale"]
     with ctx.sessions() as s:
@@ -450,11 +452,11 @@ def test_moving_to_another_audience_is_a_change(ctx: Context, tmp_path: Path) ->
 @pytest.mark.usefixtures("audience")
 def test_approval_expiry_is_a_duration_changed_in_place(ctx: Context, tmp_path: Path) -> None:
     recurrence = {"cron": "0 9 * * 1", "timezone": "Europe/Paris", "approval_expiry": "2h"}
-    import_deliveries(ctx, write(tmp_path, [entry(recurrence=recurrence)]))
-    prepare_delivery(ctx, "spring-sale")
+    import_deliveries(ctx, CLI, write(tmp_path, [entry(recurrence=recurrence)]))
+    prepare_delivery(ctx, CLI, "spring-sale")
     assert deliveries(ctx)["spring-sale"].approval_expiry_seconds == 7200
     shorter = {**recurrence, "approval_expiry": "90m"}
-    import_deliveries(ctx, write(tmp_path, [entry(recurrence=shorter)]))
+    import_deliveries(ctx, CLI, write(tmp_path, [entry(recurrence=shorter)]))
     stored = deliveries(ctx)["spring-sale"]
     assert (stored.approval_expiry_seconds, stored.state) == (5400, "ready")
 

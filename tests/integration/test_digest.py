@@ -21,6 +21,7 @@ import pytest
 from conftest import T0
 from mock_slack import Failure, MockSlack
 from pydantic import SecretStr
+from scenario import CLI, as_user, due_now
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -28,13 +29,14 @@ from bot.bootstrap import Root, bootstrap
 from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.transports.maildir import MaildirTransport
-from bot.services.deliveries_import import import_deliveries
+from bot.notify.slack import SlackNotifications
+from bot.notify.slack_client import make_client
+from bot.services.deliveries.lifecycle import confirm_send
+from bot.services.deliveries.prepare import prepare_delivery
 from bot.services.digest import DigestReport, run_digest
-from bot.services.due_work import run_due
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
-from bot.services.sending import confirm_send
-from bot.slack_api import make_client
+from bot.services.imports.deliveries import import_deliveries
+from bot.services.imports.profiles import import_profiles
+from bot.services.notifications import Unconnected
 from bot.store.models import (
     Audience,
     Delivery,
@@ -70,7 +72,9 @@ class Pacing:
 
 def digest(ctx: Context, pacing: Pacing | None = None) -> DigestReport:
     async def go() -> DigestReport:
-        return await run_digest(ctx, make_client(ctx.settings), sleep=pacing or Pacing())
+        return await run_digest(
+            ctx, SlackNotifications(make_client(ctx.settings)), sleep=pacing or Pacing()
+        )
 
     return asyncio.run(go())
 
@@ -372,8 +376,8 @@ def test_off_without_channel_or_slack(
     caplog.clear()
     ctx = ctx.with_settings(kpi_channel=CHANNEL)
     with caplog.at_level(logging.WARNING, logger="bot.services.digest"):
-        no_slack = asyncio.run(run_digest(ctx, None))
-        asyncio.run(run_digest(ctx, None))
+        no_slack = asyncio.run(run_digest(ctx, Unconnected()))
+        asyncio.run(run_digest(ctx, Unconnected()))
     assert no_slack.status == "off"
     assert [r.getMessage() for r in caplog.records] == [
         "KPI digest off: Slack is not connected (SLACK_BOT_TOKEN is not set)"
@@ -411,7 +415,7 @@ def test_slack_failure_is_retried_without_posting_a_part_twice(
                 armed.append(True)
                 mock_slack.fail_next["chat.postMessage"] = [failure]
 
-        return await run_digest(ctx, make_client(ctx.settings), sleep=sleep)
+        return await run_digest(ctx, SlackNotifications(make_client(ctx.settings)), sleep=sleep)
 
     first_report = asyncio.run(first_attempt())
     assert mock_slack.failed == ["chat.postMessage"]
@@ -518,7 +522,9 @@ def race(*instances: Context) -> list[DigestReport]:
     def instance(svc: Context) -> None:
         async def go() -> DigestReport:
             barrier.wait()
-            return await run_digest(svc, make_client(svc.settings), sleep=Pacing())
+            return await run_digest(
+                svc, SlackNotifications(make_client(svc.settings)), sleep=Pacing()
+            )
 
         reports.append(asyncio.run(go()))
 
@@ -572,25 +578,20 @@ def test_run_due_posts_the_digest_after_the_indicator_refresh(
     ctx = digest_services
     csv = tmp_path / "p.csv"
     csv.write_text("email,first_name\n" + "".join(f"b{i}@x.example,B\n" for i in range(6)))
-    import_profiles(ctx, csv, "buyers")
+    import_profiles(ctx, CLI, csv, "buyers")
     yml = tmp_path / "d.yml"
     yml.write_text(
         "- ref: promo\n  name: Promo\n  audience: buyers\n  from: news@shop.example\n"
         "  subject: Hi\n  text: Hello\n"
     )
-    import_deliveries(ctx, yml)
-    prepare_delivery(ctx, "promo")
-    confirm_send(ctx, "promo", "U0ALICE", [Role.START_DELIVERIES])
+    import_deliveries(ctx, CLI, yml)
+    prepare_delivery(ctx, CLI, "promo")
+    confirm_send(ctx, as_user("U0ALICE", [Role.START_DELIVERIES]), "promo")
 
     def due() -> Any:
-        async def go() -> Any:
-            return await run_due(
-                ctx,
-                lambda: MaildirTransport(tmp_path / "outbox"),
-                slack=make_client(ctx.settings),
-            )
-
-        return asyncio.run(go())
+        return due_now(
+            ctx, lambda: MaildirTransport(tmp_path / "outbox"), make_client(ctx.settings)
+        )
 
     report = due()
     assert report.sent == {"promo": "finished"}
@@ -610,7 +611,7 @@ def test_jobs_run_due_reports_the_digest(
 ) -> None:
     import json
 
-    from bot.__main__ import main
+    from bot.entrypoints.cli import main
     from bot.services import digest as module
 
     root = replace(root, context=digest_services)

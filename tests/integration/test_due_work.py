@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from pathlib import Path
 
+from scenario import CLI, as_user, detail_json, due_now
 from smtp_relay import Relay
 from sqlalchemy import select
 
 from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.transports.smtp import SmtpTransport
-from bot.services.deliveries_import import import_deliveries
-from bot.services.due_work import DueReport, run_due
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
-from bot.services.reporting import delivery_detail
-from bot.services.sending import confirm_send
+from bot.jobs.due_work import DueReport
+from bot.services.deliveries.lifecycle import confirm_send
+from bot.services.deliveries.prepare import prepare_delivery
+from bot.services.imports.deliveries import import_deliveries
+from bot.services.imports.profiles import import_profiles
 from bot.store.models import SendingLog
 
 DELIVERY = """
@@ -36,22 +35,17 @@ SCHEDULE
 def load(ctx: Context, tmp_path: Path, emails: list[str], efs=False, schedule=""):  # type: ignore[no-untyped-def]
     csv = tmp_path / "p.csv"
     csv.write_text("email,first_name\n" + "".join(f"{e},N\n" for e in emails))
-    import_profiles(ctx, csv, "buyers")
+    import_profiles(ctx, CLI, csv, "buyers")
     yml = tmp_path / "d.yml"
     yml.write_text(DELIVERY.replace("EFS", str(efs).lower()).replace("SCHEDULE", schedule))
-    import_deliveries(ctx, yml)
-    prepare_delivery(ctx, "promo")
-    confirm_send(ctx, "promo", "U0ALICE", [Role.START_DELIVERIES])
+    import_deliveries(ctx, CLI, yml)
+    prepare_delivery(ctx, CLI, "promo")
+    confirm_send(ctx, as_user("U0ALICE", [Role.START_DELIVERIES]), "promo")
 
 
 def due(ctx: Context, relay: Relay, after: timedelta = timedelta(0)) -> DueReport:
     ctx.clock.advance(after)  # type: ignore[attr-defined]
-    return asyncio.run(
-        run_due(
-            ctx,
-            lambda: SmtpTransport("127.0.0.1", relay.port, pool_size=2, timeout=10.0),
-        )
-    )
+    return due_now(ctx, lambda: SmtpTransport("127.0.0.1", relay.port, pool_size=2, timeout=10.0))
 
 
 def logs(ctx: Context) -> dict[str, tuple[str, str | None, int]]:
@@ -70,7 +64,7 @@ def test_soft_bounce_retried_every_interval_then_failed_when_retries_run_out(
     first = due(ctx, relay)
     assert first.sent == {"promo": "finished"}
     assert logs(ctx)["soft1@x.example"] == ("sent", "soft", 0)
-    assert delivery_detail(ctx, "promo")["kpis"]["delivered_pct"] == 100.0
+    assert detail_json(ctx, "promo")["kpis"]["delivered_pct"] == 100.0
 
     assert due(ctx, relay, timedelta(minutes=30)).retried == 0, "not due yet"
     assert due(ctx, relay, timedelta(minutes=30)).retried == 2
@@ -79,7 +73,7 @@ def test_soft_bounce_retried_every_interval_then_failed_when_retries_run_out(
 
     assert due(ctx, relay, timedelta(hours=1)).retried == 1
     assert logs(ctx)["soft1@x.example"] == ("failed", "soft", 2), "retries ran out"
-    k = delivery_detail(ctx, "promo")["kpis"]
+    k = detail_json(ctx, "promo")["kpis"]
     assert (k["delivered_pct"], k["bounces_errors_pct"]) == (66.67, 33.33)
     assert due(ctx, relay, timedelta(hours=1)).retried == 0
     received = relay.recorder.by_rcpt()
@@ -98,7 +92,7 @@ def test_validity_end_resolves_what_is_still_open(
         "a@x.example": "failed",
         "soft1@x.example": "failed",
     }
-    k = delivery_detail(ctx, "promo")["kpis"]
+    k = detail_json(ctx, "promo")["kpis"]
     assert (k["sent"], k["delivered_pct"], k["bounces_errors_pct"]) == (2, 0.0, 100.0)
     assert due(ctx, relay, timedelta(days=1)).expired_logs == 0
 
@@ -110,7 +104,7 @@ def test_at_delivery_waits_for_its_date_and_starts_once_even_if_the_moment_was_m
         "  schedule:\n    mode: at\n    at: 2026-11-23T12:00:00\n    timezone: Europe/Paris\n"
     )
     load(ctx, tmp_path, ["a@x.example", "b@x.example"], schedule=schedule)
-    assert delivery_detail(ctx, "promo")["state"] == "start-pending"
+    assert detail_json(ctx, "promo")["state"] == "start-pending"
     assert due(ctx, relay, timedelta(hours=1)).started == []  # 10:00 UTC = 11:00 Paris
     report = due(ctx, relay, timedelta(hours=5))  # down at 12:00 Paris; catch up once
     assert report.started == ["promo"] and report.sent == {"promo": "finished"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 from collections.abc import Iterator
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from harness import LiveApp
-from scenario import prepare_one
+from scenario import as_user, detail_json, due_now, prepare_one
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
@@ -20,9 +19,7 @@ from bot.engine.message import MessageSkeleton
 from bot.engine.tokens import TokenSigner
 from bot.engine.transports import MaildirTransport
 from bot.feedback import generic
-from bot.services.due_work import run_due
-from bot.services.reporting import delivery_detail
-from bot.services.sending import confirm_send
+from bot.services.deliveries.lifecycle import confirm_send
 from bot.store.models import FeedbackReceipt, Profile, SendingLog, TrackingLog
 
 SECRET = "test-feedback-secret"  # tests/conftest.py's FEEDBACK_SECRET
@@ -34,8 +31,8 @@ LINK_HTML = '<a href="https://shop.example/x">x</a>'
 def logs(ctx: Context, tmp_path: Path) -> dict[str, SendingLog]:
     emails = ["a@x.example", "b@x.example", "c@x.example"]
     prepare_one(ctx, tmp_path, emails, "promo", html=LINK_HTML, efs=True)
-    confirm_send(ctx, "promo", "U0A", [Role.START_DELIVERIES])
-    asyncio.run(run_due(ctx, lambda: MaildirTransport(tmp_path / "outbox")))
+    confirm_send(ctx, as_user("U0A", [Role.START_DELIVERIES]), "promo")
+    due_now(ctx, lambda: MaildirTransport(tmp_path / "outbox"))
     with ctx.sessions() as s:
         return {lg.email: lg for lg in s.scalars(select(SendingLog))}
 
@@ -174,7 +171,7 @@ def test_a_storage_failure_answers_503_so_the_provider_retries(
 ) -> None:
     """The failure comes after the receipt and the log change were written in the
     transaction: both must roll back, so the provider's retry applies the event."""
-    import bot.services.ingest as ingest_module
+    import bot.services.outcomes.ingest as ingest_module
 
     real = ingest_module.apply_log_events
 
@@ -187,4 +184,4 @@ def test_a_storage_failure_answers_503_so_the_provider_retries(
     with ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(TrackingLog)) == 0
         assert s.scalar(select(func.count()).select_from(FeedbackReceipt)) == 0
-    assert delivery_detail(ctx, "promo")["logs"]["pending"] == 3
+    assert detail_json(ctx, "promo")["logs"]["pending"] == 3

@@ -6,7 +6,6 @@ Maildir tests use real folders on disk; IMAP tests a real IMAP server on loopbac
 
 from __future__ import annotations
 
-import asyncio
 import mailbox
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 from imap_server import ImapFolder, ImapServer
 from pydantic import SecretStr
-from scenario import prepare_one
+from scenario import CLI, as_user, detail_json, due_now, prepare_one
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
@@ -22,11 +21,10 @@ from bot.config import Settings
 from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.transports import MaildirTransport
-from bot.services import feedback_mailbox
-from bot.services.due_work import run_due
-from bot.services.feedback_mailbox import MaildirSource, read_feedback_mailbox
-from bot.services.reporting import compute_delivery_stats, delivery_detail
-from bot.services.sending import confirm_send
+from bot.services.deliveries.lifecycle import confirm_send
+from bot.services.deliveries.views import compute_stats
+from bot.services.outcomes import mailbox as feedback_mailbox
+from bot.services.outcomes.mailbox import MaildirSource, read_feedback_mailbox
 from bot.store.models import SendingLog
 
 EMAILS = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"]
@@ -57,14 +55,14 @@ def dsn(log: SendingLog, action: str, status: str, n: int) -> bytes:
 @pytest.fixture
 def logs(ctx: Context, tmp_path: Path) -> dict[str, SendingLog]:
     prepare_one(ctx, tmp_path, EMAILS, "promo", efs=True)
-    confirm_send(ctx, "promo", "U0A", [Role.START_DELIVERIES])
+    confirm_send(ctx, as_user("U0A", [Role.START_DELIVERIES]), "promo")
     tick(ctx, tmp_path)
     with ctx.sessions() as s:
         return {lg.email: lg for lg in s.scalars(select(SendingLog))}
 
 
 def tick(ctx: Context, tmp_path: Path):  # type: ignore[no-untyped-def]
-    return asyncio.run(run_due(ctx, lambda: MaildirTransport(tmp_path / "outbox")))
+    return due_now(ctx, lambda: MaildirTransport(tmp_path / "outbox"))
 
 
 def statuses(ctx: Context) -> dict[str, tuple[str, str | None]]:
@@ -90,8 +88,8 @@ EXPECTED = {
 
 
 def assert_counters_equal_recount(ctx: Context) -> None:
-    live = delivery_detail(ctx, "promo")
-    assert compute_delivery_stats(ctx, "promo") == live
+    live = detail_json(ctx, "promo")
+    assert compute_stats(ctx, CLI, "promo").to_json() == live
 
 
 # ---------------------------------------------------------------------- Maildir
@@ -163,12 +161,12 @@ def test_maildir_keeps_everything_when_storing_fails_and_never_applies_twice(
         report = read_feedback_mailbox(ctx)
     assert (report.applied, report.error) == (3, "read-only file system")
     assert files(tmp_path / "bounces") == before
-    counted = delivery_detail(ctx, "promo")
+    counted = detail_json(ctx, "promo")
 
     report = read_feedback_mailbox(ctx)  # read again: nothing applies twice
     assert (report.read, report.applied, report.duplicates) == (3, 0, 3)
     assert files(tmp_path / "bounces") == []
-    assert delivery_detail(ctx, "promo") == counted
+    assert detail_json(ctx, "promo") == counted
     assert statuses(ctx) == EXPECTED
     assert_counters_equal_recount(ctx)
 

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
+from scenario import CLI, as_user, detail_json, due_now
 from sqlalchemy import func, select
 
 from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.transports import MaildirTransport
 from bot.feedback.events import FeedbackEvent, FeedbackKind
-from bot.services.deliveries_import import import_deliveries
-from bot.services.due_work import refresh_indicators, run_due
-from bot.services.ingest import ingest
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
-from bot.services.reporting import compute_delivery_stats, delivery_detail
-from bot.services.sending import confirm_send
+from bot.jobs.due_work import refresh_indicators
+from bot.services.deliveries.lifecycle import confirm_send
+from bot.services.deliveries.prepare import prepare_delivery
+from bot.services.deliveries.views import compute_stats
+from bot.services.imports.deliveries import import_deliveries
+from bot.services.imports.profiles import import_profiles
+from bot.services.outcomes.ingest import ingest
 from bot.store.models import Profile, SendingLog, TrackingLog
 
 EMAILS = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"]
@@ -28,16 +28,16 @@ EMAILS = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"]
 def sent(ctx: Context, tmp_path: Path, efs: bool) -> dict[str, SendingLog]:
     csv = tmp_path / "p.csv"
     csv.write_text("email\n" + "\n".join(EMAILS) + "\n")
-    import_profiles(ctx, csv, "all")
+    import_profiles(ctx, CLI, csv, "all")
     yml = tmp_path / "d.yml"
     yml.write_text(
         "- ref: promo\n  name: Promo\n  audience: all\n  from: news@shop.example\n"
         f"  subject: Hi\n  text: Hello\n  efs: {str(efs).lower()}\n"
     )
-    import_deliveries(ctx, yml)
-    prepare_delivery(ctx, "promo")
-    confirm_send(ctx, "promo", "U0A", [Role.START_DELIVERIES])
-    asyncio.run(run_due(ctx, lambda: MaildirTransport(tmp_path / "outbox")))
+    import_deliveries(ctx, CLI, yml)
+    prepare_delivery(ctx, CLI, "promo")
+    confirm_send(ctx, as_user("U0A", [Role.START_DELIVERIES]), "promo")
+    due_now(ctx, lambda: MaildirTransport(tmp_path / "outbox"))
     with ctx.sessions() as s:
         return {lg.email: lg for lg in s.scalars(select(SendingLog))}
 
@@ -66,7 +66,7 @@ def test_events_apply_once_match_by_id_or_message_id_and_unknown_ones_are_counte
     assert (report.applied, report.duplicates, report.unmatched) == (2, 1, 1)
     again = ingest(ctx, events[:2])
     assert (again.applied, again.duplicates) == (0, 2)
-    k = delivery_detail(ctx, "promo")["kpis"]
+    k = detail_json(ctx, "promo")["kpis"]
     assert (k["sent"], k["delivered_pct"], k["bounces_errors_pct"]) == (4, 25.0, 25.0)
     with ctx.sessions() as s:
         b = s.get(SendingLog, logs["b@x.example"].id)
@@ -92,16 +92,16 @@ def test_complaint_denylists_and_opens_clicks_feed_the_hourly_rates(
         assert s.scalar(select(Profile.email_status).where(Profile.email == "d@x.example")) == (
             "denylisted"
         )
-    assert delivery_detail(ctx, "promo")["kpis"]["open_rate"] == 0.0, "hourly, not live"
+    assert detail_json(ctx, "promo")["kpis"]["open_rate"] == 0.0, "hourly, not live"
     assert refresh_indicators(ctx) == 0, "refreshed when it was sent, due in an hour"
     ctx.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
     assert refresh_indicators(ctx) == 1
-    k = delivery_detail(ctx, "promo")["kpis"]
+    k = detail_json(ctx, "promo")["kpis"]
     assert (k["open_rate"], k["click_through_rate"]) == (50.0, 25.0), "a click is an open"
     assert refresh_indicators(ctx) == 0, "once an hour"
     ctx.clock.advance(timedelta(hours=1))  # type: ignore[attr-defined]
     assert refresh_indicators(ctx) == 1
-    assert compute_delivery_stats(ctx, "promo")["kpis"] == k
+    assert compute_stats(ctx, CLI, "promo").to_json()["kpis"] == k
 
 
 def test_the_same_batch_posted_twice_at_once_applies_once(ctx: Context, tmp_path: Path) -> None:
@@ -114,7 +114,7 @@ def test_the_same_batch_posted_twice_at_once_applies_once(ctx: Context, tmp_path
         reports = list(pool.map(lambda _: ingest(ctx, batch), range(2)))
     assert sorted(r.applied for r in reports) == [0, len(batch)]
     assert sum(r.duplicates for r in reports) == len(batch)
-    k = delivery_detail(ctx, "promo")["kpis"]
+    k = detail_json(ctx, "promo")["kpis"]
     assert (k["sent"], k["delivered_pct"]) == (4, 100.0)
     with ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(TrackingLog)) == len(logs)

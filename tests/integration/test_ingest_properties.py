@@ -22,7 +22,6 @@ leaves every KPI as the counters had it.
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,7 +31,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scenario import prepare_one
+from scenario import CLI, as_user, detail_json, due_now, prepare_one
 from sqlalchemy import func, select
 
 from bot.bootstrap import bootstrap
@@ -43,13 +42,13 @@ from bot.domain.logs import Event, FailureType, LogState, LogStatus, Mode, apply
 from bot.domain.roles import Role
 from bot.engine.transports import MaildirTransport
 from bot.feedback.events import FeedbackEvent, FeedbackKind
-from bot.services.due_work import expire_due, run_due
-from bot.services.ingest import ingest
-from bot.services.outcomes import LogEvent, apply_log_events
-from bot.services.reporting import compute_delivery_stats, delivery_detail
-from bot.services.sending import confirm_send
-from bot.services.stats import live_counters, recount
+from bot.jobs.due_work import expire_due
+from bot.services.deliveries.lifecycle import confirm_send
+from bot.services.deliveries.views import compute_stats
+from bot.services.outcomes.ingest import ingest
+from bot.store.counters import live_counters, recount
 from bot.store.models import Execution, FeedbackReceipt, Profile, SendingLog, TrackingLog
+from bot.store.outcomes import LogEvent, apply_log_events
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 TARGET, BYSTANDER = "target@x.example", "bystander@x.example"
@@ -99,9 +98,9 @@ steps = st.lists(
 
 def send_one_delivery(ctx: Context, tmp_path: Path, efs: bool) -> None:
     prepare_one(ctx, tmp_path, [TARGET, BYSTANDER], "promo", efs=efs, validity="3d")
-    confirm_send(ctx, "promo", "U0A", [Role.START_DELIVERIES])
+    confirm_send(ctx, as_user("U0A", [Role.START_DELIVERIES]), "promo")
     transport = MaildirTransport(tmp_path / "outbox", fsync=False)
-    asyncio.run(run_due(ctx, lambda: transport))
+    due_now(ctx, lambda: transport)
 
 
 class Scenario:
@@ -209,8 +208,8 @@ class Scenario:
         with self.ctx.sessions() as s:
             fresh = recount(s, self.execution_id)
         assert (fresh.unique_opens, fresh.unique_clicks) == (int(self.opened), int(self.clicked))
-        before = delivery_detail(self.ctx, "promo")["kpis"]
-        after = compute_delivery_stats(self.ctx, "promo")["kpis"]
+        before = detail_json(self.ctx, "promo")["kpis"]
+        after = compute_stats(self.ctx, CLI, "promo").to_json()["kpis"]
         for name in ("to_deliver", "sent", "delivered_pct", "bounces_errors_pct"):
             assert after[name] == before[name], name
         with self.ctx.sessions() as s:

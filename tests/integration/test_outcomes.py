@@ -15,8 +15,7 @@ from sqlalchemy import select
 from bot.context import Context
 from bot.domain.kpi import kpis
 from bot.domain.logs import Event
-from bot.services.outcomes import LogEvent, apply_log_events, record_complaint
-from bot.services.stats import live_counters, recount
+from bot.store.counters import live_counters, recount
 from bot.store.models import (
     Audience,
     Delivery,
@@ -25,6 +24,7 @@ from bot.store.models import (
     Profile,
     SendingLog,
 )
+from bot.store.outcomes import LogEvent, apply_log_events, record_complaint
 
 N = 4
 

@@ -5,19 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from email_validator import EmailNotValidError, validate_email
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from scenario import CLI, as_user
 from sqlalchemy import func, select, update
 
 from bot.context import Context
-from bot.domain.errors import IllegalTransition
-from bot.services import prepare as prepare_module
-from bot.services.errors import NotFound
-from bot.services.prepare import (
+from bot.domain.errors import IllegalTransition, NotFound
+from bot.domain.roles import Role
+from bot.services.deliveries import prepare as prepare_module
+from bot.services.deliveries.prepare import (
     MAX_STORED_ERRORS,
     PreparationConflict,
-    address_is_valid,
     prepare_delivery,
 )
 from bot.store.models import (
@@ -153,7 +150,7 @@ def test_counts_exclusion_reasons_and_logs(ctx: Context, world: World) -> None:
     world.profile("outsider@example.com", member=False)  # not in the audience
     world.delivery()
 
-    result = prepare_delivery(ctx, "spring-sale", actor="U123")
+    result = prepare_delivery(ctx, as_user("U123", list(Role)), "spring-sale")
 
     assert (result.state, result.targeted, result.excluded, result.to_deliver) == (
         "ready",
@@ -167,7 +164,11 @@ def test_counts_exclusion_reasons_and_logs(ctx: Context, world: World) -> None:
         "denylisted": 1,
         "quarantined": 1,
     }
-    assert result.errors == [] and result.errors_total == 0 and result.warnings == []
+    assert (
+        result.to_json()["errors"] == []
+        and result.errors_total == 0
+        and result.to_json()["warnings"] == []
+    )
     assert world.exclusion_logs() == [
         ("not-an-address", "invalid address"),
         ("ANN@example.com", "duplicate address"),
@@ -203,7 +204,7 @@ def test_duplicates_keep_the_lowest_id(ctx: Context, world: World) -> None:
     world.profile("ZOE@EXAMPLE.COM")
     world.delivery()
 
-    result = prepare_delivery(ctx, "spring-sale")
+    result = prepare_delivery(ctx, CLI, "spring-sale")
 
     assert result.to_deliver == 1
     with ctx.sessions() as s:
@@ -222,7 +223,7 @@ def test_a_quarantined_address_is_not_reached_through_a_duplicate(
     world.profile("Kim@example.com")
     world.delivery()
 
-    result = prepare_delivery(ctx, "spring-sale")
+    result = prepare_delivery(ctx, CLI, "spring-sale")
 
     assert result.to_deliver == 0
     assert result.exclusions["quarantined"] == 1
@@ -235,17 +236,17 @@ def test_template_error_on_one_profile_is_critical_and_blocks(ctx: Context, worl
     world.profile("eve@example.com", divisor=5)
     world.delivery(html=HTML, state="ready")
 
-    result = prepare_delivery(ctx, "spring-sale")
+    result = prepare_delivery(ctx, CLI, "spring-sale")
 
     assert result.state == "editing"
     assert result.errors_total == 1
-    [error] = result.errors
+    [error] = result.to_json()["errors"]
     assert error["email"] == "zero@example.com"
     assert (error["part"], error["line"]) == ("html", 2)
     assert "division by zero" in error["reason"]
     d = world.get()
     assert d.state == "editing"
-    assert d.preparation_errors == result.errors
+    assert d.preparation_errors == result.to_json()["errors"]
     # The target is still computed: the counts show what a fixed template would send.
     assert d.to_deliver == 3
 
@@ -255,12 +256,12 @@ def test_errors_are_capped_but_counted(ctx: Context, world: World) -> None:
         world.profile(f"p{i}@example.com", divisor=0)
     world.delivery(html=HTML)
 
-    result = prepare_delivery(ctx, "spring-sale")
+    result = prepare_delivery(ctx, CLI, "spring-sale")
 
     assert result.errors_total == MAX_STORED_ERRORS + 5
-    assert len(result.errors) == MAX_STORED_ERRORS
+    assert len(result.to_json()["errors"]) == MAX_STORED_ERRORS
     stored = world.get().preparation_errors
-    assert stored[:MAX_STORED_ERRORS] == result.errors
+    assert stored[:MAX_STORED_ERRORS] == result.to_json()["errors"]
     assert stored[-1]["omitted"] == 5 and stored[-1]["total"] == MAX_STORED_ERRORS + 5
 
 
@@ -270,11 +271,11 @@ def test_missing_attribute_is_a_warning_only(ctx: Context, world: World) -> None
     world.profile("cat@example.com", first_name=None)
     world.delivery(text="Hello {{ first_name }} from {{ city }}{% if vip %}, VIP{% endif %}")
 
-    result = prepare_delivery(ctx, "spring-sale")
+    result = prepare_delivery(ctx, CLI, "spring-sale")
 
     assert result.state == "ready"
-    assert result.errors == []
-    assert result.warnings == [
+    assert result.to_json()["errors"] == []
+    assert result.to_json()["warnings"] == [
         {
             "kind": "missing variable",
             "name": "city",
@@ -288,17 +289,17 @@ def test_missing_attribute_is_a_warning_only(ctx: Context, world: World) -> None
             "emails": ["cat@example.com"],
         },
     ]
-    assert world.get().preparation_warnings == result.warnings
+    assert world.get().preparation_warnings == result.to_json()["warnings"]
 
 
 def test_sandbox_escape_is_a_critical_error(ctx: Context, world: World) -> None:
     world.profile("ann@example.com")
     world.delivery(html="<p>hi</p>\n{{ ''.__class__.__mro__[1].__subclasses__() }}")
 
-    result = prepare_delivery(ctx, "spring-sale")
+    result = prepare_delivery(ctx, CLI, "spring-sale")
 
     assert result.state == "editing"
-    [error] = result.errors
+    [error] = result.to_json()["errors"]
     assert (error["email"], error["part"], error["line"]) == ("ann@example.com", "html", 2)
     assert "not allowed" in error["reason"]
 
@@ -307,10 +308,10 @@ def test_syntax_error_leaves_editing_and_names_the_part(ctx: Context, world: Wor
     world.profile("ann@example.com")
     world.delivery(text="Hello\n{% if vip %}VIP")
 
-    result = prepare_delivery(ctx, "spring-sale")
+    result = prepare_delivery(ctx, CLI, "spring-sale")
 
     assert result.state == "editing"
-    [error] = result.errors
+    [error] = result.to_json()["errors"]
     assert (error["email"], error["part"], error["line"]) == (None, "text", 2)
     assert result.to_deliver == 1
 
@@ -319,7 +320,7 @@ def test_empty_target_is_still_ready(ctx: Context, world: World) -> None:
     world.profile("bob@example.com", status="denylisted")
     world.delivery()
 
-    result = prepare_delivery(ctx, "spring-sale")
+    result = prepare_delivery(ctx, CLI, "spring-sale")
 
     assert (result.state, result.targeted, result.to_deliver) == ("ready", 1, 0)
     assert world.counter().to_deliver == 0
@@ -330,12 +331,12 @@ def test_re_preparation_replaces_the_logs(ctx: Context, world: World) -> None:
     world.profile("bob@example.com")
     world.profile("cat@example.com", status="quarantine")
     world.delivery()
-    first = prepare_delivery(ctx, "spring-sale")
+    first = prepare_delivery(ctx, CLI, "spring-sale")
     assert (first.to_deliver, first.excluded) == (2, 1)
 
     with ctx.sessions.begin() as s:
         s.execute(update(Profile).where(Profile.id == ann).values(email_status="denylisted"))
-    second = prepare_delivery(ctx, "spring-sale")
+    second = prepare_delivery(ctx, CLI, "spring-sale")
 
     assert (second.state, second.to_deliver, second.excluded) == ("ready", 1, 2)
     assert world.sending_logs() == [("bob@example.com", "queued")]
@@ -358,7 +359,7 @@ def test_prepare_is_refused_once_the_send_has_started(ctx: Context, world: World
     world.delivery(state="in-progress")
 
     with pytest.raises(IllegalTransition) as caught:
-        prepare_delivery(ctx, "spring-sale")
+        prepare_delivery(ctx, CLI, "spring-sale")
 
     assert "in-progress" in str(caught.value)
     with ctx.sessions() as s:
@@ -368,9 +369,9 @@ def test_prepare_is_refused_once_the_send_has_started(ctx: Context, world: World
 
 def test_unknown_ref_is_not_found(ctx: Context, world: World) -> None:
     with pytest.raises(NotFound) as caught:
-        prepare_delivery(ctx, "nope")
+        prepare_delivery(ctx, CLI, "nope")
     assert str(caught.value) == (
-        "no delivery with ref 'nope'; `python -m bot deliveries list` shows them"
+        "no delivery with ref 'nope'; `python -m bot deliveries list` shows the refs"
     )
 
 
@@ -392,7 +393,7 @@ def test_a_change_during_preparation_writes_nothing(
     monkeypatch.setattr(prepare_module, "_plan", plan_then_edit)
 
     with pytest.raises(PreparationConflict):
-        prepare_delivery(ctx, "spring-sale")
+        prepare_delivery(ctx, CLI, "spring-sale")
 
     d = world.get()
     assert (d.state, d.prepared_at, d.to_deliver) == ("editing", None, 0)
@@ -406,65 +407,12 @@ def test_deliveries_are_prepared_independently(ctx: Context, world: World) -> No
     world.delivery("one")
     world.delivery("two")
 
-    prepare_delivery(ctx, "one")
-    prepare_delivery(ctx, "two")
-    prepare_delivery(ctx, "one")
+    prepare_delivery(ctx, CLI, "one")
+    prepare_delivery(ctx, CLI, "two")
+    prepare_delivery(ctx, CLI, "one")
 
     assert len(world.sending_logs("one")) == 2
     assert len(world.sending_logs("two")) == 2
 
 
 # --- the address check agrees with email_validator --------------------------------
-
-
-def _validator_says(address: str) -> bool:
-    try:
-        validate_email(address, check_deliverability=False)
-    except EmailNotValidError:
-        return False
-    return True
-
-
-@pytest.mark.parametrize(
-    "address",
-    [
-        "ann@example.com",
-        "Ann.O'Neil+tag@Example.co.uk",
-        "a..b@example.com",
-        ".a@example.com",
-        "a.@example.com",
-        "a b@example.com",
-        "a@b",
-        "a@localhost",
-        "a@example.test",
-        "a@exa_mple.com",
-        "a@-example.com",
-        "a@example.com.",
-        '"quoted"@example.com',
-        "josé@example.com",
-        "ann@exämple.com",
-        "a" * 64 + "@example.com",
-        "a" * 65 + "@example.com",
-        "a@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 63 + "." + "e" * 57 + ".com",
-        "a@b@example.com",
-        "",
-        "@example.com",
-    ],
-)
-def test_address_check_matches_email_validator(address: str) -> None:
-    assert address_is_valid(address) is _validator_says(address)
-
-
-_LOCAL = st.text(alphabet="abcXYZ09.+-_'!#~@ \"é", min_size=0, max_size=12)
-_DOMAIN = st.sampled_from(
-    ["example.com", "EXAMPLE.org", "b", "ex_ample.com", "exämple.de", "x.test", "-a.com", "a..com"]
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(local=_LOCAL, domain=_DOMAIN)
-def test_address_check_matches_email_validator_on_generated_addresses(
-    local: str, domain: str
-) -> None:
-    address = f"{local}@{domain}"
-    assert address_is_valid(address) is _validator_says(address)

@@ -10,17 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
-from scenario import prepare_one
+from scenario import as_user, detail_json, due_now, prepare_one
 from smtp_relay import Relay, free_port
 from sqlalchemy import func, select
 
-from bot.bootstrap import bootstrap
+from bot.bootstrap import bootstrap, sender_child
 from bot.config import load_settings
 from bot.domain.roles import Role
-from bot.engine.process_runner import SendProcess
-from bot.services.due_work import run_due
-from bot.services.reporting import delivery_detail
-from bot.services.sending import confirm_send
+from bot.jobs.process import SendProcess
+from bot.services.deliveries.lifecycle import confirm_send
 from bot.store.models import SendingLog
 
 N = 120
@@ -52,10 +50,10 @@ def test_the_sender_process_relays_reports_batches_and_stops(tmp_path: Path) -> 
             all_reported.set()
 
     # A tick far away: only the kick can make the child send within the test.
-    runner = SendProcess(settings, on_batch=on_batch, tick_seconds=3600)
+    runner = SendProcess(settings, sender_child, on_batch=on_batch, tick_seconds=3600)
     runner.start()
     try:
-        confirm_send(ctx, "big", "U0ALICE", [Role.START_DELIVERIES])
+        confirm_send(ctx, as_user("U0ALICE", [Role.START_DELIVERIES]), "big")
         runner.kick()
         assert all_reported.wait(60), f"only {len(batches)} batches were reported"
         assert runner.is_alive()
@@ -68,7 +66,7 @@ def test_the_sender_process_relays_reports_batches_and_stops(tmp_path: Path) -> 
     received = sorted(r.rcpt_tos[0] for r in relay.recorder.received)
     assert received == sorted(emails), "every recipient exactly once"
     assert len(set(batches)) == 1, "every batch belongs to the one execution"
-    detail = delivery_detail(ctx, "big")
+    detail = detail_json(ctx, "big")
     assert detail["state"] == "finished"
     assert detail["kpis"]["sent"] == N
     root.close()
@@ -83,7 +81,7 @@ def test_stop_before_anything_is_due_is_prompt(tmp_path: Path) -> None:
     )
     bootstrap(settings).close()  # migrated, as the server does before starting the child
     rounds = threading.Semaphore(0)
-    runner = SendProcess(settings, tick_seconds=3600)
+    runner = SendProcess(settings, sender_child, tick_seconds=3600)
     runner.on_round = rounds.release
     runner.start()
     assert rounds.acquire(timeout=60), "the sender's first round never ended"
@@ -131,10 +129,12 @@ def test_stop_ends_the_send_after_the_batch_in_flight_and_a_restart_resumes(
     emails = [f"user{i}@x.example" for i in range(many)]
     prepare_one(ctx, tmp_path, emails, text="Hello {{ email }}")
     first_batch = threading.Event()
-    runner = SendProcess(settings, on_batch=lambda _: first_batch.set(), tick_seconds=None)
+    runner = SendProcess(
+        settings, sender_child, on_batch=lambda _: first_batch.set(), tick_seconds=None
+    )
     try:
         runner.start()
-        confirm_send(ctx, "big", "U0ALICE", [Role.START_DELIVERIES])
+        confirm_send(ctx, as_user("U0ALICE", [Role.START_DELIVERIES]), "big")
         runner.kick()
         assert first_batch.wait(60), "no batch was ever recorded"
         runner.stop(timeout=30)
@@ -144,10 +144,10 @@ def test_stop_ends_the_send_after_the_batch_in_flight_and_a_restart_resumes(
         stopped_at = len(recorder.received)
         assert claimed == 0, "the batch in flight was recorded before stopping"
         assert batch <= stopped_at < many, "the send stopped part way"
-        assert delivery_detail(ctx, "big")["state"] == "in-progress"
+        assert detail_json(ctx, "big")["state"] == "in-progress"
 
         # The next start (here its due work run in the foreground) sends the rest.
-        assert asyncio.run(run_due(ctx)).sent == {"big": "finished"}
+        assert due_now(ctx).sent == {"big": "finished"}
     finally:
         controller.stop()
     assert sorted(recorder.received) == sorted(emails), "everybody exactly once"

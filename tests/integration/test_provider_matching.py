@@ -11,7 +11,6 @@ only it — moved.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import hmac
@@ -28,15 +27,14 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from harness import LiveApp
-from scenario import prepare_one
+from scenario import as_user, due_now, prepare_one
 from sqlalchemy import select
 
 from bot.config import Settings, load_settings
 from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.transports import MaildirTransport
-from bot.services.due_work import run_due
-from bot.services.sending import confirm_send
+from bot.services.deliveries.lifecycle import confirm_send
 from bot.store.models import SendingLog, TrackingLog
 
 EMAILS = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"]
@@ -69,8 +67,8 @@ def settings(tmp_path: Path) -> Settings:
 def sent(ctx: Context, tmp_path: Path) -> dict[str, tuple[SendingLog, Message]]:
     """Each recipient's sending log and the message the engine wrote for it."""
     prepare_one(ctx, tmp_path, EMAILS, "promo", html=LINK_HTML, efs=True)
-    confirm_send(ctx, "promo", "U0A", [Role.START_DELIVERIES])
-    asyncio.run(run_due(ctx, lambda: MaildirTransport(tmp_path / "outbox", fsync=False)))
+    confirm_send(ctx, as_user("U0A", [Role.START_DELIVERIES]), "promo")
+    due_now(ctx, lambda: MaildirTransport(tmp_path / "outbox", fsync=False))
     messages = {m["To"]: m for m in mailbox.Maildir(tmp_path / "outbox", create=False)}
     with ctx.sessions() as s:
         return {lg.email: (lg, messages[lg.email]) for lg in s.scalars(select(SendingLog))}

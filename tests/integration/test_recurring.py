@@ -6,7 +6,6 @@ the SMTP relay (who got what, how many times).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 from dataclasses import replace
@@ -14,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from scenario import CLI, as_user, detail_json, due_now
 from smtp_relay import Relay
 from sqlalchemy import func, select
 
@@ -22,12 +22,16 @@ from bot.clock import FixedClock
 from bot.context import Context
 from bot.domain.errors import DomainError
 from bot.domain.roles import Role
-from bot.services.deliveries_import import import_deliveries
-from bot.services.due_work import DueReport, run_due
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
-from bot.services.reporting import delivery_detail
-from bot.services.sending import confirm_send, pause_delivery, resume_delivery, stop_delivery
+from bot.jobs.due_work import DueReport
+from bot.services.deliveries.lifecycle import (
+    confirm_send,
+    pause_delivery,
+    resume_delivery,
+    stop_delivery,
+)
+from bot.services.deliveries.prepare import prepare_delivery
+from bot.services.imports.deliveries import import_deliveries
+from bot.services.imports.profiles import import_profiles
 from bot.store.models import AuditEntry, Delivery, Execution, SendingLog
 
 EMAILS = ["ann@x.example", "bob@x.example", "cy@x.example"]
@@ -56,7 +60,7 @@ def utc(*args: int) -> datetime:
 def profiles(ctx: Context, tmp_path: Path, emails: list[str]) -> None:
     csv = tmp_path / "p.csv"
     csv.write_text("email,first_name\n" + "".join(f"{e},N\n" for e in emails))
-    import_profiles(ctx, csv, "readers")
+    import_profiles(ctx, CLI, csv, "readers")
 
 
 def setup(
@@ -73,16 +77,16 @@ def setup(
     yml.write_text(
         DELIVERY.replace("CRON", cron).replace("ZONE", zone).replace("AGGREGATION", aggregation)
     )
-    import_deliveries(ctx, yml)
-    prepare_delivery(ctx, "daily")
-    moved = confirm_send(ctx, "daily", "U0ALICE", START)
+    import_deliveries(ctx, CLI, yml)
+    prepare_delivery(ctx, CLI, "daily")
+    moved = confirm_send(ctx, as_user("U0ALICE", START), "daily")
     assert moved.after.value == "in-progress"
     return ctx
 
 
 def due(ctx: Context, at: datetime) -> DueReport:
     ctx.clock.set(at)  # type: ignore[attr-defined]
-    return asyncio.run(run_due(ctx))
+    return due_now(ctx)
 
 
 def executions(ctx: Context) -> list[tuple[str, str, int]]:
@@ -128,7 +132,7 @@ def test_each_occurrence_is_its_own_execution_sent_once(
         ("2026-11-24T09:00:00+00:00", "finished", 3),
         ("2026-11-25T09:00:00+00:00", "finished", 3),
     ]
-    detail = delivery_detail(ctx, "daily")
+    detail = detail_json(ctx, "daily")
     assert detail["state"] == "in-progress", "a recurring delivery goes on"
     assert detail["execution"]["key"] == "2026-11-25T09:00:00+00:00"
     assert detail["kpis"]["sent"] == 3, "the KPIs are the current execution's, not a sum"
@@ -211,7 +215,7 @@ def test_two_instances_over_one_database_run_each_occurrence_once(
             svc: Context, reports: list[DueReport] = reports, barrier: threading.Barrier = barrier
         ) -> None:
             barrier.wait()
-            reports.append(asyncio.run(run_due(svc)))
+            reports.append(due_now(svc))
 
         threads = [threading.Thread(target=run, args=(svc,)) for svc in (ctx, other.context)]
         for t in threads:
@@ -231,20 +235,20 @@ def test_pause_skips_occurrences_and_stop_ends_the_recurrence(
 ) -> None:
     ctx = setup(ctx, relay, tmp_path)
     ctx.clock.set(utc(2026, 11, 23, 12))  # type: ignore[attr-defined]
-    pause_delivery(ctx, "daily", "U0ALICE", START)
+    pause_delivery(ctx, as_user("U0ALICE", START), "daily")
     assert due(ctx, utc(2026, 11, 24, 9, 0)).occurrences == []
     ctx.clock.set(utc(2026, 11, 24, 12))  # type: ignore[attr-defined]
-    resume_delivery(ctx, "daily", "U0ALICE", START)
+    resume_delivery(ctx, as_user("U0ALICE", START), "daily")
     # The occurrence that fell during the pause is not caught up on resume.
     assert due(ctx, utc(2026, 11, 24, 12, 1)).occurrences == []
     assert relay.recorder.received == []
     assert len(due(ctx, utc(2026, 11, 25, 9, 0)).occurrences) == 1
     assert received(relay) == dict.fromkeys(EMAILS, 1)
 
-    stop_delivery(ctx, "daily", "U0ALICE", START)
+    stop_delivery(ctx, as_user("U0ALICE", START), "daily")
     assert due(ctx, utc(2026, 11, 26, 9, 0)).occurrences == []
     assert received(relay) == dict.fromkeys(EMAILS, 1)
-    assert delivery_detail(ctx, "daily")["state"] == "stopped"
+    assert detail_json(ctx, "daily")["state"] == "stopped"
 
 
 def test_approval_needs_a_channel_to_post_in(ctx: Context, tmp_path: Path) -> None:
@@ -256,17 +260,17 @@ def test_approval_needs_a_channel_to_post_in(ctx: Context, tmp_path: Path) -> No
         .replace("AGGREGATION", "none")
         .replace("    request_confirmation: false\n", "")
     )
-    import_deliveries(ctx, yml)
-    prepare_delivery(ctx, "daily")
+    import_deliveries(ctx, CLI, yml)
+    prepare_delivery(ctx, CLI, "daily")
     with pytest.raises(DomainError, match="no slack_channel to post the requests in"):
-        confirm_send(ctx, "daily", "U0ALICE", START)
-    assert delivery_detail(ctx, "daily")["state"] == "ready"
+        confirm_send(ctx, as_user("U0ALICE", START), "daily")
+    assert detail_json(ctx, "daily")["state"] == "ready"
 
 
 def test_jobs_run_due_at_an_instant_runs_that_instants_occurrence(
     root: Root, ctx: Context, relay: Relay, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from bot.__main__ import main
+    from bot.entrypoints.cli import main
 
     ctx = setup(ctx, relay, tmp_path)
     root = replace(root, context=ctx)
@@ -285,7 +289,8 @@ def test_jobs_run_due_at_an_instant_runs_that_instants_occurrence(
 def test_an_occurrence_whose_process_died_while_preparing_is_taken_over(
     ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
-    from bot.services.recurring import PREPARE_LEASE, _claim
+    from bot.domain.executions import PREPARE_LEASE
+    from bot.services.recurring.occurrences import _claim
 
     ctx = setup(ctx, relay, tmp_path)
     at = utc(2026, 11, 24, 9, 0)

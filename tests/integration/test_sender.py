@@ -13,29 +13,33 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import pytest
+from scenario import CLI, as_user, detail_json
 from smtp_relay import Relay
 from sqlalchemy import select, update
 
 from bot.context import Context
-from bot.domain.errors import DomainError, PermissionDenied
+from bot.domain.errors import DomainError, NotFound, PermissionDenied
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.roles import Role
 from bot.engine.sender import Backoff, Sender, new_claim_token
 from bot.engine.tokens import TokenSigner
 from bot.engine.transports import Envelope, RelayResult
 from bot.engine.transports.smtp import SmtpTransport
-from bot.services.deliveries_import import import_deliveries
-from bot.services.errors import NotFound
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
-from bot.services.reporting import (
-    RATE_WINDOW,
-    compute_delivery_stats,
-    delivery_detail,
-    marketing_history,
-    sending_progress,
+from bot.services.deliveries.lifecycle import (
+    confirm_send,
+    pause_delivery,
+    resume_delivery,
+    stop_delivery,
 )
-from bot.services.sending import confirm_send, pause_delivery, resume_delivery, stop_delivery
+from bot.services.deliveries.prepare import prepare_delivery
+from bot.services.deliveries.views import (
+    RATE_WINDOW,
+    compute_stats,
+    marketing_history,
+    read_deployment,
+)
+from bot.services.imports.deliveries import import_deliveries
+from bot.services.imports.profiles import import_profiles
 from bot.store.models import Execution, KpiCounter, Profile, SendingLog
 
 START = [Role.START_DELIVERIES]
@@ -56,12 +60,12 @@ def load(ctx: Context, tmp_path: Path, emails: Sequence[str], efs: bool = False)
     """Import, prepare and confirm `promo` for `emails`; return its execution id."""
     csv = tmp_path / "p.csv"
     csv.write_text("email,first_name\n" + "".join(f"{e},Name{i}\n" for i, e in enumerate(emails)))
-    import_profiles(ctx, csv, "buyers")
+    import_profiles(ctx, CLI, csv, "buyers")
     yml = tmp_path / "d.yml"
     yml.write_text(DELIVERY.replace("EFS", "true" if efs else "false"))
-    import_deliveries(ctx, yml)
-    prepare_delivery(ctx, "promo")
-    confirm_send(ctx, "promo", "U0ALICE", START)
+    import_deliveries(ctx, CLI, yml)
+    prepare_delivery(ctx, CLI, "promo")
+    confirm_send(ctx, as_user("U0ALICE", START), "promo")
     with ctx.sessions() as s:
         return s.scalar(select(Execution.id))
 
@@ -111,7 +115,7 @@ def test_every_recipient_once_personalised_with_headers_and_tracked_links(
         click = signer.read_click(token)
         assert click is not None and click.url == f"https://shop.example/deal?u=Name{i}"
         assert "/t/o/" in html
-    detail = delivery_detail(ctx, "promo")
+    detail = detail_json(ctx, "promo")
     assert detail["state"] == "finished"
     assert detail["kpis"]["sent"] == 23 and detail["kpis"]["delivered_pct"] == 100.0
 
@@ -140,7 +144,7 @@ def test_hard_and_soft_answers_end_in_the_right_logs_kpis_and_quarantine(
         status = dict(s.execute(select(Profile.email, Profile.email_status)).all())
     assert status["hard1@x.example"] == "quarantine"
     assert status["soft1@x.example"] == "erroneous"
-    k = delivery_detail(ctx, "promo")["kpis"]
+    k = detail_json(ctx, "promo")["kpis"]
     assert (k["sent"], k["delivered_pct"], k["bounces_errors_pct"]) == (4, 0.0, 50.0)
 
 
@@ -187,16 +191,19 @@ def test_pause_after_the_batch_in_flight_then_resume_from_where_it_stopped(
 ) -> None:
     emails = [f"u{i}@x.example" for i in range(20)]
     eid = load(ctx, tmp_path, emails)
-    pausing = Steering(transport(relay), 2, lambda: pause_delivery(ctx, "promo", "U0BOB", START))
+    pausing = Steering(
+        transport(relay), 2, lambda: pause_delivery(ctx, as_user("U0BOB", START), "promo")
+    )
     assert send(ctx, pausing, eid, batch_size=5) is DeliveryState.PAUSED
     assert len(relay.recorder.received) == 10
     assert list(statuses(ctx).values()).count("queued") == 10
-    progress = sending_progress(ctx, "promo")
-    assert (progress["state"], progress["relayed"], progress["to_deliver"]) == ("paused", 10, 20)
+    progress = read_deployment(ctx, "promo").progress
+    assert progress is not None
+    assert (progress.state, progress.relayed, progress.to_deliver) == ("paused", 10, 20)
     window = RATE_WINDOW.total_seconds()
-    assert progress["rate_per_s"] == round(10 / window, 1), "10 relayed in the rate window"
+    assert progress.rate_per_s == round(10 / window, 1), "10 relayed in the rate window"
 
-    resume_delivery(ctx, "promo", "U0BOB", START)
+    resume_delivery(ctx, as_user("U0BOB", START), "promo")
     assert send(ctx, transport(relay), eid, batch_size=5) is DeliveryState.FINISHED
     got = relay.recorder.by_rcpt()
     assert sorted(got) == sorted(emails) and all(len(v) == 1 for v in got.values())
@@ -205,31 +212,33 @@ def test_pause_after_the_batch_in_flight_then_resume_from_where_it_stopped(
 def test_stop_never_sends_the_rest(ctx: Context, relay: Relay, tmp_path: Path) -> None:
     emails = [f"u{i}@x.example" for i in range(20)]
     eid = load(ctx, tmp_path, emails)
-    stopping = Steering(transport(relay), 1, lambda: stop_delivery(ctx, "promo", "U0BOB", START))
+    stopping = Steering(
+        transport(relay), 1, lambda: stop_delivery(ctx, as_user("U0BOB", START), "promo")
+    )
     assert send(ctx, stopping, eid, batch_size=5) is DeliveryState.STOPPED
     assert len(relay.recorder.received) == 5
     values = list(statuses(ctx).values())
     assert (values.count("sent"), values.count("ignored")) == (5, 15)
-    k = delivery_detail(ctx, "promo")["kpis"]
+    k = detail_json(ctx, "promo")["kpis"]
     assert (k["sent"], k["delivered_pct"]) == (5, 100.0)
 
 
 def test_confirm_is_refused_without_the_role_and_only_once(ctx: Context, tmp_path: Path) -> None:
     csv = tmp_path / "p.csv"
     csv.write_text("email\na@x.example\n")
-    import_profiles(ctx, csv, "buyers")
+    import_profiles(ctx, CLI, csv, "buyers")
     yml = tmp_path / "d.yml"
     yml.write_text(DELIVERY.replace("EFS", "false"))
-    import_deliveries(ctx, yml)
+    import_deliveries(ctx, CLI, yml)
     with pytest.raises(DomainError, match="not prepared yet"):
-        confirm_send(ctx, "promo", "U0ALICE", START)
-    prepare_delivery(ctx, "promo")
+        confirm_send(ctx, as_user("U0ALICE", START), "promo")
+    prepare_delivery(ctx, CLI, "promo")
     with pytest.raises(PermissionDenied, match="do not allow you to confirm a delivery"):
-        confirm_send(ctx, "promo", "U0EVE", [Role.PREPARE_DELIVERIES])
-    confirm_send(ctx, "promo", "U0ALICE", START)
+        confirm_send(ctx, as_user("U0EVE", [Role.PREPARE_DELIVERIES]), "promo")
+    confirm_send(ctx, as_user("U0ALICE", START), "promo")
     with pytest.raises(DomainError, match="already confirmed"):
-        confirm_send(ctx, "promo", "U0ALICE", START)
-    d = delivery_detail(ctx, "promo")
+        confirm_send(ctx, as_user("U0ALICE", START), "promo")
+    d = detail_json(ctx, "promo")
     assert (d["state"], d["confirmed_by"]) == ("in-progress", "U0ALICE")
 
 
@@ -253,16 +262,16 @@ def test_compute_stats_equals_live_counters_and_history_lists_the_message(
 ) -> None:
     eid = load(ctx, tmp_path, ["ok@x.example", "hard1@x.example", "soft1@x.example"])
     send(ctx, transport(relay), eid)
-    live = delivery_detail(ctx, "promo")
-    recomputed = compute_delivery_stats(ctx, "promo")
+    live = detail_json(ctx, "promo")
+    recomputed = compute_stats(ctx, CLI, "promo").to_json()
     assert (recomputed["kpis"], recomputed["logs"]) == (live["kpis"], live["logs"])
     with ctx.sessions.begin() as s:  # counters drift (as after a lost update)...
         s.execute(update(KpiCounter).values(sent=0, failed=0))
-    assert delivery_detail(ctx, "promo")["kpis"] != live["kpis"]
-    assert compute_delivery_stats(ctx, "promo")["kpis"] == live["kpis"]  # ...and heal
+    assert detail_json(ctx, "promo")["kpis"] != live["kpis"]
+    assert compute_stats(ctx, CLI, "promo").to_json()["kpis"] == live["kpis"]  # ...and heal
 
-    [row] = marketing_history(ctx, "HARD1@x.example")
-    assert (row["ref"], row["status"], row["failure_reason"]) == ("promo", "failed", "user unknown")
-    assert (row["opens"], row["clicks"]) == (0, 0)
+    [row] = marketing_history(ctx, CLI, "HARD1@x.example")
+    assert (row.ref, row.status, row.failure_reason) == ("promo", "failed", "user unknown")
+    assert (row.opens, row.clicks) == (0, 0)
     with pytest.raises(NotFound):
-        marketing_history(ctx, "nobody@x.example")
+        marketing_history(ctx, CLI, "nobody@x.example")

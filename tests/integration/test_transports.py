@@ -24,6 +24,7 @@ from smtp_relay import Relay, free_port
 
 from bot.config import load_settings
 from bot.engine.message import MessageSkeleton
+from bot.engine.rendering import RenderedMessage
 from bot.engine.tokens import TokenSigner
 from bot.engine.transports import (
     Envelope,
@@ -34,7 +35,6 @@ from bot.engine.transports import (
     make_transport,
 )
 from bot.engine.transports.smtp import SmtpTransport, TokenBucket
-from bot.services.rendering import RenderedMessage
 
 SENDER = "news@acme.example"
 

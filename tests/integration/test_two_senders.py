@@ -7,12 +7,11 @@ the rest, leave that batch alone, and leave the finishing to the first.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
-from scenario import prepare_one
+from scenario import as_user, detail_json, due_now, prepare_one
 from smtp_relay import Holding, free_port
 
 from bot.bootstrap import Root, bootstrap
@@ -20,9 +19,8 @@ from bot.clock import FixedClock
 from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.sender import claim_is_abandoned, new_claim_token
-from bot.services.due_work import DueReport, run_due
-from bot.services.reporting import delivery_detail
-from bot.services.sending import confirm_send
+from bot.jobs.due_work import DueReport
+from bot.services.deliveries.lifecycle import confirm_send
 
 EMAILS = [f"user{i}@x.example" for i in range(6)]
 
@@ -39,7 +37,7 @@ def test_a_second_sender_never_resends_a_live_senders_batch(
             mail_url=f"smtp://127.0.0.1:{port}", smtp_pool_size=1, send_batch_size=2
         )
         prepare_one(ctx, tmp_path, EMAILS)
-        confirm_send(ctx, "big", "U0ALICE", [Role.START_DELIVERIES])
+        confirm_send(ctx, as_user("U0ALICE", [Role.START_DELIVERIES]), "big")
         other = bootstrap(
             ctx.settings,
             FixedClock(ctx.clock.now()),
@@ -48,10 +46,10 @@ def test_a_second_sender_never_resends_a_live_senders_batch(
         )
 
         reports: list[DueReport] = []
-        first = threading.Thread(target=lambda: reports.append(asyncio.run(run_due(ctx))))
+        first = threading.Thread(target=lambda: reports.append(due_now(ctx)))
         first.start()
         assert holder.reached.wait(30), "the first sender never relayed"
-        report = asyncio.run(run_due(other.context))
+        report = due_now(other.context)
         assert report.sent == {"big": "in-progress"}, "the first sender finishes, not this one"
         assert len(holder.received) == 5, "the second sent the others, not the held batch"
         holder.release.set()
@@ -62,7 +60,7 @@ def test_a_second_sender_never_resends_a_live_senders_batch(
         holder.release.set()
         controller.stop()
     assert sorted(holder.received) == sorted(EMAILS), "each recipient exactly once"
-    detail = delivery_detail(ctx, "big")
+    detail = detail_json(ctx, "big")
     assert (detail["state"], detail["kpis"]["sent"]) == ("finished", 6)
 
 

@@ -9,12 +9,13 @@ import pytest
 from harness import ADMIN, ALLOWED, EMAILS, SIGNING_SECRET, LiveApp, SlackClient
 from mock_slack import MockSlack
 from pydantic import SecretStr
+from scenario import CLI
 from smtp_relay import Relay
 
 from bot.context import Context
-from bot.services.deliveries_import import import_deliveries
-from bot.services.prepare import prepare_delivery
-from bot.services.profiles_import import import_profiles
+from bot.services.deliveries.prepare import prepare_delivery
+from bot.services.imports.deliveries import import_deliveries
+from bot.services.imports.profiles import import_profiles
 from bot.services.roles import grant
 
 
@@ -29,16 +30,16 @@ def slack_services(ctx: Context, mock_slack: MockSlack, relay: Relay, tmp_path: 
     )
     csv = tmp_path / "p.csv"
     csv.write_text("email,first_name\n" + "".join(f"{e},B{i}\n" for i, e in enumerate(EMAILS)))
-    import_profiles(ctx, csv, "buyers")
+    import_profiles(ctx, CLI, csv, "buyers")
     yml = tmp_path / "d.yml"
     yml.write_text(
         "- ref: promo\n  name: Spring promo\n  audience: buyers\n  from: news@shop.example\n"
         "  subject: 'Hi {{ first_name }}'\n  text: Hello\n  slack_channel: C0DEPLOY\n"
     )
-    import_deliveries(ctx, yml)
-    prepare_delivery(ctx, "promo")
-    grant(ctx, ALLOWED, "start-deliveries")
-    grant(ctx, ADMIN, "administration")
+    import_deliveries(ctx, CLI, yml)
+    prepare_delivery(ctx, CLI, "promo")
+    grant(ctx, CLI, ALLOWED, "start-deliveries")
+    grant(ctx, CLI, ADMIN, "administration")
     return ctx
 
 

@@ -7,7 +7,6 @@ decisions and votes from the database.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -17,18 +16,20 @@ from pathlib import Path
 import pytest
 from harness import ALLOWED, DENIED, EMAILS, LiveApp, SlackClient
 from mock_slack import Call, MockSlack
+from scenario import CLI, as_user, due_now
 from smtp_relay import Relay
 from sqlalchemy import select
 
 from bot.blocks import ids
 from bot.context import Context
+from bot.domain.approval import Choice
 from bot.domain.roles import Role
-from bot.services.deliveries_import import import_deliveries
-from bot.services.due_work import DueReport, run_due
-from bot.services.prepare import prepare_delivery
+from bot.jobs.due_work import DueReport
+from bot.notify.slack_client import make_client
+from bot.services.deliveries.lifecycle import confirm_send
+from bot.services.deliveries.prepare import prepare_delivery
+from bot.services.imports.deliveries import import_deliveries
 from bot.services.roles import grant
-from bot.services.sending import confirm_send
-from bot.slack_api import make_client
 from bot.store.models import (
     ApprovalRequest,
     ApprovalVote,
@@ -90,17 +91,17 @@ def updates(mock: MockSlack) -> list[Call]:
 def recurring(ctx: Context, tmp_path: Path, extra: str = "", confirm: bool = True) -> None:
     yml = tmp_path / "r.yml"
     yml.write_text(WEEKLY.replace("EXTRA", extra))
-    import_deliveries(ctx, yml)
-    prepare_delivery(ctx, "daily")
-    grant(ctx, SECOND, "start-deliveries")
+    import_deliveries(ctx, CLI, yml)
+    prepare_delivery(ctx, CLI, "daily")
+    grant(ctx, CLI, SECOND, "start-deliveries")
     if confirm:
-        confirm_send(ctx, "daily", ALLOWED, [Role.START_DELIVERIES])
+        confirm_send(ctx, as_user(ALLOWED, [Role.START_DELIVERIES]), "daily")
 
 
 def tick(ctx: Context, at: datetime, connected: bool = True) -> DueReport:
     ctx.clock.set(at)  # type: ignore[attr-defined]
     slack = make_client(ctx.settings) if connected else None
-    return asyncio.run(run_due(ctx, slack=slack))
+    return due_now(ctx, slack=slack)
 
 
 def request_row(ctx: Context, key: str = KEY1) -> ApprovalRequest:
@@ -153,7 +154,7 @@ def app(
     recurring(slack_services, tmp_path, extra)
     live = LiveApp(slack_services).start()
     deadline = time.monotonic() + 15
-    while live.runtime.runner.rounds < 1 and time.monotonic() < deadline:
+    while live.server.runner.rounds < 1 and time.monotonic() < deadline:
         time.sleep(0.05)  # the runner's start-up round, at T0: nothing is due then
     yield live
     live.stop()
@@ -334,11 +335,11 @@ def test_confirming_a_recurring_delivery_starts_its_recurrence(
 def test_stopping_the_delivery_closes_its_open_request(
     client: SlackClient, mock_slack: MockSlack, relay: Relay, slack_services: Context
 ) -> None:
-    from bot.services.sending import stop_delivery
+    from bot.services.deliveries.lifecycle import stop_delivery
 
     tick(slack_services, T1)
     value = button_value(requests(mock_slack)[0])
-    stop_delivery(slack_services, "daily", ALLOWED, [Role.START_DELIVERIES])
+    stop_delivery(slack_services, as_user(ALLOWED, [Role.START_DELIVERIES]), "daily")
     tick(slack_services, T1 + timedelta(seconds=15))
     [closed] = [u for u in updates(mock_slack) if "Expired" in text_of(u)]
     assert "the delivery was stopped" in text_of(closed) and action_ids(closed) == []
@@ -355,7 +356,7 @@ def test_two_approvers_at_the_same_instant_make_one_decision(
     """Occurrence after occurrence, two people approve at once: one of them decides."""
     import threading
 
-    from bot.services.approvals import decide
+    from bot.services.recurring.approvals import decide
 
     for day in range(6):
         at = T1 + timedelta(days=day)
@@ -371,8 +372,8 @@ def test_two_approvers_at_the_same_instant_make_one_decision(
             barrier: threading.Barrier = barrier,
         ) -> None:
             barrier.wait()
-            roles = [Role.START_DELIVERIES]
-            results.append(decide(slack_services, "daily", key, user, roles, "approve").outcome)
+            actor = as_user(user, [Role.START_DELIVERIES])
+            results.append(decide(slack_services, actor, "daily", key, Choice.APPROVE).outcome)
 
         threads = [threading.Thread(target=click, args=(u,)) for u in (ALLOWED, SECOND)]
         for t in threads:

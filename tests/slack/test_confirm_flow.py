@@ -7,11 +7,11 @@ import time
 
 from harness import ALLOWED, DENIED, EMAILS, SlackClient
 from mock_slack import MockSlack
+from scenario import CLI, detail_json
 from smtp_relay import Relay
 
 from bot.blocks import ids
 from bot.context import Context
-from bot.services.reporting import delivery_detail
 
 
 def blocks_of(call) -> list[dict]:  # type: ignore[no-untyped-def]
@@ -39,7 +39,7 @@ def test_denied_user_is_told_privately_and_nothing_is_sent(
     status, _ = slack.click(ids.CONFIRM_SEND, ids.button_value("promo"), DENIED)
     mock_slack.wait_for(lambda: len(mock_slack.responses()) == 2)
     assert "do not allow you to confirm a delivery" in text_of(mock_slack.responses()[1])
-    assert delivery_detail(slack_services, "promo")["state"] == "ready"
+    assert detail_json(slack_services, "promo")["state"] == "ready"
     assert relay.recorder.received == []
 
 
@@ -69,7 +69,7 @@ def test_card_confirm_ok_sends_once_and_follows_in_the_deployment_message(
     assert len(mock_slack.api_calls("chat.postMessage")) == 1, "posted once, then updated"
     got = relay.recorder.by_rcpt()
     assert sorted(got) == sorted(EMAILS) and all(len(v) == 1 for v in got.values())
-    detail = delivery_detail(slack_services, "promo")
+    detail = detail_json(slack_services, "promo")
     assert (detail["state"], detail["confirmed_by"]) == ("finished", ALLOWED)
 
 
@@ -80,7 +80,7 @@ def test_forged_and_stale_requests_get_401_and_change_nothing(
     stale = int(time.time()) - 600
     assert slack.command("/confirm-send", "promo", ALLOWED, timestamp=stale)[0] == 401
     assert mock_slack.responses() == []
-    assert delivery_detail(slack_services, "promo")["state"] == "ready"
+    assert detail_json(slack_services, "promo")["state"] == "ready"
 
 
 def test_unknown_ref_and_bad_arguments_get_actionable_private_messages(
@@ -112,7 +112,7 @@ def test_a_role_granted_to_a_user_group_holds_for_its_members_only(
 ) -> None:
     from bot.services.roles import grant
 
-    grant(slack_services, "S0SENDERS", "start-deliveries")
+    grant(slack_services, CLI, "S0SENDERS", "start-deliveries")
     mock_slack.usergroups["S0SENDERS"] = ["U0MEMBER"]
     slack.command("/confirm-send", "promo", "U0MEMBER")
     slack.command("/confirm-send", "promo", "U0OUTSIDER")

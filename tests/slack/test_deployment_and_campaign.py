@@ -7,11 +7,11 @@ import json
 
 from harness import ADMIN, ALLOWED, DENIED, SlackClient
 from mock_slack import MockSlack
+from scenario import detail_json
 
 from bot.blocks import ids
 from bot.context import Context
-from bot.services.reporting import delivery_detail
-from bot.slack_api import make_client
+from bot.notify.slack_client import make_client
 
 
 def text_of(call) -> str:  # type: ignore[no-untyped-def]
@@ -41,17 +41,17 @@ def test_pause_resume_stop_from_the_deployment_message(
     mock_slack.wait_for(
         lambda: any("do not allow you to pause" in text_of(c) for c in mock_slack.responses())
     )
-    assert delivery_detail(slack_services, "promo")["state"] == "in-progress"
+    assert detail_json(slack_services, "promo")["state"] == "in-progress"
 
     idle.click(ids.PAUSE, value, ALLOWED)
     mock_slack.wait_for(lambda: ids.RESUME in action_ids(last_deployment(mock_slack)))
-    assert delivery_detail(slack_services, "promo")["state"] == "paused"
+    assert detail_json(slack_services, "promo")["state"] == "paused"
     idle.click(ids.RESUME, value, ALLOWED)
     mock_slack.wait_for(lambda: ids.PAUSE in action_ids(last_deployment(mock_slack)))
 
     idle.click(ids.STOP, value, ALLOWED)
     mock_slack.wait_for(lambda: ids.STOP not in action_ids(last_deployment(mock_slack)))
-    detail = delivery_detail(slack_services, "promo")
+    detail = detail_json(slack_services, "promo")
     assert (detail["state"], detail["logs"]["ignored"], detail["kpis"]["sent"]) == ("stopped", 5, 0)
     assert len(mock_slack.api_calls("chat.postMessage")) == 1, "one message, updated in place"
 

@@ -16,15 +16,16 @@ from typing import Any
 
 import pytest
 from aiohttp import WSMsgType, web
-from harness import ALLOWED, DENIED
+from harness import ALLOWED, DENIED, root_of
 from mock_slack import Call, MockSlack
 from pydantic import SecretStr
+from scenario import detail_json
 from smtp_relay import Relay
 
 from bot.blocks import ids
+from bot.bootstrap import build_server
 from bot.context import Context
-from bot.services.reporting import delivery_detail
-from bot.web import SOCKET_MODE, _socket_mode_starter, build_runtime, build_web_app
+from bot.entrypoints.web import SOCKET_MODE, build_web_app, socket_mode_starter
 
 
 class SlackSocket:
@@ -107,9 +108,9 @@ class SocketApp:
     """`python -m bot socket`'s app in a thread: the HTTP app plus the Socket Mode link."""
 
     def __init__(self, ctx: Context) -> None:
-        self.runtime = build_runtime(ctx, tick=3600)
-        self.app = build_web_app(self.runtime)
-        self.app.on_startup.append(_socket_mode_starter(self.runtime))
+        self.server = build_server(root_of(ctx), tick=3600)
+        self.app = build_web_app(self.server)
+        self.app.on_startup.append(socket_mode_starter(self.server))
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
 
@@ -229,4 +230,4 @@ def test_commands_and_clicks_arrive_over_the_socket_and_are_acknowledged(
     )
     got = relay.recorder.by_rcpt()
     assert len(got) == 5 and all(len(v) == 1 for v in got.values()), "sent once each"
-    assert delivery_detail(slack_services, "promo")["confirmed_by"] == ALLOWED
+    assert detail_json(slack_services, "promo")["confirmed_by"] == ALLOWED

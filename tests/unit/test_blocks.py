@@ -1,18 +1,20 @@
 """Block Kit builders (bot/blocks): what a person sees in Slack, checked without Slack.
 
-The builders are pure, so these tests feed them the dicts the ctx return and
-look at the dicts they build: the ids the handlers listen on, the values the buttons
-carry, the sentences of the confirm dialogs, which buttons each state offers. Every
-message also goes through `check_message`, a validator of the Block Kit limits Slack
-documents: a message that breaks one is refused whole (`invalid_blocks`), so a long
-delivery name must never be able to hide a card or a Deployment message.
+The builders are pure, so these tests feed them the typed views the services return
+(`DeliveryDetail`, `DeploymentView`, `Card`, `ApprovalRequestView`, …) and look at the
+dicts they build: the ids the handlers listen on, the values the buttons carry, the
+sentences of the confirm dialogs, which buttons each state offers. Every message also
+goes through `check_message`, a validator of the Block Kit limits Slack documents: a
+message that breaks one is refused whole (`invalid_blocks`), so a long delivery name
+must never be able to hide a card or a Deployment message.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,8 +36,32 @@ from bot.blocks.campaign import (
 from bot.blocks.card import delivery_card, delivery_picker
 from bot.blocks.deployment import deployment_message
 from bot.blocks.kit import escape, truncate
-from bot.domain.kpi import DASH
-from bot.textviews import error_text, warning_text
+from bot.domain.approval import RequestState
+from bot.domain.exclusions import ExclusionReason
+from bot.domain.executions import MAIN_KEY, ExecutionState
+from bot.domain.failures import FailureReason
+from bot.domain.kpi import DASH, Counters
+from bot.domain.lifecycle import DeliveryState
+from bot.domain.logs import FailureType, LogStatus
+from bot.domain.preparation import PreparationError, PreparationWarning
+from bot.domain.roles import Role, SubjectKind
+from bot.domain.schedule import Aggregation
+from bot.services.deliveries.prepare import PreparationResult
+from bot.services.deliveries.views import (
+    Card,
+    DeliveryDetail,
+    DeliverySummary,
+    DeploymentView,
+    ExecutionView,
+    Figures,
+    HistoryEntry,
+    PreparationView,
+    Recurrence,
+    Schedule,
+    SendingProgress,
+)
+from bot.services.recurring.views import Approval, ApprovalRequestView, Decided
+from bot.services.roles import Grant
 
 # --- a validator of Slack's documented limits --------------------------------------
 
@@ -157,115 +183,215 @@ def all_text(blocks: list[dict[str, Any]]) -> str:
     return "\n".join(n["text"] for n in walk(blocks) if n.get("type") in TEXT_TYPES)
 
 
-# --- data in the shapes of bot.services.reporting ---------------------------------
+# --- typed views, as bot.services.deliveries.views and friends build them ----------------
+
+PREPARED_AT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+CONFIRMED_AT = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+STARTED_AT = datetime(2026, 11, 23, 10, 0, 1, tzinfo=UTC)
+
+ON_CONFIRM = Schedule("on-confirm")
+AT_SCHEDULE = Schedule("at", datetime(2026, 11, 27, 8, 0, tzinfo=UTC), "Europe/Paris")
+RECURRENCE = Recurrence(
+    cron="0 9 * * 1",
+    timezone="Europe/Paris",
+    aggregation=Aggregation.NONE,
+    request_confirmation=True,
+    approvals_required=2,
+    approval_expiry=None,
+)
+RECURRING = Schedule("recurring", None, "Europe/Paris")
+
+# A prepared delivery before its send: every recipient's log is queued.
+NOT_SENT = Counters(to_deliver=12_408, queued=12_408)
+# While sending: 1,234 relayed (1,200 sent, 34 failed), 150 openers and 30 clickers.
+SENDING = Counters(
+    to_deliver=12_408, queued=11_174, sent=1_200, failed=34, unique_opens=150, unique_clicks=30
+)
 
 
-def detail(**changes: Any) -> dict[str, Any]:
-    """`reporting.delivery_detail` of a prepared, ready, on-confirm delivery."""
-    base: dict[str, Any] = {
-        "schema": 1,
-        "ref": "spring-sale",
-        "name": "Spring sale",
-        "state": "ready",
-        "audience": "newsletter",
-        "from": "Shop <news@shop.example>",
-        "reply_to": None,
-        "subject": "Our spring sale",
-        "schedule": {"mode": "on-confirm", "at": None, "timezone": None},
-        "recurrence": None,
-        "validity": "3d12h",
-        "efs": False,
-        "slack_channel": "C0123456789",
-        "preparation": {
-            "prepared_at": "2026-11-23T09:00:00+00:00",
-            "current": True,
-            "targeted": 12_415,
-            "excluded": 7,
-            "to_deliver": 12_408,
-            "exclusions": {"duplicate address": 4, "invalid address": 3},
-            "errors": [],
-            "warnings": [],
-        },
-        "kpis": {
-            "to_deliver": 12_408,
-            "sent": 0,
-            "delivered_pct": None,
-            "bounces_errors_pct": None,
-            "open_rate": None,
-            "click_through_rate": None,
-        },
-        "logs": {"queued": 12_408, "pending": 0, "sent": 0, "failed": 0, "ignored": 0},
-        "unique_opens": 0,
-        "unique_clicks": 0,
-        "confirmed_by": None,
-        "confirmed_at": None,
-        "started_at": None,
-        "finished_at": None,
-        "executions": [],
-    }
-    base.update(changes)
-    return base
-
-
-AT_SCHEDULE = {"mode": "at", "at": "2026-11-27T08:00:00+00:00", "timezone": "Europe/Paris"}
-RECURRENCE = {
-    "cron": "0 9 * * 1",
-    "timezone": "Europe/Paris",
-    "aggregation": "none",
-    "request_confirmation": True,
-    "approvals_required": 2,
-}
-
-
-def sending(state: str = "in-progress", **kpis: Any) -> dict[str, Any]:
-    """A delivery while or after sending, with some KPIs."""
-    figures = {
-        "to_deliver": 12_408,
-        "sent": 1_234,
-        "delivered_pct": 97.5,
-        "bounces_errors_pct": 2.5,
-        "open_rate": 12.34,
-        "click_through_rate": None,
-    }
-    figures.update(kpis)
-    return detail(
-        state=state,
-        kpis=figures,
-        confirmed_by="U0ALICE",
-        confirmed_at="2026-11-23T10:00:00+00:00",
-        started_at="2026-11-23T10:00:01+00:00",
-        logs={"queued": 11_174, "pending": 0, "sent": 1_200, "failed": 34, "ignored": 0},
+def preparation(**changes: Any) -> PreparationView:
+    """The preparation of a ready delivery: 12,415 targeted, 7 excluded, 12,408 to deliver."""
+    base = PreparationView(
+        prepared_at=PREPARED_AT,
+        current=True,
+        targeted=12_415,
+        excluded=7,
+        to_deliver=12_408,
+        exclusions={ExclusionReason.DUPLICATE_ADDRESS: 4, ExclusionReason.INVALID_ADDRESS: 3},
+        errors=[],
+        warnings=[],
     )
+    return replace(base, **changes)
 
 
-def progress(state: str = "in-progress", **changes: Any) -> dict[str, Any]:
-    """`reporting.sending_progress`."""
-    base = {
-        "ref": "spring-sale",
+def execution(
+    key: str = MAIN_KEY,
+    state: ExecutionState = ExecutionState.READY,
+    counters: Counters = NOT_SENT,
+    **changes: Any,
+) -> ExecutionView:
+    base = ExecutionView(
+        key=key,
+        state=state,
+        occurrence_at=None,
+        started_at=None,
+        validity_ends_at=None,
+        exclusions={},
+        figures=Figures(counters),
+    )
+    return replace(base, **changes)
+
+
+def detail(**changes: Any) -> DeliveryDetail:
+    """`read_detail` of a prepared, ready, on-confirm delivery (its main execution too)."""
+    base = DeliveryDetail(
+        ref="spring-sale",
+        name="Spring sale",
+        state=DeliveryState.READY,
+        audience="newsletter",
+        sender="Shop <news@shop.example>",
+        reply_to=None,
+        subject="Our spring sale",
+        schedule=ON_CONFIRM,
+        recurrence=None,
+        validity="3d12h",
+        efs=False,
+        slack_channel="C0123456789",
+        preparation=preparation(),
+        figures=Figures(NOT_SENT),
+        execution=None,
+        confirmed_by=None,
+        confirmed_at=None,
+        started_at=None,
+        finished_at=None,
+        executions=[],
+    )
+    d = replace(base, **changes)
+    if "execution" not in changes and d.recurrence is None:
+        d = replace(
+            d, execution=execution(state=ExecutionState(d.state.value), counters=d.figures.counters)
+        )
+    return d
+
+
+def recurring(**changes: Any) -> DeliveryDetail:
+    """A weekly delivery (Mondays at 09:00 Paris) whose occurrences need two approvals."""
+    base: dict[str, Any] = {
+        "ref": "weekly",
+        "name": "Weekly news",
+        "schedule": RECURRING,
+        "recurrence": RECURRENCE,
+    }
+    return detail(**{**base, **changes})
+
+
+def sending(state: DeliveryState = DeliveryState.IN_PROGRESS, **changes: Any) -> DeliveryDetail:
+    """A delivery while or after sending, confirmed by Alice, with the SENDING figures."""
+    base: dict[str, Any] = {
         "state": state,
-        "relayed": 1_234,
-        "to_deliver": 12_408,
-        "queued": 11_174,
-        "rate_per_s": 350.0,
+        "figures": Figures(SENDING),
+        "confirmed_by": "U0ALICE",
+        "confirmed_at": CONFIRMED_AT,
+        "started_at": STARTED_AT,
     }
-    base.update(changes)
-    return base
+    return detail(**{**base, **changes})
 
 
-def row(ref: str, name: str | None = None, **changes: Any) -> dict[str, Any]:
-    """A `reporting.list_deliveries` row."""
-    base = {
-        "ref": ref,
-        "name": name or ref.replace("-", " ").capitalize(),
-        "state": "ready",
-        "audience": "newsletter",
-        "schedule": {"mode": "on-confirm", "at": None, "timezone": None},
-        "to_deliver": 1_500,
-        "sent": 0,
-        "prepared": True,
-    }
-    base.update(changes)
-    return base
+def progress(state: DeliveryState = DeliveryState.IN_PROGRESS, **changes: Any) -> SendingProgress:
+    """`read_progress` while sending: 1,234 of 12,408 relayed, 350 msg/s."""
+    base = SendingProgress(
+        ref="spring-sale",
+        state=state,
+        relayed=1_234,
+        to_deliver=12_408,
+        queued=11_174,
+        rate_per_s=350.0,
+    )
+    return replace(base, **changes)
+
+
+def deployment(
+    d: DeliveryDetail, p: SendingProgress | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    return deployment_message(DeploymentView(d, p, now))
+
+
+def card(d: DeliveryDetail, not_ready: str | None = None) -> list[dict[str, Any]]:
+    return delivery_card(Card(d, not_ready))
+
+
+def row(ref: str, name: str | None = None, **changes: Any) -> DeliverySummary:
+    """A `read_summaries` row: a ready delivery, prepared for what it is."""
+    base = DeliverySummary(
+        ref=ref,
+        name=name or ref.replace("-", " ").capitalize(),
+        state=DeliveryState.READY,
+        audience="newsletter",
+        schedule=ON_CONFIRM,
+        to_deliver=1_500,
+        sent=0,
+        prepared=True,
+    )
+    return replace(base, **changes)
+
+
+def pickable(rows: Sequence[DeliverySummary]) -> list[DeliverySummary]:
+    """What `ready_to_confirm` hands the picker."""
+    return [r for r in rows if r.pickable]
+
+
+def prepared(**changes: Any) -> PreparationResult:
+    """`prepare` of a delivery that is now ready: 293 of 300 to deliver."""
+    base = PreparationResult(
+        ref="spring-sale",
+        state=DeliveryState.READY,
+        targeted=300,
+        excluded=7,
+        to_deliver=293,
+        exclusions={ExclusionReason.DUPLICATE_ADDRESS: 4, ExclusionReason.INVALID_ADDRESS: 3},
+        errors=[],
+        errors_total=0,
+        warnings=[],
+        duration_s=0.42,
+    )
+    return replace(base, **changes)
+
+
+def history(**changes: Any) -> HistoryEntry:
+    """A `marketing_history` entry: a one-off message, sent, opened twice, clicked once."""
+    base = HistoryEntry(
+        date=datetime(2026, 11, 27, 8, 2, tzinfo=UTC),
+        email="ada@x.example",
+        ref="spring-sale",
+        name="Spring sale",
+        execution=MAIN_KEY,
+        status=LogStatus.SENT,
+        failure_type=None,
+        failure_reason=None,
+        opens=2,
+        clicks=1,
+    )
+    return replace(base, **changes)
+
+
+OCCURRENCE_AT = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+
+
+def approval_view(**changes: Any) -> ApprovalRequestView:
+    """The open request of the occurrence of Mon 30 Nov 2026, 09:00 Paris, of `weekly`."""
+    base = ApprovalRequestView(
+        ref="weekly",
+        name="Weekly news",
+        timezone="Europe/Paris",
+        key="2026-11-30T08:00",
+        occurrence_at=OCCURRENCE_AT,
+        to_deliver=4_210,
+        exclusions={ExclusionReason.QUARANTINED: 12, ExclusionReason.DENYLISTED: 3},
+        approvals=[],
+        required=1,
+        decided=None,
+    )
+    return replace(base, **changes)
 
 
 # --- ids and button values ----------------------------------------------------------
@@ -339,7 +465,7 @@ def test_a_button_value_without_a_ref_cannot_be_built() -> None:
 
 
 def test_card_shows_what_a_person_needs_to_decide() -> None:
-    blocks = delivery_card(detail(), None)
+    blocks = card(detail())
     check_blocks(blocks)
     assert blocks[0] == {
         "type": "header",
@@ -358,7 +484,7 @@ def test_card_shows_what_a_person_needs_to_decide() -> None:
 
 
 def test_confirm_button_of_an_on_confirm_delivery_says_now() -> None:
-    button = by_action(delivery_card(detail(), None))[ids.CONFIRM_SEND]
+    button = by_action(card(detail()))[ids.CONFIRM_SEND]
     assert button["type"] == "button" and button["style"] == "primary"
     assert button["text"]["text"] == "Confirm send"
     assert ids.parse_button_value(button["value"])["ref"] == "spring-sale"
@@ -369,7 +495,7 @@ def test_confirm_button_of_an_on_confirm_delivery_says_now() -> None:
 
 
 def test_confirm_button_of_an_at_delivery_says_when_in_its_time_zone() -> None:
-    blocks = delivery_card(detail(schedule=AT_SCHEDULE), None)
+    blocks = card(detail(schedule=AT_SCHEDULE))
     check_blocks(blocks)
     dialog = by_action(blocks)[ids.CONFIRM_SEND]["confirm"]
     assert dialog["text"]["text"] == (
@@ -380,20 +506,20 @@ def test_confirm_button_of_an_at_delivery_says_when_in_its_time_zone() -> None:
 
 def test_a_contact_date_stored_without_offset_is_read_as_utc() -> None:
     """SQLite hands datetimes back naive; the database holds UTC."""
-    schedule = {**AT_SCHEDULE, "at": "2026-07-01T07:30:00"}
-    dialog = by_action(delivery_card(detail(schedule=schedule), None))[ids.CONFIRM_SEND]
+    schedule = replace(AT_SCHEDULE, at=datetime(2026, 7, 1, 7, 30))
+    dialog = by_action(card(detail(schedule=schedule)))[ids.CONFIRM_SEND]
     assert dialog["confirm"]["text"]["text"].endswith("at 09:30 Europe/Paris on Wed 1 Jul 2026.")
 
 
 def test_one_recipient_is_singular() -> None:
-    prep = {**detail()["preparation"], "to_deliver": 1}
-    dialog = by_action(delivery_card(detail(preparation=prep), None))[ids.CONFIRM_SEND]
+    d = detail(preparation=preparation(targeted=1, excluded=0, to_deliver=1, exclusions={}))
+    dialog = by_action(card(d))[ids.CONFIRM_SEND]
     assert dialog["confirm"]["text"]["text"] == "Send *Spring sale* to 1 recipient now."
 
 
 def test_a_delivery_that_is_not_ready_gets_the_reason_and_no_button() -> None:
     reason = "spring-sale is not prepared yet: run `/campaign prepare spring-sale` first"
-    blocks = delivery_card(detail(state="editing"), reason)
+    blocks = card(detail(state=DeliveryState.EDITING), reason)
     check_blocks(blocks)
     assert elements(blocks) == []
     assert blocks[-1]["type"] == "context"
@@ -401,41 +527,47 @@ def test_a_delivery_that_is_not_ready_gets_the_reason_and_no_button() -> None:
 
 
 def test_card_of_an_unprepared_delivery_has_no_figures() -> None:
-    prep = {
-        "prepared_at": None,
-        "current": False,
-        "targeted": None,
-        "excluded": None,
-        "to_deliver": None,
-        "exclusions": {},
-        "errors": [],
-        "warnings": [],
-    }
-    blocks = delivery_card(detail(state="editing", preparation=prep), "not prepared")
+    prep = preparation(
+        prepared_at=None, current=False, targeted=0, excluded=0, to_deliver=0, exclusions={}
+    )
+    d = detail(state=DeliveryState.EDITING, preparation=prep, figures=Figures())
+    blocks = card(d, "not prepared")
     check_blocks(blocks)
     assert "*To deliver*\nnot prepared yet" in all_text(blocks)
     assert f"*Exclusions*\n{DASH}" in all_text(blocks)
 
 
+def test_card_of_a_delivery_changed_since_its_preparation_says_so() -> None:
+    blocks = card(detail(preparation=preparation(current=False)), "changed")
+    assert "*State*\nready (changed since it was prepared)" in all_text(blocks)
+
+
 def test_card_of_a_recurring_delivery_shows_cron_and_time_zone() -> None:
-    blocks = delivery_card(detail(recurrence=RECURRENCE), "recurring")
+    blocks = card(recurring(), "recurring")
     assert "*Schedule*\nrecurring: `0 9 * * 1` Europe/Paris" in all_text(blocks)
 
 
 def test_card_escapes_markup_coming_from_data() -> None:
-    blocks = delivery_card(detail(audience="<!channel> & friends"), None)
+    blocks = card(detail(audience="<!channel> & friends"))
     assert "*Audience*\n&lt;!channel&gt; &amp; friends" in all_text(blocks)
     assert "<!channel>" not in all_text(blocks[1:])
+
+
+def test_only_ready_deliveries_prepared_for_what_they_are_can_be_picked() -> None:
+    assert row("spring-sale").pickable
+    assert not row("draft", state=DeliveryState.EDITING).pickable
+    assert not row("stale", prepared=False).pickable
+    assert not row("sending", state=DeliveryState.IN_PROGRESS).pickable
 
 
 def test_picker_offers_ready_deliveries_by_ref() -> None:
     rows = [
         row("spring-sale", "Spring sale", to_deliver=12_408),
-        row("draft", state="editing"),
+        row("draft", state=DeliveryState.EDITING),
         row("stale", prepared=False),
         row("one", "One", to_deliver=1),
     ]
-    blocks = delivery_picker(rows)
+    blocks = delivery_picker(pickable(rows))
     check_blocks(blocks)
     select = by_action(blocks)[ids.PICK_DELIVERY]
     assert select["type"] == "static_select"
@@ -443,10 +575,18 @@ def test_picker_offers_ready_deliveries_by_ref() -> None:
         ("Spring sale (spring-sale) — 12,408 recipients", "spring-sale"),
         ("One (one) — 1 recipient", "one"),
     ]
+    assert "2 deliveries are ready to confirm." in all_text(blocks)
+
+
+def test_picker_leaves_out_refs_too_long_for_an_option_value() -> None:
+    blocks = delivery_picker([row("r" * 151), row("spring-sale")])
+    check_blocks(blocks)
+    options = by_action(blocks)[ids.PICK_DELIVERY]["options"]
+    assert [o["value"] for o in options] == ["spring-sale"]
 
 
 def test_picker_without_ready_deliveries_says_how_to_prepare_one() -> None:
-    blocks = delivery_picker([row("draft", state="editing")])
+    blocks = delivery_picker(pickable([row("draft", state=DeliveryState.EDITING)]))
     check_blocks(blocks)
     assert elements(blocks) == []
     assert "/campaign prepare" in all_text(blocks)
@@ -472,7 +612,7 @@ def test_picker_shortens_the_name_and_keeps_ref_and_count() -> None:
 
 
 def test_deployment_message_while_relaying_shows_the_progress_bar() -> None:
-    message = deployment_message(sending(), progress())
+    message = deployment(sending(), progress())
     check_message(message)
     blocks = message["blocks"]
     assert blocks[0]["text"]["text"] == "Deployment — Spring sale"
@@ -482,49 +622,67 @@ def test_deployment_message_while_relaying_shows_the_progress_bar() -> None:
 
 
 def test_progress_bar_is_never_full_before_the_last_message() -> None:
-    message = deployment_message(sending(), progress(relayed=12_400, queued=8, rate_per_s=12.5))
+    message = deployment(sending(), progress(relayed=12_400, queued=8, rate_per_s=12.5))
     text = all_text(message["blocks"])
     assert "`" + "█" * 19 + "░` 12,400 / 12,408 (99 %) · 12.5 msg/s" in text
 
 
 def test_paused_progress_says_paused_instead_of_a_rate() -> None:
-    message = deployment_message(sending("paused"), progress("paused", rate_per_s=80.0))
+    paused = DeliveryState.PAUSED
+    message = deployment(sending(paused), progress(paused, rate_per_s=80.0))
     assert "1,234 / 12,408 (10 %) · paused" in all_text(message["blocks"])
 
 
 @pytest.mark.parametrize(
     ("state", "prog"),
     [
-        ("finished", progress("finished", queued=0, relayed=12_408)),
-        ("in-progress", progress(queued=0)),
-        ("in-progress", None),
-        ("stopped", progress("stopped", queued=11_174)),
+        (
+            DeliveryState.FINISHED,
+            progress(DeliveryState.FINISHED, queued=0, relayed=12_408),
+        ),
+        (DeliveryState.IN_PROGRESS, progress(queued=0)),
+        (DeliveryState.IN_PROGRESS, None),
+        (DeliveryState.STOPPED, progress(DeliveryState.STOPPED, queued=11_174)),
     ],
 )
 def test_no_progress_bar_once_nothing_is_waiting_to_leave(
-    state: str, prog: dict[str, Any] | None
+    state: DeliveryState, prog: SendingProgress | None
 ) -> None:
-    message = deployment_message(sending(state), prog)
+    message = deployment(sending(state), prog)
     check_message(message)
     assert all(b.get("block_id") != ids.DEPLOYMENT_PROGRESS_BLOCK for b in message["blocks"])
     assert "█" not in all_text(message["blocks"])
 
 
 def test_kpis_show_as_fields_with_a_dash_for_rates_without_denominator() -> None:
-    blocks = deployment_message(sending(), progress())["blocks"]
+    blocks = deployment(sending(), progress())["blocks"]
+    kpis = next(b for b in blocks if b.get("block_id") == ids.DEPLOYMENT_KPIS_BLOCK)
+    assert kpis["text"]["text"] == "*KPIs*"
+    assert [f["text"] for f in kpis["fields"]] == [
+        "*To deliver*\n12,408",
+        "*Sent*\n1,234",
+        "*Delivered*\n97.24 %",
+        "*Bounces + errors*\n2.76 %",
+        "*Open rate*\n12.5 %",
+        "*Click-through rate*\n2.5 %",
+    ]
+    # With EFS, relayed messages wait for the MTA's report: no Sent log yet, so the
+    # open and click-through rates have nothing to divide by.
+    efs = Counters(to_deliver=12_408, queued=11_174, pending=1_234)
+    blocks = deployment(sending(figures=Figures(efs), efs=True), progress())["blocks"]
     kpis = next(b for b in blocks if b.get("block_id") == ids.DEPLOYMENT_KPIS_BLOCK)
     assert [f["text"] for f in kpis["fields"]] == [
         "*To deliver*\n12,408",
         "*Sent*\n1,234",
-        "*Delivered*\n97.5 %",
-        "*Bounces + errors*\n2.5 %",
-        "*Open rate*\n12.34 %",
+        "*Delivered*\n0 %",
+        "*Bounces + errors*\n0 %",
+        f"*Open rate*\n{DASH}",
         f"*Click-through rate*\n{DASH}",
     ]
 
 
 def test_a_delivery_not_sent_yet_shows_dashes_never_zero_percent() -> None:
-    blocks = deployment_message(detail(), None)["blocks"]
+    blocks = deployment(detail())["blocks"]
     text = all_text(blocks)
     for label in ("Delivered", "Bounces + errors", "Open rate", "Click-through rate"):
         assert f"*{label}*\n{DASH}" in text
@@ -532,7 +690,7 @@ def test_a_delivery_not_sent_yet_shows_dashes_never_zero_percent() -> None:
 
 
 def test_in_progress_offers_compute_pause_and_stop() -> None:
-    blocks = deployment_message(sending("in-progress"), progress())["blocks"]
+    blocks = deployment(sending(DeliveryState.IN_PROGRESS), progress())["blocks"]
     buttons = by_action(blocks)
     assert list(buttons) == [ids.COMPUTE_STATS, ids.PAUSE, ids.STOP]
     for button in buttons.values():
@@ -540,18 +698,21 @@ def test_in_progress_offers_compute_pause_and_stop() -> None:
 
 
 def test_paused_offers_resume_instead_of_pause() -> None:
-    blocks = deployment_message(sending("paused"), progress("paused"))["blocks"]
+    paused = DeliveryState.PAUSED
+    blocks = deployment(sending(paused), progress(paused))["blocks"]
     assert list(by_action(blocks)) == [ids.COMPUTE_STATS, ids.RESUME, ids.STOP]
 
 
-@pytest.mark.parametrize("state", ["finished", "stopped", "failed"])
-def test_no_steering_buttons_once_the_send_is_over(state: str) -> None:
-    blocks = deployment_message(sending(state), progress(state, queued=0))["blocks"]
+@pytest.mark.parametrize(
+    "state", [DeliveryState.FINISHED, DeliveryState.STOPPED, DeliveryState.FAILED]
+)
+def test_no_steering_buttons_once_the_send_is_over(state: DeliveryState) -> None:
+    blocks = deployment(sending(state), progress(state, queued=0))["blocks"]
     assert list(by_action(blocks)) == [ids.COMPUTE_STATS]
 
 
 def test_stop_asks_for_ok_and_says_who_will_never_get_the_message() -> None:
-    blocks = deployment_message(sending(), progress())["blocks"]
+    blocks = deployment(sending(), progress())["blocks"]
     stop = by_action(blocks)[ids.STOP]
     assert stop["style"] == "danger"
     dialog = stop["confirm"]
@@ -562,15 +723,21 @@ def test_stop_asks_for_ok_and_says_who_will_never_get_the_message() -> None:
 
 
 def test_stop_before_the_contact_date_counts_everyone() -> None:
-    blocks = deployment_message(sending("start-pending"), progress("start-pending", queued=0))
-    stop = by_action(blocks["blocks"])[ids.STOP]
+    pending = DeliveryState.START_PENDING
+    message = deployment(sending(pending), progress(pending, queued=0))
+    stop = by_action(message["blocks"])[ids.STOP]
     assert "The 12,408 recipients not yet sent" in stop["confirm"]["text"]["text"]
-    assert ids.PAUSE not in by_action(blocks["blocks"])
+    assert ids.PAUSE not in by_action(message["blocks"])
+
+
+def test_stop_without_progress_counts_the_queued_logs() -> None:
+    stop = by_action(deployment(sending())["blocks"])[ids.STOP]
+    assert "The 11,174 recipients not yet sent" in stop["confirm"]["text"]["text"]
 
 
 def test_context_line_gives_state_and_the_time_of_the_update() -> None:
     now = datetime(2026, 11, 23, 10, 5, tzinfo=UTC)
-    message = deployment_message(sending(), progress(), now=now)
+    message = deployment(sending(), progress(), now=now)
     line = message["blocks"][-1]["elements"][0]["text"]
     assert line.startswith("State: *in-progress*")
     assert "by <@U0ALICE>" in line
@@ -582,8 +749,8 @@ def test_context_line_gives_state_and_the_time_of_the_update() -> None:
 
 
 def test_a_send_waiting_for_its_contact_date_says_when_it_starts() -> None:
-    d = {**sending("start-pending"), "schedule": AT_SCHEDULE, "started_at": None}
-    line = deployment_message(d, None)["blocks"][-1]["elements"][0]["text"]
+    d = sending(DeliveryState.START_PENDING, schedule=AT_SCHEDULE, started_at=None)
+    line = deployment(d)["blocks"][-1]["elements"][0]["text"]
     assert "starts at 09:00 Europe/Paris on Fri 27 Nov 2026" in line
 
 
@@ -598,25 +765,31 @@ def test_list_rows_with_line_breaks_stay_one_line_each() -> None:
 
 
 def test_recurring_delivery_shows_its_latest_execution() -> None:
-    executions = [
-        {
-            "key": key,
-            "state": "finished",
-            "occurrence_at": at,
-            "kpis": {**sending()["kpis"], "sent": sent},
-        }
+    runs = [
+        execution(
+            key,
+            ExecutionState.FINISHED,
+            Counters(to_deliver=sent, sent=sent),
+            occurrence_at=at,
+            started_at=at,
+        )
         for key, at, sent in (
-            ("2026-11-23", "2026-11-23T08:00:00+00:00", 10),
-            ("2026-11-30", "2026-11-30T08:00:00+00:00", 20),
+            ("2026-11-23", datetime(2026, 11, 23, 8, 0, tzinfo=UTC), 10),
+            ("2026-11-30", datetime(2026, 11, 30, 8, 0, tzinfo=UTC), 20),
         )
     ]
-    message = deployment_message(
-        detail(state="ready", recurrence=RECURRENCE, executions=executions), None
+    d = recurring(
+        state=DeliveryState.IN_PROGRESS,
+        executions=runs,
+        execution=runs[-1],
+        figures=runs[-1].figures,
     )
+    message = deployment(d)
     check_message(message)
     kpis = next(b for b in message["blocks"] if b.get("block_id") == ids.DEPLOYMENT_KPIS_BLOCK)
     assert "Latest execution" in kpis["text"]["text"]
     assert "09:00 Europe/Paris on Mon 30 Nov 2026" in kpis["text"]["text"]
+    assert "(finished)" in kpis["text"]["text"]
     assert "*Sent*\n20" in [f["text"] for f in kpis["fields"]]
 
 
@@ -646,7 +819,7 @@ def test_list_shows_each_delivery_on_a_line() -> None:
     rows = [
         row("spring-sale", "Spring sale", to_deliver=12_408, sent=0),
         row("stale", "Stale", prepared=False),
-        row("later", "Later", schedule=AT_SCHEDULE, state="start-pending"),
+        row("later", "Later", schedule=AT_SCHEDULE, state=DeliveryState.START_PENDING),
     ]
     blocks = list_blocks(rows)
     check_blocks(blocks)
@@ -671,97 +844,68 @@ def test_list_stays_within_50_blocks_and_counts_what_it_leaves_out(n: int) -> No
 
 
 def test_prepare_result_of_a_ready_delivery_points_to_confirm_send() -> None:
-    result = {
-        "ref": "spring-sale",
-        "state": "ready",
-        "targeted": 300,
-        "excluded": 7,
-        "to_deliver": 293,
-        "exclusions": {"duplicate address": 4, "invalid address": 3},
-        "errors": [],
-        "errors_total": 0,
-        "warnings": [
-            {"kind": "missing variable", "name": "city", "count": 2, "emails": ["a@x.example"]}
-        ],
-        "duration_s": 0.42,
-    }
+    warning = PreparationWarning(name="city", count=2, emails=("a@x.example",))
+    result = prepared(warnings=[warning])
     blocks = prepare_result_blocks(result)
     check_blocks(blocks)
     text = all_text(blocks)
     assert "293 recipients to deliver" in text and "`/confirm-send spring-sale`" in text
     assert "*Excluded*\n7\nduplicate address: 4\ninvalid address: 3" in text
-    assert escape(warning_text(result["warnings"][0])) in text
+    assert escape(warning.describe()) in text
+    assert "missing variable 'city' for 2 profile(s) (e.g. a@x.example)" in warning.describe()
     assert "Prepared in 0.4 s." in text
 
 
 def test_prepare_result_with_errors_lists_them_and_counts_the_rest() -> None:
     errors = [
-        {"email": f"p{i}@x.example", "part": "html", "line": 3, "reason": "'x' is undefined"}
+        PreparationError(email=f"p{i}@x.example", part="html", line=3, reason="'x' is undefined")
         for i in range(12)
     ]
-    result = {
-        "ref": "spring-sale",
-        "state": "editing",
-        "targeted": 300,
-        "excluded": 0,
-        "to_deliver": 300,
-        "exclusions": {},
-        "errors": errors,
-        "errors_total": 40,
-        "warnings": [],
-        "duration_s": 1.0,
-    }
+    result = prepared(
+        state=DeliveryState.EDITING,
+        excluded=0,
+        to_deliver=300,
+        exclusions={},
+        errors=errors,
+        errors_total=40,
+        duration_s=1.0,
+    )
     blocks = prepare_result_blocks(result)
     check_blocks(blocks)
     text = all_text(blocks)
     assert "40 critical errors" in text and "cannot be confirmed" in text
-    assert escape(error_text(errors[0])) in text
+    assert escape(errors[0].describe()) in text
+    assert "• p0@x.example: html line 3: 'x' is undefined" in text
     assert "…and 30 more" in text
     assert "/confirm-send" not in text
 
 
 def test_prepare_result_with_nobody_to_deliver_to_says_so() -> None:
-    result = {
-        "ref": "empty",
-        "state": "ready",
-        "targeted": 2,
-        "excluded": 2,
-        "to_deliver": 0,
-        "exclusions": {"quarantined": 2},
-        "errors": [],
-        "errors_total": 0,
-        "warnings": [],
-        "duration_s": 0.01,
-    }
+    result = prepared(
+        ref="empty",
+        targeted=2,
+        excluded=2,
+        to_deliver=0,
+        exclusions={ExclusionReason.QUARANTINED: 2},
+        duration_s=0.01,
+    )
     assert "nobody to deliver to" in all_text(prepare_result_blocks(result))
 
 
 def test_history_shows_each_message_with_its_status() -> None:
     rows = [
-        {
-            "date": "2026-11-27T08:02:00+00:00",
-            "email": "ada@x.example",
-            "ref": "spring-sale",
-            "name": "Spring sale",
-            "execution": "main",
-            "status": "sent",
-            "failure_type": None,
-            "failure_reason": None,
-            "opens": 2,
-            "clicks": 1,
-        },
-        {
-            "date": "2026-11-20T08:00:00+00:00",
-            "email": "ada@x.example",
-            "ref": "weekly",
-            "name": "Weekly",
-            "execution": "2026-11-20",
-            "status": "failed",
-            "failure_type": "hard",
-            "failure_reason": "user unknown",
-            "opens": 0,
-            "clicks": 0,
-        },
+        history(),
+        history(
+            date=datetime(2026, 11, 20, 8, 0, tzinfo=UTC),
+            ref="weekly",
+            name="Weekly",
+            execution="2026-11-20",
+            status=LogStatus.FAILED,
+            failure_type=FailureType.HARD,
+            failure_reason=FailureReason.USER_UNKNOWN,
+            opens=0,
+            clicks=0,
+        ),
     ]
     blocks = history_blocks("ada@x.example", rows)
     check_blocks(blocks)
@@ -777,10 +921,7 @@ def test_history_of_a_profile_without_messages_says_so() -> None:
 
 
 def test_long_history_stays_within_50_blocks() -> None:
-    rows = [
-        {"date": "2026-11-27T08:02:00+00:00", "ref": f"d{i}", "name": "N" * 200, "status": "sent"}
-        for i in range(3_000)
-    ]
+    rows = [history(ref=f"d{i}", name="N" * 200, opens=0, clicks=0) for i in range(3_000)]
     blocks = history_blocks("ada@x.example", rows)
     check_blocks(blocks)
     assert "older messages not shown" in all_text(blocks)
@@ -788,27 +929,27 @@ def test_long_history_stays_within_50_blocks() -> None:
 
 def test_roles_are_grouped_by_role_with_mentions() -> None:
     grants = [
-        {
-            "subject_kind": "user",
-            "subject_id": "U0BOB",
-            "role": "start-deliveries",
-            "granted_by": "U0ALICE",
-            "granted_at": "2026-11-01T10:00:00+00:00",
-        },
-        {
-            "subject_kind": "user",
-            "subject_id": "U0ALICE",
-            "role": "administration",
-            "granted_by": "cli",
-            "granted_at": "2026-10-01T10:00:00+00:00",
-        },
-        {
-            "subject_kind": "usergroup",
-            "subject_id": "S0MARKETING",
-            "role": "prepare-deliveries",
-            "granted_by": None,
-            "granted_at": "2026-10-02T10:00:00+00:00",
-        },
+        Grant(
+            subject_kind=SubjectKind.USER,
+            subject_id="U0BOB",
+            role=Role.START_DELIVERIES,
+            granted_by="U0ALICE",
+            granted_at=datetime(2026, 11, 1, 10, 0, tzinfo=UTC),
+        ),
+        Grant(
+            subject_kind=SubjectKind.USER,
+            subject_id="U0ALICE",
+            role=Role.ADMINISTRATION,
+            granted_by="cli",
+            granted_at=datetime(2026, 10, 1, 10, 0, tzinfo=UTC),
+        ),
+        Grant(
+            subject_kind=SubjectKind.USERGROUP,
+            subject_id="S0MARKETING",
+            role=Role.PREPARE_DELIVERIES,
+            granted_by=None,
+            granted_at=datetime(2026, 10, 2, 10, 0, tzinfo=UTC),
+        ),
     ]
     blocks = roles_blocks(grants)
     check_blocks(blocks)
@@ -834,17 +975,11 @@ def test_error_blocks_keep_mentions_and_escape_the_rest() -> None:
 
 # --- approval requests ----------------------------------------------------------------
 
-RECURRING_DETAIL = detail(name="Weekly news", ref="weekly", recurrence=RECURRENCE)
-OCCURRENCE = {
-    "key": "2026-11-30T08:00",
-    "occurrence_at": "2026-11-30T08:00:00+00:00",
-    "to_deliver": 4_210,
-    "exclusions": {"quarantined": 12, "denylisted": 3},
-}
+FIRST_APPROVAL = Approval(user="U1", at=datetime(2026, 11, 30, 8, 1, tzinfo=UTC))
 
 
 def test_open_approval_request_has_both_buttons_carrying_ref_and_occurrence() -> None:
-    message = approval_request(RECURRING_DETAIL, OCCURRENCE, [], 1, None)
+    message = approval_request(approval_view())
     check_message(message)
     text = all_text(message["blocks"])
     assert "*Occurrence*\n09:00 Europe/Paris on Mon 30 Nov 2026" in text
@@ -869,15 +1004,14 @@ def test_open_approval_request_has_both_buttons_carrying_ref_and_occurrence() ->
 
 
 def test_quorum_shows_who_approved_so_far() -> None:
-    approvals = [{"user": "U1", "at": "2026-11-30T08:01:00+00:00"}]
-    message = approval_request(RECURRING_DETAIL, OCCURRENCE, approvals, 2, None)
+    message = approval_request(approval_view(approvals=[FIRST_APPROVAL], required=2))
     check_message(message)
     assert "1 of 2 approvals: <@U1>" in all_text(message["blocks"])
     assert set(by_action(message["blocks"])) == {ids.APPROVE_OCCURRENCE, ids.SKIP_OCCURRENCE}
 
 
 def test_the_first_of_several_approvals_says_it_does_not_send_yet() -> None:
-    message = approval_request(RECURRING_DETAIL, OCCURRENCE, [], 3, None)
+    message = approval_request(approval_view(required=3))
     text = all_text(message["blocks"])
     assert "0 of 3 approvals yet" in text
     dialog = by_action(message["blocks"])[ids.APPROVE_OCCURRENCE]["confirm"]["text"]["text"]
@@ -889,24 +1023,24 @@ def test_the_first_of_several_approvals_says_it_does_not_send_yet() -> None:
     ("decided", "line"),
     [
         (
-            {"decision": "approved", "by": ["U1", "U2"], "at": "2026-11-30T08:02:00+00:00"},
+            Decided(RequestState.APPROVED, ["U1", "U2"], datetime(2026, 11, 30, 8, 2, tzinfo=UTC)),
             "Approved by <@U1> and <@U2> at 09:02 Europe/Paris. Sending.",
         ),
         (
-            {"decision": "skipped", "by": ["U3"], "at": "2026-12-01T07:00:00+00:00"},
+            Decided(RequestState.SKIPPED, ["U3"], datetime(2026, 12, 1, 7, 0, tzinfo=UTC)),
             "Skipped by <@U3> at 08:00 Europe/Paris on Tue 1 Dec 2026.",
         ),
         (
-            {"decision": "expired", "by": [], "at": "2026-12-07T08:00:00+00:00"},
+            Decided(RequestState.EXPIRED, [], datetime(2026, 12, 7, 8, 0, tzinfo=UTC)),
             "Expired: not decided before the next occurrence. This occurrence is not sent.",
         ),
     ],
 )
 def test_a_decided_request_has_no_buttons_and_says_who_and_when(
-    decided: dict[str, Any], line: str
+    decided: Decided, line: str
 ) -> None:
-    approvals = [{"user": "U1", "at": "2026-11-30T08:01:00+00:00"}]
-    message = approval_request(RECURRING_DETAIL, OCCURRENCE, approvals, 2, decided)
+    view = approval_view(approvals=[FIRST_APPROVAL], required=2, decided=decided)
+    message = approval_request(view)
     check_message(message)
     assert elements(message["blocks"]) == []
     decision = next(
@@ -914,29 +1048,27 @@ def test_a_decided_request_has_no_buttons_and_says_who_and_when(
     )
     assert line in decision["text"]["text"]
     assert "approvals:" not in all_text(message["blocks"])
+    assert message["text"].endswith(f": {decided.decision.value}")
 
 
-def test_an_unknown_decision_is_an_error_not_a_silent_message() -> None:
-    with pytest.raises(ValueError, match="unknown decision"):
-        approval_request(RECURRING_DETAIL, OCCURRENCE, [], 1, {"decision": "maybe"})
+def test_an_approval_that_names_nobody_credits_the_approvers() -> None:
+    decided = Decided(RequestState.APPROVED, [], datetime(2026, 11, 30, 8, 2, tzinfo=UTC))
+    message = approval_request(approval_view(approvals=[FIRST_APPROVAL], decided=decided))
+    assert "Approved by <@U1> at 09:02 Europe/Paris. Sending." in all_text(message["blocks"])
 
 
-def test_an_execution_dict_of_delivery_detail_serves_as_occurrence() -> None:
-    execution = {
-        "key": "2026-11-30",
-        "state": "ready",
-        "occurrence_at": "2026-11-30T08:00:00+00:00",
-        "exclusions": {},
-        "kpis": {**detail()["kpis"], "to_deliver": 77},
-    }
-    message = approval_request(RECURRING_DETAIL, execution, [], 1, None)
-    check_message(message)
-    assert "*To deliver*\n77" in all_text(message["blocks"])
+def test_an_unknown_or_open_decision_is_an_error_not_a_silent_message() -> None:
+    with pytest.raises(ValueError):
+        RequestState("maybe")
+    still_open = Decided(RequestState.OPEN, [], None)
+    with pytest.raises(ValueError, match="open request has no decision"):
+        approval_request(approval_view(decided=still_open))
 
 
 # --- limits hold whatever the data ----------------------------------------------------
 
 long_text = st.text(min_size=1, max_size=4_000).filter(str.strip)
+EVERY_EXCLUSION = {reason: 10**9 + i for i, reason in enumerate(ExclusionReason)}
 
 
 @settings(max_examples=60, deadline=None)
@@ -945,27 +1077,42 @@ long_text = st.text(min_size=1, max_size=4_000).filter(str.strip)
     audience=long_text,
     reason=long_text,
     state=st.sampled_from(
-        ["ready", "in-progress", "paused", "start-pending", "finished", "stopped", "failed"]
+        [
+            DeliveryState.READY,
+            DeliveryState.IN_PROGRESS,
+            DeliveryState.PAUSED,
+            DeliveryState.START_PENDING,
+            DeliveryState.FINISHED,
+            DeliveryState.STOPPED,
+            DeliveryState.FAILED,
+        ]
     ),
 )
 def test_every_builder_respects_slack_limits_with_any_name(
-    name: str, audience: str, reason: str, state: str
+    name: str, audience: str, reason: str, state: DeliveryState
 ) -> None:
-    d = detail(name=name, audience=audience, subject=name, state=state)
-    d["preparation"]["exclusions"] = {reason: 3}
-    check_blocks(delivery_card(d, None))
-    check_blocks(delivery_card(d, reason))
-    check_blocks(delivery_card({**d, "schedule": AT_SCHEDULE}, None))
-    check_blocks(delivery_picker([row("spring-sale", name), row("x" * 100, name)]))
-    check_message(deployment_message(d, progress(state)))
-    check_message(approval_request(d, {**OCCURRENCE, "exclusions": {reason: 1}}, [], 3, None))
-    check_message(
-        approval_request(d, OCCURRENCE, [], 1, {"decision": "expired", "by": [], "reason": reason})
+    d = detail(
+        name=name,
+        audience=audience,
+        subject=name,
+        sender=name,
+        validity=reason,
+        state=state,
+        preparation=preparation(exclusions=EVERY_EXCLUSION),
     )
+    check_blocks(card(d))
+    check_blocks(card(d, reason))
+    check_blocks(card(replace(d, schedule=AT_SCHEDULE)))
+    check_blocks(delivery_picker([row("spring-sale", name), row("x" * 100, name)]))
+    check_message(deployment(d, progress(state)))
+    view = approval_view(name=name, exclusions=EVERY_EXCLUSION, required=3)
+    check_message(approval_request(view))
+    expired = Decided(RequestState.EXPIRED, [], None, reason=reason)
+    check_message(approval_request(approval_view(name=name, decided=expired)))
     check_blocks(list_blocks([row("spring-sale", name, audience=audience)] * 3))
-    check_blocks(history_blocks(name, [{"date": None, "ref": "r", "name": name}]))
+    check_blocks(history_blocks(name, [history(name=name, execution=reason)]))
     check_blocks(error_blocks(reason))
-    dialog = by_action(delivery_card(d, None))[ids.CONFIRM_SEND]["confirm"]["text"]["text"]
+    dialog = by_action(card(d))[ids.CONFIRM_SEND]["confirm"]["text"]["text"]
     assert dialog.endswith(" to 12,408 recipients now.")  # the name gives way, not the facts
 
 
@@ -986,8 +1133,13 @@ def test_truncate_never_leaves_half_an_entity_or_mention() -> None:
 
 def test_builders_do_not_change_their_input() -> None:
     d = detail(schedule=AT_SCHEDULE)
-    before = copy.deepcopy(d)
-    delivery_card(d, None)
-    deployment_message(d, progress())
-    approval_request(d, OCCURRENCE, [], 2, None)
-    assert d == before
+    p = progress()
+    view = approval_view(approvals=[FIRST_APPROVAL], required=2)
+    rows = [row("spring-sale"), row("later", schedule=AT_SCHEDULE)]
+    before = copy.deepcopy((d, p, view, rows))
+    card(d)
+    deployment(d, p)
+    approval_request(view)
+    delivery_picker(rows)
+    list_blocks(rows)
+    assert (d, p, view, rows) == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import struct
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,17 +14,20 @@ from hypothesis import strategies as st
 from test_blocks import all_text, check_message
 
 from bot.blocks.digest import (
-    ROWS_PER_MESSAGE,
-    chart_comment,
-    digest_messages,
+    HEADING_BLOCKS,
+    digest_message,
     row_text,
     signed_count,
     signed_points,
 )
-from bot.charts import kpi_chart_png
-from bot.domain.digest import kpi_change, latest_slot
+from bot.blocks.kit import MAX_BLOCKS
+from bot.domain.digest import KpiChange, kpi_change, latest_slot
+from bot.domain.executions import MAIN_KEY
 from bot.domain.kpi import Counters, kpis
 from bot.domain.recurrence import crontab_trigger
+from bot.notify.charts import kpi_chart_png
+from bot.services.digest import ROWS_PER_PAGE, chart_comment, pages
+from bot.services.digest_views import ChartPoint, ChartSeries, DigestChart, DigestRow
 
 SLOT = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -93,27 +97,35 @@ def test_signed_count() -> None:
 # --- messages --------------------------------------------------------------------------
 
 
-def row(i: int = 0, **changes: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "ref": f"delivery-{i}",
-        "name": f"Delivery {i}",
-        "execution": "main",
-        "validity_ends_at": "2026-11-26T20:00:00+00:00",
-        "kpis": kpis(Counters(to_deliver=1000, sent=950, failed=50, unique_opens=190)).as_dict(),
-        "change": None,
-    }
-    base.update(changes)
-    return base
+def row(i: int = 0, **changes: Any) -> DigestRow:
+    """A one-off delivery in its validity period: 1,000 sent, 95 % delivered, 20 % opened."""
+    base = DigestRow(
+        ref=f"delivery-{i}",
+        name=f"Delivery {i}",
+        execution=MAIN_KEY,
+        validity_ends_at=datetime(2026, 11, 26, 20, 0, tzinfo=UTC),
+        kpis=kpis(Counters(to_deliver=1000, sent=950, failed=50, unique_opens=190)),
+        change=None,
+        new=False,
+    )
+    return replace(base, **changes)
+
+
+def digest_messages(
+    rows: list[DigestRow], tz: str = "UTC", previous_at: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The digest's messages, paged as `bot.services.digest.build` stores them."""
+    return [digest_message(page) for page in pages(rows, SLOT, tz, previous_at)]
 
 
 def test_row_shows_the_six_kpis_and_their_changes() -> None:
-    change = {
-        "sent": 120,
-        "delivered_pct": -0.5,
-        "bounces_errors_pct": 0.5,
-        "open_rate": 2.0,
-        "click_through_rate": None,
-    }
+    change = KpiChange(
+        sent=120,
+        delivered_pct=-0.5,
+        bounces_errors_pct=0.5,
+        open_rate=2.0,
+        click_through_rate=None,
+    )
     text = row_text(row(change=change), "Europe/Paris", SLOT)
     first, second = text.split("\n")
     assert (
@@ -132,18 +144,17 @@ def test_row_of_a_recurring_execution_and_of_a_new_delivery() -> None:
 
 
 def test_first_digest_says_so_and_later_ones_name_the_previous() -> None:
-    [first] = digest_messages([row()], slot_at=SLOT, tz="UTC", previous_at=None)
+    [first] = digest_messages([row()])
     check_message(first)
     assert first["blocks"][0]["text"]["text"] == "KPI digest — 10:00 UTC"
     assert "first digest" in all_text(first["blocks"])
-    [later] = digest_messages(
-        [row()], slot_at=SLOT, tz="UTC", previous_at=SLOT - timedelta(hours=1)
-    )
+    [later] = digest_messages([row()], previous_at=SLOT - timedelta(hours=1))
     assert "changes since the digest of 09:00 UTC on Mon 23 Nov 2026" in all_text(later["blocks"])
 
 
 def test_nothing_to_show_is_no_message() -> None:
-    assert digest_messages([], slot_at=SLOT, tz="UTC", previous_at=None) == []
+    assert pages([], SLOT, "UTC", None) == []
+    assert digest_messages([]) == []
 
 
 @given(
@@ -152,13 +163,13 @@ def test_nothing_to_show_is_no_message() -> None:
 )
 def test_split_holds_slacks_limits_and_every_row_once(n: int, name: str) -> None:
     rows = [row(i, name=name) for i in range(n)]
-    messages = digest_messages(rows, slot_at=SLOT, tz="America/New_York", previous_at=None)
-    assert len(messages) == -(-n // ROWS_PER_MESSAGE)
+    messages = digest_messages(rows, tz="America/New_York")
+    assert len(messages) == -(-n // ROWS_PER_PAGE)
     seen = []
     for number, message in enumerate(messages, start=1):
         check_message(message)
         sections = [b for b in message["blocks"] if b["type"] == "section"]
-        assert len(sections) <= ROWS_PER_MESSAGE
+        assert len(sections) <= ROWS_PER_PAGE
         # The ref is the last `code` of the first line (a name may hold backticks).
         seen += [re.findall(r"`(delivery-\d+)`", b["text"]["text"])[-1] for b in sections]
         if len(messages) > 1:
@@ -167,37 +178,40 @@ def test_split_holds_slacks_limits_and_every_row_once(n: int, name: str) -> None
 
 
 def test_120_rows_are_three_messages() -> None:
-    messages = digest_messages(
-        [row(i) for i in range(120)], slot_at=SLOT, tz="UTC", previous_at=None
-    )
+    messages = digest_messages([row(i) for i in range(120)])
     assert [len(m["blocks"]) for m in messages] == [47, 47, 32]
     assert messages[1]["blocks"][0]["type"] == "context"  # only the first has the header
 
 
 def test_rows_per_message_within_the_block_limit() -> None:
-    with pytest.raises(ValueError):
-        digest_messages([row()], slot_at=SLOT, tz="UTC", previous_at=None, per_message=49)
+    assert HEADING_BLOCKS + ROWS_PER_PAGE <= MAX_BLOCKS
+    [full] = digest_messages([row(i) for i in range(ROWS_PER_PAGE)])
+    check_message(full)
+    assert len(full["blocks"]) == HEADING_BLOCKS + ROWS_PER_PAGE
 
 
 def test_chart_comment() -> None:
     assert chart_comment(SLOT, "UTC", 5, 120).endswith("KPIs over time of the 5 largest of 120")
     assert chart_comment(SLOT, "UTC", 3, 3).endswith("KPIs over time of all 3")
     assert chart_comment(SLOT, "UTC", 1, 1).endswith("KPIs over time of the delivery")
+    assert chart_comment(SLOT, "UTC", 1, 1).startswith("KPI digest, 10:00 UTC on Mon 23 Nov 2026:")
 
 
 # --- chart -----------------------------------------------------------------------------
 
 
+def chart(series: list[ChartSeries], tz: str = "UTC") -> DigestChart:
+    return DigestChart(title="KPIs", tz=tz, series=series, comment="", filename="kpi-digest.png")
+
+
 def test_chart_is_a_png_of_the_expected_size() -> None:
     points = [
-        [(SLOT + timedelta(hours=h)).isoformat(), 99 - h, 1 + h, None if h == 0 else 10.0 + h, 2.0]
+        ChartPoint(SLOT + timedelta(hours=h), 99 - h, 1 + h, None if h == 0 else 10.0 + h, 2.0)
         for h in range(24)
     ]
-    png = kpi_chart_png(
-        {"title": "KPIs", "tz": "Europe/Paris", "series": [{"label": "A", "points": points}]}
-    )
+    png = kpi_chart_png(chart([ChartSeries("A", points)], tz="Europe/Paris"))
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert struct.unpack(">II", png[16:24]) == (1000, 600)
-    empty = kpi_chart_png({"title": "KPIs", "tz": "UTC", "series": []})
+    empty = kpi_chart_png(chart([]))
     assert empty[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(png) > len(empty)  # the lines are drawn

@@ -7,7 +7,7 @@ import threading
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.jobs import DUE_WORK_JOB, Jobs, due_work_trigger, tick_due_work
+from bot.jobs.scheduler import DUE_WORK_JOB, Jobs, due_work_trigger, tick_due_work
 
 
 class Runner:

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from bot.clock import FixedClock
 from bot.config import Settings
 from bot.engine.message import MessageSkeleton
+from bot.engine.rendering import RenderedMessage
 from bot.engine.tokens import Click, TokenSigner
-from bot.services.rendering import RenderedMessage
 
 T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 BASE = "https://t.acme.example"

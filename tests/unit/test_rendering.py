@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bot.services.rendering import (
+from bot.engine.rendering import (
     MessageTemplates,
     RenderError,
     TemplateSyntaxProblem,

@@ -1,0 +1,1 @@
+"""Entry points: the command line, the HTTP app and its webhooks."""

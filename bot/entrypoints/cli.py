@@ -1,0 +1,384 @@
+"""`python -m bot` (also installed as `greenlight`): the command line.
+
+Each command parses its arguments, calls one service and prints the result, as
+text for people or as stable JSON with `--json` (README documents the shapes).
+Exit codes: 0 done, 1 refused (the message says why and what to do), 2 bad usage or
+settings, 3 an error of ours (logged with an id to quote).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bot.bootstrap import Root, bootstrap
+from bot.config import SettingsError, get_settings
+from bot.domain.errors import DomainError
+from bot.domain.roles import COMMAND_LINE, Role
+from bot.entrypoints.cli_text import delivery_text
+from bot.jobs.due_work import DueReport, run_due
+from bot.services import roles
+from bot.services.deliveries import views
+from bot.services.deliveries.prepare import prepare_delivery
+from bot.services.digest import DigestReport
+from bot.services.imports.deliveries import import_deliveries
+from bot.services.imports.profiles import import_profiles
+from bot.store.db import current_revision, upgrade
+
+log = logging.getLogger("greenlight")
+
+Handler = Callable[[Root, argparse.Namespace], int]
+
+# The command line is run by whoever runs Greenlight, on its machine: it holds every role.
+ME = COMMAND_LINE
+
+
+def _json_default(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, ensure_ascii=False, default=_json_default))
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def cmd_db_upgrade(root: Root, args: argparse.Namespace) -> int:
+    upgrade(root.engine)
+    print(f"database is at revision {current_revision(root.engine)}")
+    return 0
+
+
+def _print_report(report: Any) -> None:
+    """An import report as `key: value` lines, then each warning as a sentence."""
+    for item in dataclasses.fields(report):
+        if item.name == "warnings":
+            continue
+        value = getattr(report, item.name)
+        if isinstance(value, list | tuple):
+            value = ", ".join(map(str, value)) or "-"
+        print(f"{item.name.replace('_', ' ')}: {value}")
+    for warning in getattr(report, "warnings", []):
+        print(f"  warning: {warning}")
+
+
+def cmd_profiles_import(root: Root, args: argparse.Namespace) -> int:
+    report = import_profiles(root.context, ME, Path(args.file), args.audience)
+    _print_json(report) if args.json else _print_report(report)
+    return 0
+
+
+def cmd_deliveries_import(root: Root, args: argparse.Namespace) -> int:
+    report = import_deliveries(root.context, ME, Path(args.file))
+    _print_json(report) if args.json else _print_report(report)
+    return 0
+
+
+def cmd_deliveries_list(root: Root, args: argparse.Namespace) -> int:
+    rows = views.list_deliveries(root.context, ME)
+    if args.json:
+        _print_json([r.to_json() for r in rows])
+        return 0
+    if not rows:
+        print("no deliveries yet: `python -m bot deliveries import FILE.yml` adds some")
+        return 0
+    print(f"{'REF':<20} {'STATE':<14} {'AUDIENCE':<16} {'SCHEDULE':<12} {'TO DELIVER':>10} SENT")
+    for r in rows:
+        state = r.state.value if r.prepared or r.state != "ready" else "ready (stale)"
+        print(
+            f"{r.ref:<20} {state:<14} {r.audience:<16} {r.schedule.mode:<12} "
+            f"{r.to_deliver:>10} {r.sent}"
+        )
+    return 0
+
+
+def cmd_deliveries_prepare(root: Root, args: argparse.Namespace) -> int:
+    result = prepare_delivery(root.context, ME, args.ref)
+    if args.json:
+        _print_json(result.to_json())
+        return 0 if not result.errors else 1
+    print(
+        f"{result.ref}: {result.state.value} — targeted {result.targeted}, "
+        f"excluded {result.excluded}, to deliver {result.to_deliver}"
+    )
+    for reason, count in sorted(result.exclusions.items()):
+        if count:
+            print(f"  excluded, {reason.value}: {count}")
+    for w in result.warnings:
+        print(f"  warning: {w.describe()}")
+    for e in result.errors:
+        print(f"  error: {e.describe()}")
+    if result.errors:
+        print("the delivery cannot be confirmed until these errors are fixed and it is prepared")
+        return 1
+    return 0
+
+
+def cmd_deliveries_show(root: Root, args: argparse.Namespace) -> int:
+    detail = views.delivery_detail(root.context, ME, args.ref)
+    if args.json:
+        _print_json(detail.to_json())
+    else:
+        print(delivery_text(detail))
+    return 0
+
+
+def cmd_roles_grant(root: Root, args: argparse.Namespace) -> int:
+    changed = roles.grant(root.context, ME, args.user, args.role)
+    print(f"granted {args.role} to {args.user}" if changed else f"{args.user} already had it")
+    return 0
+
+
+def cmd_roles_revoke(root: Root, args: argparse.Namespace) -> int:
+    changed = roles.revoke(root.context, ME, args.user, args.role)
+    print(f"revoked {args.role} from {args.user}" if changed else f"{args.user} did not have it")
+    return 0
+
+
+def cmd_roles_list(root: Root, args: argparse.Namespace) -> int:
+    grants = roles.list_grants(root.context, ME)
+    if args.json:
+        _print_json([g.to_json() for g in grants])
+        return 0
+    if not grants:
+        print("no roles granted yet: `python -m bot roles grant U012AB3CD administration`")
+    for g in grants:
+        print(f"{g.subject_id:<14} {g.subject_kind.value:<10} {g.role.value:<20} by {g.granted_by}")
+    return 0
+
+
+def cmd_serve(root: Root, args: argparse.Namespace) -> int:
+    from bot.entrypoints.web import serve
+
+    serve(root, socket_mode=False)
+    return 0
+
+
+def cmd_socket(root: Root, args: argparse.Namespace) -> int:
+    from bot.entrypoints.web import serve
+
+    serve(root, socket_mode=True)
+    return 0
+
+
+def cmd_jobs_run_due(root: Root, args: argparse.Namespace) -> int:
+    ctx = root.context.at(_parse_instant(args.at)) if args.at else root.context
+    report = asyncio.run(
+        run_due(ctx, transports=root.transport, notifications=root.notifications())
+    )
+    if args.json:
+        _print_json(report)
+        return 0
+    print(f"due at {ctx.clock.now().isoformat()}:")
+    for line in _due_lines(report, mailbox=ctx.settings.feedback_mailbox is not None):
+        print(f"  {line}")
+    return 0
+
+
+def _due_lines(report: DueReport, mailbox: bool) -> list[str]:
+    lines = [f"started: {', '.join(report.started) or '-'}"]
+    lines += [
+        f"occurrence {run.ref}@{run.key}: {run.outcome.value} "
+        f"({run.added} added, {run.to_deliver} to deliver)"
+        for run in report.occurrences
+    ]
+    lines.append(f"approval requests expired: {report.approvals_expired}")
+    lines.append(f"approval messages posted or updated in Slack: {report.approval_messages}")
+    lines += [f"sent {ref}: now {state.value}" for ref, state in report.sent.items()]
+    lines.append(f"soft bounces retried: {report.retried}")
+    lines.append(f"logs resolved at the end of their validity: {report.expired_logs}")
+    if mailbox:
+        box = report.mailbox
+        lines.append(
+            f"feedback mailbox: {box.read} messages read, {box.applied} events applied, "
+            f"{box.set_aside} set aside" + (f", stopped: {box.error}" if box.error else "")
+        )
+    lines.append(f"KPI digest: {_digest_line(report.digest)}")
+    return lines
+
+
+def _digest_line(digest: DigestReport | None) -> str:
+    if digest is None:
+        return "-"
+    slot = f" for {digest.slot.isoformat()}" if digest.slot else ""
+    if digest.status == "posted":
+        chart = ", chart" if digest.chart else ""
+        deliveries = "delivery" if digest.deliveries == 1 else "deliveries"
+        messages = "message" if digest.messages == 1 else "messages"
+        return (
+            f"posted{slot}: {digest.deliveries} {deliveries}, {digest.messages} {messages}{chart}"
+        )
+    words = {
+        "failed": f"Slack failed{slot} ({digest.error}); the rest goes at the next run",
+        "off": f"off ({digest.error})",
+        "empty": f"nothing active{slot}, nothing posted",
+        "busy": f"another process is posting the digest{slot}",
+    }
+    return words.get(digest.status, f"already done{slot}")
+
+
+def _parse_instant(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise DomainError(
+            f"{text!r} is not an ISO-8601 date-time; write it like 2026-11-23T09:00:00+01:00"
+        ) from None
+    if at.tzinfo is None:
+        raise DomainError(f"{text!r} has no time zone; add one, e.g. {text}+00:00")
+    return at
+
+
+# -- parser -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bot",
+        description="Greenlight: confirm email sends from Slack and follow them to their KPIs.",
+    )
+    groups = parser.add_subparsers(dest="group", required=True, metavar="COMMAND")
+
+    def command(
+        sub: argparse._SubParsersAction[argparse.ArgumentParser],
+        name: str,
+        handler: Handler,
+        help_text: str,
+        json_flag: bool = False,
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        if json_flag:
+            p.add_argument("--json", action="store_true", help="print stable JSON")
+        return p
+
+    p = groups.add_parser(
+        "serve", help="HTTP mode: Slack endpoint, webhooks, tracking, scheduler, sender"
+    )
+    p.set_defaults(handler=cmd_serve)
+    p = groups.add_parser(
+        "socket", help="Socket Mode for Slack, plus the same HTTP server and workers"
+    )
+    p.set_defaults(handler=cmd_socket)
+
+    db = groups.add_parser("db", help="database schema").add_subparsers(
+        dest="cmd", required=True, metavar="ACTION"
+    )
+    command(db, "upgrade", cmd_db_upgrade, "create or migrate the database to the latest schema")
+
+    profiles = groups.add_parser("profiles", help="recipients").add_subparsers(
+        dest="cmd", required=True, metavar="ACTION"
+    )
+    p = command(
+        profiles,
+        "import",
+        cmd_profiles_import,
+        "create or update profiles from a CSV file (email column required)",
+        json_flag=True,
+    )
+    p.add_argument("file", help="CSV with a header row")
+    p.add_argument("--audience", help="also add every profile of the file to this audience")
+
+    deliveries = groups.add_parser("deliveries", help="email deliveries").add_subparsers(
+        dest="cmd", required=True, metavar="ACTION"
+    )
+    p = command(
+        deliveries,
+        "import",
+        cmd_deliveries_import,
+        "create or update deliveries by ref from a YAML file",
+        json_flag=True,
+    )
+    p.add_argument("file", help="YAML list of deliveries")
+    command(deliveries, "list", cmd_deliveries_list, "every delivery, its state and counts", True)
+    p = command(
+        deliveries,
+        "prepare",
+        cmd_deliveries_prepare,
+        "target the audience, write exclusions and check every message renders",
+        json_flag=True,
+    )
+    p.add_argument("ref")
+    p = command(deliveries, "show", cmd_deliveries_show, "state, counts and KPIs", True)
+    p.add_argument("ref")
+
+    roles = groups.add_parser("roles", help="who may prepare, send and administer").add_subparsers(
+        dest="cmd", required=True, metavar="ACTION"
+    )
+    role_names = ", ".join(r.value for r in Role)
+    for name, handler, verb in (
+        ("grant", cmd_roles_grant, "give"),
+        ("revoke", cmd_roles_revoke, "take back"),
+    ):
+        p = command(roles, name, handler, f"{verb} a role ({role_names})")
+        p.add_argument("user", help="Slack user id (U…) or user group id (S…)")
+        p.add_argument("role", help=role_names)
+    command(roles, "list", cmd_roles_list, "every role granted", json_flag=True)
+
+    jobs = groups.add_parser("jobs", help="scheduled work").add_subparsers(
+        dest="cmd", required=True, metavar="ACTION"
+    )
+    p = command(
+        jobs,
+        "run-due",
+        cmd_jobs_run_due,
+        "run every piece of scheduled work due now (or at --at): start, send, retry, expire",
+        json_flag=True,
+    )
+    p.add_argument("--at", help="ISO-8601 instant with a time zone; default: now")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, root: Root | None = None) -> int:
+    """Run one command; tests pass their own `root` (which the caller then closes)."""
+    args = build_parser().parse_args(argv)
+    owned = root is None
+    if root is None:
+        try:
+            settings = get_settings()
+        except SettingsError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        # A line per 15-second tick would drown everything else at INFO.
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)
+        root = bootstrap(settings, migrate=args.handler is not cmd_db_upgrade)
+    try:
+        return args.handler(root, args)
+    except DomainError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader (`| head`) went away: not an error; keep Python from complaining on exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception:
+        error_id = uuid.uuid4().hex[:8]
+        log.exception("unexpected error %s in %s", error_id, " ".join(argv or sys.argv[1:]))
+        print(
+            f"error: something went wrong on our side (error id {error_id}); "
+            "the log above has the details",
+            file=sys.stderr,
+        )
+        return 3
+    finally:
+        if owned:
+            root.close()

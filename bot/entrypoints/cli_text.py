@@ -1,0 +1,75 @@
+"""Plain-text views for the terminal, from the same typed views as `--json`."""
+
+from __future__ import annotations
+
+from bot.domain.kpi import DASH, Kpis, format_pct
+from bot.services.deliveries.views import DeliveryDetail, Recurrence, Schedule
+
+
+def _schedule_text(schedule: Schedule, recurrence: Recurrence | None) -> str:
+    if recurrence:
+        text = f"recurring, cron {recurrence.cron} ({recurrence.timezone})"
+        text += f", aggregation {recurrence.aggregation.value}"
+        if recurrence.request_confirmation:
+            text += f", needs {recurrence.approvals_required} approval(s) per occurrence"
+            if recurrence.approval_expiry:
+                text += f" within {recurrence.approval_expiry}"
+        return text
+    if schedule.mode == "at":
+        at = schedule.at.isoformat() if schedule.at else DASH
+        return f"at {at} ({schedule.timezone})"
+    return "as soon as confirmed"
+
+
+def kpi_lines(k: Kpis) -> list[str]:
+    return [
+        f"  To deliver          {k.to_deliver}",
+        f"  Sent                {k.sent}",
+        f"  Delivered           {format_pct(k.delivered_pct)}",
+        f"  Bounces + errors    {format_pct(k.bounces_errors_pct)}",
+        f"  Open rate           {format_pct(k.open_rate)}",
+        f"  Click-through rate  {format_pct(k.click_through_rate)}",
+    ]
+
+
+def _preparation_lines(d: DeliveryDetail) -> list[str]:
+    prep = d.preparation
+    if prep.prepared_at is None:
+        return ["Preparation: not prepared yet (`python -m bot deliveries prepare REF`)"]
+    stale = "" if prep.current else " — out of date: prepare again before confirming"
+    lines = [
+        f"Preparation: {prep.prepared_at.isoformat()}{stale}",
+        f"  targeted {prep.targeted}, excluded {prep.excluded}, to deliver {prep.to_deliver}",
+    ]
+    lines += [f"    {reason.value}: {count}" for reason, count in prep.exclusions.items()]
+    lines += [f"  error: {e.describe()}" for e in prep.errors]
+    lines += [f"  warning: {w.describe()}" for w in prep.warnings]
+    return lines
+
+
+def delivery_text(d: DeliveryDetail) -> str:
+    lines = [
+        f"{d.name} ({d.ref})",
+        f"  state       {d.state.value}",
+        f"  audience    {d.audience}",
+        f"  from        {d.sender}",
+        f"  subject     {d.subject}",
+        f"  schedule    {_schedule_text(d.schedule, d.recurrence)}",
+        f"  validity    {d.validity}",
+        f"  EFS         {'on' if d.efs else 'off'}",
+        f"  channel     {d.slack_channel or DASH}",
+        "",
+        *_preparation_lines(d),
+    ]
+    title = "Deployment:"
+    if d.recurrence:
+        current = d.execution
+        title = (
+            f"Deployment (execution {current.key}):"
+            if current
+            else "Deployment: no occurrence sent yet"
+        )
+    lines += ["", title, *kpi_lines(d.figures.kpis)]
+    for e in d.executions:
+        lines += ["", f"Execution {e.key} ({e.state.value}):", *kpi_lines(e.figures.kpis)]
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""The HTTP app (aiohttp): Slack's endpoint, the webhooks, health and metrics.
+
+`serve` and `socket` both run it; in Socket Mode Slack's events arrive over the
+WebSocket instead, and the other endpoints stay here. With no Slack credentials the
+app still runs (and the sender with it); `/slack/events` then says how to connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+
+from bot.bootstrap import Root, Server, build_server
+from bot.entrypoints.feedback_http import add_feedback_routes
+from bot.store.db import StoreUnavailable, ping
+
+log = logging.getLogger(__name__)
+SERVER: web.AppKey[Server] = web.AppKey("server")
+SOCKET_MODE: web.AppKey[Any] = web.AppKey("socket_mode")
+
+NOT_CONNECTED = (
+    "Slack is not connected: create the app from manifest.yml, then set SLACK_BOT_TOKEN "
+    "and SLACK_SIGNING_SECRET (HTTP mode) or SLACK_APP_TOKEN (Socket Mode) in .env; "
+    "README.md, section 'Connecting Slack', shows each step."
+)
+
+
+def build_web_app(server: Server) -> web.Application:
+    app = web.Application()
+    app[SERVER] = server
+
+    async def slack_events(request: web.Request) -> web.Response:
+        server.metrics["slack_requests"] = server.metrics.get("slack_requests", 0) + 1
+        if server.slack is None:
+            return web.json_response({"ok": False, "error": NOT_CONNECTED}, status=503)
+        bolt_request = await to_bolt_request(request)
+        return await to_aiohttp_response(await server.slack.async_dispatch(bolt_request))
+
+    async def healthz(request: web.Request) -> web.Response:
+        def check() -> None:
+            with server.ctx.sessions() as session:
+                ping(session)
+
+        try:
+            await asyncio.to_thread(check)
+        except StoreUnavailable as exc:
+            return web.json_response({"ok": False, "database": str(exc)}, status=503)
+        return web.json_response({"ok": True, "database": "ok", "slack": server.slack is not None})
+
+    async def metrics(request: web.Request) -> web.Response:
+        counters = {
+            "slack_requests": server.metrics.get("slack_requests", 0),
+            "sender_rounds": server.runner.rounds,
+            "feedback_events": server.metrics.get("feedback_events", 0),
+            "feedback_unmatched": server.metrics.get("feedback_unmatched", 0),
+            "feedback_refused": server.metrics.get("feedback_refused", 0),
+            "tracking_forged": server.metrics.get("tracking_forged", 0),
+        }
+        lines = []
+        for name, value in counters.items():
+            lines += [f"# TYPE greenlight_{name}_total counter", f"greenlight_{name}_total {value}"]
+        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+    async def on_startup(app: web.Application) -> None:
+        server.batches.bind(asyncio.get_running_loop())
+        if server.start_sender:
+            server.runner.start()
+            server.jobs.start()
+
+    async def on_cleanup(app: web.Application) -> None:
+        server.jobs.shutdown()
+        handler = app.get(SOCKET_MODE)
+        if handler is not None:
+            await handler.close_async()
+        await asyncio.to_thread(server.runner.stop)
+
+    add_feedback_routes(app, server.ctx, server.metrics)
+    app.router.add_post("/slack/events", slack_events)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.on_startup.append(on_startup)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def serve(root: Root, socket_mode: bool = False) -> None:
+    """Run until interrupted: the HTTP app on PORT, the scheduler and the sender (in its
+    own process), and Slack (HTTP or socket)."""
+    server = build_server(root, sender_process=True)
+    settings = root.settings
+    if server.slack is None:
+        log.warning(NOT_CONNECTED)
+    elif not socket_mode and settings.slack_signing_secret is None:
+        log.warning("SLACK_SIGNING_SECRET is not set: Slack requests cannot be verified")
+    app = build_web_app(server)
+    if socket_mode:
+        app.on_startup.append(socket_mode_starter(server))
+    log.info("listening on port %d", settings.port)
+    web.run_app(app, port=settings.port, print=None)
+
+
+def socket_mode_starter(server: Server) -> Any:
+    async def start(app: web.Application) -> None:
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        token = server.root.settings.slack_app_token
+        if server.slack is None or token is None:
+            log.warning("Socket Mode needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN; %s", NOT_CONNECTED)
+            return
+        handler = AsyncSocketModeHandler(server.slack, token.get_secret_value())
+        await handler.connect_async()
+        app[SOCKET_MODE] = handler
+
+    return start

@@ -1,0 +1,1 @@
+"""Scheduled work: the scheduler that ticks, the due work it wakes, and who runs it."""

@@ -1,0 +1,1 @@
+"""Use cases about deliveries: their lifecycle, preparation, sending and views."""

@@ -1,0 +1,84 @@
+"""The Deployment message: posted in the delivery's channel when sending starts, then
+updated in place while relaying and once more with the final KPIs.
+
+Updates are throttled per delivery (`chat.update` allows about 50 calls a minute per
+workspace); an update forced by a person's click, or one made once the delivery has
+left `in-progress`, always goes through so the message ends on the true figures.
+The message is drawn from the database each time, so whichever process sends, and
+however many updates were skipped, the one that goes out is right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from bot.context import Context
+from bot.domain.lifecycle import DeliveryState
+from bot.services.deliveries.views import DeploymentView, read_deployment
+from bot.services.notifications import NotificationFailed, Notifications
+from bot.store import deliveries
+
+log = logging.getLogger(__name__)
+
+
+class DeploymentFollower:
+    def __init__(
+        self,
+        ctx: Context,
+        notifications: Notifications,
+        min_interval: float = 3.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ctx = ctx
+        self.notifications = notifications
+        self.min_interval = min_interval
+        self.monotonic = monotonic
+        self._last: dict[str, float] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def refresh_execution(self, execution_id: int) -> None:
+        """After a batch of `execution_id` was recorded (the sender's hook)."""
+        ref = await asyncio.to_thread(self._ref_of, execution_id)
+        if ref:
+            await self.refresh(ref)
+
+    def _ref_of(self, execution_id: int) -> str | None:
+        with self.ctx.sessions() as s:
+            return deliveries.ref_of_execution(s, execution_id)
+
+    async def refresh(self, ref: str, force: bool = False) -> DeploymentView | None:
+        """Post or update the Deployment message of `ref`; the view it shows, if sent."""
+        if not self.notifications.connected:
+            return None
+        lock = self._locks.setdefault(ref, asyncio.Lock())
+        async with lock:
+            # The throttle first, on one row: most batch hooks of a send stop here, and
+            # the full detail is read only for a message that will be sent.
+            state, channel, ts = await asyncio.to_thread(self._where, ref)
+            if not channel:
+                return None
+            now = self.monotonic()
+            recent = now - self._last.get(ref, -1e9) < self.min_interval
+            if state is DeliveryState.IN_PROGRESS and ts and not force and recent:
+                return None
+            view = await asyncio.to_thread(read_deployment, self.ctx, ref)
+            try:
+                posted = await self.notifications.deployment(view, channel, ts)
+            except NotificationFailed as exc:
+                log.warning("Deployment message of %s not sent: %s", ref, exc.reason)
+                return None
+            if ts is None:
+                await asyncio.to_thread(self._remember, ref, posted.channel, posted.ts)
+            self._last[ref] = now
+            return view
+
+    def _where(self, ref: str) -> tuple[DeliveryState, str | None, str | None]:
+        with self.ctx.sessions() as s:
+            return deliveries.deployment_location(s, ref)
+
+    def _remember(self, ref: str, channel: str, ts: str) -> None:
+        with self.ctx.sessions.begin() as s:
+            deliveries.remember_deployment(s, ref, channel, ts)

@@ -1,0 +1,1 @@
+"""Use cases that read files: profiles (CSV) and deliveries (YAML)."""

@@ -1,0 +1,1 @@
+"""Use cases of what happens to messages: feedback, the bounce mailbox, unsubscribes, validity."""

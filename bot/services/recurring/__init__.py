@@ -1,0 +1,1 @@
+"""Use cases of recurring deliveries: their occurrences and approvals."""

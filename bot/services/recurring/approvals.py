@@ -1,0 +1,204 @@
+"""Approving or skipping an occurrence of a recurring delivery (SPEC section 4).
+
+A decision is taken in one transaction that starts by locking the request with a
+guarded `UPDATE … WHERE state = 'open'` (`store.approvals.lock`): two people clicking
+at once, a double click and Slack's retry of a click are serialised, and exactly one
+of them decides. The rule is the domain's (`domain.approval.cast`, then `EFFECTS`);
+every click, refused ones included, goes to the audit log.
+
+The Slack message is not changed here: the request's `version` grows, and
+`sync_requests` brings the message up to date (right after the click, or at the next
+tick if Slack failed), so a decision is never lost because Slack was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bot.context import Context, Session
+from bot.domain.approval import EFFECTS, Ballot, Choice, RequestState, Result, cast, click_note
+from bot.domain.errors import PermissionDenied
+from bot.domain.executions import ExecutionState
+from bot.domain.roles import Actor, Permission
+from bot.services.notifications import NotificationFailed, Notifications, Posted
+from bot.services.recurring.views import Approval, ApprovalRequestView, Decided
+from bot.store import approvals, audit, deliveries, executions, logs
+
+log = logging.getLogger(__name__)
+
+PERMISSIONS = {Choice.APPROVE: Permission.APPROVE, Choice.SKIP: Permission.SKIP}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a click did: `outcome` is the domain's `Result`; `state`, `by` and `at` say
+    what the request is now (who decided and when, once it is decided)."""
+
+    request_id: int
+    ref: str
+    key: str
+    outcome: Result
+    state: RequestState
+    approvals: int
+    required: int
+    by: list[str] = field(default_factory=list)
+    at: datetime | None = None
+
+
+def _audit_click(
+    session: Session, now: datetime, user: str, ref: str, key: str, **detail: Any
+) -> None:
+    audit.record(
+        session,
+        now,
+        actor=user,
+        action="approval.click",
+        subject_kind="delivery",
+        subject_ref=ref,
+        detail={"occurrence": key, **detail},
+    )
+
+
+def decide(ctx: Context, actor: Actor, ref: str, key: str, choice: Choice) -> Decision:
+    """Approve or skip occurrence `key` of `ref` for `actor`, checked at the click.
+
+    Raises PermissionDenied (recorded in the audit log) for someone without
+    `start-deliveries`, NotFound for a request that does not exist.
+    """
+    now = ctx.clock.now()
+    try:
+        actor.require(PERMISSIONS[choice])
+    except PermissionDenied:
+        with ctx.sessions.begin() as s:
+            _audit_click(s, now, actor.id, ref, key, choice=choice.value, result="refused: no role")
+        raise
+    with ctx.sessions.begin() as s:
+        request, execution, delivery = approvals.find(s, ref, key)
+        request = approvals.lock(s, request, now)  # clicks on one request, one at a time
+        before = Ballot(
+            request.state,
+            request.required,
+            tuple(u for u, _ in approvals.voters(s, request.id)),
+            tuple(request.decided_by or ()),
+        )
+        result, after = cast(before, actor.id, choice)
+        effects = EFFECTS[result]
+        note = click_note(result, before, after)
+        _audit_click(s, now, actor.id, ref, key, choice=choice.value, result=note)
+        if effects.vote:
+            approvals.add_vote(s, request.id, actor.id, now)
+        if effects.close:
+            approvals.close(s, request.id, after.state, after.decided_by, now)
+        elif effects.visible:
+            approvals.changed(s, request.id, now)
+        if effects.skip:
+            executions.move(
+                s,
+                execution.id,
+                ExecutionState.PENDING_APPROVAL,
+                ExecutionState.SKIPPED,
+                finished_at=now,
+            )
+            logs.cancel_unsent(s, now, execution.id, include_claimed=True)
+        if effects.send:
+            executions.start(s, now, delivery, execution.id)
+        decided = after.state is not RequestState.OPEN
+        return Decision(
+            request.id,
+            ref,
+            key,
+            result,
+            after.state,
+            len(after.approvers),
+            after.required,
+            list(after.decided_by),
+            (now if effects.close else request.decided_at) if decided else None,
+        )
+
+
+# --- the Slack message --------------------------------------------------------------
+
+
+def request_view(ctx: Context, request_id: int) -> tuple[ApprovalRequestView, int]:
+    """The request's message as it should look now, and the version it shows."""
+    with ctx.sessions() as s:
+        f = approvals.facts(s, request_id)
+        d = deliveries.get(s, f.ref)
+    decided = None
+    if f.state is not RequestState.OPEN:
+        decided = Decided(f.state, f.decided_by, f.decided_at, f.reason)
+    view = ApprovalRequestView(
+        ref=f.ref,
+        name=d.name,
+        timezone=d.recurrence_timezone or d.schedule_timezone,
+        key=f.key,
+        occurrence_at=f.occurrence_at,
+        to_deliver=f.to_deliver,
+        exclusions=f.exclusions,
+        approvals=[Approval(user, at) for user, at in f.approvals],
+        required=f.required,
+        decided=decided,
+    )
+    return view, f.version
+
+
+async def sync_requests(ctx: Context, notifications: Notifications, only: int | None = None) -> int:
+    """Post open requests not posted yet and update those whose message is out of date.
+
+    Without a connection nothing happens: requests wait, and are posted once one is
+    there (if still open). A failure leaves the request for the next tick. Returns
+    the number of messages posted or updated. The database is used from a worker
+    thread: this runs on the HTTP server's loop right after a click.
+    """
+    if not notifications.connected:
+        return 0
+    done = 0
+    for request_id in await asyncio.to_thread(_pending, ctx, only):
+        channel, ts = await asyncio.to_thread(_location, ctx, request_id)
+        if channel is None:
+            continue
+        if ts is None and not await asyncio.to_thread(_claim_post, ctx, request_id):
+            continue
+        try:
+            view, version = await asyncio.to_thread(request_view, ctx, request_id)
+            posted = await notifications.approval_request(view, channel, ts)
+        except NotificationFailed as exc:
+            log.warning("approval request %s not synced to Slack: %s", request_id, exc.reason)
+            if ts is None:
+                await asyncio.to_thread(_release_post, ctx, request_id)
+            continue
+        await asyncio.to_thread(_synced, ctx, request_id, ts, posted, version)
+        done += 1
+    return done
+
+
+def _pending(ctx: Context, only: int | None) -> list[int]:
+    with ctx.sessions() as s:
+        return approvals.unsynced(s, only)
+
+
+def _location(ctx: Context, request_id: int) -> tuple[str | None, str | None]:
+    with ctx.sessions() as s:
+        return approvals.location(s, request_id)
+
+
+def _claim_post(ctx: Context, request_id: int) -> bool:
+    with ctx.sessions.begin() as s:
+        return approvals.claim_post(s, request_id, ctx.clock.now())
+
+
+def _release_post(ctx: Context, request_id: int) -> None:
+    with ctx.sessions.begin() as s:
+        approvals.release_post(s, request_id)
+
+
+def _synced(ctx: Context, request_id: int, ts: str | None, posted: Posted, version: int) -> None:
+    with ctx.sessions.begin() as s:
+        if ts is None:
+            approvals.posted(s, request_id, posted.channel, posted.ts, version)
+        else:
+            approvals.synced(s, request_id, version)
