@@ -154,8 +154,8 @@ class BatchHook:
     def __call__(self, execution_id: int) -> None:
         import asyncio
 
-        if self.loop is None or self.loop.is_closed():
-            return
+        if self.loop is None or not self.loop.is_running():
+            return  # the server is stopping: the next start's message shows the figures
         asyncio.run_coroutine_threadsafe(self.follower.refresh_execution(execution_id), self.loop)
 
 
