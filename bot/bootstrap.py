@@ -39,7 +39,7 @@ from bot.jobs.runner import SendRunner
 from bot.jobs.scheduler import Jobs
 from bot.notify.slack import SlackNotifications
 from bot.notify.slack_client import UsergroupDirectory, make_client
-from bot.services.deliveries.deployment import DeploymentFollower
+from bot.services.messages.deployment import DeploymentFollower
 from bot.services.notifications import Notifications, Unconnected
 from bot.store.db import make_engine, make_session_factory, upgrade
 

@@ -60,7 +60,8 @@ def latest_slot(cron: str, tz: str, now: datetime) -> datetime | None:
         while True:
             following = trigger.get_next_fire_time(fire, fire + timedelta(seconds=1))
             if following is None or following > now:
-                return fire.astimezone(UTC)
+                slot: datetime = fire.astimezone(UTC)
+                return slot
             fire = following
     return None
 

@@ -104,10 +104,10 @@ def next_after(cron: str, tz: str, after: datetime) -> datetime:
         fire = trigger.get_next_fire_time(None, at + _STEP)
         if fire is None:  # pragma: no cover - a 5-field crontab always fires again
             raise ValueError(f"{cron!r} never fires again")
-        fire = fire.astimezone(UTC)
-        if not _is_repeat(fire, tz):
-            return fire
-        at = fire
+        found: datetime = fire.astimezone(UTC)
+        if not _is_repeat(found, tz):
+            return found
+        at = found
 
 
 def between(cron: str, tz: str, after: datetime, until: datetime) -> list[datetime]:

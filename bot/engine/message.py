@@ -148,7 +148,8 @@ def _address_line(name: str, value: str) -> tuple[str, list[Address]]:
 
 
 def _unstructured_line(name: str, value: str) -> str:
-    return SMTP.fold(name, SMTP.header_factory(name, value))
+    line: str = SMTP.fold(name, SMTP.header_factory(name, value))
+    return line
 
 
 def _encoded_words(value: str) -> str:

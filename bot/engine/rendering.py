@@ -23,9 +23,15 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
-from jinja2 import ChainableUndefined, DictLoader, Environment, Template, TemplateError
+from jinja2 import BaseLoader, ChainableUndefined, Environment, Template, TemplateError
 from jinja2.debug import rewrite_traceback_stack
-from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
+from jinja2.exceptions import (
+    SecurityError,
+    TemplateNotFound,
+    TemplateRuntimeError,
+    TemplateSyntaxError,
+    UndefinedError,
+)
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
@@ -87,7 +93,7 @@ class MissingVariable(ChainableUndefined):
         hint: str | None = None,
         obj: Any = missing,
         name: str | None = None,
-        exc: type[TemplateError] = UndefinedError,
+        exc: type[TemplateRuntimeError] = UndefinedError,
     ) -> None:
         if exc is SecurityError:
             # The sandbox reports unsafe attribute access as an Undefined that only
@@ -117,7 +123,9 @@ class MissingVariable(ChainableUndefined):
         self._note()
         return 0
 
-    def __call__(self, *args: Any, **kwargs: Any) -> MissingVariable:
+    # Undefined's own call raises; this one stays lenient, so a method called on a
+    # missing value (`{{ nickname.title() }}`) renders empty too.
+    def __call__(self, *args: Any, **kwargs: Any) -> MissingVariable:  # type: ignore[override]
         return self
 
     def __eq__(self, other: object) -> bool:
@@ -131,14 +139,20 @@ class MissingVariable(ChainableUndefined):
         return id(type(self))
 
 
-class _PartLoader(DictLoader):
-    """A DictLoader whose "filename" is the part's name, so tracebacks name the part."""
+class _PartLoader(BaseLoader):
+    """The parts of one delivery by name; the "filename" is the part's name, so that
+    tracebacks (and the lines a RenderError names) say which part failed."""
+
+    def __init__(self, sources: dict[str, str]) -> None:
+        self.sources = sources
 
     def get_source(
         self, environment: Environment, template: str
-    ) -> tuple[str, str, Callable[[], bool]]:
-        source, _, uptodate = super().get_source(environment, template)
-        return source, template, uptodate
+    ) -> tuple[str, str | None, Callable[[], bool] | None]:
+        if template not in self.sources:
+            raise TemplateNotFound(template)
+        source = self.sources[template]
+        return source, template, lambda: self.sources.get(template) == source
 
 
 def _autoescape(name: str | None) -> bool:

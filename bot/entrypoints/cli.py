@@ -361,8 +361,9 @@ def main(argv: Sequence[str] | None = None, root: Root | None = None) -> int:
         # A line per 15-second tick would drown everything else at INFO.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
         root = bootstrap(settings, migrate=args.handler is not cmd_db_upgrade)
+    handler: Handler = args.handler
     try:
-        return args.handler(root, args)
+        return handler(root, args)
     except DomainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

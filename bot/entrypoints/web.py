@@ -112,7 +112,7 @@ def socket_mode_starter(server: Server) -> Any:
             log.warning("Socket Mode needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN; %s", NOT_CONNECTED)
             return
         handler = AsyncSocketModeHandler(server.slack, token.get_secret_value())
-        await handler.connect_async()
+        await handler.connect_async()  # type: ignore[no-untyped-call]  # Bolt leaves it bare
         app[SOCKET_MODE] = handler
 
     return start

@@ -45,6 +45,36 @@ from bot.domain.failures import (
 )
 from bot.domain.feedback import FeedbackKind
 
+__all__ = [
+    "MAX_DIAGNOSTIC_LENGTH",
+    "MAX_EVENT_ID_LENGTH",
+    "MAX_LOG_ID",
+    "MAX_MESSAGE_ID_LENGTH",
+    "MAX_URL_LENGTH",
+    "MAX_USER_AGENT_LENGTH",
+    "NOT_DEFINED",
+    "REASONS",
+    "FeedbackEvent",
+    "FeedbackKind",
+    "MalformedPayload",
+    "SignatureInvalid",
+    "canonical_json",
+    "derive_event_id",
+    "event_id",
+    "from_epoch",
+    "header_value",
+    "load_json",
+    "log_id_from_message_id",
+    "make_event",
+    "normalize_message_id",
+    "normalize_recipient",
+    "normalize_status",
+    "parse_iso",
+    "parse_log_id",
+    "reason_for",
+    "status_in_text",
+]
+
 MAX_LOG_ID = 2**63 - 1  # the database's BIGINT
 MAX_EVENT_ID_LENGTH = 200  # longer provider ids are hashed to stay indexable
 MAX_DIAGNOSTIC_LENGTH = 2000

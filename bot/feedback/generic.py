@@ -67,6 +67,7 @@ import hashlib
 import hmac
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from bot.feedback.events import (
@@ -177,68 +178,18 @@ def _event(item: object) -> FeedbackEvent:
     unknown = sorted(k for k in item if k not in _FIELDS)
     if unknown:
         raise MalformedPayload(f"unknown field(s) {', '.join(map(repr, unknown))}")
-
-    event_id = _required(item, "id")
-    if len(event_id.strip()) > MAX_EVENT_ID_LENGTH:
-        raise MalformedPayload(f"'id' is longer than {MAX_EVENT_ID_LENGTH} characters")
-
-    type_ = _required(item, "type")
-    try:
-        kind = FeedbackKind(type_)
-    except ValueError:
-        allowed = ", ".join(k.value for k in FeedbackKind)
-        raise MalformedPayload(f"'type' {type_!r} is not one of: {allowed}") from None
-
-    raw_mid = _text(item, "message_id")
-    message_id = normalize_message_id(raw_mid) if raw_mid is not None else None
-    if raw_mid is not None and message_id is None:
-        raise MalformedPayload("'message_id' is empty or longer than 255 characters")
-    log_id = None
-    if item.get("log_id") is not None:
-        log_id = parse_log_id(item["log_id"]) if isinstance(item["log_id"], int) else None
-        if log_id is None:
-            raise MalformedPayload("'log_id' must be a non-negative integer")
-    if message_id is None and log_id is None:
-        raise MalformedPayload("one of 'message_id' or 'log_id' is required")
-    from_mid = log_id_from_message_id(message_id)
-    if log_id is not None and from_mid is not None and from_mid != log_id:
-        raise MalformedPayload(f"'log_id' {log_id} does not match 'message_id' {message_id}")
-
-    occurred_text = _required(item, "occurred_at")
-    occurred_at = parse_iso(occurred_text)
-    if occurred_at is None:
-        raise MalformedPayload(
-            f"'occurred_at' {occurred_text!r} is not an ISO 8601 time with a timezone"
-        )
-
-    recipient = _text(item, "recipient")
-    if recipient is not None and not _ADDRESS.fullmatch(recipient):
-        # A shape check, not email-validator: the recipient only annotates the event
-        # (matching is by log id / Message-ID), and full validation would triple the
-        # cost of parsing a batch.
-        raise MalformedPayload(f"'recipient' {recipient!r} is not an email address")
-
-    reason = _text(item, "reason")
-    if reason is not None:
-        if reason not in REASONS:
-            raise MalformedPayload(
-                f"'reason' {reason!r} is not one of: {', '.join(sorted(REASONS))}"
-            )
-        if not kind.is_bounce:
-            raise MalformedPayload("'reason' is only for hard_bounce and soft_bounce")
-
-    status = _text(item, "smtp_status")
-    if status is not None and normalize_status(status) != status.strip():
-        raise MalformedPayload(f"'smtp_status' {status!r} is not an enhanced status like 5.1.1")
-
-    url = _text(item, "url")
-    if url is not None and kind is not FeedbackKind.CLICK:
-        raise MalformedPayload("'url' is only for click events")
-
+    event_id = _event_id(item)
+    kind = _kind(item)
+    message_id, log_id = _target(item)
+    occurred_at = _occurred_at(item)
+    recipient = _recipient(item)
+    reason = _reason(item, kind)
+    status = _smtp_status(item)
+    url = _url(item, kind)
     return make_event(
         kind,
         SOURCE,
-        source_event_id=event_id.strip(),
+        source_event_id=event_id,
         occurred_at=occurred_at,
         recipient=recipient,
         message_id=message_id,
@@ -249,3 +200,98 @@ def _event(item: object) -> FeedbackEvent:
         url=url,
         user_agent=_text(item, "user_agent"),
     )
+
+
+def _event_id(item: Mapping[str, Any]) -> str:
+    event_id = _required(item, "id").strip()
+    if len(event_id) > MAX_EVENT_ID_LENGTH:
+        raise MalformedPayload(f"'id' is longer than {MAX_EVENT_ID_LENGTH} characters")
+    return event_id
+
+
+def _kind(item: Mapping[str, Any]) -> FeedbackKind:
+    type_ = _required(item, "type")
+    try:
+        return FeedbackKind(type_)
+    except ValueError:
+        allowed = ", ".join(k.value for k in FeedbackKind)
+        raise MalformedPayload(f"'type' {type_!r} is not one of: {allowed}") from None
+
+
+def _target(item: Mapping[str, Any]) -> tuple[str | None, int | None]:
+    """The Message-ID and the log id, which must name the same log when both are given.
+
+    A sender that mixed them up would otherwise have the event applied to another
+    message than the one it is about.
+    """
+    message_id = _message_id(item)
+    log_id = _log_id(item)
+    if message_id is None and log_id is None:
+        raise MalformedPayload("one of 'message_id' or 'log_id' is required")
+    from_mid = log_id_from_message_id(message_id)
+    if log_id is not None and from_mid is not None and from_mid != log_id:
+        raise MalformedPayload(f"'log_id' {log_id} does not match 'message_id' {message_id}")
+    return message_id, log_id
+
+
+def _message_id(item: Mapping[str, Any]) -> str | None:
+    raw = _text(item, "message_id")
+    if raw is None:
+        return None
+    message_id = normalize_message_id(raw)
+    if message_id is None:
+        raise MalformedPayload("'message_id' is empty or longer than 255 characters")
+    return message_id
+
+
+def _log_id(item: Mapping[str, Any]) -> int | None:
+    value = item.get("log_id")
+    if value is None:
+        return None
+    log_id = parse_log_id(value) if isinstance(value, int) else None  # JSON integers only
+    if log_id is None:
+        raise MalformedPayload("'log_id' must be a non-negative integer")
+    return log_id
+
+
+def _occurred_at(item: Mapping[str, Any]) -> datetime:
+    text = _required(item, "occurred_at")
+    occurred_at = parse_iso(text)
+    if occurred_at is None:
+        raise MalformedPayload(f"'occurred_at' {text!r} is not an ISO 8601 time with a timezone")
+    return occurred_at
+
+
+def _recipient(item: Mapping[str, Any]) -> str | None:
+    recipient = _text(item, "recipient")
+    if recipient is not None and not _ADDRESS.fullmatch(recipient):
+        # A shape check, not email-validator: the recipient only annotates the event
+        # (matching is by log id / Message-ID), and full validation would triple the
+        # cost of parsing a batch.
+        raise MalformedPayload(f"'recipient' {recipient!r} is not an email address")
+    return recipient
+
+
+def _reason(item: Mapping[str, Any], kind: FeedbackKind) -> str | None:
+    reason = _text(item, "reason")
+    if reason is None:
+        return None
+    if reason not in REASONS:
+        raise MalformedPayload(f"'reason' {reason!r} is not one of: {', '.join(sorted(REASONS))}")
+    if not kind.is_bounce:
+        raise MalformedPayload("'reason' is only for hard_bounce and soft_bounce")
+    return reason
+
+
+def _smtp_status(item: Mapping[str, Any]) -> str | None:
+    status = _text(item, "smtp_status")
+    if status is not None and normalize_status(status) != status.strip():
+        raise MalformedPayload(f"'smtp_status' {status!r} is not an enhanced status like 5.1.1")
+    return status
+
+
+def _url(item: Mapping[str, Any], kind: FeedbackKind) -> str | None:
+    url = _text(item, "url")
+    if url is not None and kind is not FeedbackKind.CLICK:
+        raise MalformedPayload("'url' is only for click events")
+    return url

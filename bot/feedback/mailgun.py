@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from bot.feedback.events import (
     FeedbackEvent,
@@ -58,12 +58,6 @@ SOURCE = "mailgun"
 LOG_VARIABLE = "greenlight_log"
 DEFAULT_MAX_AGE = timedelta(minutes=5)
 
-_KINDS = {
-    "delivered": FeedbackKind.DELIVERED,
-    "opened": FeedbackKind.OPEN,
-    "clicked": FeedbackKind.CLICK,
-    "complained": FeedbackKind.COMPLAINT,
-}
 _FAILED_REASONS = {
     "suppress-bounce": "quarantined address",
     "suppress-complaint": "denylisted address",
@@ -92,6 +86,19 @@ def verify(
     block = document.get("signature")
     if not isinstance(block, dict):
         raise SignatureInvalid("missing Mailgun signature")
+    timestamp, token, given = _signature_fields(block)
+    expected = sign(timestamp, token, signing_key)
+    if not given.isascii() or not hmac.compare_digest(given.lower(), expected):
+        raise SignatureInvalid("the Mailgun signature does not match")
+    if now is not None and not _fresh(timestamp, now, max_age):
+        raise SignatureInvalid("the Mailgun timestamp is too old or in the future")
+
+
+def _signature_fields(block: Mapping[str, Any]) -> tuple[str, str, str]:
+    """The timestamp, token and signature, all non-empty strings.
+
+    The timestamp is signed as text, but may come as a JSON number.
+    """
     timestamp, token, given = (block.get(k) for k in ("timestamp", "token", "signature"))
     if isinstance(timestamp, int) and not isinstance(timestamp, bool):
         timestamp = str(timestamp)
@@ -104,13 +111,12 @@ def verify(
         and given
     ):
         raise SignatureInvalid("the Mailgun signature lacks timestamp, token or signature")
-    expected = sign(timestamp, token, signing_key)
-    if not given.isascii() or not hmac.compare_digest(given.lower(), expected):
-        raise SignatureInvalid("the Mailgun signature does not match")
-    if now is not None:
-        signed_at = from_epoch(timestamp)
-        if signed_at is None or abs(now - signed_at) > max_age:
-            raise SignatureInvalid("the Mailgun timestamp is too old or in the future")
+    return timestamp, token, given
+
+
+def _fresh(timestamp: str, now: datetime, max_age: timedelta) -> bool:
+    signed_at = from_epoch(timestamp)
+    return signed_at is not None and abs(now - signed_at) <= max_age
 
 
 def verify_and_parse(
@@ -140,34 +146,10 @@ def parse(document: Mapping[str, Any]) -> list[FeedbackEvent]:
     name = data.get("event")
     if not isinstance(name, str):
         raise MalformedPayload("Mailgun 'event-data.event' must be a string")
-    extra: dict[str, Any] = {}
-    if name == "failed":
-        severity = data.get("severity")
-        if severity not in ("permanent", "temporary"):
-            raise MalformedPayload(f"Mailgun 'severity' {severity!r} is not permanent/temporary")
-        kind = FeedbackKind.HARD_BOUNCE if severity == "permanent" else FeedbackKind.SOFT_BOUNCE
-        status = _obj(data.get("delivery-status"))
-        code = status.get("code")
-        parts = [
-            str(code) if isinstance(code, int) and not isinstance(code, bool) else None,
-            status.get("message"),
-            status.get("description"),
-        ]
-        extra["diagnostic"] = " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
-        extra["smtp_status"] = status.get("enhanced-code")
-        why = data.get("reason")
-        extra["reason"] = _FAILED_REASONS.get(why) if isinstance(why, str) else None
-    elif name in _KINDS:
-        kind = _KINDS[name]
-        if kind is FeedbackKind.DELIVERED:
-            message = _obj(data.get("delivery-status")).get("message")
-            extra["diagnostic"] = message if isinstance(message, str) else None
-        if kind in (FeedbackKind.OPEN, FeedbackKind.CLICK):
-            extra["user_agent"] = _obj(data.get("client-info")).get("user-agent")
-        if kind is FeedbackKind.CLICK:
-            extra["url"] = data.get("url")
-    else:
+    read = _EVENTS.get(name)
+    if read is None:
         return []
+    kind, extra = read(data)
     headers = _obj(data.get("message")).get("headers")
     variables = _obj(data.get("user-variables"))
     return [
@@ -182,3 +164,69 @@ def parse(document: Mapping[str, Any]) -> list[FeedbackEvent]:
             **extra,
         )
     ]
+
+
+class _Reading(NamedTuple):
+    """What one Mailgun event says: its kind and the fields only it has."""
+
+    kind: FeedbackKind
+    extra: dict[str, Any]
+
+
+def _failed(data: Mapping[str, Any]) -> _Reading:
+    severity = data.get("severity")
+    if severity not in ("permanent", "temporary"):
+        raise MalformedPayload(f"Mailgun 'severity' {severity!r} is not permanent/temporary")
+    kind = FeedbackKind.HARD_BOUNCE if severity == "permanent" else FeedbackKind.SOFT_BOUNCE
+    status = _obj(data.get("delivery-status"))
+    why = data.get("reason")
+    extra = {
+        "diagnostic": _failure_diagnostic(status),
+        "smtp_status": status.get("enhanced-code"),
+        "reason": _FAILED_REASONS.get(why) if isinstance(why, str) else None,
+    }
+    return _Reading(kind, extra)
+
+
+def _failure_diagnostic(status: Mapping[str, Any]) -> str:
+    """One line as the server said it, so the reason can come from its reply code too."""
+    code = status.get("code")
+    parts = [
+        str(code) if isinstance(code, int) and not isinstance(code, bool) else None,
+        status.get("message"),
+        status.get("description"),
+    ]
+    return " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
+
+
+def _delivered(data: Mapping[str, Any]) -> _Reading:
+    message = _obj(data.get("delivery-status")).get("message")
+    return _Reading(
+        FeedbackKind.DELIVERED, {"diagnostic": message if isinstance(message, str) else None}
+    )
+
+
+def _opened(data: Mapping[str, Any]) -> _Reading:
+    return _Reading(FeedbackKind.OPEN, {"user_agent": _user_agent(data)})
+
+
+def _clicked(data: Mapping[str, Any]) -> _Reading:
+    return _Reading(FeedbackKind.CLICK, {"user_agent": _user_agent(data), "url": data.get("url")})
+
+
+def _complained(data: Mapping[str, Any]) -> _Reading:
+    return _Reading(FeedbackKind.COMPLAINT, {})
+
+
+def _user_agent(data: Mapping[str, Any]) -> object:
+    return _obj(data.get("client-info")).get("user-agent")
+
+
+# Mailgun events not listed here are acknowledged and give no event.
+_EVENTS: dict[str, Callable[[Mapping[str, Any]], _Reading]] = {
+    "failed": _failed,
+    "delivered": _delivered,
+    "opened": _opened,
+    "clicked": _clicked,
+    "complained": _complained,
+}

@@ -64,7 +64,8 @@ from __future__ import annotations
 import binascii
 import hmac
 from base64 import b64decode
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
 
 from bot.feedback.events import (
     NOT_DEFINED,
@@ -159,51 +160,92 @@ def parse(body: bytes) -> list[FeedbackEvent]:
     record_type = record.get("RecordType")
     if not isinstance(record_type, str):
         raise MalformedPayload("the Postmark record lacks its 'RecordType'")
-    extra: dict[str, Any] = {}
-    if record_type == "Delivery":
-        kind = FeedbackKind.DELIVERED
-        extra["diagnostic"] = record.get("Details")
-        when = record.get("DeliveredAt")
-    elif record_type in ("Bounce", "SpamComplaint"):
-        type_ = "SpamComplaint" if record_type == "SpamComplaint" else record.get("Type")
-        if not isinstance(type_, str):
-            raise MalformedPayload("the Postmark Bounce lacks its 'Type'")
-        if type_ in IGNORED_BOUNCE_TYPES:
-            return []
-        kind, default_reason = BOUNCE_TYPES.get(type_, (_SOFT, None))
-        details = record.get("Details")
-        details = details if isinstance(details, str) else None
-        if kind.is_bounce:
-            extra["diagnostic"] = details
-            derived = reason_for(None, details)
-            if type_ in _FIXED_REASON or derived == NOT_DEFINED:
-                extra["reason"] = default_reason or derived
-            else:
-                extra["reason"] = derived
-        when = record.get("BouncedAt")
-    elif record_type in ("Open", "Click"):
-        kind = FeedbackKind.OPEN if record_type == "Open" else FeedbackKind.CLICK
-        extra["user_agent"] = record.get("UserAgent")
-        if kind is FeedbackKind.CLICK:
-            extra["url"] = record.get("OriginalLink")
-        when = record.get("ReceivedAt")
-    else:
+    read = _RECORD_TYPES.get(record_type)
+    reading = read(record) if read is not None else None
+    if reading is None:
         return []
     metadata = record.get("Metadata")
     log_hint = metadata.get(LOG_METADATA) if isinstance(metadata, dict) else None
     given_id = record.get("ID")
     return [
         make_event(
-            kind,
+            reading.kind,
             SOURCE,
             # Bounce IDs are unique per bounce; other records carry none, so they hash.
             source_event_id=event_id(
                 SOURCE, f"{record_type}:{given_id}" if given_id is not None else None, record
             ),
-            occurred_at=parse_iso(when),
+            occurred_at=parse_iso(reading.when),
             recipient=record.get("Email") or record.get("Recipient"),
             message_id=record.get("MessageID"),
             log_hint=log_hint,
-            **extra,
+            **reading.extra,
         )
     ]
+
+
+class _Reading(NamedTuple):
+    """What one record type says: its kind, when, and the fields only it has."""
+
+    kind: FeedbackKind
+    when: object
+    extra: dict[str, Any]
+
+
+def _delivery(record: Mapping[str, Any]) -> _Reading:
+    return _Reading(
+        FeedbackKind.DELIVERED, record.get("DeliveredAt"), {"diagnostic": record.get("Details")}
+    )
+
+
+def _bounce(record: Mapping[str, Any]) -> _Reading | None:
+    return _bounce_of_type(record, record.get("Type"))
+
+
+def _spam_complaint(record: Mapping[str, Any]) -> _Reading | None:
+    # Spam complaints come as their own record type as well as a Bounce Type.
+    return _bounce_of_type(record, "SpamComplaint")
+
+
+def _bounce_of_type(record: Mapping[str, Any], type_: object) -> _Reading | None:
+    if not isinstance(type_, str):
+        raise MalformedPayload("the Postmark Bounce lacks its 'Type'")
+    if type_ in IGNORED_BOUNCE_TYPES:
+        return None
+    kind, default_reason = BOUNCE_TYPES.get(type_, (_SOFT, None))
+    extra: dict[str, Any] = {}
+    if kind.is_bounce:
+        details = record.get("Details")
+        details = details if isinstance(details, str) else None
+        extra["diagnostic"] = details
+        extra["reason"] = _bounce_reason(type_, default_reason, details)
+    return _Reading(kind, record.get("BouncedAt"), extra)
+
+
+def _bounce_reason(type_: str, default_reason: str | None, details: str | None) -> str:
+    """The reason the details give, else the type's; the type's first where it is the point."""
+    derived = reason_for(None, details)
+    if type_ in _FIXED_REASON or derived == NOT_DEFINED:
+        return default_reason or derived
+    return derived
+
+
+def _open(record: Mapping[str, Any]) -> _Reading:
+    return _Reading(
+        FeedbackKind.OPEN, record.get("ReceivedAt"), {"user_agent": record.get("UserAgent")}
+    )
+
+
+def _click(record: Mapping[str, Any]) -> _Reading:
+    extra = {"user_agent": record.get("UserAgent"), "url": record.get("OriginalLink")}
+    return _Reading(FeedbackKind.CLICK, record.get("ReceivedAt"), extra)
+
+
+# Other record types (SubscriptionChange, ...) are acknowledged and give no event.
+_RECORD_TYPES: dict[str, Callable[[Mapping[str, Any]], _Reading | None]] = {
+    "Delivery": _delivery,
+    "Bounce": _bounce,
+    "SpamComplaint": _spam_complaint,
+    "Open": _open,
+    "Click": _click,
+}

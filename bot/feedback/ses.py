@@ -61,7 +61,7 @@ import binascii
 import json
 import re
 from base64 import b64decode
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -294,111 +294,156 @@ def _list(parent: Mapping[str, Any], key: str) -> list[Any]:
 
 def _ses_events(notification: dict[str, Any], sns: Mapping[str, Any]) -> list[FeedbackEvent]:
     type_ = notification.get("notificationType") or notification.get("eventType")
-    if type_ not in ("Bounce", "Complaint", "Delivery", "DeliveryDelay", "Open", "Click"):
+    if not isinstance(type_, str) or type_ not in _NOTIFICATION_TYPES:
         return []
-    mail = _object(notification, "mail")
-    sns_id = sns.get("MessageId") if isinstance(sns.get("MessageId"), str) else None
-    headers = mail.get("headers")
-    common = mail.get("commonHeaders")
-    message_id = (
-        header_value(headers, "Message-ID")
-        or (common.get("messageId") if isinstance(common, dict) else None)
-        or mail.get("messageId")
-    )
-    log_hint = header_value(headers, "X-Greenlight-Log")
+    return _NOTIFICATION_TYPES[type_](notification, _Message.of(type_, notification, sns))
+
+
+@dataclass(frozen=True)
+class _Message:
+    """The message a notification is about, which each of its recipients' events names."""
+
+    notification_type: str
+    mail: dict[str, Any]
+    sns: Mapping[str, Any]
+    sns_id: str | None
+    message_id: object
+    log_hint: str | None
+
+    @classmethod
+    def of(cls, type_: str, notification: dict[str, Any], sns: Mapping[str, Any]) -> _Message:
+        mail = _object(notification, "mail")
+        sns_id = sns.get("MessageId") if isinstance(sns.get("MessageId"), str) else None
+        headers = mail.get("headers")
+        common = mail.get("commonHeaders")
+        message_id = (
+            header_value(headers, "Message-ID")
+            or (common.get("messageId") if isinstance(common, dict) else None)
+            or mail.get("messageId")
+        )
+        log_hint = header_value(headers, "X-Greenlight-Log")
+        return cls(type_, mail, sns, sns_id, message_id, log_hint)
 
     def event(
-        kind: FeedbackKind, base: object, recipient: object, occurred: object, **extra: Any
+        self, kind: FeedbackKind, base: object, recipient: object, occurred: object, **extra: Any
     ) -> FeedbackEvent:
+        """One recipient's event, its id ``base`` (the feedback or SNS id) and the recipient.
+
+        SNS may deliver a notification twice; both give the same ids.
+        """
         key = f"{base}:{recipient}" if isinstance(base, str) and base else None
-        payload = {"type": type_, "mail": mail.get("messageId"), "recipient": recipient}
+        payload = {
+            "type": self.notification_type,
+            "mail": self.mail.get("messageId"),
+            "recipient": recipient,
+        }
         return make_event(
             kind,
             SOURCE,
             source_event_id=event_id(SOURCE, key, {**payload, **extra}),
-            occurred_at=parse_iso(occurred) or parse_iso(sns.get("Timestamp")),
+            occurred_at=parse_iso(occurred) or parse_iso(self.sns.get("Timestamp")),
             recipient=recipient,
-            message_id=message_id,
-            log_hint=log_hint,
+            message_id=self.message_id,
+            log_hint=self.log_hint,
             **extra,
         )
 
-    events: list[FeedbackEvent] = []
-    if type_ == "Bounce":
-        bounce = _object(notification, "bounce")
-        bounce_type = bounce.get("bounceType")
-        kind = FeedbackKind.HARD_BOUNCE if bounce_type == "Permanent" else FeedbackKind.SOFT_BOUNCE
-        subtype = bounce.get("bounceSubType")
-        reason = _SUBTYPE_REASONS.get(subtype) if isinstance(subtype, str) else None
-        base = bounce.get("feedbackId") or sns_id
-        for r in _list(bounce, "bouncedRecipients"):
-            if not isinstance(r, dict):
-                raise MalformedPayload("each bounced recipient must be an object")
-            events.append(
-                event(
-                    kind,
-                    base,
-                    r.get("emailAddress"),
-                    bounce.get("timestamp"),
-                    reason=reason,
-                    smtp_status=r.get("status"),
-                    diagnostic=r.get("diagnosticCode"),
-                )
-            )
-    elif type_ == "Complaint":
-        complaint = _object(notification, "complaint")
-        base = complaint.get("feedbackId") or sns_id
-        for r in _list(complaint, "complainedRecipients"):
-            if not isinstance(r, dict):
-                raise MalformedPayload("each complained recipient must be an object")
-            events.append(
-                event(
-                    FeedbackKind.COMPLAINT,
-                    base,
-                    r.get("emailAddress"),
-                    complaint.get("timestamp"),
-                    user_agent=complaint.get("userAgent"),
-                )
-            )
-    elif type_ == "Delivery":
-        delivery = _object(notification, "delivery")
-        for address in _list(delivery, "recipients"):
-            events.append(
-                event(
-                    FeedbackKind.DELIVERED,
-                    sns_id,
-                    address,
-                    delivery.get("timestamp"),
-                    diagnostic=delivery.get("smtpResponse"),
-                )
-            )
-    elif type_ == "DeliveryDelay":
-        delay = _object(notification, "deliveryDelay")
-        for r in _list(delay, "delayedRecipients"):
-            if not isinstance(r, dict):
-                raise MalformedPayload("each delayed recipient must be an object")
-            events.append(
-                event(
-                    FeedbackKind.SOFT_BOUNCE,
-                    sns_id,
-                    r.get("emailAddress"),
-                    delay.get("timestamp"),
-                    smtp_status=r.get("status"),
-                    diagnostic=r.get("diagnosticCode"),
-                )
-            )
-    else:  # Open, Click: SES does not say which recipient, so every destination
-        detail = _object(notification, type_.lower())
-        kind = FeedbackKind.OPEN if type_ == "Open" else FeedbackKind.CLICK
-        for address in mail.get("destination") or []:
-            events.append(
-                event(
-                    kind,
-                    sns_id,
-                    address,
-                    detail.get("timestamp"),
-                    url=detail.get("link"),
-                    user_agent=detail.get("userAgent"),
-                )
-            )
-    return events
+
+def _recipients(parent: Mapping[str, Any], key: str, what: str) -> Iterator[dict[str, Any]]:
+    for recipient in _list(parent, key):
+        if not isinstance(recipient, dict):
+            raise MalformedPayload(f"each {what} recipient must be an object")
+        yield recipient
+
+
+def _bounces(notification: dict[str, Any], message: _Message) -> list[FeedbackEvent]:
+    bounce = _object(notification, "bounce")
+    permanent = bounce.get("bounceType") == "Permanent"
+    kind = FeedbackKind.HARD_BOUNCE if permanent else FeedbackKind.SOFT_BOUNCE
+    subtype = bounce.get("bounceSubType")
+    reason = _SUBTYPE_REASONS.get(subtype) if isinstance(subtype, str) else None
+    base = bounce.get("feedbackId") or message.sns_id
+    return [
+        message.event(
+            kind,
+            base,
+            r.get("emailAddress"),
+            bounce.get("timestamp"),
+            reason=reason,
+            smtp_status=r.get("status"),
+            diagnostic=r.get("diagnosticCode"),
+        )
+        for r in _recipients(bounce, "bouncedRecipients", "bounced")
+    ]
+
+
+def _complaints(notification: dict[str, Any], message: _Message) -> list[FeedbackEvent]:
+    complaint = _object(notification, "complaint")
+    base = complaint.get("feedbackId") or message.sns_id
+    return [
+        message.event(
+            FeedbackKind.COMPLAINT,
+            base,
+            r.get("emailAddress"),
+            complaint.get("timestamp"),
+            user_agent=complaint.get("userAgent"),
+        )
+        for r in _recipients(complaint, "complainedRecipients", "complained")
+    ]
+
+
+def _deliveries(notification: dict[str, Any], message: _Message) -> list[FeedbackEvent]:
+    delivery = _object(notification, "delivery")
+    return [
+        message.event(
+            FeedbackKind.DELIVERED,
+            message.sns_id,
+            address,
+            delivery.get("timestamp"),
+            diagnostic=delivery.get("smtpResponse"),
+        )
+        for address in _list(delivery, "recipients")
+    ]
+
+
+def _delays(notification: dict[str, Any], message: _Message) -> list[FeedbackEvent]:
+    delay = _object(notification, "deliveryDelay")
+    return [
+        message.event(
+            FeedbackKind.SOFT_BOUNCE,
+            message.sns_id,
+            r.get("emailAddress"),
+            delay.get("timestamp"),
+            smtp_status=r.get("status"),
+            diagnostic=r.get("diagnosticCode"),
+        )
+        for r in _recipients(delay, "delayedRecipients", "delayed")
+    ]
+
+
+def _opens_or_clicks(notification: dict[str, Any], message: _Message) -> list[FeedbackEvent]:
+    """SES does not say which recipient opened or clicked, so one event per destination."""
+    detail = _object(notification, message.notification_type.lower())
+    kind = FeedbackKind.OPEN if message.notification_type == "Open" else FeedbackKind.CLICK
+    return [
+        message.event(
+            kind,
+            message.sns_id,
+            address,
+            detail.get("timestamp"),
+            url=detail.get("link"),
+            user_agent=detail.get("userAgent"),
+        )
+        for address in message.mail.get("destination") or []
+    ]
+
+
+# Other notification types are acknowledged and give no event.
+_NOTIFICATION_TYPES: dict[str, Callable[[dict[str, Any], _Message], list[FeedbackEvent]]] = {
+    "Bounce": _bounces,
+    "Complaint": _complaints,
+    "Delivery": _deliveries,
+    "DeliveryDelay": _delays,
+    "Open": _opens_or_clicks,
+    "Click": _opens_or_clicks,
+}

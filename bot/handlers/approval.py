@@ -19,7 +19,8 @@ from bot.domain.approval import Choice, RequestState, Result
 from bot.domain.errors import DomainError
 from bot.handlers.deps import actor_of, deps_of
 from bot.handlers.replies import refuse, tell
-from bot.services.recurring.approvals import Decision, decide, sync_requests
+from bot.services.messages.approval_requests import sync_requests
+from bot.services.recurring.approvals import Decision, decide
 
 OUT_OF_DATE = "This button is out of date: the approval request it belonged to is gone."
 

@@ -22,7 +22,7 @@ from slack_bolt.response import BoltResponse
 from bot.context import Context
 from bot.domain.roles import Actor
 from bot.notify.slack_client import UsergroupDirectory
-from bot.services.deliveries.deployment import DeploymentFollower
+from bot.services.messages.deployment import DeploymentFollower
 from bot.services.notifications import Notifications
 from bot.services.roles import granted_groups, roles_of
 

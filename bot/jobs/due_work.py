@@ -29,10 +29,10 @@ from bot.engine.transports import Transport
 from bot.services.deliveries.lifecycle import start_due
 from bot.services.deliveries.sending import send_due
 from bot.services.digest import DigestReport, run_digest
+from bot.services.messages.approval_requests import sync_requests
 from bot.services.notifications import Notifications
 from bot.services.outcomes.mailbox import MailboxReport, read_feedback_mailbox
 from bot.services.outcomes.validity import expire_due, refresh_indicators
-from bot.services.recurring.approvals import sync_requests
 from bot.services.recurring.occurrences import OccurrenceRun, run_occurrences
 
 

@@ -17,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from bot.jobs.due_work import DueReport
 
 log = logging.getLogger(__name__)
 
 # One round of the due work; its argument is asked before each batch: "stop now?".
-Round = Callable[[Callable[[], bool]], Awaitable[DueReport]]
+Round = Callable[[Callable[[], bool]], Coroutine[Any, Any, DueReport]]
 
 
 class SendRunner:

@@ -54,8 +54,9 @@ def kpi_chart_png(chart: DigestChart) -> bytes:
         if len(moments) == 1:  # the first digest: one point, centred in a two-hour span
             only = moments[0].astimezone(tz)
             ax.set_xlim(only - timedelta(hours=1), only + timedelta(hours=1))
-        ax.xaxis.set_major_locator(AutoDateLocator(tz=tz, minticks=3, maxticks=8))
-        ax.xaxis.set_major_formatter(DateFormatter("%d %b\n%H:%M", tz=tz))
+        # matplotlib.dates ships without annotations on these constructors.
+        ax.xaxis.set_major_locator(AutoDateLocator(tz=tz, minticks=3, maxticks=8))  # type: ignore[no-untyped-call]
+        ax.xaxis.set_major_formatter(DateFormatter("%d %b\n%H:%M", tz=tz))  # type: ignore[no-untyped-call]
         ax.tick_params(labelsize=8)
     if series:
         fig.legend(

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from bot.domain.approval import RequestState
 from bot.domain.errors import NotFound
 from bot.domain.exclusions import ExclusionReason
+from bot.store.db import affected
 from bot.store.models import (
     ApprovalRequest,
     ApprovalVote,
@@ -103,19 +104,21 @@ def close(
 ) -> bool:
     """Decide an open request (approved, skipped or expired); False when it was not open."""
     return bool(
-        session.execute(
-            update(ApprovalRequest)
-            .where(ApprovalRequest.id == request_id, ApprovalRequest.state == RequestState.OPEN)
-            .values(
-                state=to,
-                decided_by=list(by),
-                decided_at=now,
-                reason=reason,
-                version=ApprovalRequest.version + 1,
-                updated_at=now,
+        affected(
+            session.execute(
+                update(ApprovalRequest)
+                .where(ApprovalRequest.id == request_id, ApprovalRequest.state == RequestState.OPEN)
+                .values(
+                    state=to,
+                    decided_by=list(by),
+                    decided_at=now,
+                    reason=reason,
+                    version=ApprovalRequest.version + 1,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
             )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
     )
 
 
@@ -249,19 +252,21 @@ def location(session: Session, request_id: int) -> tuple[str | None, str | None]
 def claim_post(session: Session, request_id: int, now: datetime) -> bool:
     """This process posts the message; another may only once POSTING_TIMEOUT has passed."""
     return bool(
-        session.execute(
-            update(ApprovalRequest)
-            .where(
-                ApprovalRequest.id == request_id,
-                ApprovalRequest.ts.is_(None),
-                or_(
-                    ApprovalRequest.posting_at.is_(None),
-                    ApprovalRequest.posting_at < now - POSTING_TIMEOUT,
-                ),
+        affected(
+            session.execute(
+                update(ApprovalRequest)
+                .where(
+                    ApprovalRequest.id == request_id,
+                    ApprovalRequest.ts.is_(None),
+                    or_(
+                        ApprovalRequest.posting_at.is_(None),
+                        ApprovalRequest.posting_at < now - POSTING_TIMEOUT,
+                    ),
+                )
+                .values(posting_at=now)
+                .execution_options(synchronize_session=False)
             )
-            .values(posting_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
     )
 
 

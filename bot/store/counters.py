@@ -46,11 +46,11 @@ def recount(session: Session, execution_id: int) -> Counters:
     counter = session.get(KpiCounter, execution_id)
     return Counters(
         to_deliver=counter.to_deliver if counter else sum(by_status.values()),
-        queued=by_status.get(LogStatus.QUEUED.value, 0),
-        pending=by_status.get(LogStatus.PENDING.value, 0),
-        sent=by_status.get(LogStatus.SENT.value, 0),
-        failed=by_status.get(LogStatus.FAILED.value, 0),
-        ignored=by_status.get(LogStatus.IGNORED.value, 0),
+        queued=by_status.get(LogStatus.QUEUED, 0),
+        pending=by_status.get(LogStatus.PENDING, 0),
+        sent=by_status.get(LogStatus.SENT, 0),
+        failed=by_status.get(LogStatus.FAILED, 0),
+        ignored=by_status.get(LogStatus.IGNORED, 0),
         unique_opens=openers,
         unique_clicks=clickers,
     )

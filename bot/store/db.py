@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -89,6 +89,12 @@ def insert_ignoring_conflicts(
 
     module = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
     return module.insert(table).on_conflict_do_nothing(index_elements=index_elements)
+
+
+def affected(result: Result[Any]) -> int:
+    """Rows an UPDATE or DELETE changed: how a compare-and-set tells it won."""
+    cursor: CursorResult[Any] = result  # type: ignore[assignment]  # DML gives a cursor
+    return cursor.rowcount
 
 
 def ping(session: Session) -> None:

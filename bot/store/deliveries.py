@@ -20,6 +20,7 @@ from bot.domain.errors import NotFound
 from bot.domain.executions import MAIN_KEY, ExecutionState
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.readiness import DeliveryFacts, Preparation
+from bot.store.db import affected
 from bot.store.models import Audience, Delivery, Execution
 
 
@@ -91,12 +92,14 @@ def move(
     A one-off delivery's execution mirrors its state, in the same write.
     """
     states = [expected] if isinstance(expected, DeliveryState) else list(expected)
-    done = session.execute(
-        update(Delivery)
-        .where(Delivery.id == delivery_id, Delivery.state.in_(states))
-        .values(state=to, **values)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    done = affected(
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.state.in_(states))
+            .values(state=to, **values)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if done:
         one_off = select(Delivery.id).where(
             Delivery.id == delivery_id, Delivery.recurrence_cron.is_(None)
@@ -160,16 +163,18 @@ def take_occurrence(
 ) -> bool:
     """Move the cursor from `cursor` to `occurrence`: of two processes, one takes it."""
     return bool(
-        session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id == delivery_id,
-                Delivery.state == DeliveryState.IN_PROGRESS,
-                Delivery.recurrence_cursor == cursor,
+        affected(
+            session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id == delivery_id,
+                    Delivery.state == DeliveryState.IN_PROGRESS,
+                    Delivery.recurrence_cursor == cursor,
+                )
+                .values(recurrence_cursor=occurrence)
+                .execution_options(synchronize_session=False)
             )
-            .values(recurrence_cursor=occurrence)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
     )
 
 

@@ -134,6 +134,7 @@ def active_executions(session: Session, now: datetime) -> list[ActiveExecution]:
             ),
         )
         for r in rows
+        if r[2] is not None  # always: the query asks for an end after now
     ]
     active.sort(key=lambda a: (-a.counters.relayed, -a.counters.to_deliver, a.ref, a.key))
     return active

@@ -20,6 +20,7 @@ from bot.domain.executions import MAIN_KEY, PREPARE_LEASE, ExecutionState
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.logs import FailureType
 from bot.store import deliveries
+from bot.store.db import affected
 from bot.store.models import Delivery, Execution, KpiCounter, SendingLog
 
 
@@ -102,12 +103,14 @@ def move(
     """Set the state to `to` (and `values`) if it is `expected`; False when it was not."""
     states = [expected] if isinstance(expected, ExecutionState) else list(expected)
     return bool(
-        session.execute(
-            update(Execution)
-            .where(Execution.id == execution_id, Execution.state.in_(states))
-            .values(state=to, **values)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        affected(
+            session.execute(
+                update(Execution)
+                .where(Execution.id == execution_id, Execution.state.in_(states))
+                .values(state=to, **values)
+                .execution_options(synchronize_session=False)
+            )
+        )
     )
 
 
@@ -171,16 +174,18 @@ def stale_preparations(session: Session, now: datetime) -> list[tuple[int, int, 
 def renew_lease(session: Session, execution_id: int, seen: Any, now: datetime) -> bool:
     """Take over a preparation whose lease ran out; of two processes, one does."""
     return bool(
-        session.execute(
-            update(Execution)
-            .where(
-                Execution.id == execution_id,
-                Execution.state == ExecutionState.PREPARING,
-                Execution.lease_until == seen,
+        affected(
+            session.execute(
+                update(Execution)
+                .where(
+                    Execution.id == execution_id,
+                    Execution.state == ExecutionState.PREPARING,
+                    Execution.lease_until == seen,
+                )
+                .values(lease_until=now + PREPARE_LEASE)
+                .execution_options(synchronize_session=False)
             )
-            .values(lease_until=now + PREPARE_LEASE)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
     )
 
 

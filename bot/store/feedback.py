@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from bot.domain.feedback import FeedbackKind
 from bot.store.db import insert_ignoring_conflicts
-from bot.store.models import FeedbackReceipt, SendingLog, TrackingLog
+from bot.store.models import FeedbackReceipt, SendingLog, TrackingLog, table
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +46,7 @@ def targets(
     return by_id, by_mid
 
 
-_RECEIPTS = FeedbackReceipt.__table__
+_RECEIPTS = table(FeedbackReceipt)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +83,7 @@ def take_receipts(
     return {(source, event_id) for source, event_id in session.execute(stmt, rows)}
 
 
-_TRACKING = TrackingLog.__table__
+_TRACKING = table(TrackingLog)
 
 
 def add_hits(session: Session, hits: Sequence[dict[str, Any]]) -> None:

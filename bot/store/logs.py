@@ -17,7 +17,8 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from bot.domain.logs import Event, FailureType, LogEvent, LogStatus
-from bot.store.models import Execution, Profile, SendingLog
+from bot.store.db import affected
+from bot.store.models import Execution, Profile, SendingLog, table
 from bot.store.outcomes import apply_log_events
 
 
@@ -113,11 +114,13 @@ def claim_holders(session: Session, execution_id: int) -> list[tuple[str, dateti
 
 def release_holders(session: Session, execution_id: int, tokens: Sequence[str]) -> int:
     """Free the claims of senders that are gone: those logs will be sent (again)."""
-    return session.execute(
-        update(SendingLog)
-        .where(SendingLog.execution_id == execution_id, SendingLog.claim_token.in_(tokens))
-        .values(claim_token=None, claimed_at=None)
-    ).rowcount
+    return affected(
+        session.execute(
+            update(SendingLog)
+            .where(SendingLog.execution_id == execution_id, SendingLog.claim_token.in_(tokens))
+            .values(claim_token=None, claimed_at=None)
+        )
+    )
 
 
 def claimed_count(session: Session, execution_id: int) -> int:
@@ -142,7 +145,7 @@ def release(session: Session, log_ids: Iterable[int]) -> None:
         )
 
 
-_LOGS = SendingLog.__table__
+_LOGS = table(SendingLog)
 _RECORD = (
     update(_LOGS)
     .where(_LOGS.c.id == bindparam("log_id"))

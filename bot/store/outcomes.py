@@ -29,7 +29,7 @@ from bot.domain.logs import (
     apply_event,
 )
 from bot.domain.quarantine import AddressHealth, EmailStatus
-from bot.store.models import Delivery, Execution, KpiCounter, Profile, SendingLog
+from bot.store.models import Delivery, Execution, KpiCounter, Profile, SendingLog, table
 
 _COUNTER = {status: getattr(KpiCounter, status.value) for status in LogStatus}
 
@@ -62,7 +62,7 @@ _WRITTEN = (
     "updated_at",
     "event_at",
 )
-_LOGS = SendingLog.__table__
+_LOGS = table(SendingLog)
 _WRITE = (
     update(_LOGS)
     .where(_LOGS.c.id == bindparam("b_id"))
@@ -172,7 +172,7 @@ def _move_counters(
             )
 
 
-_PROFILES = Profile.__table__
+_PROFILES = table(Profile)
 _WRITE_HEALTH = (
     update(_PROFILES)
     .where(_PROFILES.c.id == bindparam("b_id"))

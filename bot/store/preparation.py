@@ -19,6 +19,7 @@ from bot.domain.exclusions import ExclusionReason
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.logs import LogStatus
 from bot.domain.quarantine import EmailStatus
+from bot.store.db import affected
 from bot.store.models import AudienceMember, Delivery, ExclusionLog, Profile, SendingLog
 
 CHUNK = 5_000  # rows per bulk INSERT statement
@@ -63,16 +64,18 @@ def members(session: Session, audience_id: int) -> Iterator[Member]:
 def claim(session: Session, delivery_id: int, seen_hash: str, new_state: DeliveryState) -> bool:
     """Move the delivery to its new state only if it is as phase 1 saw it (state and content)."""
     return bool(
-        session.execute(
-            update(Delivery)
-            .where(
-                Delivery.id == delivery_id,
-                Delivery.state.in_([DeliveryState.EDITING, DeliveryState.READY]),
-                Delivery.definition_hash == seen_hash,
+        affected(
+            session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id == delivery_id,
+                    Delivery.state.in_([DeliveryState.EDITING, DeliveryState.READY]),
+                    Delivery.definition_hash == seen_hash,
+                )
+                .values(state=new_state)
+                .execution_options(synchronize_session=False)
             )
-            .values(state=new_state)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+        )
     )
 
 
@@ -104,7 +107,7 @@ def insert_logs(
                 for pid, email, reason in chunk
             ],
         )
-    for chunk in _chunks(recipients):
+    for batch in _chunks(recipients):
         session.execute(
             insert(SendingLog),
             [
@@ -118,7 +121,7 @@ def insert_logs(
                     "created_at": now,
                     "updated_at": now,
                 }
-                for pid, email in chunk
+                for pid, email in batch
             ],
         )
 

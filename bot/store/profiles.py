@@ -18,11 +18,11 @@ from sqlalchemy.orm import Session
 
 from bot.domain.quarantine import EmailStatus
 from bot.store.db import insert_ignoring_conflicts
-from bot.store.models import Audience, AudienceMember, Profile, SendingLog
+from bot.store.models import Audience, AudienceMember, Profile, SendingLog, table
 
 CHUNK = 5000  # bound parameters per lookup query (well under SQLite's limit)
 
-_TABLE = Profile.__table__
+_TABLE = table(Profile)
 
 
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterator[Sequence[Any]]:
@@ -121,7 +121,7 @@ def add_members(
     """Add members; an audience that already existed gets a new version (preparations of
     its deliveries are out of date from now on)."""
     session.execute(
-        insert_ignoring_conflicts(session, AudienceMember.__table__),
+        insert_ignoring_conflicts(session, table(AudienceMember)),
         [{"audience_id": audience.id, "profile_id": pid} for pid in profile_ids],
     )
     if new:

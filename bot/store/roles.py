@@ -9,6 +9,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from bot.domain.roles import Role, SubjectKind
+from bot.store.db import affected
 from bot.store.models import RoleAssignment
 
 
@@ -37,13 +38,15 @@ def add(
 
 def remove(session: Session, kind: SubjectKind, subject: str, role: Role) -> bool:
     return bool(
-        session.execute(
-            delete(RoleAssignment).where(
-                RoleAssignment.subject_kind == kind,
-                RoleAssignment.subject_id == subject,
-                RoleAssignment.role == role,
+        affected(
+            session.execute(
+                delete(RoleAssignment).where(
+                    RoleAssignment.subject_kind == kind,
+                    RoleAssignment.subject_id == subject,
+                    RoleAssignment.role == role,
+                )
             )
-        ).rowcount
+        )
     )
 
 
@@ -57,17 +60,15 @@ def every(session: Session) -> Sequence[RoleAssignment]:
 
 def roles_of(session: Session, user_id: str, usergroups: Sequence[str] = ()) -> frozenset[Role]:
     """Every role a user holds directly or through one of their user groups."""
-    stmt = select(RoleAssignment.role).where(
-        (RoleAssignment.subject_kind == SubjectKind.USER) & (RoleAssignment.subject_id == user_id)
+    held = (RoleAssignment.subject_kind == SubjectKind.USER) & (
+        RoleAssignment.subject_id == user_id
     )
     if usergroups:
-        stmt = stmt.union(
-            select(RoleAssignment.role).where(
-                (RoleAssignment.subject_kind == SubjectKind.USERGROUP)
-                & RoleAssignment.subject_id.in_(list(usergroups))
-            )
+        held = held | (
+            (RoleAssignment.subject_kind == SubjectKind.USERGROUP)
+            & RoleAssignment.subject_id.in_(list(usergroups))
         )
-    return frozenset(Role(r) for r in session.scalars(stmt))
+    return frozenset(session.scalars(select(RoleAssignment.role).where(held).distinct()))
 
 
 def granted_groups(session: Session) -> list[str]:

@@ -53,6 +53,7 @@ from aiosmtplib.email import parse_address
 
 from bot.engine.transports.base import (
     Envelope,
+    Outcome,
     RelayResult,
     RelayUnavailable,
     TransportError,
@@ -151,7 +152,7 @@ class _RelayTrouble(Exception):
 def _answer(envelope: Envelope, code: int, message: str) -> RelayResult:
     if code == SERVICE_CLOSING:
         raise _RelayTrouble(f"{code} {message}")
-    outcome = "hard" if 500 <= code < 600 else "soft"
+    outcome: Outcome = "hard" if 500 <= code < 600 else "soft"
     return RelayResult(envelope.log_id, outcome, code, message)
 
 

@@ -387,9 +387,11 @@ def error_reason(err: Any) -> str:
     if kind == "extra_forbidden":
         loc = [str(p) for p in err.get("loc", ())]
         section = loc[0] if len(loc) > 1 else None
-        model = {"schedule": ScheduleDefinition, "recurrence": RecurrenceDefinition}.get(
-            section or "", DeliveryDefinition
-        )
+        sections: dict[str, type[BaseModel]] = {
+            "schedule": ScheduleDefinition,
+            "recurrence": RecurrenceDefinition,
+        }
+        model = sections.get(section or "", DeliveryDefinition)
         known = _field_names(model)
         close = difflib.get_close_matches(loc[-1] if loc else "", known, n=1)
         hint = f"did you mean {close[0]}? " if close else ""

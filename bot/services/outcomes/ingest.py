@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from bot.context import Context, Session
+from bot.domain.failures import FailureReason
 from bot.domain.feedback import FeedbackKind
 from bot.domain.logs import LogEvent
 from bot.feedback.events import FeedbackEvent
@@ -82,8 +83,9 @@ def ingest(ctx: Context, events: Sequence[FeedbackEvent]) -> IngestReport:
         for i in fresh:
             e, target = events[i], matched[i]
             if e.kind.log_event is not None:
+                reason = FailureReason(e.reason) if e.reason else None
                 log_events.append(
-                    LogEvent(target.log_id, e.kind.log_event, e.reason, e.smtp_status, e.diagnostic)
+                    LogEvent(target.log_id, e.kind.log_event, reason, e.smtp_status, e.diagnostic)
                 )
             elif e.kind is FeedbackKind.COMPLAINT:
                 record_complaint(s, now, target.profile_id)
