@@ -93,55 +93,78 @@ def import_deliveries(ctx: Context, actor: Actor, path: str | Path) -> Deliverie
 # Reading the file ----------------------------------------------------------------------
 
 
+class _Unreadable(Exception):
+    """The file as a whole cannot be read as a list of deliveries."""
+
+    def __init__(self, problem: Problem) -> None:
+        self.problem = problem
+
+
 def _parse(name: str, raw: bytes) -> tuple[list[_Entry], list[Problem]]:
     """Decode and check every entry; problems of shape and content, no database."""
     try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        return [], [Problem(name, f"line {line}", None, "not UTF-8 text; save it as UTF-8")]
-    try:
-        root, data = _load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else "file"
-        reason = getattr(exc, "problem", None) or str(exc)
-        return [], [Problem(name, where, None, f"not valid YAML: {reason}")]
-    if root is None:
-        return [], [Problem(name, "file", None, "the file is empty; list deliveries as - ref: …")]
-    if not isinstance(root, yaml.SequenceNode):
-        return [], [
-            Problem(
-                name,
-                f"line {root.start_mark.line + 1}",
-                None,
-                "the file must be a list of deliveries, each starting with '- ref: …'",
-            )
-        ]
+        root, data = _root(name, raw)
+    except _Unreadable as exc:
+        return [], [exc.problem]
     entries: list[_Entry] = []
     problems: list[Problem] = []
     for index, (node, item) in enumerate(zip(root.value, data, strict=True), start=1):
         ref = item.get("ref") if isinstance(item, dict) else None
         entry = _Entry(index, node.start_mark.line + 1, ref if isinstance(ref, str) else None, item)
         entries.append(entry)
-        if not isinstance(node, yaml.MappingNode):
-            problems.append(
-                Problem(name, entry.where(), None, "an entry must be a mapping (ref: …, name: …)")
-            )
-            continue
-        duplicates = _duplicate_keys(node)
-        problems.extend(Problem(name, entry.where(), f, r) for f, r in duplicates)
-        try:
-            entry.definition = DeliveryDefinition.model_validate(item)
-        except ValidationError as exc:
-            problems.extend(
-                Problem(name, entry.where(), error_field(err), error_reason(err))
-                for err in exc.errors()
-            )
-        if duplicates:
-            entry.definition = None
+        problems.extend(_check_entry(name, entry, node))
     problems.extend(_duplicate_refs(name, entries))
     return entries, problems
+
+
+def _root(name: str, raw: bytes) -> tuple[yaml.SequenceNode, Any]:
+    """The file's top-level list (its node, for line numbers, and its data)."""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise _Unreadable(
+            Problem(name, f"line {line}", None, "not UTF-8 text; save it as UTF-8")
+        ) from None
+    try:
+        root, data = _load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "file"
+        reason = getattr(exc, "problem", None) or str(exc)
+        raise _Unreadable(Problem(name, where, None, f"not valid YAML: {reason}")) from None
+    if root is None:
+        raise _Unreadable(
+            Problem(name, "file", None, "the file is empty; list deliveries as - ref: …")
+        )
+    if not isinstance(root, yaml.SequenceNode):
+        raise _Unreadable(
+            Problem(
+                name,
+                f"line {root.start_mark.line + 1}",
+                None,
+                "the file must be a list of deliveries, each starting with '- ref: …'",
+            )
+        )
+    return root, data
+
+
+def _check_entry(name: str, entry: _Entry, node: yaml.Node) -> list[Problem]:
+    """The entry's problems; it keeps its definition only when it has none of shape."""
+    if not isinstance(node, yaml.MappingNode):
+        return [Problem(name, entry.where(), None, "an entry must be a mapping (ref: …, name: …)")]
+    duplicates = _duplicate_keys(node)
+    problems = [Problem(name, entry.where(), f, r) for f, r in duplicates]
+    try:
+        entry.definition = DeliveryDefinition.model_validate(entry.data)
+    except ValidationError as exc:
+        problems.extend(
+            Problem(name, entry.where(), error_field(err), error_reason(err))
+            for err in exc.errors()
+        )
+    if duplicates:
+        entry.definition = None
+    return problems
 
 
 def _load(text: str) -> tuple[yaml.Node | None, Any]:
