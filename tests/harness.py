@@ -92,6 +92,66 @@ def post(url: str, body: str, headers: dict[str, str], content_type: str) -> tup
         return err.code, err.read().decode()
 
 
+def command_body(command: str, text: str, user: str, response_url: str) -> str:
+    """A slash command as Slack posts it: form-encoded."""
+    return urlencode(
+        {
+            "token": "legacy",
+            "team_id": "T1",
+            "channel_id": "C0123456789",
+            "user_id": user,
+            "user_name": user.lower(),
+            "command": command,
+            "text": text,
+            "response_url": response_url,
+            "trigger_id": "1.2.3",
+            "api_app_id": "A1",
+        }
+    )
+
+
+def click_body(
+    action_id: str, value: str, user: str, response_url: str, selected: str | None = None
+) -> str:
+    """A button click (or a static select's choice) as Slack posts it: `payload=` JSON."""
+    action: dict[str, Any] = {
+        "action_id": action_id,
+        "block_id": "b1",
+        "type": "button",
+        "value": value,
+        "action_ts": "1700000000.000001",
+    }
+    if selected is not None:
+        action = {
+            "action_id": action_id,
+            "block_id": "b1",
+            "type": "static_select",
+            "selected_option": {
+                "text": {"type": "plain_text", "text": selected},
+                "value": selected,
+            },
+            "action_ts": "1700000000.000001",
+        }
+    payload = {
+        "type": "block_actions",
+        "team": {"id": "T1"},
+        "user": {"id": user, "name": user.lower()},
+        "api_app_id": "A1",
+        "token": "legacy",
+        "trigger_id": "1.2.3",
+        "channel": {"id": "C0123456789"},
+        "container": {
+            "type": "message",
+            "message_ts": "1700000000.000100",
+            "channel_id": "C0123456789",
+            "is_ephemeral": True,
+        },
+        "response_url": response_url,
+        "actions": [action],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
 class SlackClient:
     """Sends what Slack would send: form-encoded commands and `payload=` interactions."""
 
@@ -113,20 +173,7 @@ class SlackClient:
         timestamp: int | None = None,
         secret: str = SIGNING_SECRET,
     ) -> tuple[int, str]:
-        body = urlencode(
-            {
-                "token": "legacy",
-                "team_id": "T1",
-                "channel_id": "C0123456789",
-                "user_id": user,
-                "user_name": user.lower(),
-                "command": command,
-                "text": text,
-                "response_url": self._response_url(),
-                "trigger_id": "1.2.3",
-                "api_app_id": "A1",
-            }
-        )
+        body = command_body(command, text, user, self._response_url())
         headers = {**sign(body, timestamp, secret), **(extra_headers or {})}
         return post(
             f"{self.app.url}/slack/events", body, headers, "application/x-www-form-urlencoded"
@@ -140,42 +187,7 @@ class SlackClient:
         extra_headers: dict[str, str] | None = None,
         selected: str | None = None,
     ) -> tuple[int, str]:
-        action: dict[str, Any] = {
-            "action_id": action_id,
-            "block_id": "b1",
-            "type": "button",
-            "value": value,
-            "action_ts": "1700000000.000001",
-        }
-        if selected is not None:
-            action = {
-                "action_id": action_id,
-                "block_id": "b1",
-                "type": "static_select",
-                "selected_option": {
-                    "text": {"type": "plain_text", "text": selected},
-                    "value": selected,
-                },
-                "action_ts": "1700000000.000001",
-            }
-        payload = {
-            "type": "block_actions",
-            "team": {"id": "T1"},
-            "user": {"id": user, "name": user.lower()},
-            "api_app_id": "A1",
-            "token": "legacy",
-            "trigger_id": "1.2.3",
-            "channel": {"id": "C0123456789"},
-            "container": {
-                "type": "message",
-                "message_ts": "1700000000.000100",
-                "channel_id": "C0123456789",
-                "is_ephemeral": True,
-            },
-            "response_url": self._response_url(),
-            "actions": [action],
-        }
-        body = urlencode({"payload": json.dumps(payload)})
+        body = click_body(action_id, value, user, self._response_url(), selected)
         headers = {**sign(body), **(extra_headers or {})}
         return post(
             f"{self.app.url}/slack/events", body, headers, "application/x-www-form-urlencoded"
