@@ -17,6 +17,7 @@ from bot.engine.transports.base import (
     TransportError,
 )
 from bot.engine.transports.maildir import MaildirTransport
+from bot.engine.transports.memory import MemoryTransport
 
 if TYPE_CHECKING:
     from bot.config import Settings
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Envelope",
     "MaildirTransport",
+    "MemoryTransport",
     "Outcome",
     "RelayResult",
     "RelayUnavailable",
