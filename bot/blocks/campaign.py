@@ -31,6 +31,7 @@ from bot.domain.executions import MAIN_KEY
 from bot.domain.kpi import DASH
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.roles import Role, SubjectKind
+from bot.domain.schedule import ScheduleKind
 from bot.services.deliveries.prepare import PreparationResult
 from bot.services.deliveries.views import DeliverySummary, HistoryEntry, Schedule
 from bot.services.roles import Grant
@@ -71,9 +72,9 @@ def help_blocks() -> list[Block]:
 
 
 def _schedule_word(schedule: Schedule) -> str:
-    if schedule.mode == "recurring":
+    if schedule.mode is ScheduleKind.RECURRING:
         return f"recurring ({tz_name(schedule.timezone)})"
-    if schedule.mode == "at":
+    if schedule.mode is ScheduleKind.AT:
         return f"at {local_time(schedule.at, schedule.timezone)}"
     return "on confirm"
 

@@ -39,7 +39,7 @@ from bot.blocks.kit import (
 )
 from bot.domain.exclusions import ExclusionReason
 from bot.domain.kpi import DASH
-from bot.domain.schedule import Aggregation
+from bot.domain.schedule import Aggregation, ScheduleKind
 from bot.services.deliveries.views import Card, DeliveryDetail, DeliverySummary
 
 
@@ -51,7 +51,7 @@ def schedule_text(detail: DeliveryDetail) -> str:
         if recurrence.aggregation is not Aggregation.NONE:
             text += f", one execution per {escape(recurrence.aggregation.value)}"
         return text
-    if detail.schedule.mode == "at":
+    if detail.schedule.mode is ScheduleKind.AT:
         return local_time(detail.schedule.at, detail.schedule.timezone)
     return "as soon as confirmed"
 
@@ -77,7 +77,7 @@ def confirm_text(detail: DeliveryDetail) -> str:
     if detail.recurrence:
         recurrence = detail.recurrence
         when = f"on its schedule ({recurrence.cron} {tz_name(recurrence.timezone)})"
-    elif detail.schedule.mode == "at":
+    elif detail.schedule.mode is ScheduleKind.AT:
         when = f"at {local_time(detail.schedule.at, detail.schedule.timezone)}"
     else:
         when = "now"

@@ -36,6 +36,7 @@ from bot.blocks.kit import (
 )
 from bot.domain.kpi import Kpis, format_pct
 from bot.domain.lifecycle import DeliveryState
+from bot.domain.schedule import ScheduleKind
 from bot.services.deliveries.views import (
     DeliveryDetail,
     DeploymentView,
@@ -177,7 +178,7 @@ def status_line(detail: DeliveryDetail, now: datetime | None) -> str:
             f"confirmed {slack_date(detail.confirmed_at)}" + (f" by {who(by)}" if by else "")
         )
     schedule = detail.schedule
-    if detail.state is DeliveryState.START_PENDING and schedule.mode == "at":
+    if detail.state is DeliveryState.START_PENDING and schedule.mode is ScheduleKind.AT:
         parts.append(f"starts at {local_time(schedule.at, schedule.timezone)}")
     for label, at in (("started", detail.started_at), ("ended", detail.finished_at)):
         if at is not None:

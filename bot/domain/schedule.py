@@ -20,6 +20,15 @@ class ScheduleMode(StrEnum):
     AT = "at"
 
 
+class ScheduleKind(StrEnum):
+    """How a delivery leaves, as people are shown it: a recurring one has a recurrence
+    instead of a schedule."""
+
+    ON_CONFIRM = "on-confirm"
+    AT = "at"
+    RECURRING = "recurring"
+
+
 class Aggregation(StrEnum):
     NONE = "none"
     DAY = "day"

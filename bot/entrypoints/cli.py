@@ -24,6 +24,7 @@ from typing import Any
 from bot.bootstrap import Root, bootstrap
 from bot.config import SettingsError, get_settings
 from bot.domain.errors import DomainError
+from bot.domain.lifecycle import DeliveryState
 from bot.domain.roles import COMMAND_LINE, Role
 from bot.entrypoints.cli_text import delivery_text
 from bot.jobs.due_work import DueReport, run_due
@@ -101,9 +102,11 @@ def cmd_deliveries_list(root: Root, args: argparse.Namespace) -> int:
         return 0
     print(f"{'REF':<20} {'STATE':<14} {'AUDIENCE':<16} {'SCHEDULE':<12} {'TO DELIVER':>10} SENT")
     for r in rows:
-        state = r.state.value if r.prepared or r.state != "ready" else "ready (stale)"
+        state = (
+            r.state.value if r.prepared or r.state is not DeliveryState.READY else "ready (stale)"
+        )
         print(
-            f"{r.ref:<20} {state:<14} {r.audience:<16} {r.schedule.mode:<12} "
+            f"{r.ref:<20} {state:<14} {r.audience:<16} {r.schedule.mode.value:<12} "
             f"{r.to_deliver:>10} {r.sent}"
         )
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.domain.kpi import DASH, Kpis, format_pct
+from bot.domain.schedule import ScheduleKind
 from bot.services.deliveries.views import DeliveryDetail, Recurrence, Schedule
 
 
@@ -15,7 +16,7 @@ def _schedule_text(schedule: Schedule, recurrence: Recurrence | None) -> str:
             if recurrence.approval_expiry:
                 text += f" within {recurrence.approval_expiry}"
         return text
-    if schedule.mode == "at":
+    if schedule.mode is ScheduleKind.AT:
         at = schedule.at.isoformat() if schedule.at else DASH
         return f"at {at} ({schedule.timezone})"
     return "as soon as confirmed"

@@ -175,7 +175,7 @@ def build(ctx: Context, digest_id: int, token: str) -> int | None:
             return len(digests.snapshots(s, digest_id))
         active = digests.active_executions(s, now)
         if not active:
-            digests.empty(digest, now)
+            digests.empty(s, digest, token, now)
             return 0
         digests.prune(s, digest.slot_at - KEEP)
         before = digests.previous_posted(s, digest.slot_at)

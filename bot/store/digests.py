@@ -220,10 +220,10 @@ def store_built(
         )
 
 
-def empty(digest: Digest, now: datetime) -> None:
-    digest.built_at = now
-    digest.state = DigestState.EMPTY
-    digest.claim_token = None
+def empty(session: Session, digest: Digest, token: str, now: datetime) -> None:
+    """Nothing was active at the slot: nothing is posted, and no one will try again."""
+    release(session, digest.id, token, state=DigestState.EMPTY, built_at=now)
+    session.refresh(digest)
 
 
 def _stored(c: Counters) -> dict[str, int]:

@@ -45,7 +45,7 @@ from bot.domain.lifecycle import DeliveryState
 from bot.domain.logs import FailureType, LogStatus
 from bot.domain.preparation import PreparationError, PreparationWarning
 from bot.domain.roles import Role, SubjectKind
-from bot.domain.schedule import Aggregation
+from bot.domain.schedule import Aggregation, ScheduleKind
 from bot.services.deliveries.prepare import PreparationResult
 from bot.services.deliveries.views import (
     Card,
@@ -189,8 +189,8 @@ PREPARED_AT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 CONFIRMED_AT = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 STARTED_AT = datetime(2026, 11, 23, 10, 0, 1, tzinfo=UTC)
 
-ON_CONFIRM = Schedule("on-confirm")
-AT_SCHEDULE = Schedule("at", datetime(2026, 11, 27, 8, 0, tzinfo=UTC), "Europe/Paris")
+ON_CONFIRM = Schedule(ScheduleKind.ON_CONFIRM)
+AT_SCHEDULE = Schedule(ScheduleKind.AT, datetime(2026, 11, 27, 8, 0, tzinfo=UTC), "Europe/Paris")
 RECURRENCE = Recurrence(
     cron="0 9 * * 1",
     timezone="Europe/Paris",
@@ -199,7 +199,7 @@ RECURRENCE = Recurrence(
     approvals_required=2,
     approval_expiry=None,
 )
-RECURRING = Schedule("recurring", None, "Europe/Paris")
+RECURRING = Schedule(ScheduleKind.RECURRING, None, "Europe/Paris")
 
 # A prepared delivery before its send: every recipient's log is queued.
 NOT_SENT = Counters(to_deliver=12_408, queued=12_408)

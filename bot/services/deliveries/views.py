@@ -26,7 +26,7 @@ from bot.domain.logs import FailureType, LogStatus
 from bot.domain.preparation import PreparationError, PreparationWarning
 from bot.domain.readiness import is_pickable, not_ready_reason
 from bot.domain.roles import Actor, Permission
-from bot.domain.schedule import Aggregation, format_duration
+from bot.domain.schedule import Aggregation, ScheduleKind, format_duration
 from bot.store import counters, deliveries, executions, logs, preparation, profiles, reports
 from bot.store.models import Delivery, Execution
 
@@ -44,14 +44,14 @@ def _iso(at: datetime | None) -> str | None:
 
 @dataclass(frozen=True)
 class Schedule:
-    """When a delivery leaves: `on-confirm`, `at` a contact date, or `recurring`."""
+    """When a delivery leaves: on confirm, at a contact date, or on its recurrence."""
 
-    mode: str
+    mode: ScheduleKind
     at: datetime | None = None
     timezone: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"mode": self.mode, "at": _iso(self.at), "timezone": self.timezone}
+        return {"mode": self.mode.value, "at": _iso(self.at), "timezone": self.timezone}
 
 
 @dataclass(frozen=True)
@@ -302,8 +302,8 @@ class HistoryEntry:
 
 def _schedule(d: Delivery) -> Schedule:
     if d.recurrence_cron:
-        return Schedule("recurring", None, d.recurrence_timezone)
-    return Schedule(d.schedule_mode.value, d.scheduled_at, d.schedule_timezone)
+        return Schedule(ScheduleKind.RECURRING, None, d.recurrence_timezone)
+    return Schedule(ScheduleKind(d.schedule_mode.value), d.scheduled_at, d.schedule_timezone)
 
 
 def _recurrence(d: Delivery) -> Recurrence | None:
