@@ -11,7 +11,7 @@ the snapshots of 48 earlier hourly digests, then:
 - times drawing the chart (matplotlib, first draw in the process and a later one);
 - posts the digest to a local mock of Slack's Web API (`tests/mock_slack.py`) and
   counts the calls, with the pause between posts set to zero;
-- for reference, times the naive approach: `reporting.delivery_detail` for each
+- for reference, times the naive approach: `views.delivery_detail` for each
   delivery, one at a time (a dozen queries per delivery).
 
     .venv/bin/python benchmarks/digest.py [--deliveries N] [--database-url URL]

@@ -12,7 +12,7 @@ clicks, 10 % soft bounces, 4 % hard bounces, 1 % complaints; a fifth matched by
 Message-ID, the rest by log id) in signed batches of B (default 500) over one
 keep-alive connection, and prints events per second. Goal: at least 5,000/s.
 
-Compute stats (`reporting.compute_delivery_stats`) is then timed on the second
+Compute stats (`views.compute_stats`) is then timed on the second
 delivery. Goal: under 2 s.
 
 The first tenth of the batches is then posted again, as a provider retrying would:

@@ -1,0 +1,1 @@
+"""Block Kit builders: pure functions from typed views to the messages Slack shows."""
