@@ -55,7 +55,7 @@ OCCURRENCE_KEY = "occurrence"
 
 MAX_VALUE = 2000  # Slack's limit on a button value
 
-# A value that is a bare ref: what refs look like (bot.services.imports.definitions), a little wider.
+# A value that is a bare ref: what refs look like (services.imports.definitions), a bit wider.
 _BARE_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
 
 
