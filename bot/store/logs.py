@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import ColumnElement, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from bot.domain.logs import Event, FailureType, LogEvent, LogStatus
@@ -41,35 +41,18 @@ class Relayed:
     retry_at: datetime | None
 
 
-def _skip_locked(session: Session, candidates: Any) -> Any:
-    """On PostgreSQL, two senders' candidate rows never overlap (SKIP LOCKED)."""
-    if session.get_bind().dialect.name == "postgresql":
-        return candidates.with_for_update(skip_locked=True)
-    return candidates
-
-
 def claim_queued(
     session: Session, execution_id: int, token: str, now: datetime, limit: int
 ) -> list[Claimed]:
     """Atomically take the next queued logs of the execution for the sender `token`."""
-    candidates = (
-        select(SendingLog.id)
-        .where(
-            SendingLog.execution_id == execution_id,
-            SendingLog.status == LogStatus.QUEUED,
-            SendingLog.claim_token.is_(None),
-        )
-        .order_by(SendingLog.id)
-        .limit(limit)
+    return _take(
+        session,
+        [SendingLog.status == LogStatus.QUEUED],
+        execution_id,
+        token,
+        now,
+        limit,
     )
-    rows = session.execute(
-        update(SendingLog)
-        .where(SendingLog.id.in_(_skip_locked(session, candidates).scalar_subquery()))
-        .values(claim_token=token, claimed_at=now)
-        .returning(SendingLog.id, SendingLog.profile_id, SendingLog.email)
-        .execution_options(synchronize_session=False)
-    ).all()
-    return sorted(Claimed(r[0], r[1], r[2]) for r in rows)
 
 
 def claim_retries(
@@ -80,22 +63,47 @@ def claim_retries(
     next_retry_at stays until the answer is recorded: after a crash the released log
     is still due and is tried again.
     """
-    candidates = (
-        select(SendingLog.id)
-        .where(
-            SendingLog.execution_id == execution_id,
+    return _take(
+        session,
+        [
             SendingLog.failure_type == FailureType.SOFT,
             SendingLog.final.is_(False),
             SendingLog.next_retry_at <= now,
-            SendingLog.claim_token.is_(None),
-        )
+        ],
+        execution_id,
+        token,
+        now,
+        limit,
+        retry_count=SendingLog.retry_count + 1,
+    )
+
+
+def _take(
+    session: Session,
+    which: list[ColumnElement[bool]],
+    execution_id: int,
+    token: str,
+    now: datetime,
+    limit: int,
+    **values: Any,
+) -> list[Claimed]:
+    """One UPDATE … RETURNING that claims up to `limit` unclaimed logs matching `which`.
+
+    On PostgreSQL the candidate rows are locked with SKIP LOCKED, so two senders'
+    batches never overlap; on SQLite the UPDATE holds the write lock.
+    """
+    candidates = (
+        select(SendingLog.id)
+        .where(SendingLog.execution_id == execution_id, SendingLog.claim_token.is_(None), *which)
         .order_by(SendingLog.id)
         .limit(limit)
     )
+    if session.get_bind().dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
     rows = session.execute(
         update(SendingLog)
-        .where(SendingLog.id.in_(_skip_locked(session, candidates).scalar_subquery()))
-        .values(claim_token=token, claimed_at=now, retry_count=SendingLog.retry_count + 1)
+        .where(SendingLog.id.in_(candidates.scalar_subquery()))
+        .values(claim_token=token, claimed_at=now, **values)
         .returning(SendingLog.id, SendingLog.profile_id, SendingLog.email, SendingLog.retry_count)
         .execution_options(synchronize_session=False)
     ).all()
