@@ -14,7 +14,6 @@ Slack was down.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,8 +24,6 @@ from bot.domain.errors import PermissionDenied
 from bot.domain.executions import ExecutionState
 from bot.domain.roles import Actor, Permission
 from bot.store import approvals, audit, executions, logs
-
-log = logging.getLogger(__name__)
 
 PERMISSIONS = {Choice.APPROVE: Permission.APPROVE, Choice.SKIP: Permission.SKIP}
 
