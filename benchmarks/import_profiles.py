@@ -24,7 +24,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bot.bootstrap import bootstrap
+from bot.bootstrap import Root, bootstrap
 from bot.config import load_settings
 from bot.context import Context
 from bot.domain.roles import COMMAND_LINE
@@ -53,7 +53,7 @@ def write_csv(path: Path, rows: int) -> None:
             )
 
 
-def fresh_services(folder: Path, name: str) -> Context:
+def fresh_root(folder: Path, name: str) -> Root:
     settings = load_settings(_env_file=None, database_url=f"sqlite:///{folder / name}")
     return bootstrap(settings)
 
@@ -72,7 +72,7 @@ def show(label: str, seconds: float, rows: int, note: str = "") -> None:
 
 def raw_reference(folder: Path, path: Path) -> float:
     """csv.reader + json.dumps + one sqlite3 executemany: the floor for this work."""
-    fresh_services(folder, "reference.db").close()  # migrate an identical schema
+    fresh_root(folder, "reference.db").close()  # migrate an identical schema
     start = time.perf_counter()
     now = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
     with path.open(newline="", encoding="utf-8") as source:
@@ -119,19 +119,19 @@ def main() -> None:
             f"{os.cpu_count()} CPUs"
         )
 
-        ctx = fresh_services(folder, "greenlight.db")
+        root = fresh_root(folder, "greenlight.db")
         for label in ("import --audience (create)", "re-import (unchanged)"):
-            seconds, report = timed_import(ctx, path, "bench")
+            seconds, report = timed_import(root.context, path, "bench")
             note = (
                 f"created {report.created:,}, unchanged {report.unchanged:,}, "
                 f"members added {report.members_added:,}"
             )
             show(label, seconds, rows, note)
-        ctx.close()
+        root.close()
 
-        ctx = fresh_services(folder, "plain.db")
-        plain, _ = timed_import(ctx, path, None)
-        ctx.close()
+        root = fresh_root(folder, "plain.db")
+        plain, _ = timed_import(root.context, path, None)
+        root.close()
         show("import (create)", plain, rows)
 
         reference = raw_reference(folder, path)

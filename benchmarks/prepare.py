@@ -258,8 +258,8 @@ def main() -> None:
         f"(state {result.state}, targeted {result.targeted:,}, excluded {result.excluded:,}, "
         f"to deliver {result.to_deliver:,})"
     )
-    print(f"  exclusions: {result.exclusions}")
-    print(f"  warnings: {[(w['name'], w['count']) for w in result.warnings]}")
+    print(f"  exclusions: {result.to_json()['exclusions']}")
+    print(f"  warnings: {[(w.name, w.count) for w in result.warnings]}")
     print(f"re-prepare (replaces the logs): {elapsed_again:.2f} s")
     contexts = _contexts(n)
     reference = _reference(contexts)
