@@ -183,6 +183,8 @@ def build_slack_app(root: Root, deps: HandlerDeps) -> AsyncApp | None:
     if settings.slack_bot_token is None:
         return None
     secret = settings.slack_signing_secret
+    # In HTTP mode the route verifies every request first (`entrypoints.slack_http`) and
+    # Bolt checks again; in Socket Mode requests come over the app token's socket.
     app = AsyncApp(
         client=root.slack_client,
         signing_secret=secret.get_secret_value() if secret else None,

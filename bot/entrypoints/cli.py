@@ -370,6 +370,9 @@ def main(argv: Sequence[str] | None = None, root: Root | None = None) -> int:
     except DomainError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         # The reader (`| head`) went away: not an error; keep Python from complaining on exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -12,10 +12,11 @@ import logging
 from typing import Any
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 
 from bot.bootstrap import Root, Server, build_server
+from bot.config import SettingsError
 from bot.entrypoints.feedback_http import add_feedback_routes
+from bot.entrypoints.slack_http import SlackEndpoint
 from bot.store.db import StoreUnavailable, ping
 
 log = logging.getLogger(__name__)
@@ -29,16 +30,37 @@ NOT_CONNECTED = (
 )
 
 
-def build_web_app(server: Server) -> web.Application:
+NO_SECRET = (
+    "SLACK_SIGNING_SECRET is not set: in HTTP mode every Slack request must be verified. "
+    "Copy the app's Signing Secret (Basic Information) into SLACK_SIGNING_SECRET, or run "
+    "Socket Mode (`python -m bot socket` with SLACK_APP_TOKEN), which needs no public URL."
+)
+
+
+def check_slack_settings(root: Root, socket_mode: bool) -> None:
+    """HTTP mode with a bot token must verify requests: refuse to start without a secret."""
+    settings = root.settings
+    if not socket_mode and settings.slack_bot_token and settings.slack_signing_secret is None:
+        raise SettingsError(NO_SECRET)
+
+
+def build_web_app(server: Server, socket_mode: bool = False) -> web.Application:
+    """The HTTP app. In Socket Mode there is no Slack route: Slack speaks over the socket."""
     app = web.Application()
     app[SERVER] = server
 
-    async def slack_events(request: web.Request) -> web.Response:
+    async def not_connected(request: web.Request) -> web.Response:
+        return web.json_response({"ok": False, "error": NOT_CONNECTED}, status=503)
+
+    slack_route: Any = not_connected
+    secret = server.root.settings.slack_signing_secret
+    if server.slack is not None and secret is not None:
+        slack_route = SlackEndpoint(server.ctx, server.slack, secret.get_secret_value())
+
+    async def slack_events(request: web.Request) -> web.StreamResponse:
         server.metrics["slack_requests"] = server.metrics.get("slack_requests", 0) + 1
-        if server.slack is None:
-            return web.json_response({"ok": False, "error": NOT_CONNECTED}, status=503)
-        bolt_request = await to_bolt_request(request)
-        return await to_aiohttp_response(await server.slack.async_dispatch(bolt_request))
+        response: web.StreamResponse = await slack_route(request)
+        return response
 
     async def healthz(request: web.Request) -> web.Response:
         def check() -> None:
@@ -79,7 +101,8 @@ def build_web_app(server: Server) -> web.Application:
         await asyncio.to_thread(server.runner.stop)
 
     add_feedback_routes(app, server.ctx, server.metrics)
-    app.router.add_post("/slack/events", slack_events)
+    if not socket_mode:
+        app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.on_startup.append(on_startup)
@@ -90,13 +113,12 @@ def build_web_app(server: Server) -> web.Application:
 def serve(root: Root, socket_mode: bool = False) -> None:
     """Run until interrupted: the HTTP app on PORT, the scheduler and the sender (in its
     own process), and Slack (HTTP or socket)."""
+    check_slack_settings(root, socket_mode)
     server = build_server(root, sender_process=True)
     settings = root.settings
     if server.slack is None:
         log.warning(NOT_CONNECTED)
-    elif not socket_mode and settings.slack_signing_secret is None:
-        log.warning("SLACK_SIGNING_SECRET is not set: Slack requests cannot be verified")
-    app = build_web_app(server)
+    app = build_web_app(server, socket_mode)
     if socket_mode:
         app.on_startup.append(socket_mode_starter(server))
     log.info("listening on port %d", settings.port)

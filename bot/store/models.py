@@ -467,3 +467,17 @@ class DigestPart(Base):
     # The message ts or the file id Slack answered with; None until posted.
     slack_ref: Mapped[str | None] = mapped_column(String(64))
     posted_at: Mapped[datetime | None]
+
+
+class SeenRequest(Base):
+    """A signed request (or a provider's signed token) already acted on.
+
+    Its key is unique: a second use of the same signature inside its freshness window
+    (a replay) finds its row and is refused, whichever process it reaches. Rows older
+    than the window serve no purpose and are deleted as new ones come.
+    """
+
+    __tablename__ = "seen_requests"
+
+    key: Mapped[str] = mapped_column(String(120), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(index=True)

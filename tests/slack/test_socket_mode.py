@@ -19,7 +19,7 @@ from aiohttp import WSMsgType, web
 from harness import ALLOWED, DENIED, root_of
 from mock_slack import Call, MockSlack
 from pydantic import SecretStr
-from scenario import detail_json
+from scenario import CLI, detail_json
 from smtp_relay import Relay
 
 from bot.blocks import ids
@@ -109,7 +109,7 @@ class SocketApp:
 
     def __init__(self, ctx: Context) -> None:
         self.server = build_server(root_of(ctx), tick=3600)
-        self.app = build_web_app(self.server)
+        self.app = build_web_app(self.server, socket_mode=True)
         self.app.on_startup.append(socket_mode_starter(self.server))
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -118,6 +118,9 @@ class SocketApp:
             asyncio.set_event_loop(self.loop)
             self.runner = web.AppRunner(self.app)
             self.loop.run_until_complete(self.runner.setup())
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            self.loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             ready.set()
             self.loop.run_forever()
 
@@ -231,3 +234,23 @@ def test_commands_and_clicks_arrive_over_the_socket_and_are_acknowledged(
     got = relay.recorder.by_rcpt()
     assert len(got) == 5 and all(len(v) == 1 for v in got.values()), "sent once each"
     assert detail_json(slack_services, "promo")["confirmed_by"] == ALLOWED
+
+
+def test_in_socket_mode_the_http_port_takes_no_slack_request(
+    socket_app: SocketApp, slack_services: Context
+) -> None:
+    """Slack speaks over the socket: an unsigned POST to the HTTP port cannot act as Slack."""
+    from harness import command_body, post
+
+    from bot.services.roles import list_grants
+
+    before = list_grants(slack_services, CLI)
+    body = command_body("/campaign", f"roles grant {DENIED} administration", DENIED, "http://x/r")
+    status, _ = post(
+        f"http://127.0.0.1:{socket_app.port}/slack/events",
+        body,
+        {},
+        "application/x-www-form-urlencoded",
+    )
+    assert status == 404
+    assert list_grants(slack_services, CLI) == before

@@ -1,0 +1,27 @@
+"""Signed requests already acted on: the replay guard, shared by every process."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from bot.store.db import insert_ignoring_conflicts
+from bot.store.models import SeenRequest
+
+
+def first_use(session: Session, key: str, at: datetime, keep: timedelta) -> bool:
+    """True the first time `key` is seen in `keep`; False for a replay.
+
+    The unique key decides, also between two processes that see the same request at
+    once. Keys older than `keep` (the signature's freshness window, and a margin)
+    are forgotten: a request that old is refused for its timestamp anyway.
+    """
+    session.execute(delete(SeenRequest).where(SeenRequest.seen_at < at - keep))
+    new = session.execute(
+        insert_ignoring_conflicts(session, SeenRequest)
+        .values(key=key, seen_at=at)
+        .returning(SeenRequest.key)
+    ).first()
+    return new is not None
