@@ -31,11 +31,14 @@ from bot.blocks.kit import (
     fit,
     header,
     local_time,
+    mention,
+    message,
     people,
     plural,
     section,
 )
-from bot.domain.approval import EXPIRED_REASON, RequestState
+from bot.domain.approval import EXPIRED_REASON, RequestState, Result
+from bot.services.recurring.approvals import Decision
 from bot.services.recurring.views import ApprovalRequestView, Decided
 
 
@@ -128,11 +131,46 @@ def approval_request(view: ApprovalRequestView) -> Message:
             blocks.append(context(progress))
         blocks.append(_buttons(view, when))
         text = (
-            f"Approval needed: {view.name}, {plural(view.to_deliver, 'recipient')}, "
+            f"Approval needed: {escape(view.name)}, {plural(view.to_deliver, 'recipient')}, "
             f"occurrence of {when}"
         )
     else:
         line = decision_line(view.decided, view.timezone, view.occurrence_at, view.approvers)
         blocks.append(section(line, block_id=ids.APPROVAL_DECISION_BLOCK))
-        text = f"{view.name}, occurrence of {when}: {view.decided.decision.value}"
+        text = f"{escape(view.name)}, occurrence of {when}: {view.decided.decision.value}"
     return {"text": fallback(text), "blocks": blocks}
+
+
+def _people(users: list[str]) -> str:
+    return ", ".join(mention(u) for u in users) or "nobody"
+
+
+def decision_text(decision: Decision) -> str:
+    """What the clicker is told, privately: what their click did, or what was decided."""
+    what = f"*{escape(decision.ref)}* (occurrence {escape(decision.key)})"
+    if decision.outcome is Result.APPROVED:
+        return f"You approved {what}: it is being sent now."
+    if decision.outcome is Result.SKIPPED:
+        return f"You skipped {what}: it will not be sent."
+    if decision.outcome is Result.RECORDED:
+        return (
+            f"Your approval of {what} is recorded: {decision.approvals} of "
+            f"{decision.required}. It is sent once {decision.required} people have approved."
+        )
+    if decision.outcome is Result.ALREADY_VOTED:
+        return (
+            f"You already approved {what}; {decision.approvals} of {decision.required} "
+            "approvals so far. Another person must approve it."
+        )
+    when = decision.at.strftime("%Y-%m-%d %H:%M UTC") if decision.at else "earlier"
+    if decision.state is RequestState.EXPIRED:
+        return f"{what} expired at {when} without a decision: it was not sent."
+    return (
+        f"{what} was already {decision.state.value} by {_people(decision.by)} at {when}. "
+        "Nothing more was done."
+    )
+
+
+def decision_message(decision: Decision) -> Message:
+    """What the clicker is told, privately, of what their click did."""
+    return message(decision_text(decision))

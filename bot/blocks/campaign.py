@@ -15,6 +15,7 @@ from bot.blocks.card import exclusions_text
 from bot.blocks.kit import (
     MAX_BLOCKS,
     Block,
+    Message,
     context,
     count,
     escape,
@@ -22,6 +23,7 @@ from bot.blocks.kit import (
     header,
     line_sections,
     local_time,
+    message,
     plural,
     section,
     tz_name,
@@ -238,10 +240,49 @@ def roles_blocks(grants: Sequence[Grant]) -> list[Block]:
     return blocks
 
 
-def error_blocks(message: str) -> list[Block]:
+def error_blocks(text: str) -> list[Block]:
     """An ephemeral refusal: what went wrong and what to do (the message says both).
 
-    Mentions and links in the message stay live; anything else that looks like markup
-    is escaped, since messages can quote what the person typed.
+    Escaped whole: a refusal can quote what the person typed, and must not turn their
+    `<!here>` or a link into markup.
     """
-    return [section(f":warning: {escape(message, keep_tokens=True)}")]
+    return [section(f":warning: {escape(text)}")]
+
+
+def error_message(text: str) -> Message:
+    return message(escape(text), error_blocks(text))
+
+
+HELP_TEXT = "Greenlight: `/campaign help` lists the subcommands."
+
+
+def help_message() -> Message:
+    return message(HELP_TEXT, help_blocks())
+
+
+def list_message(rows: Sequence[DeliverySummary]) -> Message:
+    return message(f"{len(rows)} deliveries", list_blocks(rows))
+
+
+def preparing_message(ref: str) -> Message:
+    return message(f"Preparing {escape(ref)}…", [])
+
+
+def prepare_result_message(result: PreparationResult) -> Message:
+    return message(f"{escape(result.ref)}: {result.state.value}", prepare_result_blocks(result))
+
+
+def history_message(email: str, rows: Sequence[HistoryEntry]) -> Message:
+    return message(f"History of {escape(email)}", history_blocks(email, rows))
+
+
+def roles_message(grants: Sequence[Grant]) -> Message:
+    return message("Roles", roles_blocks(grants))
+
+
+def role_change_message(subject: str, role: str, grant: bool, changed: bool) -> Message:
+    """ "start-deliveries granted to U012AB3CD", or that nothing changed."""
+    if not changed:
+        return message("Nothing to change.", [])
+    verb = "granted to" if grant else "revoked from"
+    return message(f"{escape(role)} {verb} {escape(subject)}", [])

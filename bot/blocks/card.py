@@ -21,6 +21,7 @@ from bot.blocks.kit import (
     MAX_PLACEHOLDER,
     MAX_SELECT_OPTIONS,
     Block,
+    Message,
     actions,
     button,
     confirm_dialog,
@@ -31,6 +32,8 @@ from bot.blocks.kit import (
     fit,
     header,
     local_time,
+    mention,
+    message,
     plain,
     plural,
     section,
@@ -126,8 +129,25 @@ def delivery_card(card: Card) -> list[Block]:
     if card.not_ready is None:
         blocks.append(actions([confirm_button(detail)], ids.CARD_ACTIONS_BLOCK))
     else:
-        blocks.append(context(f":no_entry: {escape(card.not_ready, keep_tokens=True)}"))
+        blocks.append(context(f":no_entry: {escape(card.not_ready)}"))
     return blocks
+
+
+def card_message(card: Card) -> Message:
+    """`/confirm-send REF`: the card, for the person who asked."""
+    return message(f"{escape(card.detail.name)} ({escape(card.detail.ref)})", delivery_card(card))
+
+
+def picker_message(rows: Sequence[DeliverySummary]) -> Message:
+    return message("Pick a delivery", delivery_picker(rows))
+
+
+def confirmed_message(user: str, ref: str, outcome: str) -> Message:
+    """What replaces the card once its OK is clicked: who confirmed, and what happens now.
+
+    `outcome` is Greenlight's sentence ("sending now", "it starts by itself …").
+    """
+    return message(f"{mention(user)} confirmed *{escape(ref)}*: {outcome}")
 
 
 def picker_option(row: DeliverySummary) -> dict[str, object]:

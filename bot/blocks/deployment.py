@@ -200,6 +200,6 @@ def deployment_message(view: DeploymentView) -> Message:
     blocks += field_sections(kpi_pairs(k), block_id=ids.DEPLOYMENT_KPIS_BLOCK, text=title)
     blocks.append(actions(steering_buttons(detail, progress), ids.DEPLOYMENT_ACTIONS_BLOCK))
     blocks.append(context(status_line(detail, view.now)))
-    summary = f"Deployment — {detail.name}: {detail.state.value}, sent {count(k.sent)} of "
+    summary = f"Deployment — {escape(detail.name)}: {detail.state.value}, sent {count(k.sent)} of "
     summary += plural(k.to_deliver, "recipient")
     return {"text": fallback(summary), "blocks": blocks}

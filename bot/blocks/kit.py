@@ -6,6 +6,15 @@ one place: a message that breaks one of them is refused whole by Slack
 delivery has a long name. Text is therefore truncated here, safely (never in the
 middle of an `&amp;` entity or a `<@U…>` mention), and always ends with "…" when cut.
 
+Text that did not come from Greenlight (a delivery's name, a person's input, a
+reason a relay gave) must never reach Slack as markup: `<!channel>` in a name would
+notify a whole channel. Two rules make it so. A plain_text object (`plain`: headers,
+buttons, options, confirm dialogs) is escaped here, whole, since it never holds
+markup. mrkdwn (`mrkdwn`, `section`, `context`, and a message's top-level `text`,
+which Slack also reads as mrkdwn) is composed by the builders, who pass every piece
+of data through `escape` and keep as markup only what they wrote themselves (a
+mention of a Slack user id, a date token).
+
 Nothing here does I/O; time zones come from the tzdata the project depends on.
 """
 
@@ -63,8 +72,7 @@ MAX_FALLBACK_TEXT = 3000  # Slack allows 40,000; a notification needs far less
 
 ELLIPSIS = "…"
 
-# Tokens Slack parses inside mrkdwn: mentions, channels, special mentions, dates, links.
-_SLACK_TOKEN = re.compile(r"<(?:[@#!]|https?://|mailto:)[^<>\s|]+(?:\|[^<>]*)?>")
+# The start of a token Slack parses in mrkdwn: a mention, a channel, a date, a link.
 _TOKEN_START = re.compile(r"<(?:[@#!]|h|m)")
 
 
@@ -88,48 +96,44 @@ def truncate(text: str, limit: int) -> str:
     return cut.rstrip() + ELLIPSIS
 
 
-def escape(text: object, keep_tokens: bool = False) -> str:
-    """Text from data made safe for mrkdwn: `&`, `<` and `>` as Slack asks.
-
-    With `keep_tokens`, Slack's own tokens (`<@U123>`, `<#C123>`, `<!date^…>`, links)
-    are kept as they are, so a message that names a user still mentions them.
-    """
-    raw = str(text)
-    if not keep_tokens:
-        return _escape(raw)
-    out: list[str] = []
-    last = 0
-    for match in _SLACK_TOKEN.finditer(raw):
-        out.append(_escape(raw[last : match.start()]))
-        out.append(match.group(0))
-        last = match.end()
-    out.append(_escape(raw[last:]))
-    return "".join(out)
+def escape(text: object) -> str:
+    """Text from data made safe for mrkdwn: `&`, `<` and `>` as Slack asks."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _escape(raw: str) -> str:
-    return raw.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def _shorten(value: str, room: int) -> str:
+    """The longest start of `value` (with "…") whose escaped form is at most `room` long."""
+    if len(escape(value)) <= room:
+        return value
+    low, high = 0, len(value)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if len(escape(value[:mid].rstrip() + ELLIPSIS)) <= room:
+            low = mid
+        else:
+            high = mid - 1
+    return value[:low].rstrip() + ELLIPSIS
 
 
 def fit(template: str, value: str, limit: int) -> str:
     """`template` with `{}` replaced by `value`, `value` shortened so the whole fits.
 
-    Used where the sentence around a name matters more than the end of the name,
-    such as a confirm dialog that must still say how many recipients and when.
+    Used in plain text (`plain` escapes it), where the sentence around a name matters
+    more than the end of the name, such as a confirm dialog that must still say how many
+    recipients and when: the lengths are those of the escaped text Slack counts.
     """
-    fixed = len(template) - 2
-    room = limit - fixed
+    room = limit - (len(escape(template)) - 2)
     if room < 1:
-        return truncate(template.replace("{}", value, 1), limit)
-    return template.replace("{}", truncate(value, room), 1)
+        return template.replace("{}", value, 1)  # `plain` truncates the whole
+    return template.replace("{}", _shorten(value, room), 1)
 
 
 # --- text objects ------------------------------------------------------------------
 
 
 def plain(text: str, limit: int = MAX_SECTION_TEXT) -> dict[str, Any]:
-    """A plain_text object; empty text (which Slack refuses) becomes "—"."""
-    return {"type": "plain_text", "text": truncate(text or DASH, limit), "emoji": True}
+    """A plain_text object, escaped whole; empty text (which Slack refuses) becomes "—"."""
+    return {"type": "plain_text", "text": truncate(escape(text or DASH), limit), "emoji": True}
 
 
 def mrkdwn(text: str, limit: int = MAX_SECTION_TEXT) -> dict[str, Any]:
@@ -283,8 +287,19 @@ def line_sections(lines: Sequence[str], room: int, more: str, max_lines: int = 2
 
 
 def fallback(text: str) -> str:
-    """The message's top-level `text`: notifications and screen readers use it."""
+    """The message's top-level `text`: notifications and screen readers use it.
+
+    Slack reads it as mrkdwn: the builder has escaped the data in it.
+    """
     return truncate(text, MAX_FALLBACK_TEXT)
+
+
+def message(text: str, blocks: list[Block] | None = None) -> Message:
+    """A message: its top-level text (composed mrkdwn, data escaped) and its blocks."""
+    built: Message = {"text": fallback(text)}
+    if blocks is not None:
+        built["blocks"] = blocks
+    return built
 
 
 # --- formats -----------------------------------------------------------------------

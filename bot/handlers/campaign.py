@@ -16,22 +16,24 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot.blocks.campaign import (
-    help_blocks,
-    history_blocks,
-    list_blocks,
-    prepare_result_blocks,
-    roles_blocks,
+    help_message,
+    history_message,
+    list_message,
+    prepare_result_message,
+    preparing_message,
+    role_change_message,
+    roles_message,
 )
 from bot.blocks.deployment import deployment_message
+from bot.blocks.kit import Message
 from bot.domain.errors import DomainError
 from bot.domain.roles import Actor
 from bot.handlers.deps import HandlerDeps, actor_of, deps_of
-from bot.handlers.replies import refuse
+from bot.handlers.replies import refuse, send
 from bot.services import roles
 from bot.services.deliveries import views
 from bot.services.deliveries.prepare import prepare_delivery
 
-HELP_TEXT = "Greenlight: `/campaign help` lists the subcommands."
 ROLES_USAGE = "Usage: `/campaign roles list|grant @user ROLE|revoke @user ROLE`"
 
 
@@ -44,51 +46,48 @@ class Request:
     args: list[str]
     respond: AsyncRespond
 
-    async def reply(self, text: str, blocks: list[dict[str, Any]]) -> None:
-        await self.respond(response_type="ephemeral", text=text, blocks=blocks)
+    async def reply(self, message: Message) -> None:
+        await send(self.respond, message)
 
 
 async def _list(r: Request) -> None:
     rows = await r.deps.call(views.list_deliveries, r.deps.ctx, r.actor)
-    await r.reply(f"{len(rows)} deliveries", list_blocks(rows))
+    await r.reply(list_message(rows))
 
 
 async def _status(r: Request) -> None:
     view = await r.deps.call(views.deployment, r.deps.ctx, r.actor, r.args[0])
-    message = deployment_message(view)
-    await r.reply(message["text"], message["blocks"])
+    await r.reply(deployment_message(view))
 
 
 async def _prepare(r: Request) -> None:
-    ref = r.args[0]
-    await r.reply(f"Preparing {ref}…", [])
-    result = await r.deps.call(prepare_delivery, r.deps.ctx, r.actor, ref)
-    await r.reply(f"{ref}: {result.state.value}", prepare_result_blocks(result))
+    await r.reply(preparing_message(r.args[0]))
+    result = await r.deps.call(prepare_delivery, r.deps.ctx, r.actor, r.args[0])
+    await r.reply(prepare_result_message(result))
 
 
 async def _history(r: Request) -> None:
     email = _unlink_email(r.args[0])
     rows = await r.deps.call(views.marketing_history, r.deps.ctx, r.actor, email)
-    await r.reply(f"History of {email}", history_blocks(email, rows))
+    await r.reply(history_message(email, rows))
 
 
 async def _roles(r: Request) -> None:
     action = r.args[0].lower() if r.args else "list"
     if action == "list" and len(r.args) <= 1:
         grants = await r.deps.call(roles.list_grants, r.deps.ctx, r.actor)
-        await r.reply("Roles", roles_blocks(grants))
+        await r.reply(roles_message(grants))
     elif action in ("grant", "revoke") and len(r.args) == 3:
-        change = roles.grant if action == "grant" else roles.revoke
+        grant = action == "grant"
+        change = roles.grant if grant else roles.revoke
         changed = await r.deps.call(change, r.deps.ctx, r.actor, r.args[1], r.args[2])
-        verb = "granted to" if action == "grant" else "revoked from"
-        text = f"{r.args[2]} {verb} {r.args[1]}" if changed else "Nothing to change."
-        await r.reply(text, [])
+        await r.reply(role_change_message(r.args[1], r.args[2], grant, changed))
     else:
         raise DomainError(ROLES_USAGE)
 
 
 async def _help(r: Request) -> None:
-    await r.reply(HELP_TEXT, help_blocks())
+    await r.reply(help_message())
 
 
 Answer = Callable[[Request], Awaitable[None]]

@@ -9,12 +9,12 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
 from bot.blocks import ids
-from bot.blocks.card import delivery_card, delivery_picker
+from bot.blocks.card import card_message, confirmed_message, picker_message
 from bot.blocks.kit import local_time
 from bot.domain.errors import DomainError
 from bot.domain.lifecycle import DeliveryState
 from bot.handlers.deps import HandlerDeps, actor_of, deps_of
-from bot.handlers.replies import refuse, tell
+from bot.handlers.replies import refuse, send
 from bot.services.deliveries import views
 from bot.services.deliveries.lifecycle import Transitioned, confirm_send
 from bot.services.recurring.occurrences import next_occurrence
@@ -31,7 +31,7 @@ async def _show_card(
     except DomainError as exc:
         await refuse(respond, str(exc))
         return
-    await tell(respond, f"{card.detail.name} ({ref})", delivery_card(card))
+    await send(respond, card_message(card))
 
 
 async def confirm_send_command(
@@ -52,7 +52,7 @@ async def confirm_send_command(
     except DomainError as exc:
         await refuse(respond, str(exc))
         return
-    await tell(respond, "Pick a delivery", delivery_picker(ready))
+    await send(respond, picker_message(ready))
 
 
 async def delivery_picked(
@@ -79,11 +79,11 @@ async def confirm_clicked(
         await refuse(respond, str(exc))
         return
     deps.kick()
-    text = await _confirmed_text(deps, actor.id, ref, moved)
-    await respond(replace_original=True, text=text)
+    outcome = await _outcome(deps, ref, moved)
+    await send(respond, confirmed_message(actor.id, ref, outcome), replace=True)
 
 
-async def _confirmed_text(deps: HandlerDeps, user: str, ref: str, moved: Transitioned) -> str:
+async def _outcome(deps: HandlerDeps, ref: str, moved: Transitioned) -> str:
     upcoming = await deps.call(next_occurrence, deps.ctx, ref)
     if upcoming is not None:
         how = (
@@ -92,8 +92,8 @@ async def _confirmed_text(deps: HandlerDeps, user: str, ref: str, moved: Transit
             else "is prepared and sent"
         )
         when = local_time(upcoming.at, upcoming.timezone)
-        return f"<@{user}> confirmed *{ref}*: each occurrence {how}. The first is at {when}."
+        return f"each occurrence {how}. The first is at {when}."
     if moved.after is DeliveryState.IN_PROGRESS:
         await deps.deployments.refresh(ref, force=True)
-        return f"<@{user}> confirmed *{ref}*: sending now."
-    return f"<@{user}> confirmed *{ref}*: it starts by itself at its contact date."
+        return "sending now."
+    return "it starts by itself at its contact date."

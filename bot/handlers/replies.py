@@ -1,31 +1,25 @@
-"""The private answers every listener gives: a refusal, or a message, to the clicker alone."""
+"""How listeners answer: privately, with a message a builder of `bot.blocks` made.
+
+Listeners compose no text of their own: every answer is built (and its data escaped)
+by the builders, and sent here.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
-from bot.blocks.campaign import error_blocks
-
-OUT_OF_DATE = "This button is out of date: run the command that showed it again."
-
-
-async def refuse(respond: AsyncRespond, message: str) -> None:
-    """What went wrong and what to do, privately; the message that showed it stays."""
-    await respond(
-        response_type="ephemeral",
-        replace_original=False,
-        text=message,
-        blocks=error_blocks(message),
-    )
+from bot.blocks.campaign import error_message
+from bot.blocks.kit import Message
 
 
-async def tell(
-    respond: AsyncRespond, text: str, blocks: list[dict[str, Any]] | None = None
-) -> None:
-    """A private answer beside the message that was clicked (or the command typed)."""
-    if blocks is None:
-        await respond(response_type="ephemeral", replace_original=False, text=text)
+async def send(respond: AsyncRespond, message: Message, *, replace: bool = False) -> None:
+    """To the person who clicked or typed only; `replace`: instead of the clicked message."""
+    if replace:
+        await respond(replace_original=True, **message)
     else:
-        await respond(response_type="ephemeral", replace_original=False, text=text, blocks=blocks)
+        await respond(response_type="ephemeral", replace_original=False, **message)
+
+
+async def refuse(respond: AsyncRespond, reason: str) -> None:
+    """What went wrong and what to do, privately; the message that showed it stays."""
+    await send(respond, error_message(reason))

@@ -965,11 +965,13 @@ def test_no_roles_yet_says_how_to_grant_the_first_one() -> None:
     assert "python -m bot roles grant USER_ID administration" in all_text(roles_blocks([]))
 
 
-def test_error_blocks_keep_mentions_and_escape_the_rest() -> None:
-    blocks = error_blocks("<@U0BOB> already approved; '<b>' & co is not a ref")
+def test_error_blocks_escape_everything_the_person_typed() -> None:
+    """A refusal can quote what was typed: its `<!here>` and links must stay text."""
+    blocks = error_blocks("`<!here> <https://evil.example|x> '<b>' & co` is not a ref")
     check_blocks(blocks)
     assert blocks[0]["text"]["text"] == (
-        ":warning: <@U0BOB> already approved; '&lt;b&gt;' &amp; co is not a ref"
+        ":warning: `&lt;!here&gt; &lt;https://evil.example|x&gt; '&lt;b&gt;' &amp; co`"
+        " is not a ref"
     )
 
 
