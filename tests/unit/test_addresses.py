@@ -6,6 +6,9 @@ addresses, with the domain's verdict cached, and email_validator whole otherwise
 
 from __future__ import annotations
 
+# st.emails() imports hypothesis.provisional lazily, inside Hypothesis's own change of the
+# recursion limit, where CPython 3.11's compiler can fail (SystemError): import it first.
+import hypothesis.provisional  # noqa: F401
 import pytest
 from email_validator import EmailNotValidError, validate_email
 from hypothesis import given, settings
