@@ -31,6 +31,7 @@ from bot.clock import Clock, SystemClock
 from bot.config import Settings, get_settings
 from bot.context import Context
 from bot.engine.transports import Transport, make_transport
+from bot.feedback.certificates import SnsCertificates
 from bot.handlers.deps import HandlerDeps
 from bot.handlers.registry import register
 from bot.jobs.due_work import DueReport, run_due
@@ -171,6 +172,7 @@ class Server:
     jobs: Jobs
     start_sender: bool = True
     metrics: dict[str, int] = field(default_factory=dict)
+    certificates: SnsCertificates = field(default_factory=SnsCertificates)
 
     @property
     def ctx(self) -> Context:

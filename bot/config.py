@@ -151,6 +151,8 @@ class Settings(BaseSettings):
     postmark_webhook_user: str | None = None
     postmark_webhook_password: SecretStr | None = None
     ses_topic_arns: str = ""
+    # A signed webhook older or newer than this (either way) is refused.
+    webhook_max_age_seconds: int = Field(default=300, ge=30, le=86400)
     feedback_mailbox_url: SecretStr = SecretStr("")
     kpi_channel: str | None = None
     digest_cron: str = "0 * * * *"

@@ -209,6 +209,15 @@ def encode_body(text: str, *, exact_end: bool = False) -> tuple[bytes, bytes]:
     return _B64, encodebytes(canonical).replace(b"\n", b"\r\n")
 
 
+def message_tag(signer: TokenSigner, delivery_ref: str, log_id: int) -> str:
+    """The keyed part of a log's Message-ID: only Greenlight can make it, anyone can quote it.
+
+    Feedback is matched to a log through this tag, never through the bare log id,
+    which anyone can guess (log ids are sequential).
+    """
+    return signer.tag(delivery_ref.encode("utf-8") + b"\0" + str(log_id).encode("ascii")).hex()
+
+
 class MessageSkeleton:
     """The fixed part of a delivery's messages; `build()` fills in one recipient.
 
@@ -250,7 +259,7 @@ class MessageSkeleton:
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
             + _unstructured_line("X-Greenlight-Delivery", delivery_ref)
         )
-        self._ref_bytes = delivery_ref.encode("utf-8") + b"\0"
+        self._ref = delivery_ref
         self._links: dict[str, bytes | None] = {}
         self._date_second = -1
         self._date_line = ""
@@ -273,8 +282,7 @@ class MessageSkeleton:
 
     def message_id(self, log_id: int) -> str:
         """`<gl.{log_id}.{tag}@{domain}>`: the same for every build of one log."""
-        tag = self._signer.tag(self._ref_bytes + str(log_id).encode("ascii")).hex()
-        return f"<gl.{log_id}.{tag}@{self.domain}>"
+        return f"<gl.{log_id}.{message_tag(self._signer, self._ref, log_id)}@{self.domain}>"
 
     def unsubscribe_url(self, log_id: int) -> str:
         return self._unsubscribe_base + self._signer.unsubscribe_token(log_id)

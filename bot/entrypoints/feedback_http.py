@@ -14,20 +14,23 @@ import logging
 import urllib.request
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from bot.config import Settings
 from bot.context import Context
 from bot.domain.feedback import FeedbackKind
 from bot.engine.tokens import TokenSigner
 from bot.feedback import dsn, generic, mailgun, postmark, sendgrid, ses
+from bot.feedback.certificates import CertificateUnavailable, SnsCertificates
 from bot.feedback.events import FeedbackEvent, MalformedPayload, SignatureInvalid
 from bot.services.outcomes.ingest import IngestReport, ingest
 from bot.services.outcomes.unsubscribe import unsubscribe
+from bot.services.replay import Replayed, SingleUse
 from bot.store.db import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -46,76 +49,94 @@ class NotConfigured(Exception):
 _sendgrid_key = lru_cache(maxsize=4)(sendgrid.load_public_key)
 
 
-@lru_cache(maxsize=32)
-def _fetch_cert(url: str) -> bytes:
-    """SNS signing certificates change rarely; fetch each once (`ses` checks the host)."""
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        data: bytes = resp.read()
-        return data
-
-
 def _secret(value: Any, name: str) -> str:
     if value is None or value == "":
         raise NotConfigured(f"{name} is not set; see .env.example")
     return str(value.get_secret_value() if hasattr(value, "get_secret_value") else value)
 
 
-def _generic(s: Settings, body: bytes, headers: Headers) -> list[FeedbackEvent]:
-    secret = _secret(s.feedback_secret, "FEEDBACK_SECRET")
-    return generic.verify_and_parse(body, headers.get("X-Greenlight-Signature"), secret)
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A verified request's events, and its signature when that may be used only once."""
+
+    events: list[FeedbackEvent]
+    once: SingleUse | None = None
 
 
-def _dsn(s: Settings, body: bytes, headers: Headers) -> list[FeedbackEvent]:
+def _max_age(ctx: Context) -> timedelta:
+    return timedelta(seconds=ctx.settings.webhook_max_age_seconds)
+
+
+def _generic(ctx: Context, body: bytes, headers: Headers) -> Parsed:
+    secret = _secret(ctx.settings.feedback_secret, "FEEDBACK_SECRET")
+    return Parsed(generic.verify_and_parse(body, headers.get("X-Greenlight-Signature"), secret))
+
+
+def _dsn(ctx: Context, body: bytes, headers: Headers) -> Parsed:
     """A bounce posted by the MTA's bounce pipe, signed like the generic hook."""
-    secret = _secret(s.feedback_secret, "FEEDBACK_SECRET")
+    secret = _secret(ctx.settings.feedback_secret, "FEEDBACK_SECRET")
     generic.verify(body, headers.get("X-Greenlight-Signature"), secret)
-    return dsn.parse_bounce_message(body)
+    return Parsed(dsn.parse_bounce_message(body))
 
 
-def _sendgrid(s: Settings, body: bytes, headers: Headers) -> list[FeedbackEvent]:
-    return sendgrid.verify_and_parse(
-        body,
-        headers.get("X-Twilio-Email-Event-Webhook-Signature"),
-        headers.get("X-Twilio-Email-Event-Webhook-Timestamp"),
-        _sendgrid_key(_secret(s.sendgrid_public_key, "SENDGRID_PUBLIC_KEY")),
+def _sendgrid(ctx: Context, body: bytes, headers: Headers) -> Parsed:
+    return Parsed(
+        sendgrid.verify_and_parse(
+            body,
+            headers.get("X-Twilio-Email-Event-Webhook-Signature"),
+            headers.get("X-Twilio-Email-Event-Webhook-Timestamp"),
+            _sendgrid_key(_secret(ctx.settings.sendgrid_public_key, "SENDGRID_PUBLIC_KEY")),
+            now=ctx.clock.now(),
+            max_age=_max_age(ctx),
+        )
     )
 
 
-def _mailgun(s: Settings, body: bytes, headers: Headers) -> list[FeedbackEvent]:
-    return mailgun.verify_and_parse(body, _secret(s.mailgun_signing_key, "MAILGUN_SIGNING_KEY"))
+def _mailgun(ctx: Context, body: bytes, headers: Headers) -> Parsed:
+    """Mailgun signs only a timestamp and a token: fresh, and each token once."""
+    key = _secret(ctx.settings.mailgun_signing_key, "MAILGUN_SIGNING_KEY")
+    signed = mailgun.verify_and_read(body, key, now=ctx.clock.now(), max_age=_max_age(ctx))
+    return Parsed(signed.events, SingleUse("mailgun", signed.token, _max_age(ctx)))
 
 
-def _postmark(s: Settings, body: bytes, headers: Headers) -> list[FeedbackEvent]:
-    return postmark.verify_and_parse(
-        body,
-        headers.get("Authorization"),
-        _secret(s.postmark_webhook_user, "POSTMARK_WEBHOOK_USER"),
-        _secret(s.postmark_webhook_password, "POSTMARK_WEBHOOK_PASSWORD"),
+def _postmark(ctx: Context, body: bytes, headers: Headers) -> Parsed:
+    return Parsed(
+        postmark.verify_and_parse(
+            body,
+            headers.get("Authorization"),
+            _secret(ctx.settings.postmark_webhook_user, "POSTMARK_WEBHOOK_USER"),
+            _secret(ctx.settings.postmark_webhook_password, "POSTMARK_WEBHOOK_PASSWORD"),
+        )
     )
 
 
-def _ses(s: Settings, body: bytes, headers: Headers) -> list[FeedbackEvent]:
-    topics = [t.strip() for t in s.ses_topic_arns.split(",") if t.strip()]
-    if not topics:
-        raise NotConfigured("SES_TOPIC_ARNS is not set; see .env.example")
-    result = ses.verify_and_parse(body, _fetch_cert, allowed_topics=topics)
-    if result.kind == "subscribe" and result.subscribe_url:
-        with urllib.request.urlopen(result.subscribe_url, timeout=10):
-            log.info("confirmed the SNS subscription of %s", result.topic_arn)
-    return list(result.events)
+def _ses(certificates: SnsCertificates) -> Parser:
+    def parse(ctx: Context, body: bytes, headers: Headers) -> Parsed:
+        topics = [t.strip() for t in ctx.settings.ses_topic_arns.split(",") if t.strip()]
+        if not topics:
+            raise NotConfigured("SES_TOPIC_ARNS is not set; see .env.example")
+        result = ses.verify_and_parse(body, certificates, allowed_topics=topics)
+        if result.kind == "subscribe" and result.subscribe_url:
+            with urllib.request.urlopen(result.subscribe_url, timeout=10):
+                log.info("confirmed the SNS subscription of %s", result.topic_arn)
+        return Parsed(list(result.events))
+
+    return parse
 
 
-Parser = Callable[[Settings, bytes, Headers], list[FeedbackEvent]]
+Parser = Callable[[Context, bytes, Headers], Parsed]
 
-# /feedback/{provider}: how each source's request is checked and read.
-PROVIDERS: dict[str, Parser] = {
-    "generic": _generic,
-    "dsn": _dsn,
-    "sendgrid": _sendgrid,
-    "mailgun": _mailgun,
-    "postmark": _postmark,
-    "ses": _ses,
-}
+
+def providers(certificates: SnsCertificates) -> dict[str, Parser]:
+    """/feedback/{provider}: how each source's request is checked and read."""
+    return {
+        "generic": _generic,
+        "dsn": _dsn,
+        "sendgrid": _sendgrid,
+        "mailgun": _mailgun,
+        "postmark": _postmark,
+        "ses": _ses(certificates),
+    }
 
 
 def _report(report: IngestReport) -> dict[str, int]:
@@ -124,33 +145,50 @@ def _report(report: IngestReport) -> dict[str, int]:
         "applied": report.applied,
         "duplicates": report.duplicates,
         "unmatched": report.unmatched,
+        "held": len(report.held),
     }
 
 
-def add_feedback_routes(app: web.Application, ctx: Context, metrics: dict[str, int]) -> None:
+def add_feedback_routes(
+    app: web.Application,
+    ctx: Context,
+    metrics: dict[str, int],
+    certificates: SnsCertificates,
+) -> None:
     signer = TokenSigner.from_settings(ctx.settings)
+    sources = providers(certificates)
 
     def count(name: str, n: int = 1) -> None:
         metrics[name] = metrics.get(name, 0) + n
 
-    async def take(events: list[FeedbackEvent]) -> web.Response:
+    async def take(events: list[FeedbackEvent], once: SingleUse | None = None) -> web.Response:
         try:
-            report = await asyncio.to_thread(ingest, ctx, events)
+            report = await asyncio.to_thread(ingest, ctx, events, once)
         except StoreUnavailable:
             log.exception("feedback not stored; the sender of the request will retry")
             return web.json_response({"error": "storage unavailable, retry"}, status=503)
+        except Replayed:
+            log.warning("refused a replayed %s request (its signature was used before)", once)
+            count("feedback_refused")
+            return web.json_response({"error": "signature missing or invalid"}, status=401)
         count("feedback_events", report.received)
         count("feedback_unmatched", report.unmatched)
+        if report.held:
+            # The relay's answer for these messages is not recorded yet: ask again.
+            return web.json_response(
+                {**_report(report), "error": "messages not yet recorded as sent, retry"},
+                status=503,
+            )
         return web.json_response(_report(report))
 
     async def webhook(request: web.Request) -> web.Response:
         provider = request.match_info["provider"]
-        parse = PROVIDERS.get(provider)
+        parse = sources.get(provider)
         if parse is None:
             return web.json_response({"error": f"unknown feedback source {provider!r}"}, status=404)
         body = await request.read()
         try:
-            events = await asyncio.to_thread(parse, ctx.settings, body, request.headers)
+            parsed = await asyncio.to_thread(parse, ctx, body, request.headers)
         except SignatureInvalid as exc:
             log.warning("refused %s feedback: %s", provider, exc.reason)
             count("feedback_refused")
@@ -159,7 +197,14 @@ def add_feedback_routes(app: web.Application, ctx: Context, metrics: dict[str, i
             return web.json_response({"error": exc.reason}, status=400)
         except NotConfigured as exc:
             return web.json_response({"error": str(exc)}, status=503)
-        return await take(events)
+        except CertificateUnavailable:
+            log.warning(
+                "%s feedback not verified yet; the sender will retry", provider, exc_info=True
+            )
+            return web.json_response(
+                {"error": "cannot verify the signature now, retry"}, status=503
+            )
+        return await take(parsed.events, parsed.once)
 
     def hit(
         kind: FeedbackKind, log_id: int, request: web.Request, url: str | None = None

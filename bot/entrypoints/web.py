@@ -100,7 +100,7 @@ def build_web_app(server: Server, socket_mode: bool = False) -> web.Application:
             await handler.close_async()
         await asyncio.to_thread(server.runner.stop)
 
-    add_feedback_routes(app, server.ctx, server.metrics)
+    add_feedback_routes(app, server.ctx, server.metrics, server.certificates)
     if not socket_mode:
         app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)

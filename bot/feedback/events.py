@@ -35,7 +35,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from bot.domain.failures import (
     FailureReason,
@@ -54,14 +54,17 @@ __all__ = [
     "MAX_USER_AGENT_LENGTH",
     "NOT_DEFINED",
     "REASONS",
+    "UNSIGNED_SOURCES",
     "FeedbackEvent",
     "FeedbackKind",
+    "GreenlightId",
     "MalformedPayload",
     "SignatureInvalid",
     "canonical_json",
     "derive_event_id",
     "event_id",
     "from_epoch",
+    "greenlight_id",
     "header_value",
     "load_json",
     "log_id_from_message_id",
@@ -132,12 +135,24 @@ class FeedbackEvent:
 
 # --------------------------------------------------------------------- matching
 
-_GL_MESSAGE_ID = re.compile(r"<?\s*gl\.(\d{1,19})\.[0-9a-f]+@", re.IGNORECASE)
+_GL_MESSAGE_ID = re.compile(r"<?\s*gl\.(\d{1,19})\.([0-9a-f]+)@", re.IGNORECASE)
 _DIGITS = re.compile(r"\d{1,19}")
 
+# Sources whose content an outsider writes: anyone can send a message to the bounce
+# mailbox, or make an MTA bounce one to the bounce pipe. Their log-id headers prove
+# nothing; only the keyed tag of a Greenlight Message-ID does.
+UNSIGNED_SOURCES = frozenset({"dsn"})
 
-def log_id_from_message_id(mid: str | None) -> int | None:
-    """The log id in an engine Message-ID (``<gl.{log_id}.{tag}@domain>``), else None.
+
+class GreenlightId(NamedTuple):
+    """The parts of an engine Message-ID, ``<gl.{log_id}.{tag}@domain>``."""
+
+    log_id: int
+    tag: str
+
+
+def greenlight_id(mid: str | None) -> GreenlightId | None:
+    """The log id and tag of an engine Message-ID, else None (the tag is not checked here).
 
     Only ids that start with the engine's pattern count: a ``gl.`` deep inside some
     other id is not ours.
@@ -148,7 +163,13 @@ def log_id_from_message_id(mid: str | None) -> int | None:
     if m is None:
         return None
     value = int(m.group(1))
-    return value if value <= MAX_LOG_ID else None
+    return GreenlightId(value, m.group(2).lower()) if value <= MAX_LOG_ID else None
+
+
+def log_id_from_message_id(mid: str | None) -> int | None:
+    """The log id in an engine Message-ID, else None."""
+    found = greenlight_id(mid)
+    return found.log_id if found else None
 
 
 def parse_log_id(value: object) -> int | None:

@@ -3,10 +3,10 @@
 Mailgun POSTs ``{"signature": {...}, "event-data": {...}}``. The signature travels in
 the body: ``signature.signature`` is the hex HMAC-SHA256, keyed with the domain's
 HTTP webhook signing key, of ``signature.timestamp`` followed by ``signature.token``.
-Note what that signs: the timestamp and token, not the event. Mailgun recommends
-refusing old timestamps (pass ``now``; 5 minutes by default) and remembering tokens;
-the ingestion service's duplicate check on the event id covers replays of the same
-event.
+Note what that signs: the timestamp and token, not the event, so a captured
+signature block could carry any event. As Mailgun recommends, the endpoint refuses
+timestamps outside a window (pass ``now``; 5 minutes by default) and accepts each
+token once (`verify_and_read` returns it; `bot.services.replay` remembers it).
 
 Matching. ``event-data.message.headers.message-id`` is the message's Message-ID
 (Mailgun gives it without angle brackets; we add them). The sender may also put the
@@ -119,6 +119,28 @@ def _fresh(timestamp: str, now: datetime, max_age: timedelta) -> bool:
     return signed_at is not None and abs(now - signed_at) <= max_age
 
 
+class Signed(NamedTuple):
+    """A verified webhook's events and its token (to be accepted once)."""
+
+    events: list[FeedbackEvent]
+    token: str
+
+
+def verify_and_read(
+    body: bytes,
+    signing_key: str,
+    *,
+    now: datetime | None = None,
+    max_age: timedelta = DEFAULT_MAX_AGE,
+) -> Signed:
+    """Read the body, check its signature, then read its event (none if ignored)."""
+    document = load_json(body)
+    if not isinstance(document, dict):
+        raise MalformedPayload("the body must be a Mailgun webhook JSON object")
+    verify(document, signing_key, now=now, max_age=max_age)
+    return Signed(parse(document), _signature_fields(document["signature"])[1])
+
+
 def verify_and_parse(
     body: bytes,
     signing_key: str,
@@ -126,12 +148,8 @@ def verify_and_parse(
     now: datetime | None = None,
     max_age: timedelta = DEFAULT_MAX_AGE,
 ) -> list[FeedbackEvent]:
-    """Read the body, check its signature, then read its event (none if ignored)."""
-    document = load_json(body)
-    if not isinstance(document, dict):
-        raise MalformedPayload("the body must be a Mailgun webhook JSON object")
-    verify(document, signing_key, now=now, max_age=max_age)
-    return parse(document)
+    """`verify_and_read` without the token."""
+    return verify_and_read(body, signing_key, now=now, max_age=max_age).events
 
 
 def _obj(value: object) -> dict[str, Any]:

@@ -9,8 +9,10 @@ Authenticity (`verify_sns`). SNS signs every message with an RSA key whose
 certificate it serves from ``SigningCertURL``. We:
 
 1. accept the certificate only from ``https://sns.<region>.amazonaws.com[.cn]/...pem``
-   (no user info, no other port): anyone can put any URL in the body, and the
-   certificate must be Amazon's for the signature to mean anything;
+   (no user info, no other port, a region-shaped label: see `SNS_HOST`), and only for
+   a subscribed topic, before anything is fetched: anyone can put any URL in the body,
+   and the certificate must be Amazon's for the signature to mean anything; the
+   certificate's subject must be ``sns.amazonaws.com``;
 2. rebuild the string SNS signed: for ``Notification`` the fields Message, MessageId,
    Subject (only if present), Timestamp, TopicArn, Type; for
    ``SubscriptionConfirmation`` and ``UnsubscribeConfirmation`` the fields Message,
@@ -23,8 +25,9 @@ Any valid AWS account can make SNS send a correctly signed message to our URL, s
 the caller should also pass ``allowed_topics`` (the ARNs it subscribed) and must not
 confirm subscriptions to other topics.
 
-Fetching the certificate is the caller's (``fetch_cert``, which may cache by URL); an
-error it raises propagates, so a network failure can be answered 5xx and SNS retries.
+Fetching the certificate is the caller's (``fetch_cert``; `bot.feedback.certificates`
+caches by URL); an error it raises propagates, so a network failure can be answered
+503 and SNS retries.
 
 Mapping (`parse_sns`):
 
@@ -71,6 +74,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
 
 from bot.feedback.events import (
     FeedbackEvent,
@@ -86,7 +90,14 @@ from bot.feedback.events import (
 
 SOURCE = "ses"
 SES_TEST_MESSAGE = "Successfully validated SNS topic for Amazon SES event publishing"
-SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+# sns.<region>.amazonaws.com[.cn], the region as AWS names them (us-east-1,
+# us-gov-west-1, cn-north-1, eu-central-2). AWS's published validators accept any
+# label of letters, digits and dashes there, which also lets in legacy S3 website and
+# bucket hosts (sns.s3-eu-west-1.amazonaws.com serves whatever the bucket named
+# "sns" holds); a region always starts with two letters and a dash.
+SNS_HOST = re.compile(r"^sns\.[a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d{1,2}\.amazonaws\.com(\.cn)?\Z")
+# The subject Amazon's SNS signing certificates are issued to.
+SNS_CERT_SUBJECT = "sns.amazonaws.com"
 
 _NOTIFICATION_FIELDS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
 _CONFIRMATION_FIELDS = (
@@ -127,7 +138,7 @@ def is_sns_url(url: object, *, pem: bool = False) -> bool:
     host = parts.hostname or ""
     if parts.scheme != "https" or parts.netloc.lower() != host:
         return False
-    if not SNS_HOST.match(host):
+    if not SNS_HOST.match(host.lower()):
         return False
     if pem:  # Amazon's certificate URLs are plain paths: nothing after the .pem
         return parts.path.endswith(".pem") and not parts.query and not parts.fragment
@@ -192,6 +203,8 @@ def verify_sns(
         raise SignatureInvalid("the SNS signing certificate is not a PEM certificate") from None
     if now is not None and not (cert.not_valid_before_utc <= now <= cert.not_valid_after_utc):
         raise SignatureInvalid("the SNS signing certificate is not valid now")
+    if not _issued_to_sns(cert, urlsplit(str(cert_url)).hostname or ""):
+        raise SignatureInvalid("the SNS signing certificate is not issued to Amazon SNS")
     key = cert.public_key()
     if not isinstance(key, rsa.RSAPublicKey):
         raise SignatureInvalid("the SNS signing certificate's key is not RSA")
@@ -199,6 +212,12 @@ def verify_sns(
         key.verify(signature, signed, padding.PKCS1v15(), algorithm())
     except InvalidSignature:
         raise SignatureInvalid("SNS signature does not match the message") from None
+
+
+def _issued_to_sns(cert: x509.Certificate, host: str) -> bool:
+    """The certificate's subject is SNS's (or, in the China regions, the host that served it)."""
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return any(str(n.value).lower() in (SNS_CERT_SUBJECT, host.lower()) for n in names)
 
 
 @dataclass(frozen=True)

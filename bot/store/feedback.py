@@ -16,34 +16,55 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.domain.feedback import FeedbackKind
+from bot.domain.logs import LogStatus
 from bot.store.db import insert_ignoring_conflicts
-from bot.store.models import FeedbackReceipt, SendingLog, TrackingLog, table
+from bot.store.models import (
+    Delivery,
+    Execution,
+    FeedbackReceipt,
+    SendingLog,
+    TrackingLog,
+    table,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """The sending log an event is about, with what applying it needs."""
+    """The sending log an event is about, with what matching and applying it need."""
 
     log_id: int
     execution_id: int
     profile_id: int
+    email: str
+    status: LogStatus
+    message_id: str | None
+    delivery_ref: str
 
 
 def targets(
     session: Session, log_ids: Collection[int], message_ids: Collection[str]
 ) -> tuple[dict[int, Target], dict[str, Target]]:
-    """The logs with these ids, and those with these Message-IDs."""
-    columns = (SendingLog.id, SendingLog.execution_id, SendingLog.profile_id, SendingLog.message_id)
+    """The logs with these ids, and those with these (stored) Message-IDs."""
+    base = (
+        select(
+            SendingLog.id,
+            SendingLog.execution_id,
+            SendingLog.profile_id,
+            SendingLog.email,
+            SendingLog.status,
+            SendingLog.message_id,
+            Delivery.ref,
+        )
+        .join(Execution, Execution.id == SendingLog.execution_id)
+        .join(Delivery, Delivery.id == Execution.delivery_id)
+    )
     rows: list[Any] = []
     if log_ids:
-        rows += session.execute(select(*columns).where(SendingLog.id.in_(log_ids))).all()
+        rows += session.execute(base.where(SendingLog.id.in_(log_ids))).all()
     if message_ids:
-        rows += session.execute(
-            select(*columns).where(SendingLog.message_id.in_(message_ids))
-        ).all()
-    by_id = {r[0]: Target(r[0], r[1], r[2]) for r in rows}
-    by_mid = {r[3]: Target(r[0], r[1], r[2]) for r in rows if r[3]}
-    return by_id, by_mid
+        rows += session.execute(base.where(SendingLog.message_id.in_(message_ids))).all()
+    found = [Target(*row) for row in rows]
+    return {t.log_id: t for t in found}, {t.message_id: t for t in found if t.message_id}
 
 
 _RECEIPTS = table(FeedbackReceipt)

@@ -237,3 +237,35 @@ def record_complaint(session: Session, now: datetime, profile_id: int) -> None:
     )
     p.email_status = h.status
     p.updated_at = now
+
+
+def schedule_retries(
+    session: Session, now: datetime, log_ids: Sequence[int], retry_at: datetime, max_retries: int
+) -> None:
+    """Soft bounces reported after the relay accepted: retry them, as the relay's own would be.
+
+    A log the bounce left awaiting a retry gets its retry time, unless its retries are
+    spent: then its failure is final. A log already due keeps its time (a repeated
+    report does not push the retry back), and a log in a sender's hands is left to it.
+    """
+    if not log_ids:
+        return
+    rows = session.execute(
+        select(SendingLog.id, SendingLog.retry_count).where(
+            SendingLog.id.in_(sorted(set(log_ids))),
+            SendingLog.failure_type == FailureType.SOFT,
+            SendingLog.final.is_(False),
+            SendingLog.next_retry_at.is_(None),
+            SendingLog.claim_token.is_(None),
+        )
+    ).all()
+    spent = [log_id for log_id, tries in rows if tries >= max_retries]
+    due = [log_id for log_id, tries in rows if tries < max_retries]
+    apply_log_events(session, now, [LogEvent(i, Event.RETRY_FAILED) for i in spent])
+    if due:
+        session.execute(
+            update(SendingLog)
+            .where(SendingLog.id.in_(due))
+            .values(next_retry_at=retry_at)
+            .execution_options(synchronize_session=False)
+        )

@@ -25,3 +25,7 @@ def first_use(session: Session, key: str, at: datetime, keep: timedelta) -> bool
         .returning(SeenRequest.key)
     ).first()
     return new is not None
+
+
+def forget(session: Session, key: str) -> None:
+    session.execute(delete(SeenRequest).where(SeenRequest.key == key))

@@ -134,17 +134,17 @@ def test_sendgrid_events_without_smtp_id_match_by_unique_argument(
     _, message_b = sent["b@x.example"]
     own_id = "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0"  # SendGrid's, not ours
     events = [
-        {"email": "a@x.example", "timestamp": 1795338963, "event": "delivered",
+        {"email": "a@x.example", "timestamp": 1795424463, "event": "delivered",
          "sg_event_id": "sg-1", "sg_message_id": own_id, **sendgrid_echo(message_a)},
-        {"email": "a@x.example", "timestamp": 1795338999, "event": "open",
+        {"email": "a@x.example", "timestamp": 1795424499, "event": "open",
          "sg_event_id": "sg-2", "sg_message_id": own_id, "useragent": "Mozilla/5.0",
          **sendgrid_echo(message_a)},
-        {"email": "b@x.example", "timestamp": 1795338964, "event": "bounce", "type": "bounce",
+        {"email": "b@x.example", "timestamp": 1795424464, "event": "bounce", "type": "bounce",
          "status": "5.1.1", "reason": "550 5.1.1 User unknown", "sg_event_id": "sg-3",
          "sg_message_id": own_id, **sendgrid_echo(message_b)},
     ]  # fmt: skip
     body = json.dumps(events).encode()
-    timestamp = "1795338999"
+    timestamp = "1795424499"
     signature = SENDGRID_KEY.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))
     headers = {
         "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(signature).decode(),
@@ -163,7 +163,7 @@ def test_sendgrid_events_without_smtp_id_match_by_unique_argument(
 
 
 def mailgun_document(event_data: dict[str, Any], token: str) -> bytes:
-    timestamp = "1795338963"
+    timestamp = "1795424463"
     signature = hmac.new(MAILGUN_KEY.encode(), (timestamp + token).encode(), hashlib.sha256)
     return json.dumps(
         {
@@ -185,12 +185,12 @@ def test_mailgun_events_match_by_user_variables(
     # Mailgun's own id, as its clicked and opened events for an API send carry it.
     own = {"message": {"headers": {"message-id": "20261123093320.1.F00@mg.shop.example"}}}
     clicked = {
-        "id": "mg-1", "timestamp": 1795340000.1, "event": "clicked",
+        "id": "mg-1", "timestamp": 1795424500.1, "event": "clicked",
         "recipient": "b@x.example", "url": "https://shop.example/x",
         "client-info": {"user-agent": "Mozilla/5.0"}, **own, **mailgun_echo(message_b),
     }  # fmt: skip
     failed = {
-        "id": "mg-2", "timestamp": 1795340001.2, "event": "failed", "severity": "permanent",
+        "id": "mg-2", "timestamp": 1795424501.2, "event": "failed", "severity": "permanent",
         "recipient": "c@x.example", "reason": "bounce",
         "delivery-status": {"code": 550, "enhanced-code": "5.1.1", "message": "No such user"},
         **own, **mailgun_echo(message_c),

@@ -970,8 +970,7 @@ def test_error_blocks_escape_everything_the_person_typed() -> None:
     blocks = error_blocks("`<!here> <https://evil.example|x> '<b>' & co` is not a ref")
     check_blocks(blocks)
     assert blocks[0]["text"]["text"] == (
-        ":warning: `&lt;!here&gt; &lt;https://evil.example|x&gt; '&lt;b&gt;' &amp; co`"
-        " is not a ref"
+        ":warning: `&lt;!here&gt; &lt;https://evil.example|x&gt; '&lt;b&gt;' &amp; co` is not a ref"
     )
 
 

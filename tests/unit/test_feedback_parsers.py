@@ -511,6 +511,10 @@ def test_sns_signed_by_another_key_is_rejected(sns_key: rsa.RSAPrivateKey) -> No
         "https://evilsns.eu-west-1.amazonaws.com/x.pem",
         "https://sqs.eu-west-1.amazonaws.com/x.pem",
         "https://sns.eu_west.amazonaws.com/x.pem",
+        "https://sns.s3.amazonaws.com/x.pem",  # S3 bucket "sns"
+        "https://sns.s3-eu-west-1.amazonaws.com/x.pem",  # legacy S3 region host
+        "https://sns.s3-website-us-east-1.amazonaws.com/x.pem",
+        "https://sns.amazonaws.com/x.pem",
         "https://sns.eu-west-1.amazonaws.com /x.pem",
         "//sns.eu-west-1.amazonaws.com/x.pem",
         "",
@@ -533,6 +537,8 @@ def test_sns_certificate_url_must_be_amazons(
     [
         "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
         "https://sns.cn-north-1.amazonaws.com.cn/SimpleNotificationService-abc.pem",
+        "https://sns.us-gov-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
+        "https://sns.ap-southeast-2.amazonaws.com/SimpleNotificationService-abc.pem",
         "https://SNS.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
     ],
 )

@@ -60,7 +60,8 @@ class MailboxReport:
     applied: int = 0
     duplicates: int = 0
     unmatched: int = 0
-    set_aside: int = 0  # messages kept for a person: unreadable or not feedback
+    set_aside: int = 0  # messages kept for a person: unreadable, too large or not feedback
+    waiting: int = 0  # bounces left for the next tick: their message is not recorded yet
     error: str | None = None  # the mailbox or the database was unavailable
 
 
@@ -235,6 +236,7 @@ def read_feedback_mailbox(ctx: Context, batch: int = BATCH) -> MailboxReport:
         for _ in range(MAX_ROUNDS):
             taken = source.fetch(batch)
             events: list[FeedbackEvent] = []
+            owner: list[str] = []  # the message each event came from
             done: list[str] = []
             aside: list[str] = []
             for key, raw in taken:
@@ -243,19 +245,24 @@ def read_feedback_mailbox(ctx: Context, batch: int = BATCH) -> MailboxReport:
                     aside.append(key)
                 else:
                     events.extend(found)
+                    owner.extend(key for _ in found)
                     done.append(key)
+            waiting: set[str] = set()
             if events:
                 result = ingest(ctx, events)  # commits, or raises and nothing is removed
                 report.events += result.received
                 report.applied += result.applied
                 report.duplicates += result.duplicates
                 report.unmatched += result.unmatched
-            source.remove(done)
+                # A bounce of a message whose relay is not recorded yet stays for later.
+                waiting = {owner[i] for i in result.held}
+                report.waiting += len(waiting)
+            source.remove([key for key in done if key not in waiting])
             source.set_aside(aside)
             report.read += len(taken)
             report.set_aside += len(aside)
-            if len(taken) < batch:
-                break
+            if len(taken) < batch or waiting:
+                break  # what waits would be read again at once: the next tick takes it
     except (OSError, imaplib.IMAP4.error, mailbox.Error, StoreUnavailable) as exc:
         log.error("reading the feedback mailbox %s stopped: %s", where, exc, exc_info=True)
         report.error = str(exc)
