@@ -14,6 +14,11 @@ Two kinds of trouble, kept apart on purpose (SPEC section 3):
   names the part, the template line and the reason.
 
 Syntax errors are found when the templates are compiled: `TemplateSyntaxProblem`.
+
+A third kind, `RenderLimitExceeded` (a `RenderError`), is a template that asks for
+more than a message may cost (`bot.engine.render_limits`): too large a value or
+output, too many loop turns, too much CPU time. The preparation stops at the first
+one: the same template would cost as much for every profile.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from typing import Any, NamedTuple
 
-from jinja2 import BaseLoader, ChainableUndefined, Environment, Template, TemplateError
+from jinja2 import BaseLoader, ChainableUndefined, Environment, Template, TemplateError, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.debug import rewrite_traceback_stack
 from jinja2.exceptions import (
     SecurityError,
@@ -32,10 +38,13 @@ from jinja2.exceptions import (
     TemplateSyntaxError,
     UndefinedError,
 )
+from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
 from bot.domain.errors import DomainError
+from bot.engine import render_limits
+from bot.engine.render_limits import DEFAULT_LIMITS, LimitExceeded, RenderLimits
 
 PARTS = ("subject", "html", "text")
 
@@ -52,6 +61,10 @@ class RenderError(DomainError):
         self.reason = reason
         where = f"{part}, line {line}" if line else part
         super().__init__(f"{where}: {reason}")
+
+
+class RenderLimitExceeded(RenderError):
+    """A render went past a bound of `RenderLimits`: the template, not the profile, is at fault."""
 
 
 class TemplateSyntaxProblem(DomainError):
@@ -139,6 +152,92 @@ class MissingVariable(ChainableUndefined):
         return id(type(self))
 
 
+class _GuardedCodeGenerator(CodeGenerator):
+    """Puts every ``for`` loop's iterable through `render_limits.guarded_iter`, and every
+    ``~`` through `_GuardedEnvironment.checked_concat`, where they can be counted."""
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        original = node.iter
+        node.iter = nodes.Call(
+            nodes.EnvironmentAttribute("guarded_iter"), [original], [], None, None
+        )
+        node.iter.set_lineno(original.lineno)
+        try:
+            super().visit_For(node, frame)
+        finally:
+            node.iter = original
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            join = "markup_join"
+        else:
+            join = "str_join"
+        self.write(f"environment.checked_concat({join}, (")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class _GuardedEnvironment(ImmutableSandboxedEnvironment):
+    """The immutable sandbox, with every costly operation measured first."""
+
+    code_generator_class = _GuardedCodeGenerator
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+
+    def __init__(self, limits: RenderLimits, **options: Any) -> None:
+        # No constant folding: it would run template expressions at compile time,
+        # outside any budget.
+        super().__init__(optimized=False, **options)
+        self.limits = limits
+        self.filters = {
+            name: render_limits.guard_filter(name, func, limits)
+            for name, func in self.filters.items()
+        }
+        self.globals.pop("lipsum", None)  # lorem ipsum of any length: nothing for emails
+
+    def guarded_iter(self, iterable: Any) -> Iterator[Any]:
+        return render_limits.guarded_iter(iterable)
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        render_limits.step()
+        render_limits.check_binop(operator, left, right, self.limits)
+        result = super().call_binop(context, operator, left, right)
+        render_limits.check_size(result, self.limits, f"'{operator}'")
+        return result
+
+    def call(
+        __self,  # the sandbox's spelling: no clash with the call's own keywords
+        __context: Context,
+        __obj: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        render_limits.step()
+        target = getattr(__obj, "__wrapped__", __obj)  # the sandbox wraps str.format
+        owner = getattr(target, "__self__", None)
+        if isinstance(owner, str):
+            name = getattr(target, "__name__", "")
+            render_limits.check_str_method(owner, name, args, kwargs, __self.limits)
+        result = super().call(__context, __obj, *args, **kwargs)
+        render_limits.check_size(result, __self.limits, "a call")
+        return result
+
+    def checked_concat(self, join: Callable[[Any], str], parts: tuple[Any, ...]) -> str:
+        render_limits.step()
+        size = sum(len(p) for p in parts if isinstance(p, str))
+        if size > self.limits.max_value:
+            raise LimitExceeded(
+                f"joining with '~' would make {size:,} characters, more than the "
+                f"{self.limits.max_value:,} allowed"
+            )
+        result = join(parts)
+        render_limits.check_size(result, self.limits, "'~'")
+        return result
+
+
 class _PartLoader(BaseLoader):
     """The parts of one delivery by name; the "filename" is the part's name, so that
     tracebacks (and the lines a RenderError names) say which part failed."""
@@ -160,6 +259,12 @@ def _autoescape(name: str | None) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, LimitExceeded):
+        return f"over the rendering limits: {exc.reason}"
+    if isinstance(exc, MemoryError):
+        return "over the rendering limits: out of memory"
+    if isinstance(exc, RecursionError):
+        return "over the rendering limits: macros or loops nested too deeply"
     if isinstance(exc, SecurityError):
         return f"not allowed in templates: {exc}"
     if isinstance(exc, UndefinedError):
@@ -196,13 +301,21 @@ class MessageTemplates:
     text in HTML, and stays as typed in the subject and the text part.
     """
 
-    def __init__(self, subject: str, html: str | None, text: str | None) -> None:
+    def __init__(
+        self,
+        subject: str,
+        html: str | None,
+        text: str | None,
+        limits: RenderLimits = DEFAULT_LIMITS,
+    ) -> None:
+        self.limits = limits
         sources = {"subject": subject or ""}
         if html is not None:
             sources["html"] = html
         if text is not None:
             sources["text"] = text
-        self.environment = ImmutableSandboxedEnvironment(
+        self.environment = _GuardedEnvironment(
+            limits,
             loader=_PartLoader(sources),
             autoescape=_autoescape,
             undefined=MissingVariable,
@@ -239,28 +352,51 @@ class MessageTemplates:
         parent = {**self._globals, **context}
         used: list[str] = []
         token = _MISSING.set(used)
+        budget = render_limits.start(self.limits)
         part = "subject"
+        limit = self.limits.max_output
         try:
-            subject = _run(self._subject, parent)
+            subject = _run(self._subject, parent, limit)
             html = text = None
             if self._html is not None:
                 part = "html"
-                html = _run(self._html, parent)
+                html = _run(self._html, parent, limit)
             if self._text is not None:
                 part = "text"
-                text = _run(self._text, parent)
-        except Exception:
+                text = _run(self._text, parent, limit)
+        except (Exception, MemoryError, RecursionError):
             # Map the frames of compiled template code back to template lines.
             exc = rewrite_traceback_stack()
-            raise RenderError(part, _line_of(exc, part), _reason(exc)) from exc
+            kind = (
+                RenderLimitExceeded
+                if isinstance(exc, LimitExceeded | MemoryError | RecursionError)
+                else RenderError
+            )
+            raise kind(part, _line_of(exc, part), _reason(exc)) from exc
         finally:
+            render_limits.finish(budget)
             _MISSING.reset(token)
         warnings = tuple(dict.fromkeys(used)) if used else ()
         return RenderedMessage(_one_line(subject), html, text, warnings)
 
 
-def _run(template: Template, parent: dict[str, Any]) -> str:
-    return "".join(template.root_render_func(template.new_context(parent, shared=True)))
+def _run(template: Template, parent: dict[str, Any], limit: int) -> str:
+    """The part's output, stopped as soon as it grows past `limit` characters."""
+    chunks: list[str] = []
+    size = 0
+    budget = render_limits.current()
+    for chunk in template.root_render_func(template.new_context(parent, shared=True)):
+        size += len(chunk)
+        if size > limit:
+            raise LimitExceeded(
+                f"the rendered text is longer than {limit:,} characters; shorten the template"
+            )
+        if budget is not None:
+            budget.step()
+        chunks.append(chunk)
+    if budget is not None:
+        budget.check_time()
+    return "".join(chunks)
 
 
 def profile_context(

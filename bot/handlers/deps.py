@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
 from typing import ParamSpec, TypeVar
 
 from slack_bolt.context.async_context import AsyncBoltContext
@@ -20,6 +22,7 @@ from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 
 from bot.context import Context
+from bot.domain.errors import DomainError
 from bot.domain.roles import Actor
 from bot.notify.slack_client import UsergroupDirectory
 from bot.services.messages.deployment import DeploymentFollower
@@ -33,6 +36,39 @@ DEPS = "greenlight"
 ACTOR = "greenlight_actor"
 
 
+class RenderPool:
+    """Where preparations run: their own few threads, never the ones the server answers with.
+
+    A preparation renders every profile's message; even bounded per message
+    (`bot.engine.render_limits`), several at once would take every worker thread of
+    the default pool, and `/healthz`, webhooks and every other Slack request with
+    them. Here at most `workers` run and `waiting` more wait; beyond that the caller
+    is told to try again.
+    """
+
+    def __init__(self, workers: int = 2, waiting: int = 6) -> None:
+        self.workers = workers
+        self.capacity = workers + waiting
+        self._executor: ThreadPoolExecutor | None = None
+        self._taken = 0
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        if self._taken >= self.capacity:
+            raise DomainError(
+                f"{self._taken} preparations are running or waiting already; try again in a minute"
+            )
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(
+                self.workers, thread_name_prefix="greenlight-prepare"
+            )
+        self._taken += 1
+        try:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
+        finally:
+            self._taken -= 1
+
+
 @dataclass(frozen=True)
 class HandlerDeps:
     ctx: Context
@@ -40,10 +76,15 @@ class HandlerDeps:
     deployments: DeploymentFollower
     notifications: Notifications
     groups: UsergroupDirectory | None = None  # for roles granted to user groups
+    renders: RenderPool = field(default_factory=RenderPool)
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a use case in a worker thread: they use the database synchronously."""
         return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def render(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a use case that renders every profile's message (`RenderPool`)."""
+        return await self.renders.run(fn, *args, **kwargs)
 
     async def actor(self, user_id: str) -> Actor:
         groups: list[str] = []

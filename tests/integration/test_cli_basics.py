@@ -108,6 +108,7 @@ def test_run_due_with_nothing_to_do(root: Root, capsys: pytest.CaptureFixture[st
             "duplicates": 0,
             "unmatched": 0,
             "set_aside": 0,
+            "waiting": 0,
             "error": None,
         },
     }

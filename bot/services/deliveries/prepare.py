@@ -43,6 +43,7 @@ from bot.domain.roles import Actor, Permission
 from bot.engine.rendering import (
     MessageTemplates,
     RenderError,
+    RenderLimitExceeded,
     TemplateSyntaxProblem,
     profile_context,
 )
@@ -189,6 +190,11 @@ def _plan(session: Session, delivery: Delivery) -> _Plan:
         )
         try:
             message = templates.render(context)
+        except RenderLimitExceeded as exc:
+            # The template, not this profile: every other profile would cost as much.
+            plan.add_error(PreparationError(member.email, exc.part, exc.line, exc.reason))
+            templates = None
+            continue
         except RenderError as exc:
             plan.add_error(PreparationError(member.email, exc.part, exc.line, exc.reason))
             continue

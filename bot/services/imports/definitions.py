@@ -46,6 +46,13 @@ from bot.domain.schedule import (
     default_request_confirmation,
     parse_duration,
 )
+from bot.engine.rendering import (
+    MessageTemplates,
+    RenderError,
+    RenderLimitExceeded,
+    TemplateSyntaxProblem,
+    profile_context,
+)
 
 REF_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 _HEADER_UNSAFE = re.compile(r"[\r\n\x00]")
@@ -84,6 +91,31 @@ def check_template(source: str) -> str:
         message = f"template syntax error on template line {exc.lineno}: {exc.message}"
         raise ValueError(message) from None
     return source
+
+
+def check_render_cost(definition: DeliveryDefinition) -> None:
+    """Render once for a profile with no data: a template over the rendering limits
+    without any profile data is over them for everyone, so refuse it now."""
+    try:
+        templates = MessageTemplates(definition.subject, definition.html, definition.text)
+        templates.render(
+            profile_context(
+                email="someone@example.com",
+                first_name=None,
+                last_name=None,
+                timezone=None,
+                attributes=None,
+                delivery={"ref": definition.ref, "name": definition.name},
+            )
+        )
+    except TemplateSyntaxProblem as exc:
+        raise FieldError(
+            exc.part, f"template error on template line {exc.line}: {exc.reason}"
+        ) from None
+    except RenderLimitExceeded as exc:
+        raise FieldError(exc.part, f"template line {exc.line}: {exc.reason}") from None
+    except RenderError:
+        pass  # it may well render with a profile's data; the preparation tells
 
 
 def check_address(value: str) -> str:
@@ -285,6 +317,7 @@ class DeliveryDefinition(_Strict):
     def _between_fields(self) -> DeliveryDefinition:
         if not (self.html or self.text):
             raise FieldError("html", "a delivery needs an html body, a text body, or both")
+        check_render_cost(self)
         if self.recurrence is not None and self.schedule is not None:
             raise FieldError(
                 "schedule",
