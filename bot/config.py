@@ -188,6 +188,8 @@ class Settings(BaseSettings):
     @field_validator("public_base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
+        if any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError(f"{value!r} must not contain spaces or line breaks")
         if urlsplit(value).scheme not in ("http", "https"):
             raise ValueError(f"{value!r} must start with http:// or https://")
         return value.rstrip("/")

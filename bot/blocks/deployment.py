@@ -33,7 +33,9 @@ from bot.blocks.kit import (
     plural,
     section,
     slack_date,
+    truncate,
 )
+from bot.domain.executions import ExecutionState
 from bot.domain.kpi import Kpis, format_pct
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.schedule import ScheduleKind
@@ -188,6 +190,15 @@ def status_line(detail: DeliveryDetail, now: datetime | None) -> str:
     return " · ".join(parts)
 
 
+def failure_line(detail: DeliveryDetail) -> str | None:
+    """ "*Sending failed:* <why>" for an execution whose messages could not be built."""
+    current = detail.execution
+    if current is None or current.state is not ExecutionState.FAILED:
+        return None
+    why = current.failure_reason or "no reason was recorded"
+    return f"*Sending failed:* {truncate(escape(why), 2500)}\nFix the delivery and send it again."
+
+
 def deployment_message(view: DeploymentView) -> Message:
     """`{"text", "blocks"}` for chat.postMessage / chat.update / a slash command reply."""
     detail, progress = view.detail, view.progress
@@ -195,6 +206,9 @@ def deployment_message(view: DeploymentView) -> Message:
     if is_relaying(detail.state, progress):
         assert progress is not None
         blocks.append(section(progress_line(progress), block_id=ids.DEPLOYMENT_PROGRESS_BLOCK))
+    failure = failure_line(detail)
+    if failure:
+        blocks.append(section(failure))
     title, source = kpi_source(detail)
     k = source.kpis
     blocks += field_sections(kpi_pairs(k), block_id=ids.DEPLOYMENT_KPIS_BLOCK, text=title)

@@ -142,14 +142,34 @@ def _address_line(name: str, value: str) -> tuple[str, list[Address]]:
     # A non-ASCII local part is allowed (RFC 6532); any other defect is not.
     defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
     if defects or not addresses or any(not a.domain for a in addresses):
-        raise ValueError(f"{name} {value!r} is not a valid address")
+        raise ValueError(
+            f"{name} {value!r} is not a valid address; a display name with a comma or "
+            'another special character goes in double quotes: "Shop, Inc" <news@shop.example>'
+        )
     policy = SMTP if all(a.username.isascii() for a in addresses) else SMTPUTF8
     return policy.fold(name, policy.header_factory(name, addresses)), addresses
 
 
 def _unstructured_line(name: str, value: str) -> str:
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"{name} {value!r} contains a line break")
     line: str = SMTP.fold(name, SMTP.header_factory(name, value))
     return line
+
+
+def check_address_header(name: str, value: str, *, single: bool) -> None:
+    """Raise ValueError unless the builder can write `value` as the `name` header.
+
+    The import calls this so that what it accepts is exactly what `MessageSkeleton`
+    will build: a From the builder would refuse at every tick is refused up front.
+    """
+    _line, addresses = _address_line(name, value)
+    if single and len(addresses) != 1:
+        listed = ", ".join(a.addr_spec or "?" for a in addresses)
+        raise ValueError(
+            f"{name} must be exactly one address, but {value!r} reads as {len(addresses)} "
+            f'({listed}); quote a display name with a comma: "Shop, Inc" <news@…>'
+        )
 
 
 def _encoded_words(value: str) -> str:

@@ -205,6 +205,7 @@ def _due_lines(report: DueReport, mailbox: bool) -> list[str]:
     lines.append(f"approval requests expired: {report.approvals_expired}")
     lines.append(f"approval messages posted or updated in Slack: {report.approval_messages}")
     lines += [f"sent {ref}: now {state.value}" for ref, state in report.sent.items()]
+    lines += [f"FAILED {ref}: {why}" for ref, why in report.failed.items()]
     lines.append(f"soft bounces retried: {report.retried}")
     lines.append(f"logs resolved at the end of their validity: {report.expired_logs}")
     if mailbox:
@@ -214,6 +215,9 @@ def _due_lines(report: DueReport, mailbox: bool) -> list[str]:
             f"{box.set_aside} set aside" + (f", stopped: {box.error}" if box.error else "")
         )
     lines.append(f"KPI digest: {_digest_line(report.digest)}")
+    if report.deployments_reposted:
+        lines.append(f"Deployment messages posted again: {report.deployments_reposted}")
+    lines += [f"step failed, the others ran: {failure}" for failure in report.failures]
     return lines
 
 

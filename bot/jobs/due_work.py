@@ -14,26 +14,39 @@ the second time, and an instant missed while the process was down is caught up o
    bounce resolves its log with its own reason;
 6. executions whose validity period has ended resolve every open log (SPEC section 6);
 7. open rate and click-through rate are refreshed, hourly per execution;
-8. the KPI digest of the latest `DIGEST_CRON` slot is posted, once (`services.digest`).
+8. the KPI digest of the latest `DIGEST_CRON` slot is posted, once (`services.digest`);
+9. Deployment messages that Slack missed (it was down when the state changed) are
+   posted again from the database (`DeploymentFollower.reconcile`).
+
+Each step runs on its own: one that fails is logged with its error and reported in
+`failures`, and the steps after it still run (a bounce mailbox that cannot be read
+must not stop the expiry or the digest). Inside the sending step each execution is
+isolated the same way (`services.deliveries.sending`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from bot.context import Context
 from bot.domain.lifecycle import DeliveryState
 from bot.engine.transports import Transport
 from bot.services.deliveries.lifecycle import start_due
-from bot.services.deliveries.sending import send_due
+from bot.services.deliveries.sending import SendReport, send_due
 from bot.services.digest import DigestReport, run_digest
 from bot.services.messages.approval_requests import sync_requests
+from bot.services.messages.deployment import DeploymentFollower
 from bot.services.notifications import Notifications
 from bot.services.outcomes.mailbox import MailboxReport, read_feedback_mailbox
 from bot.services.outcomes.validity import expire_due, refresh_indicators
-from bot.services.recurring.occurrences import OccurrenceRun, run_occurrences
+from bot.services.recurring.occurrences import OccurrenceRun, RecurringReport, run_occurrences
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -49,6 +62,10 @@ class DueReport:
     indicators_refreshed: int = 0
     digest: DigestReport | None = None
     mailbox: MailboxReport = field(default_factory=MailboxReport)
+    deployments_reposted: int = 0
+    # ref or "ref@key" -> why it could not be sent (its execution is failed)
+    failed: dict[str, str] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)  # steps that failed, with their error
 
 
 async def run_due(
@@ -65,21 +82,49 @@ async def run_due(
     `should_stop` (the process shutting down) ends sending after the batch in flight,
     and what is left is due again at the next start.
     """
-    report = DueReport(started=start_due(ctx))
-    recurring = run_occurrences(ctx)
+    report = DueReport()
+
+    async def step(name: str, work: Callable[[], Awaitable[T]], default: T) -> T:
+        try:
+            return await work()
+        except Exception as exc:
+            log.exception("due work: %s failed; the other steps go on", name)
+            report.failures.append(f"{name}: {type(exc).__name__}: {exc}"[:500])
+            return default
+
+    def sync(fn: Callable[[], T]) -> Callable[[], Awaitable[T]]:
+        async def run() -> T:
+            return fn()
+
+        return run
+
+    report.started = await step("start", sync(lambda: start_due(ctx)), [])
+    recurring = await step("recurring", sync(lambda: run_occurrences(ctx)), RecurringReport())
     report.occurrences = recurring.occurrences
     report.approvals_expired = recurring.expired_requests
-    report.approval_messages = await sync_requests(ctx, notifications)
-    transport = transports()
-    try:
-        sent = await send_due(ctx, transport, on_batch=on_batch, should_stop=should_stop)
-    finally:
-        await transport.close()
-    report.sent, report.retried = sent.sent, sent.retried
+    report.approval_messages = await step(
+        "approval requests", lambda: sync_requests(ctx, notifications), 0
+    )
+
+    async def sending() -> SendReport:
+        transport = transports()
+        try:
+            return await send_due(ctx, transport, on_batch=on_batch, should_stop=should_stop)
+        finally:
+            await transport.close()
+
+    sent = await step("sending", sending, SendReport())
+    report.sent, report.retried, report.failed = sent.sent, sent.retried, sent.failed
     # Bounces are read before the validity check, so that a bounce waiting in the
     # mailbox resolves its log with its own reason rather than "not defined".
-    report.mailbox = await asyncio.to_thread(read_feedback_mailbox, ctx)
-    report.expired_logs = expire_due(ctx)
-    report.indicators_refreshed = refresh_indicators(ctx)
-    report.digest = await run_digest(ctx, notifications)  # after the refresh: fresh rates
+    report.mailbox = await step(
+        "mailbox", lambda: asyncio.to_thread(read_feedback_mailbox, ctx), MailboxReport()
+    )
+    report.expired_logs = await step("expiry", sync(lambda: expire_due(ctx)), 0)
+    report.indicators_refreshed = await step("indicators", sync(lambda: refresh_indicators(ctx)), 0)
+    # After the refresh: fresh rates.
+    report.digest = await step("digest", lambda: run_digest(ctx, notifications), None)
+    report.deployments_reposted = await step(
+        "deployment messages", lambda: DeploymentFollower(ctx, notifications).reconcile(), 0
+    )
     return report

@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.domain.errors import NotFound
@@ -187,12 +187,32 @@ def deployment_location(session: Session, ref: str) -> tuple[DeliveryState, str 
     return d.state, d.deployment_channel or d.slack_channel, d.deployment_ts
 
 
-def remember_deployment(session: Session, ref: str, channel: str, ts: str) -> None:
+def remember_deployment(
+    session: Session, ref: str, channel: str, ts: str, shown: str | None = None
+) -> None:
     session.execute(
         update(Delivery)
         .where(Delivery.ref == ref)
-        .values(deployment_channel=channel, deployment_ts=ts)
+        .values(deployment_channel=channel, deployment_ts=ts, deployment_shown=shown)
     )
+
+
+def mark_shown(session: Session, ref: str, shown: str) -> None:
+    session.execute(update(Delivery).where(Delivery.ref == ref).values(deployment_shown=shown))
+
+
+def with_deployment_since(session: Session, since: datetime) -> Sequence[Delivery]:
+    """Deliveries whose Deployment message may still have to change: started, with a
+    channel, and not finished before `since`."""
+    return session.scalars(
+        select(Delivery)
+        .where(
+            Delivery.started_at.is_not(None),
+            or_(Delivery.deployment_channel.is_not(None), Delivery.slack_channel.is_not(None)),
+            or_(Delivery.finished_at.is_(None), Delivery.finished_at >= since),
+        )
+        .order_by(Delivery.id)
+    ).all()
 
 
 def forget_deployment(session: Session, delivery_id: int) -> None:
@@ -200,7 +220,7 @@ def forget_deployment(session: Session, delivery_id: int) -> None:
     session.execute(
         update(Delivery)
         .where(Delivery.id == delivery_id)
-        .values(deployment_ts=None, deployment_channel=None)
+        .values(deployment_ts=None, deployment_channel=None, deployment_shown=None)
         .execution_options(synchronize_session=False)
     )
 

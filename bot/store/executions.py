@@ -218,12 +218,14 @@ def to_send(session: Session) -> Sequence[tuple[int, str, str]]:
 
 
 def with_retries_due(session: Session, now: datetime) -> list[int]:
-    """Executions holding soft bounces whose retry is due."""
+    """Executions holding soft bounces whose retry is due (not those that failed: their
+    messages cannot be built; the validity period resolves their logs)."""
     return list(
         session.scalars(
             select(Execution.id)
             .join(SendingLog, SendingLog.execution_id == Execution.id)
             .where(
+                Execution.state != ExecutionState.FAILED,
                 SendingLog.failure_type == FailureType.SOFT,
                 SendingLog.final.is_(False),
                 SendingLog.next_retry_at <= now,

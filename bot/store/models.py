@@ -201,6 +201,9 @@ class Delivery(Base):
     # Where the Deployment message was posted, so it is updated in place.
     deployment_channel: Mapped[str | None] = mapped_column(String(100))
     deployment_ts: Mapped[str | None] = mapped_column(String(32))
+    # What that message last showed (`DeploymentView.shown_key`): the due work posts
+    # again whatever Slack missed (bot.services.messages.deployment).
+    deployment_shown: Mapped[str | None] = mapped_column(String(120))
     confirmed_by: Mapped[str | None] = mapped_column(String(64))
     confirmed_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
@@ -230,6 +233,8 @@ class Execution(Base):
     # until then; past it, another process takes the preparation over (a crash never
     # loses an occurrence).
     lease_until: Mapped[datetime | None]
+    # Why sending this execution failed (state failed), as shown in its channel.
+    failure_reason: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime]
 
     delivery: Mapped[Delivery] = relationship()

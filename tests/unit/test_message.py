@@ -390,3 +390,17 @@ def test_any_single_part_round_trips(text: str, as_html: bool) -> None:
     assert_wire_format(data)
     expected = sk.rewrite_html(3, text) if as_html else text
     assert body(parse(data)) == _lines(expected)
+
+
+def test_a_header_value_with_a_line_break_is_refused() -> None:
+    from bot.engine.message import MessageSkeleton
+    from bot.engine.tokens import TokenSigner
+
+    with pytest.raises(ValueError, match="line break"):
+        MessageSkeleton(
+            sender="news@shop.example",
+            reply_to=None,
+            delivery_ref="trail\n",
+            public_base_url="https://gl.example",
+            signer=TokenSigner("k"),
+        )

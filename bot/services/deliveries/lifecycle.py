@@ -19,6 +19,7 @@ from typing import Any
 from bot.context import Context, Session
 from bot.domain.approval import RequestState
 from bot.domain.errors import DomainError
+from bot.domain.executions import ExecutionState
 from bot.domain.lifecycle import Action, DeliveryState, transition
 from bot.domain.readiness import not_ready_reason
 from bot.domain.roles import Actor, Permission
@@ -27,6 +28,8 @@ from bot.store import approvals, audit, deliveries, executions, logs
 from bot.store.models import Delivery
 
 STOPPED_REASON = "the delivery was stopped"
+MAX_FAILURE_REASON = 1000
+SENDING = (ExecutionState.IN_PROGRESS, ExecutionState.PAUSED)
 
 
 @dataclass(frozen=True)
@@ -153,3 +156,35 @@ def stop_delivery(ctx: Context, actor: Actor, ref: str) -> Transitioned:
             for request_id in approvals.open_of_delivery(s, d.id):
                 approvals.close(s, request_id, RequestState.EXPIRED, (), now, STOPPED_REASON)
     return moved
+
+
+def fail_execution(ctx: Context, execution_id: int, reason: str) -> bool:
+    """Sending this execution cannot go on (its message cannot even be built): say why.
+
+    The execution is failed with the reason, and so is a one-off delivery (a recurring
+    one goes on: the next occurrence may well send); what was not sent is never sent.
+    False when the execution had already left sending (a stop, a pause meanwhile).
+    """
+    now = ctx.clock.now()
+    reason = reason.strip()[:MAX_FAILURE_REASON] or "unknown failure"
+    with ctx.sessions.begin() as s:
+        e = executions.get(s, execution_id)
+        d = e.delivery
+        if not executions.move(
+            s, execution_id, SENDING, ExecutionState.FAILED, finished_at=now, failure_reason=reason
+        ):
+            return False
+        logs.cancel_unsent(s, now, execution_id, include_claimed=True)
+        before = d.state
+        if d.recurrence_cron is None:
+            deliveries.move(s, d.id, before, transition(before, Action.FAIL), finished_at=now)
+        audit.record(
+            s,
+            now,
+            actor="system",
+            action=f"delivery.{Action.FAIL.value}",
+            subject_kind="delivery",
+            subject_ref=d.ref,
+            detail={"execution": e.key, "reason": reason},
+        )
+    return True

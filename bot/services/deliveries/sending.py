@@ -2,19 +2,31 @@
 
 The engine's sender does the work batch by batch; this use case only decides what it
 works on, from the database, so any process can run it and find the same work.
+
+One execution that cannot be sent (its messages cannot be built, say) must not stop
+the others: its failure is caught here, the execution is failed with the reason
+(`lifecycle.fail_execution`, shown in its Deployment message), and the loop goes on.
+A database that is unavailable is not such a failure: it stops the round, and the
+next tick tries again.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bot.context import Context
+from bot.domain.errors import DomainError
 from bot.domain.executions import label
 from bot.domain.lifecycle import DeliveryState
 from bot.engine.sender import Sender
 from bot.engine.transports.base import Transport
+from bot.services.deliveries.lifecycle import fail_execution
 from bot.store import executions
+from bot.store.db import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -22,6 +34,7 @@ class SendReport:
     # ref (one-off) or "ref@key" (an occurrence) -> its state after sending
     sent: dict[str, DeliveryState] = field(default_factory=dict)
     retried: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # label -> why it could not be sent
 
 
 async def send_due(
@@ -42,7 +55,39 @@ async def send_due(
         sending = executions.to_send(s)
         retrying = executions.with_retries_due(s, ctx.clock.now())
     for execution_id, ref, key in sending:
-        report.sent[label(ref, key)] = await sender.run(execution_id)
+        name = label(ref, key)
+        try:
+            report.sent[name] = await sender.run(execution_id)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            log.exception("sending %s failed; the other deliveries go on", name)
+            report.failed[name] = _reason(exc)
+            report.sent[name] = _give_up(ctx, execution_id, report.failed[name])
+            if on_batch is not None:
+                on_batch(execution_id)
     for execution_id in retrying:
-        report.retried += await sender.retry(execution_id)
+        try:
+            report.retried += await sender.retry(execution_id)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            log.exception("retrying the soft bounces of execution %d failed", execution_id)
+            report.failed[f"retries of execution {execution_id}"] = _reason(exc)
     return report
+
+
+def _reason(exc: BaseException) -> str:
+    """What the channel is told: the error as it reads, its kind when it says nothing."""
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
+
+
+def _give_up(ctx: Context, execution_id: int, reason: str) -> DeliveryState:
+    """Fail the execution (unless a person stopped or paused it meanwhile); its state."""
+    try:
+        fail_execution(ctx, execution_id, reason)
+    except DomainError:
+        log.warning("execution %d changed while being failed; left as it is", execution_id)
+    with ctx.sessions() as s:
+        return executions.sending_state(s, execution_id)

@@ -139,11 +139,13 @@ class ExecutionView:
     validity_ends_at: datetime | None
     exclusions: Mapping[ExclusionReason, int]
     figures: Figures
+    failure_reason: str | None = None  # why sending failed (state failed)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "key": self.key,
             "state": self.state.value,
+            "failure_reason": self.failure_reason,
             "occurrence_at": _iso(self.occurrence_at),
             "started_at": _iso(self.started_at),
             "validity_ends_at": _iso(self.validity_ends_at),
@@ -210,6 +212,7 @@ class DeliveryDetail:
                     "key": current.key,
                     "state": current.state.value,
                     "occurrence_at": _iso(current.occurrence_at),
+                    "failure_reason": current.failure_reason,
                 }
                 if current is not None
                 else None
@@ -272,6 +275,12 @@ class DeploymentView:
     progress: SendingProgress | None
     now: datetime | None = None
 
+    @property
+    def shown_key(self) -> str:
+        """What a reader of the message would miss if it changed: the delivery's state and
+        that of the execution it follows. The due work posts again when it differs."""
+        return shown_key(self.detail.state, self.detail.execution)
+
 
 @dataclass(frozen=True)
 class Card:
@@ -329,7 +338,14 @@ def _execution_view(session: Session, e: Execution) -> ExecutionView:
         validity_ends_at=e.validity_ends_at,
         exclusions=preparation.exclusion_counts(session, e.id),
         figures=Figures(counters.live_counters(session, e.id)),
+        failure_reason=e.failure_reason,
     )
+
+
+def shown_key(state: DeliveryState, execution: ExecutionView | Execution | None) -> str:
+    if execution is None:
+        return state.value
+    return f"{state.value}|{execution.key}:{execution.state.value}"
 
 
 def current_execution(d: Delivery, runs: Sequence[Execution]) -> Execution | None:

@@ -31,6 +31,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -46,6 +47,7 @@ from bot.domain.schedule import (
     default_request_confirmation,
     parse_duration,
 )
+from bot.engine.message import check_address_header
 from bot.engine.rendering import (
     MessageTemplates,
     RenderError,
@@ -54,7 +56,7 @@ from bot.engine.rendering import (
     profile_context,
 )
 
-REF_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+REF_PATTERN = r"[a-z0-9][a-z0-9_-]*"  # whole value (fullmatch): no trailing newline
 _HEADER_UNSAFE = re.compile(r"[\r\n\x00]")
 _NAMED_ADDRESS = re.compile(r"^(?P<name>[^<>]*)<(?P<addr>[^<>]*)>$")
 
@@ -265,7 +267,7 @@ class DeliveryDefinition(_Strict):
     @field_validator("ref", mode="before")
     @classmethod
     def _ref_hint(cls, value: Any) -> Any:
-        if isinstance(value, str) and not re.match(REF_PATTERN, value):
+        if isinstance(value, str) and not re.fullmatch(REF_PATTERN, value):
             raise ValueError(
                 f"{value!r} is not a ref; use lower-case letters, digits, - and _, "
                 "starting with a letter or digit (like spring-sale)"
@@ -274,8 +276,13 @@ class DeliveryDefinition(_Strict):
 
     @field_validator("sender", "reply_to")
     @classmethod
-    def _address(cls, value: str | None) -> str | None:
-        return None if value is None else check_address(value)
+    def _address(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        text = check_address(value)
+        header = "From" if info.field_name == "sender" else "Reply-To"
+        check_address_header(header, text, single=header == "From")
+        return text
 
     @field_validator("subject", "html", "text")
     @classmethod

@@ -6,6 +6,12 @@ workspace); an update forced by a person's click, or one made once the delivery 
 left `in-progress`, always goes through so the message ends on the true figures.
 The message is drawn from the database each time, so whichever process sends, and
 however many updates were skipped, the one that goes out is right.
+
+What the message last showed is remembered with the delivery (`shown_key`: its state
+and its execution's). When Slack was down as the state changed, the message still
+reads "in progress"; `reconcile`, a step of the due work, finds every delivery whose
+message shows another state than the database and posts it again. Every failure to
+post is logged, with Slack's answer or the network error.
 """
 
 from __future__ import annotations
@@ -14,12 +20,21 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 
 from bot.context import Context
 from bot.domain.lifecycle import DeliveryState
-from bot.services.deliveries.views import DeploymentView, read_deployment
+from bot.services.deliveries.views import (
+    DeploymentView,
+    current_execution,
+    read_deployment,
+    shown_key,
+)
 from bot.services.notifications import NotificationFailed, Notifications
-from bot.store import deliveries
+from bot.store import deliveries, executions
+
+# A message whose send ended longer ago than this is left as it is.
+RECONCILE_WINDOW = timedelta(days=1)
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +55,42 @@ class DeploymentFollower:
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def refresh_execution(self, execution_id: int) -> None:
-        """After a batch of `execution_id` was recorded (the sender's hook)."""
-        ref = await asyncio.to_thread(self._ref_of, execution_id)
-        if ref:
-            await self.refresh(ref)
+        """After a batch of `execution_id` was recorded (the sender's hook).
+
+        Runs detached on the server's loop: nothing awaits it, so whatever goes wrong
+        is logged here (the reconcile step posts the message later).
+        """
+        try:
+            ref = await asyncio.to_thread(self._ref_of, execution_id)
+            if ref:
+                await self.refresh(ref)
+        except Exception:
+            log.exception("Deployment message of execution %d not updated", execution_id)
+
+    async def reconcile(self) -> int:
+        """Post again every Deployment message that shows another state than the database."""
+        if not self.notifications.connected:
+            return 0
+        stale = await asyncio.to_thread(self._stale)
+        posted = 0
+        for ref in stale:
+            if await self.refresh(ref, force=True) is not None:
+                posted += 1
+        if posted:
+            log.info("posted %d Deployment messages again, as the database has them", posted)
+        return posted
+
+    def _stale(self) -> list[str]:
+        since = self.ctx.clock.now() - RECONCILE_WINDOW
+        with self.ctx.sessions() as s:
+            stale = []
+            for d in deliveries.with_deployment_since(s, since):
+                current = current_execution(d, executions.of_delivery(s, d.id))
+                if d.recurrence_cron and current is None:
+                    continue  # no occurrence has started: no message yet
+                if d.deployment_shown != shown_key(d.state, current):
+                    stale.append(d.ref)
+            return stale
 
     def _ref_of(self, execution_id: int) -> str | None:
         with self.ctx.sessions() as s:
@@ -68,10 +115,13 @@ class DeploymentFollower:
             try:
                 posted = await self.notifications.deployment(view, channel, ts)
             except NotificationFailed as exc:
-                log.warning("Deployment message of %s not sent: %s", ref, exc.reason)
+                log.warning(
+                    "Deployment message of %s not sent (%s); it is posted again once Slack answers",
+                    ref,
+                    exc.reason,
+                )
                 return None
-            if ts is None:
-                await asyncio.to_thread(self._remember, ref, posted.channel, posted.ts)
+            await asyncio.to_thread(self._remember, ref, posted.channel, posted.ts, view)
             self._last[ref] = now
             return view
 
@@ -79,6 +129,6 @@ class DeploymentFollower:
         with self.ctx.sessions() as s:
             return deliveries.deployment_location(s, ref)
 
-    def _remember(self, ref: str, channel: str, ts: str) -> None:
+    def _remember(self, ref: str, channel: str, ts: str, view: DeploymentView) -> None:
         with self.ctx.sessions.begin() as s:
-            deliveries.remember_deployment(s, ref, channel, ts)
+            deliveries.remember_deployment(s, ref, channel, ts, view.shown_key)
