@@ -39,12 +39,16 @@ class Recorder:
         self.received: list[Received] = []
         self.dropped: set[str] = set()
         self.lock = threading.Lock()
+        self.closing_all = False  # answer 421 to every MAIL FROM: the relay is going away
+        self.transmissions: dict[str, int] = {}  # `poison…` recipient -> messages received
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         if address.startswith("refused"):
             return "553 5.7.1 sender not allowed"
+        if self.closing_all:
+            return "421 4.3.2 service shutting down"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
@@ -77,6 +81,11 @@ class Recorder:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         rcpt = envelope.rcpt_tos[0]
+        if rcpt.startswith("poison"):  # the whole message arrived; the relay drops us
+            with self.lock:
+                self.transmissions[rcpt] = self.transmissions.get(rcpt, 0) + 1
+            server.transport.close()
+            return "451 never seen by the client"
         if rcpt.startswith("datahard"):
             return "554 5.7.1 rejected as spam"
         if rcpt.startswith("datasoft"):

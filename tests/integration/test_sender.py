@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
+from datetime import timedelta
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from scenario import CLI, as_user, detail_json
 from smtp_relay import Relay
 from sqlalchemy import select, update
 
+from bot.clock import FixedClock
 from bot.context import Context
 from bot.domain.errors import DomainError, NotFound, PermissionDenied
 from bot.domain.lifecycle import DeliveryState
@@ -275,3 +277,45 @@ def test_compute_stats_equals_live_counters_and_history_lists_the_message(
     assert (row.opens, row.clicks) == (0, 0)
     with pytest.raises(NotFound):
         marketing_history(ctx, CLI, "nobody@x.example")
+
+
+def test_one_poisoned_recipient_and_one_closing_domain_stall_nothing(
+    ctx: Context, relay: Relay, tmp_path: Path, clock: FixedClock
+) -> None:
+    """Before: both were taken for a relay outage, the batch retried every 60 s and the
+    delivery stalled. Now each is its recipient's temporary failure, retried as such."""
+    emails = [f"user{i}@x.example" for i in range(300)]
+    emails[17] = "poison17@x.example"
+    emails[203] = "closing203@x.example"
+    eid = load(ctx, tmp_path, emails)
+    assert send(ctx, transport(relay), eid, batch_size=50) is DeliveryState.FINISHED
+    received = relay.recorder.by_rcpt()
+    assert len(received) == 298 and all(len(v) == 1 for v in received.values())
+    assert relay.recorder.transmissions == {"poison17@x.example": 2}
+    with ctx.sessions() as s:
+        soft = dict(
+            s.execute(
+                select(SendingLog.email, SendingLog.next_retry_at).where(
+                    SendingLog.failure_type == "soft"
+                )
+            ).all()
+        )
+    assert set(soft) == {"poison17@x.example", "closing203@x.example"}
+    assert all(at is not None for at in soft.values()), "retried later, as any soft bounce"
+
+    # Each retry transmits the poisoned message at most twice more; retries are bounded.
+    for _ in range(ctx.settings.max_retries + 1):
+        clock.advance(timedelta(minutes=ctx.settings.retry_interval_minutes + 1))
+
+        async def retry() -> int:
+            t = transport(relay)
+            try:
+                return await Sender(ctx, t).retry(eid)
+            finally:
+                await t.close()
+
+        asyncio.run(retry())
+    assert relay.recorder.transmissions["poison17@x.example"] == 2 * (1 + ctx.settings.max_retries)
+    with ctx.sessions() as s:
+        final = s.scalar(select(SendingLog.final).where(SendingLog.email == "poison17@x.example"))
+    assert final is True

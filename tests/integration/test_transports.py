@@ -1,9 +1,11 @@
 """Transports against real things: an aiosmtpd relay on loopback, a Maildir folder.
 
 The relay answers per recipient as its local part says: `hard…` 550 and `soft…` 451 at
-RCPT, `datahard…` 554 and `datasoft…` 452 after DATA, `closing…` 421 (the relay is
-going away), `flaky…` drops the connection the first time it is seen. Anything else
-is accepted and recorded with the session it came on.
+RCPT, `datahard…` 554 and `datasoft…` 452 after DATA, `closing…` 421 at RCPT,
+`flaky…` drops the connection the first time it is seen, `poison…` drops it after
+every DATA (the message arrived, no answer came). `closing_all` makes it answer 421
+to every MAIL FROM (the relay going away). Anything else is accepted and recorded with
+the session it came on.
 """
 
 from __future__ import annotations
@@ -216,48 +218,60 @@ def test_relay_down_raises_relay_unavailable_and_recovers(relay: Relay) -> None:
     assert len(received) == 10
 
 
-def test_relay_closing_mid_batch_reports_answers_obtained_before(relay: Relay) -> None:
-    """421 twice: RelayUnavailable with the answers so far; resending the rest
-    delivers every accepted message exactly once."""
+def test_a_421_at_one_recipient_is_that_recipients_soft_failure(relay: Relay) -> None:
+    """421 to RCPT twice, on fresh connections that took MAIL FROM: the recipient's
+    temporary failure, not an outage; the rest of the batch goes through."""
     rcpts = [f"u{i}@example.com" for i in range(8)]
     rcpts[3] = "hard3@example.com"
     rcpts[5] = "closing5@example.com"
     batch = [envelope(i, rcpt) for i, rcpt in enumerate(rcpts)]
+    results = run(send_and_close(smtp(relay, pool_size=1), batch))
+    assert [(r.outcome, r.smtp_code) for r in results] == [
+        ("accepted", 250),
+        ("accepted", 250),
+        ("accepted", 250),
+        ("hard", 550),
+        ("accepted", 250),
+        ("soft", 421),
+        ("accepted", 250),
+        ("accepted", 250),
+    ]
+    received = relay.recorder.by_rcpt()
+    assert sorted(received) == [f"u{i}@example.com" for i in (0, 1, 2, 4, 6, 7)]
+
+
+def test_a_message_after_which_the_relay_drops_us_is_sent_twice_then_soft(relay: Relay) -> None:
+    batch = [envelope(i, f"u{i}@example.com") for i in range(6)]
+    batch[2] = envelope(2, "poison2@example.com")
+    results = run(send_and_close(smtp(relay, pool_size=2), batch))
+    assert [r.outcome for r in results] == ["accepted", "accepted", "soft"] + ["accepted"] * 3
+    assert relay.recorder.transmissions == {"poison2@example.com": 2}
+    assert "fresh connections" in (results[2].smtp_message or "")
+
+
+def test_a_relay_going_away_is_an_outage_with_the_answers_obtained_before(relay: Relay) -> None:
+    """421 to MAIL FROM is the relay's, whoever the recipient: RelayUnavailable with
+    the answers so far; resending the rest delivers every message exactly once."""
+    batch = [envelope(i, f"u{i}@example.com") for i in range(8)]
 
     async def scenario() -> list[RelayResult]:
         transport = smtp(relay, pool_size=1)
         try:
+            assert {r.outcome for r in await transport.send(batch[:3])} == {"accepted"}
+            relay.recorder.closing_all = True
             with pytest.raises(RelayUnavailable) as info:
-                await transport.send(batch)
-            partial = info.value.partial
-            assert [(r.log_id, r.outcome) for r in partial] == [
-                (0, "accepted"),
-                (1, "accepted"),
-                (2, "accepted"),
-                (3, "hard"),
-                (4, "accepted"),
-            ]
-            answered = {r.log_id for r in partial}
-            rest = [
-                Envelope(e.log_id, e.mail_from, e.rcpt_to.replace("closing", "back"), e.data)
-                for e in batch
-                if e.log_id not in answered
-            ]
-            return await transport.send(rest)
+                await transport.send(batch[3:])
+            assert info.value.partial == []
+            assert "421" in str(info.value)
+            relay.recorder.closing_all = False
+            return await transport.send(batch[3:])
         finally:
             await transport.close()
 
     later = run(scenario())
-    assert [(r.log_id, r.outcome) for r in later] == [
-        (5, "accepted"),
-        (6, "accepted"),
-        (7, "accepted"),
-    ]
+    assert [r.outcome for r in later] == ["accepted"] * 5
     received = relay.recorder.by_rcpt()
-    assert sorted(received) == [
-        "back5@example.com",
-        *(f"u{i}@example.com" for i in (0, 1, 2, 4, 6, 7)),
-    ]
+    assert sorted(received) == sorted(e.rcpt_to for e in batch)
     assert all(len(items) == 1 for items in received.values())
 
 

@@ -13,11 +13,20 @@ Answers map to outcomes per message (the message has exactly one recipient):
 * an address the relay cannot take (non-ASCII without SMTPUTF8, control characters):
   "hard" without a code: sending it again cannot work.
 
-Everything else is about the relay, not the recipient: the connection cannot be made,
-breaks, times out, the relay answers 421 (closing), refuses MAIL FROM, EHLO or our
-login. The connection is then dropped, re-opened and the message tried once more; if
-that fails too, `send()` raises `RelayUnavailable` once the other connections have
-finished their message in flight, carrying every answer obtained in this batch.
+Trouble that is not an answer (the connection cannot be made, breaks or times out, the
+relay answers 421 "closing", refuses EHLO, MAIL FROM or our login) drops the
+connection, and the message is tried again on a fresh one. Where the trouble came
+decides what it means:
+
+* before the recipient (connecting, EHLO, MAIL FROM): the relay's. Twice for one
+  message and `send()` raises `RelayUnavailable`, once the other connections have
+  finished their message in flight, carrying every answer obtained in this batch;
+* at the recipient or its message (a 421 to RCPT or after DATA, a connection dropped
+  during RCPT or DATA) while the relay takes MAIL FROM on a fresh connection: that
+  recipient's. Twice, and the message gets a "soft" result (a temporary failure,
+  retried like any soft bounce, `MAX_RETRIES` times) and the batch goes on. One
+  domain answering 421, or one message after which the relay drops the connection,
+  stalls nothing else, and such a message is transmitted at most twice per attempt.
 After a refused recipient the transport sends RSET, so the connection stays usable; if
 the RSET went wrong, the next MAIL FROM fails and the reconnect above repairs it.
 
@@ -146,12 +155,21 @@ async def _reset(smtp: SMTP) -> None:
 
 
 class _RelayTrouble(Exception):
-    """The connection, not the recipient, failed: reconnect and try once more."""
+    """Not an answer: reconnect and try again. `at_recipient`: it came at RCPT or DATA,
+    after the relay had taken MAIL FROM, so it may be about this message only."""
+
+    def __init__(self, reason: str, *, at_recipient: bool = False, code: int | None = None):
+        super().__init__(reason)
+        self.at_recipient = at_recipient
+        self.code = code
+
+
+ATTEMPTS_PER_KIND = 2  # troubles of one kind before the verdict (outage, or soft result)
 
 
 def _answer(envelope: Envelope, code: int, message: str) -> RelayResult:
     if code == SERVICE_CLOSING:
-        raise _RelayTrouble(f"{code} {message}")
+        raise _RelayTrouble(f"{code} {message}", at_recipient=True, code=code)
     outcome: Outcome = "hard" if 500 <= code < 600 else "soft"
     return RelayResult(envelope.log_id, outcome, code, message)
 
@@ -274,6 +292,7 @@ class SmtpTransport:
         if problem:  # checked before MAIL FROM, so no transaction is left half open
             return RelayResult(envelope.log_id, "hard", None, f"invalid address: {problem}")
         utf8 = not (sender.isascii() and recipient.isascii())
+        at_recipient = False  # set once the relay has taken MAIL FROM
         try:
             if smtp.is_ehlo_or_helo_needed:
                 await _greet(smtp)
@@ -291,6 +310,7 @@ class SmtpTransport:
             if answer.code != SMTPStatus.completed:
                 await _reset(smtp)
                 raise _RelayTrouble(f"MAIL FROM refused: {answer.code} {answer.message}")
+            at_recipient = True
             answer = await smtp.execute_command(
                 b"RCPT", b"TO:<" + recipient.encode(encoding) + b">"
             )
@@ -302,21 +322,36 @@ class SmtpTransport:
             await _reset(smtp)
             return _answer(envelope, exc.code, exc.message)
         except SMTPResponseException as exc:  # HELO and the like: the relay's side
-            raise _RelayTrouble(f"{exc.code} {exc.message}") from exc
+            raise _RelayTrouble(
+                f"{exc.code} {exc.message}", at_recipient=at_recipient, code=exc.code
+            ) from exc
         except (SMTPException, OSError) as exc:
-            raise _RelayTrouble(str(exc) or type(exc).__name__) from exc
+            reason = str(exc) or type(exc).__name__
+            raise _RelayTrouble(reason, at_recipient=at_recipient) from exc
         return RelayResult(envelope.log_id, "accepted", 250, answer.message)
 
     async def _relay(self, connection: _Connection, envelope: Envelope) -> RelayResult:
-        trouble: _RelayTrouble | None = None
-        for _attempt in range(2):
+        """One message, on fresh connections as needed, until an answer or a verdict."""
+        troubles = {True: 0, False: 0}  # at the recipient, before it
+        while True:
             try:
                 smtp = await connection.client()
                 return await self._transaction(smtp, envelope)
             except _RelayTrouble as exc:
                 connection.drop()
-                trouble = exc
-        raise RelayUnavailable(f"relay {self.host}:{self.port} unavailable: {trouble}")
+                troubles[exc.at_recipient] += 1
+                if troubles[True] >= ATTEMPTS_PER_KIND:
+                    return RelayResult(
+                        envelope.log_id,
+                        "soft",
+                        exc.code,
+                        f"the relay failed at this recipient on {ATTEMPTS_PER_KIND} fresh "
+                        f"connections ({exc}); retried later like a temporary failure",
+                    )
+                if troubles[False] >= ATTEMPTS_PER_KIND:
+                    raise RelayUnavailable(
+                        f"relay {self.host}:{self.port} unavailable: {exc}"
+                    ) from exc
 
     async def send(self, batch: Sequence[Envelope]) -> list[RelayResult]:
         """Relay `batch` over the pool; see `Transport.send`. Concurrent calls queue."""
