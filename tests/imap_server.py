@@ -1,8 +1,9 @@
 """A small real IMAP4rev1 server on loopback, for the mailbox reader's tests.
 
 It speaks the commands `imaplib` sends for what the reader does (CAPABILITY, LOGIN,
-SELECT, UID SEARCH/FETCH/STORE, EXPUNGE, CLOSE, LOGOUT, NOOP, and UID EXPUNGE when
-created with ``uidplus=True``, RFC 4315) with RFC 3501's semantics for them:
+SELECT, UID SEARCH, UID FETCH of BODY[], BODY.PEEK[] or RFC822.SIZE, UID STORE,
+EXPUNGE, CLOSE, LOGOUT, NOOP, and UID EXPUNGE when created with ``uidplus=True``,
+RFC 4315) with RFC 3501's semantics for them:
 ``BODY[]`` sets \\Seen and ``BODY.PEEK[]`` does not, EXPUNGE and CLOSE remove every
 \\Deleted message, UID EXPUNGE only those of its set, SEARCH understands ALL, SEEN/UNSEEN,
 DELETED/UNDELETED and FLAGGED. Anything else is answered BAD, so a reader that
@@ -174,6 +175,11 @@ class ImapServer:
             send("* SEARCH" + "".join(f" {u}" for u in found))
         elif name == "UID FETCH":
             spec, _, items = args.partition(" ")
+            if items.upper() == "(RFC822.SIZE)":
+                for uid in _uids(spec, [m.uid for m in messages]):
+                    seq, m = next((i + 1, m) for i, m in enumerate(messages) if m.uid == uid)
+                    send(f"* {seq} FETCH (UID {uid} RFC822.SIZE {len(m.data)})")
+                return f"{tag} OK FETCH completed"
             peek = items.upper() == "(BODY.PEEK[])"
             if not peek and items.upper() != "(BODY[])":
                 return f"{tag} BAD unsupported fetch"

@@ -63,6 +63,7 @@ from flufl.bounce import all_failures
 from bot.feedback.events import (
     FeedbackEvent,
     FeedbackKind,
+    MalformedPayload,
     derive_event_id,
     make_event,
     normalize_recipient,
@@ -87,10 +88,29 @@ _ANSWER = re.compile(r"(?:^[ \t>]*|said:[ \t]*)([45]\d\d[ -][^\r\n]*)", re.I | r
 _ANSWER_WINDOW = 800
 
 
+MAX_BOUNCE_BYTES = 4 * 1024 * 1024  # a bounce quotes our message; ours are far smaller
+MAX_DEPTH = 16  # multipart levels looked into; real bounces have two or three
+MAX_PARTS = 200
+
+
 def parse_bounce_message(raw: bytes) -> list[FeedbackEvent]:
-    """The events a bounce message reports; [] when it is not a bounce."""
+    """The events a bounce message reports; [] when it is not a bounce.
+
+    Bounded: a message over `MAX_BOUNCE_BYTES`, or nested so deeply that Python's
+    parser gives up, is `MalformedPayload`; only the first `MAX_DEPTH` levels and
+    `MAX_PARTS` parts are looked at.
+    """
     if not raw or not raw.strip():
         return []
+    if len(raw) > MAX_BOUNCE_BYTES:
+        raise MalformedPayload(f"a bounce message is at most {MAX_BOUNCE_BYTES:,} bytes")
+    try:
+        return _parse(raw)
+    except RecursionError:
+        raise MalformedPayload("the message's parts are nested too deeply to be a bounce") from None
+
+
+def _parse(raw: bytes) -> list[FeedbackEvent]:
     msg = email.message_from_bytes(raw)
     report_id = _report_id(msg, raw)
     mid, log_hint = _original_identity(msg)
@@ -111,13 +131,19 @@ def parse_bounce_message(raw: bytes) -> list[FeedbackEvent]:
 
 
 def _parts(msg: Message) -> Iterator[Message]:
-    """Every part of the bounce itself, not descending into the returned message."""
-    yield msg
-    payload = msg.get_payload()
-    if msg.get_content_maintype() == "multipart" and isinstance(payload, list):
-        for sub in payload:
-            if isinstance(sub, Message):
-                yield from _parts(sub)
+    """The parts of the bounce itself, depth first, not descending into the returned
+    message; at most `MAX_PARTS`, `MAX_DEPTH` levels down."""
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    seen = 0
+    while stack and seen < MAX_PARTS:
+        part, depth = stack.pop()
+        seen += 1
+        yield part
+        payload = part.get_payload()
+        nested = part.get_content_maintype() == "multipart" and isinstance(payload, list)
+        if nested and depth < MAX_DEPTH:
+            subs = [sub for sub in payload if isinstance(sub, Message)]
+            stack.extend((sub, depth + 1) for sub in reversed(subs))
 
 
 def _text_of(part: Message) -> str:

@@ -70,7 +70,7 @@ def import_deliveries(ctx: Context, actor: Actor, path: str | Path) -> Deliverie
     actor.require(Permission.PREPARE)
     path = Path(path)
     name = str(path)
-    entries, problems = _parse(name, read_input(path))
+    entries, problems = _parse(name, read_input(path, MAX_FILE_BYTES))
     report = DeliveriesImportReport(file=name)
     now = ctx.clock.now()
     try:
@@ -91,6 +91,9 @@ def import_deliveries(ctx: Context, actor: Actor, path: str | Path) -> Deliverie
 
 
 # Reading the file ----------------------------------------------------------------------
+
+
+MAX_FILE_BYTES = 5 * 1024 * 1024  # a deliveries file is text written by people
 
 
 class _Unreadable(Exception):
@@ -167,9 +170,26 @@ def _check_entry(name: str, entry: _Entry, node: yaml.Node) -> list[Problem]:
     return problems
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader without aliases: `*name` repeats a node by reference, and nested
+    repeats make a 1 KB file stand for billions of values (each checked, hashed and
+    stored). A deliveries file has no use for them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "aliases (*name) are not allowed here; write each value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
 def _load(text: str) -> tuple[yaml.Node | None, Any]:
     """Parse once, keeping the node tree (for line numbers) and the plain data."""
-    loader = yaml.SafeLoader(text)
+    loader = _NoAliasLoader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

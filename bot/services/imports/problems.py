@@ -24,11 +24,18 @@ class Problem:
         return {"file": self.file, "where": self.where, "field": self.field, "reason": self.reason}
 
 
+MAX_LISTED = 100  # problems kept and shown; a file of a million bad lines says so in one
+
+
 class InputRejected(DomainError):
-    """A file had bad lines: nothing of it was applied. Every problem is listed."""
+    """A file had bad lines: nothing of it was applied. The first `MAX_LISTED` problems are
+    listed (in file order), with how many there are in all."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        lines = "\n".join(f"  {p}" for p in problems)
-        noun = "problem" if len(problems) == 1 else "problems"
-        super().__init__(f"nothing was imported; fix {len(problems)} {noun}:\n{lines}")
+        self.total = len(problems)
+        self.problems = problems[:MAX_LISTED]
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        if self.total > MAX_LISTED:
+            lines += f"\n  … and {self.total - MAX_LISTED} more; fix these first"
+        noun = "problem" if self.total == 1 else "problems"
+        super().__init__(f"nothing was imported; fix {self.total} {noun}:\n{lines}")

@@ -108,12 +108,21 @@ def import_profiles(
     return report
 
 
-def read_input(path: Path) -> bytes:
-    """The bytes of an input file, or NotFound saying which path was looked for."""
+def read_input(path: Path, max_bytes: int | None = None) -> bytes:
+    """The bytes of an input file, or NotFound saying which path was looked for.
+
+    With `max_bytes`, a larger file is refused before it is read.
+    """
     try:
-        return path.read_bytes()
+        with path.open("rb") as f:
+            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise NotFound(f"no file at {path}; give the path of the file to import") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise InputRejected(
+            [Problem(str(path), "file", None, f"larger than {max_bytes:,} bytes; split it")]
+        )
+    return data
 
 
 def _check_audience_name(file: str, audience: str) -> str:

@@ -20,6 +20,8 @@ KNOWN = ("email", "first_name", "last_name", "timezone")
 MAX_EMAIL = 320  # RFC 3696 limit, and the column's size
 MAX_NAME = 200
 MAX_WARNINGS = 100  # per kind; a 100,000-line file should not print 100,000 warnings
+MAX_COLUMNS = 500  # a profile with more attributes than this is not a profile
+MAX_COLUMN_NAME = 100
 
 
 @dataclass
@@ -88,13 +90,26 @@ def _records(text: str) -> Iterator[tuple[int, int, list[str] | str]]:
 
 
 def _header(name: str, fields: list[str]) -> tuple[_Columns | None, list[Problem]]:
+    if len(fields) > MAX_COLUMNS:
+        reason = f"the header has {len(fields):,} columns; at most {MAX_COLUMNS} are read"
+        return None, [Problem(name, "line 1", None, reason)]
     problems = []
     positions: dict[str, int] = {}
     for position, raw in enumerate(fields):
         column = raw.strip()
         if column.lower() in KNOWN:
             column = column.lower()
-        if not column:
+        if len(column) > MAX_COLUMN_NAME:
+            problems.append(
+                Problem(
+                    name,
+                    "line 1",
+                    None,
+                    f"column {position + 1} has a name of {len(column):,} characters; "
+                    f"at most {MAX_COLUMN_NAME}",
+                )
+            )
+        elif not column:
             problems.append(
                 Problem(name, "line 1", None, f"column {position + 1} of the header has no name")
             )
@@ -253,7 +268,8 @@ def _known_values(
 
 
 def _attribute_name_warnings(name: str, columns: _Columns) -> list[Problem]:
-    return [
+    odd = [column for column in columns.attributes if not column.isidentifier()]
+    warnings = [
         Problem(
             name,
             "line 1",
@@ -261,9 +277,12 @@ def _attribute_name_warnings(name: str, columns: _Columns) -> list[Problem]:
             f"{column!r} is not a name a template can use directly; templates reach it "
             f"as profile[{column!r}]",
         )
-        for column in columns.attributes
-        if not column.isidentifier()
+        for column in odd[:MAX_WARNINGS]
     ]
+    if len(odd) > MAX_WARNINGS:
+        more = f"… and {len(odd) - MAX_WARNINGS} more such column names"
+        warnings.append(Problem(name, "line 1", None, more))
+    return warnings
 
 
 def _case_warnings(name: str, rows: dict[str, ProfileRow]) -> list[Problem]:

@@ -51,6 +51,7 @@ BATCH = 200  # messages per transaction
 MAX_ROUNDS = 25  # per tick: a flood of bounces is read over several ticks
 FAILED_FOLDER = "failed"
 IMAP_TIMEOUT = 30.0
+MAX_MESSAGE_BYTES = dsn.MAX_BOUNCE_BYTES  # larger messages are set aside unread
 
 
 @dataclass
@@ -68,8 +69,9 @@ class MailboxReport:
 class MailboxSource(Protocol):
     """A mailbox as the reader needs it; keys are opaque to the reader."""
 
-    def fetch(self, limit: int) -> list[tuple[str, bytes]]:
-        """Up to `limit` messages not yet taken, leaving the mailbox unchanged."""
+    def fetch(self, limit: int) -> list[tuple[str, bytes | None]]:
+        """Up to `limit` messages not yet taken, leaving the mailbox unchanged; None for a
+        message larger than `MAX_MESSAGE_BYTES` (never read whole)."""
         ...
 
     def remove(self, keys: Sequence[str]) -> None: ...
@@ -84,13 +86,15 @@ class MaildirSource:
         assert target.path is not None
         self.box = mailbox.Maildir(target.path, factory=None, create=False)
 
-    def fetch(self, limit: int) -> list[tuple[str, bytes]]:
-        found = []
+    def fetch(self, limit: int) -> list[tuple[str, bytes | None]]:
+        found: list[tuple[str, bytes | None]] = []
         for key in sorted(self.box.keys())[:limit]:  # names start with the delivery time
             try:
-                found.append((key, self.box.get_bytes(key)))
+                with self.box.get_file(key) as f:
+                    data = f.read(MAX_MESSAGE_BYTES + 1)
             except (KeyError, FileNotFoundError):
                 continue  # removed by someone else since the listing
+            found.append((key, data if len(data) <= MAX_MESSAGE_BYTES else None))
         return found
 
     def remove(self, keys: Sequence[str]) -> None:
@@ -115,6 +119,7 @@ class MaildirSource:
 
 
 _FETCHED_UID = re.compile(rb"\bUID (\d+)\b")
+_FETCHED_SIZE = re.compile(rb"\bRFC822\.SIZE (\d+)\b")
 
 
 class ImapSource:
@@ -147,18 +152,32 @@ class ImapSource:
         if status != "OK":
             raise imaplib.IMAP4.error(f"{what} failed: {data!r}")
 
-    def fetch(self, limit: int) -> list[tuple[str, bytes]]:
+    def fetch(self, limit: int) -> list[tuple[str, bytes | None]]:
         status, data = self.imap.uid("SEARCH", "UNSEEN", "UNDELETED")
         self._check(status, data, "SEARCH")
         uids = (data[0] or b"").split()[:limit] if data else []
         if not uids:
             return []
-        status, data = self.imap.uid("FETCH", b",".join(uids).decode(), "(BODY.PEEK[])")
+        # Sizes first: a message over the bound is never downloaded.
+        status, data = self.imap.uid("FETCH", b",".join(uids).decode(), "(RFC822.SIZE)")
         self._check(status, data, "FETCH")
-        found = []
+        sizes: dict[str, int] = {}
         for item in data:
-            if isinstance(item, tuple) and (m := _FETCHED_UID.search(item[0])):
-                found.append((m.group(1).decode(), item[1]))
+            line = item[0] if isinstance(item, tuple) else item
+            if not isinstance(line, bytes):
+                continue
+            uid, size = _FETCHED_UID.search(line), _FETCHED_SIZE.search(line)
+            if uid and size:
+                sizes[uid.group(1).decode()] = int(size.group(1))
+        found: list[tuple[str, bytes | None]] = []
+        small = [u.decode() for u in uids if sizes.get(u.decode(), 0) <= MAX_MESSAGE_BYTES]
+        found += [(u.decode(), None) for u in uids if u.decode() not in small]
+        if small:
+            status, data = self.imap.uid("FETCH", ",".join(small), "(BODY.PEEK[])")
+            self._check(status, data, "FETCH")
+            for item in data:
+                if isinstance(item, tuple) and (m := _FETCHED_UID.search(item[0])):
+                    found.append((m.group(1).decode(), item[1]))
         return found
 
     def _flag(self, keys: Sequence[str], flags: str) -> None:
@@ -198,8 +217,13 @@ def open_source(target: MailboxTarget) -> MailboxSource:
     return ImapSource(target)
 
 
-def _parse(key: str, raw: bytes, where: str) -> list[FeedbackEvent] | None:
+def _parse(key: str, raw: bytes | None, where: str) -> list[FeedbackEvent] | None:
     """The message's events; None (and a warning) when it must be set aside."""
+    if raw is None:
+        log.warning(
+            "set aside message %s of %s: larger than %d bytes", key, where, MAX_MESSAGE_BYTES
+        )
+        return None
     try:
         events = dsn.parse_bounce_message(raw)
     except Exception:  # any message at all can arrive in a bounce mailbox
