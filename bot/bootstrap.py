@@ -228,10 +228,14 @@ def build_server(
 def sender_child(settings: Settings, conn: Connection, tick_seconds: float | None) -> None:
     """The sender process: due work on every kick or tick until told to stop.
 
-    Ctrl-C reaches the whole process group; the child ignores it and stops when the
-    server, shutting down, tells it to (or ends it past the grace period).
+    Ctrl-C and SIGTERM reach the whole process group (systemd's stop sends SIGTERM to
+    every process of the unit). The child ignores Ctrl-C and takes SIGTERM as the
+    server's stop: it ends after the batch in flight, recorded, either way; the server,
+    shutting down, tells it the same (and ends it past the grace period).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop_asked = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stop_asked.set())
     logging.basicConfig(
         level=settings.log_level, format="%(levelname)s %(name)s [sender]: %(message)s"
     )
@@ -242,6 +246,9 @@ def sender_child(settings: Settings, conn: Connection, tick_seconds: float | Non
 
         threading.Thread(target=load, name="chart-import", daemon=True).start()
     orders = Orders(conn)
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: orders.stop())
+    if stop_asked.is_set():
+        orders.stop()
     try:
         serve_orders(orders, root.due_work(root.notifications(), orders.batch), tick_seconds)
     finally:

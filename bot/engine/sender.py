@@ -86,6 +86,9 @@ def claim_is_abandoned(token: str, claimed_at: datetime | None, now: datetime) -
     return claimed_at is None or claimed_at <= now - CLAIM_LEASE
 
 
+STOP_CHECK_SECONDS = 0.25  # how often a back-off looks whether to stop
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Waits between attempts while the relay is unavailable: 1 s doubling up to 60 s."""
@@ -207,14 +210,24 @@ class Sender:
                     len(envelopes),
                     delay,
                 )
-                await self.sleep(delay)
-                if self._state(execution_id) is not DeliveryState.IN_PROGRESS:
-                    # Paused or stopped during the outage: the rest stays queued.
+                await self._wait(delay)
+                if self.should_stop() or self._state(execution_id) is not DeliveryState.IN_PROGRESS:
+                    # Paused, stopped or shutting down during the outage: the rest stays
+                    # queued (its claims released) for the next round or start.
                     self._release([e.log_id for e in envelopes])
                     return
                 continue
             self._record_results(results, design.skeleton, retry_counts)
             return
+
+    async def _wait(self, seconds: float) -> None:
+        """Back off for `seconds`, but no longer than until the process is told to stop:
+        a shutdown during an outage's back-off must not wait the back-off out."""
+        left = seconds
+        while left > 0 and not self.should_stop():
+            step = min(left, STOP_CHECK_SECONDS)
+            await self.sleep(step)
+            left -= step
 
     # -- database steps ------------------------------------------------------------------
 

@@ -62,6 +62,11 @@ class Orders:
             if self.stopping.is_set():
                 return
 
+    def stop(self) -> None:
+        """Stop as if the server said so (SIGTERM: after the batch in flight)."""
+        self.stopping.set()
+        self.wake.set()
+
     def batch(self, execution_id: int) -> None:
         self.conn.send(("batch", execution_id))
 

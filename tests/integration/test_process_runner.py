@@ -4,6 +4,10 @@ each batch back to the server; told to stop, it stops."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -150,4 +154,52 @@ def test_stop_ends_the_send_after_the_batch_in_flight_and_a_restart_resumes(
         assert due_now(ctx).sent == {"big": "finished"}
     finally:
         controller.stop()
+    assert sorted(recorder.received) == sorted(emails), "everybody exactly once"
+
+
+def test_sigterm_to_the_process_group_stops_after_the_batch_in_flight(tmp_path: Path) -> None:
+    """systemd's stop: SIGTERM to every process of `serve`, the sender child included.
+    Before, the child died at once, leaving its batch claimed and resent at the restart."""
+    many, batch = 400, 20
+    recorder = SlowRecorder()
+    port = free_port()
+    controller = Controller(recorder, hostname="127.0.0.1", port=port)
+    controller.start()
+    env = {
+        "PATH": os.environ["PATH"],
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'greenlight.db'}",
+        "MAIL_URL": f"smtp://127.0.0.1:{port}",
+        "TRACKING_SECRET": "process-test",
+        "SEND_BATCH_SIZE": str(batch),
+        "SMTP_POOL_SIZE": "2",
+        "PORT": str(free_port()),
+    }
+    settings = load_settings(
+        _env_file=None, **{k.lower(): v for k, v in env.items() if k != "PATH"}
+    )
+    root = bootstrap(settings)
+    ctx = root.context
+    emails = [f"user{i}@x.example" for i in range(many)]
+    prepare_one(ctx, tmp_path, emails, text="Hello {{ email }}")
+    confirm_send(ctx, as_user("U0ALICE", [Role.START_DELIVERIES]), "big")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve"], env=env, cwd=tmp_path, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(recorder.received) < 2 * batch:  # polling a real process, not the clock
+            assert time.monotonic() < deadline and server.poll() is None, "nothing was sent"
+            time.sleep(0.05)
+        os.killpg(server.pid, signal.SIGTERM)
+        assert server.wait(60) == 0
+        with ctx.sessions() as s:
+            claimed = s.scalar(select(func.count()).where(SendingLog.claim_token.is_not(None)))
+        assert claimed == 0, "the batch in flight was recorded before the child ended"
+        assert len(recorder.received) < many, "it stopped part way"
+        assert due_now(ctx).sent == {"big": "finished"}
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+        controller.stop()
+        root.close()
     assert sorted(recorder.received) == sorted(emails), "everybody exactly once"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 from scenario import CLI, as_user, detail_json
-from smtp_relay import Relay
-from sqlalchemy import select, update
+from smtp_relay import Relay, free_port
+from sqlalchemy import func, select, update
 
 from bot.clock import FixedClock
 from bot.context import Context
@@ -319,3 +319,23 @@ def test_one_poisoned_recipient_and_one_closing_domain_stall_nothing(
     with ctx.sessions() as s:
         final = s.scalar(select(SendingLog.final).where(SendingLog.email == "poison17@x.example"))
     assert final is True
+
+
+def test_a_stop_during_a_relay_back_off_does_not_wait_it_out(ctx: Context, tmp_path: Path) -> None:
+    eid = load(ctx, tmp_path, [f"user{i}@x.example" for i in range(5)])
+    down = SmtpTransport("127.0.0.1", free_port(), timeout=5.0, local_hostname="gl.test")
+    slept: list[float] = []
+    stopping = False
+
+    async def sleep(seconds: float) -> None:  # the injected clock of the back-off
+        nonlocal stopping
+        slept.append(seconds)
+        stopping = True  # the shutdown comes during the first wait
+
+    state = send(
+        ctx, down, eid, backoff=Backoff(first=30.0), sleep=sleep, should_stop=lambda: stopping
+    )
+    assert state is DeliveryState.IN_PROGRESS, "left for the next start"
+    assert sum(slept) <= 0.25, f"waited {sum(slept)} s of a 30 s back-off"
+    with ctx.sessions() as s:
+        assert s.scalar(select(func.count()).where(SendingLog.claim_token.is_not(None))) == 0
