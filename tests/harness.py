@@ -17,6 +17,7 @@ from aiohttp import web
 
 from bot.bootstrap import Root, Server, build_server
 from bot.context import Context
+from bot.entrypoints.access_log import RUNNER_OPTIONS
 from bot.entrypoints.web import build_web_app
 
 SIGNING_SECRET = "test-signing-secret"
@@ -44,7 +45,7 @@ class LiveApp:
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
         app = build_web_app(self.server)
-        self.runner = web.AppRunner(app)
+        self.runner = web.AppRunner(app, **RUNNER_OPTIONS)
         self.loop.run_until_complete(self.runner.setup())
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         self.loop.run_until_complete(site.start())

@@ -222,7 +222,7 @@ def add_feedback_routes(
 
     async def open_pixel(request: web.Request) -> web.Response:
         log_id = signer.read_open(request.match_info["token"])
-        log.info("open hit %s from %s", log_id, request.headers.get("User-Agent"))
+        log.debug("open of log %s", log_id)
         if log_id is not None:
             await take([hit(FeedbackKind.OPEN, log_id, request)])
         return web.Response(
@@ -231,7 +231,7 @@ def add_feedback_routes(
 
     async def click(request: web.Request) -> web.Response:
         found = signer.read_click(request.match_info["token"])
-        log.info("click hit %s from %s", found, request.headers.get("User-Agent"))
+        log.debug("click of log %s", found.log_id if found else None)
         if found is None:
             count("tracking_forged")
             return web.Response(status=404, text="This link is not valid.")

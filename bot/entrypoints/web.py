@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from typing import Any
 
 from aiohttp import web
 
 from bot.bootstrap import Root, Server, build_server
 from bot.config import SettingsError
+from bot.entrypoints.access_log import RUNNER_OPTIONS
 from bot.entrypoints.feedback_http import add_feedback_routes
 from bot.entrypoints.slack_http import SlackEndpoint
 from bot.store.db import StoreUnavailable, ping
@@ -63,14 +65,21 @@ def build_web_app(server: Server, socket_mode: bool = False) -> web.Application:
         return response
 
     async def healthz(request: web.Request) -> web.Response:
+        """Healthy means the database answers *and takes writes* (a full disk or a
+        read-only file leaves reads working); the error is logged with an id, and
+        only the id is answered: a driver's message names hosts and ports."""
+
         def check() -> None:
             with server.ctx.sessions() as session:
-                ping(session)
+                ping(session, write=True)
 
         try:
             await asyncio.to_thread(check)
-        except StoreUnavailable as exc:
-            return web.json_response({"ok": False, "database": str(exc)}, status=503)
+        except StoreUnavailable:
+            error_id = uuid.uuid4().hex[:12]
+            log.exception("health check failed (error %s)", error_id)
+            body = {"ok": False, "database": "unavailable", "error_id": error_id}
+            return web.json_response(body, status=503)
         return web.json_response({"ok": True, "database": "ok", "slack": server.slack is not None})
 
     async def metrics(request: web.Request) -> web.Response:
@@ -122,7 +131,7 @@ def serve(root: Root, socket_mode: bool = False) -> None:
     if socket_mode:
         app.on_startup.append(socket_mode_starter(server))
     log.info("listening on port %d", settings.port)
-    web.run_app(app, port=settings.port, print=None)
+    web.run_app(app, port=settings.port, print=None, **RUNNER_OPTIONS)
 
 
 def socket_mode_starter(server: Server) -> Any:

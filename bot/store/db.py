@@ -97,6 +97,15 @@ def affected(result: Result[Any]) -> int:
     return cursor.rowcount
 
 
-def ping(session: Session) -> None:
-    """One round trip: raises StoreUnavailable when the database cannot answer."""
+def ping(session: Session, *, write: bool = False) -> None:
+    """One round trip: raises StoreUnavailable when the database cannot answer.
+
+    `write`: also make a write that changes nothing (the schema version set to itself,
+    rolled back), so a database that reads but cannot write is found out.
+    """
     session.execute(text("SELECT 1"))
+    if write:
+        try:
+            session.execute(text("UPDATE alembic_version SET version_num = version_num"))
+        finally:
+            session.rollback()
