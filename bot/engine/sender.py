@@ -221,13 +221,21 @@ class Sender:
             return
 
     async def _wait(self, seconds: float) -> None:
-        """Back off for `seconds`, but no longer than until the process is told to stop:
-        a shutdown during an outage's back-off must not wait the back-off out."""
-        left = seconds
-        while left > 0 and not self.should_stop():
-            step = min(left, STOP_CHECK_SECONDS)
-            await self.sleep(step)
-            left -= step
+        """Back off for `seconds` (the injected sleep), but no longer than until the process
+        is told to stop: a shutdown during an outage must not wait the back-off out."""
+        if self.should_stop():
+            return
+        sleeping = asyncio.ensure_future(self.sleep(seconds))
+        watching = asyncio.ensure_future(self._until_stopped())
+        try:
+            await asyncio.wait({sleeping, watching}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeping, watching):
+                task.cancel()
+
+    async def _until_stopped(self) -> None:
+        while not self.should_stop():
+            await asyncio.sleep(STOP_CHECK_SECONDS)
 
     # -- database steps ------------------------------------------------------------------
 
