@@ -291,17 +291,36 @@ def check_filter(
         raise _too_large(f"the {name} filter", size, limits.max_value)
 
 
+# The filters whose result can be much larger than their input, or that take long:
+# their arguments are checked before they run. Every other filter only has its
+# result measured.
+_AMPLIFYING = frozenset(
+    {"center", "indent", "batch", "slice", "join", "replace", "format", "wordwrap", "urlize"}
+)
+
+
 def guard_filter(name: str, func: Callable[..., Any], limits: RenderLimits) -> Callable[..., Any]:
-    """`func` with its step counted, its arguments checked and its result measured."""
+    """`func` with its step counted, its result measured and, for the filters that can
+    amplify, its arguments checked first. Filters run once per use in the template's
+    hot path, so the wrapper does as little as it can."""
+    # A filter receives (context | eval_ctx | environment,) value, args...: the checks
+    # want the value first.
+    skip = 1 if getattr(func, "jinja_pass_arg", None) is not None else 0
+    max_value = limits.max_value
+    amplifying = name in _AMPLIFYING
 
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        step()
-        # A filter receives (context | eval_ctx | environment,) value, args...: the
-        # checks want the value first.
-        plain = args[1:] if getattr(func, "jinja_pass_arg", None) is not None else args
-        check_filter(name, plain, kwargs, limits)
+        budget = _BUDGET.get()
+        if budget is not None:
+            budget.step()
+        if amplifying:
+            check_filter(name, args[skip:], kwargs, limits)
         result = func(*args, **kwargs)
-        check_size(result, limits, f"the {name} filter")
+        if isinstance(result, str):  # the common case (Markup too), checked at once
+            if len(result) > max_value:
+                raise _too_large(f"the {name} filter", len(result), max_value)
+        else:
+            check_size(result, limits, f"the {name} filter")
         return result
 
     guarded.__dict__.update(getattr(func, "__dict__", {}))  # keeps jinja_pass_arg

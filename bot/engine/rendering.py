@@ -26,6 +26,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
+from itertools import islice
 from typing import Any, NamedTuple
 
 from jinja2 import BaseLoader, ChainableUndefined, Environment, Template, TemplateError, nodes
@@ -380,20 +381,29 @@ class MessageTemplates:
         return RenderedMessage(_one_line(subject), html, text, warnings)
 
 
+_BLOCK = 32  # chunks taken between two checks of the output's size
+
+
 def _run(template: Template, parent: dict[str, Any], limit: int) -> str:
-    """The part's output, stopped as soon as it grows past `limit` characters."""
+    """The part's output, stopped soon after it grows past `limit` characters.
+
+    The chunks are taken in blocks (`islice` runs the generator in C): checking each
+    one cost a third of a render. A block of values each within the value bound keeps
+    what is held before the check bounded too.
+    """
     chunks: list[str] = []
     size = 0
     budget = render_limits.current()
-    for chunk in template.root_render_func(template.new_context(parent, shared=True)):
-        size += len(chunk)
+    produced = template.root_render_func(template.new_context(parent, shared=True))
+    while block := list(islice(produced, _BLOCK)):
+        size += sum(map(len, block))
         if size > limit:
             raise LimitExceeded(
                 f"the rendered text is longer than {limit:,} characters; shorten the template"
             )
+        chunks += block
         if budget is not None:
-            budget.step()
-        chunks.append(chunk)
+            budget.step(len(block))
     if budget is not None:
         budget.check_time()
     return "".join(chunks)
