@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 from mock_slack import MockSlack
+from scenario import settings_for
 from smtp_relay import Relay
 from sqlalchemy import Engine, text
 
 from bot.bootstrap import Root, bootstrap
 from bot.clock import FixedClock
-from bot.config import Settings, load_settings
+from bot.config import Settings
 from bot.context import Context
 from bot.store.db import make_engine, upgrade
 from bot.store.models import Base
@@ -77,13 +78,7 @@ def clock() -> FixedClock:
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """Settings for a test: never the developer's real environment or `.env`."""
-    return load_settings(
-        _env_file=None,
-        database_url=f"sqlite:///{tmp_path / 'greenlight.db'}",
-        mail_url=f"maildir://{tmp_path / 'outbox'}",
-        tracking_secret="test-tracking-secret",
-        feedback_secret="test-feedback-secret",
-    )
+    return settings_for(tmp_path)
 
 
 @pytest.fixture

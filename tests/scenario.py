@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.config import Settings, load_settings
 from bot.context import Context
 from bot.domain.roles import COMMAND_LINE, Actor, Role
 from bot.engine.transports import Transport, make_transport
@@ -75,3 +79,25 @@ def due_now(
             notifications=notifications,
         )
     )
+
+
+def settings_for(tmp_path: Path, **overrides: Any) -> Settings:
+    """Settings for a test: never the developer's real environment or `.env`."""
+    return load_settings(
+        _env_file=None,
+        **{
+            "database_url": f"sqlite:///{tmp_path / 'greenlight.db'}",
+            "mail_url": f"maildir://{tmp_path / 'outbox'}",
+            "tracking_secret": "test-tracking-secret",
+            "feedback_secret": "test-feedback-secret",
+            **overrides,
+        },
+    )
+
+
+def sendgrid_public_key(private: ec.EllipticCurvePrivateKey) -> str:
+    """The verification key SendGrid shows for `private`, as SENDGRID_PUBLIC_KEY takes it."""
+    public = private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return base64.b64encode(public).decode()

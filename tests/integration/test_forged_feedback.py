@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from harness import LiveApp
 from pydantic import SecretStr
-from scenario import as_user, due_now, prepare_one
+from scenario import as_user, due_now, prepare_one, sendgrid_public_key, settings_for
 from sqlalchemy import select
 
 from bot.clock import FixedClock
-from bot.config import Settings, load_settings
+from bot.config import Settings
 from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.message import message_tag
@@ -46,16 +46,9 @@ EMAILS = ["a@x.example", "b@x.example", "c@x.example", "d@x.example"]
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    public = SENDGRID_KEY.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return load_settings(
-        _env_file=None,
-        database_url=f"sqlite:///{tmp_path / 'greenlight.db'}",
-        mail_url=f"maildir://{tmp_path / 'outbox'}",
-        tracking_secret="test-tracking-secret",
-        feedback_secret=SECRET,
-        sendgrid_public_key=base64.b64encode(public).decode(),
+    return settings_for(
+        tmp_path,
+        sendgrid_public_key=sendgrid_public_key(SENDGRID_KEY),
         mailgun_signing_key=MAILGUN_KEY,
         retry_interval_minutes=30,
     )

@@ -7,14 +7,17 @@ import json
 import logging
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from harness import LiveApp
+from scenario import settings_for
 from smtp_relay import free_port
 
+from bot.bootstrap import bootstrap
 from bot.context import Context
 from bot.engine.tokens import TokenSigner
 from bot.store.db import make_engine, make_session_factory
@@ -58,31 +61,26 @@ def test_healthz_answers_without_the_drivers_words(
     assert any(answer["error_id"] in r.getMessage() for r in caplog.records), "logged with its id"
 
 
-def test_healthz_is_unhealthy_when_sqlite_cannot_write(
-    ctx: Context, app: LiveApp, settings_path: Path
-) -> None:
-    if ctx.sessions.kw["bind"].dialect.name != "sqlite":
-        pytest.skip("a read-only file is a SQLite fault")
+def test_healthz_is_unhealthy_when_sqlite_cannot_write(tmp_path: Path) -> None:
     if shutil.which("chattr") is None:
         pytest.skip("chattr is needed to make the database file read-only for root")
-    assert get(app, "/healthz")[0] == 200
-    made = subprocess.run(["chattr", "+i", str(settings_path)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"this file system has no immutable flag: {made.stderr!r}")
+    root = bootstrap(settings_for(tmp_path))
+    live = LiveApp(root.context, start_sender=False).start()
+    database = tmp_path / "greenlight.db"
     try:
-        ctx.sessions.kw["bind"].dispose()  # fresh connections meet the read-only file
-        status, body = get(app, "/healthz")
+        assert get(live, "/healthz")[0] == 200
+        made = subprocess.run(["chattr", "+i", str(database)], capture_output=True)
+        if made.returncode != 0:
+            pytest.skip(f"this file system has no immutable flag: {made.stderr!r}")
+        try:
+            root.engine.dispose()  # fresh connections meet the read-only file
+            status, body = get(live, "/healthz")
+        finally:
+            subprocess.run(["chattr", "-i", str(database)], check=True)
     finally:
-        subprocess.run(["chattr", "-i", str(settings_path)], check=True)
+        live.stop()
+        root.close()
     assert status == 503 and json.loads(body)["database"] == "unavailable"
-
-
-@pytest.fixture
-def settings_path(ctx: Context) -> Path:
-    url = ctx.settings.database_url
-    return (
-        Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else Path("/nonexistent")
-    )
 
 
 def test_the_access_log_holds_no_token_and_no_clicked_url(
@@ -98,6 +96,11 @@ def test_the_access_log_holds_no_token_and_no_clicked_url(
         get(app, f"/t/o/{opened}")
         get(app, f"/t/c/{clicked}")
         get(app, f"/u/{leave}", headers={"Referer": f"{app.url}/u/{leave}"})
+        # An access line is written after its answer is sent: wait for the server thread.
+        deadline = time.monotonic() + 10
+        while sum(r.name == "aiohttp.access" for r in caplog.records) < 3:
+            assert time.monotonic() < deadline, "the access lines never came"
+            time.sleep(0.01)
     lines = [r.getMessage() for r in caplog.records]
     access = [
         line for r, line in zip(caplog.records, lines, strict=True) if r.name == "aiohttp.access"

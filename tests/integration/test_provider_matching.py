@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from harness import LiveApp
-from scenario import as_user, due_now, prepare_one
+from scenario import as_user, due_now, prepare_one, sendgrid_public_key, settings_for
 from sqlalchemy import select
 
-from bot.config import Settings, load_settings
+from bot.config import Settings
 from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.transports import MaildirTransport
@@ -47,16 +47,9 @@ LINK_HTML = '<a href="https://shop.example/x">x</a>'
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    public = SENDGRID_KEY.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return load_settings(
-        _env_file=None,
-        database_url=f"sqlite:///{tmp_path / 'greenlight.db'}",
-        mail_url=f"maildir://{tmp_path / 'outbox'}",
-        tracking_secret="test-tracking-secret",
-        feedback_secret="test-feedback-secret",
-        sendgrid_public_key=base64.b64encode(public).decode(),
+    return settings_for(
+        tmp_path,
+        sendgrid_public_key=sendgrid_public_key(SENDGRID_KEY),
         mailgun_signing_key=MAILGUN_KEY,
         postmark_webhook_user=POSTMARK[0],
         postmark_webhook_password=POSTMARK[1],

@@ -24,10 +24,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 from harness import LiveApp
-from scenario import as_user, due_now, prepare_one
+from scenario import as_user, due_now, prepare_one, settings_for
 from sqlalchemy import select
 
-from bot.config import Settings, load_settings
+from bot.config import Settings
 from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.transports import MaildirTransport
@@ -92,13 +92,7 @@ class CertificateHost:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return load_settings(
-        _env_file=None,
-        database_url=f"sqlite:///{tmp_path / 'greenlight.db'}",
-        mail_url=f"maildir://{tmp_path / 'outbox'}",
-        tracking_secret="test-tracking-secret",
-        ses_topic_arns=TOPIC,
-    )
+    return settings_for(tmp_path, ses_topic_arns=TOPIC)
 
 
 @pytest.fixture
