@@ -15,7 +15,8 @@ import os
 import secrets
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from multiprocessing.connection import Connection
@@ -43,6 +44,7 @@ from bot.notify.slack_client import UsergroupDirectory, make_client
 from bot.services.messages.deployment import DeploymentFollower
 from bot.services.notifications import Notifications, Unconnected
 from bot.store.db import make_engine, make_session_factory, upgrade
+from bot.store.send_lock import send_lock as store_send_lock
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,19 @@ class Root:
             )
 
         return round_
+
+    @contextmanager
+    def send_lock(self, *, wait: bool) -> Iterator[None]:
+        """Be the one process sending from this database (`store.send_lock`); what an
+        earlier holder left claimed is released as the lock is taken."""
+
+        def waiting() -> None:
+            log.info("another process sends from this database; waiting for it to stop")
+
+        with store_send_lock(self.engine, wait=wait, waiting=waiting) as released:
+            if released:
+                log.warning("released %d claims left by a sender that stopped", released)
+            yield
 
     def close(self) -> None:
         self.engine.dispose()
@@ -250,6 +265,7 @@ def sender_child(settings: Settings, conn: Connection, tick_seconds: float | Non
     if stop_asked.is_set():
         orders.stop()
     try:
-        serve_orders(orders, root.due_work(root.notifications(), orders.batch), tick_seconds)
+        with root.send_lock(wait=True):
+            serve_orders(orders, root.due_work(root.notifications(), orders.batch), tick_seconds)
     finally:
         root.close()

@@ -2,89 +2,60 @@
 
 One loop, batch by batch:
 
-1. **claim** up to `SEND_BATCH_SIZE` queued logs with one atomic UPDATE (on PostgreSQL
-   the candidate rows are locked with SKIP LOCKED, so two senders never share a log);
+1. **claim** up to `SEND_BATCH_SIZE` queued logs with one atomic UPDATE under the
+   sender's claim token (on PostgreSQL the candidate rows are locked with SKIP LOCKED,
+   so two senders never share a log);
 2. **build** each message from the profile (rendering and links, see `engine.message`);
-3. **relay** the batch through the transport;
-4. **record** every answer through `ctx.outcomes` in one transaction, with the
-   claim released in the same write.
+3. **relay** the batch through the transport, `SLICE` messages at a time, each message
+   behind the fence (`Claim.holds`: is this still my claim?);
+4. **record** each slice's answers as soon as they are in (in a worker thread, while
+   the next slice is relayed), with the claims of those logs released in the same
+   write, and only while the logs are still this sender's (`store.logs.ClaimLost`).
 
 The delivery's state is read between batches: `paused` ends the loop with nothing
 claimed, `stopped` also turns what is left into Ignored logs. When the relay is
 unreachable the sender records the answers it did get, backs off and resends only
 the rest; no recipient is marked failed for the relay's fault.
 
-Crash safety: a log is claimed before it is relayed and released when its answer
-is recorded. After a crash the next run releases the claims left behind, so those
-logs are sent again: at most one batch (the messages in flight at the crash) can
-reach the MTA twice, and none is lost.
-
-Several senders (threads or processes over one database) may run the same execution:
-a claim names its owner (`pid@host:…`), and a run releases only claims whose owner is
-gone: a process of this host that no longer exists, a sender of this process that
-has ended, or, for another host, a claim older than CLAIM_LEASE. A live sender's
-batch is never taken from it, so two senders never relay one message.
+Who takes a dead or stalled sender's claims over is not decided here (`engine.claims`):
+one process per database releases what a previous process left when it takes the
+send lock; a fleet of workers releases a stalled worker's claim when its heartbeat
+stops. Either way a log is claimed before it is relayed and released when its answer
+is recorded, so what can be sent twice after a crash is at most the messages relayed
+and not yet recorded: the slice in flight and the one being recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from bot.context import Context
 from bot.domain.executions import ExecutionState
 from bot.domain.failures import reason_for_reply
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.logs import Event, LogEvent
+from bot.engine.claims import Claim, LocalClaim
 from bot.engine.message import MessageSkeleton
 from bot.engine.rendering import MessageTemplates, RenderError, profile_context
-from bot.engine.transports.base import Envelope, RelayResult, RelayUnavailable, Transport
+from bot.engine.transports.base import (
+    Envelope,
+    FenceLost,
+    RelayResult,
+    RelayUnavailable,
+    Transport,
+)
 from bot.store import deliveries, executions, logs
-from bot.store.logs import Claimed, Relayed
+from bot.store.logs import Claimed, ClaimLost, Relayed
 
 log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 
-# A claim of another host cannot be checked for life; it is taken over after this long.
-CLAIM_LEASE = timedelta(minutes=10)
-_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
-_LIVE_TOKENS: set[str] = set()  # claim tokens of the senders running in this process
-
-
-def new_claim_token() -> str:
-    """A claim token naming its owner: "<pid>@<host hash>:<random>" (at most 40 chars)."""
-    return f"{os.getpid()}@{_HOST}:{uuid.uuid4().hex[:16]}"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def claim_is_abandoned(token: str, claimed_at: datetime | None, now: datetime) -> bool:
-    """True when the sender that holds `token` is gone, so its logs may be sent again."""
-    if token in _LIVE_TOKENS:
-        return False
-    owner, _, _ = token.partition(":")
-    pid_text, _, host = owner.partition("@")
-    if host == _HOST and pid_text.isdigit():
-        pid = int(pid_text)
-        return pid == os.getpid() or not _pid_alive(pid)
-    return claimed_at is None or claimed_at <= now - CLAIM_LEASE
-
+SLICE = 64  # messages relayed between two records of their answers
 
 STOP_CHECK_SECONDS = 0.25  # how often a back-off looks whether to stop
 
@@ -105,6 +76,10 @@ class _ChangedMeanwhile(Exception):
     """The delivery left `in-progress` while its last batch was recorded: roll back."""
 
 
+class _Superseded(Exception):
+    """This sender's claim was taken over: it stops, leaving the logs to their new owner."""
+
+
 @dataclass(frozen=True)
 class _Design:
     """What every message of one execution shares: its templates and its skeleton."""
@@ -120,6 +95,7 @@ class Sender:
         ctx: Context,
         transport: Transport,
         *,
+        claim: Claim | None = None,
         batch_size: int | None = None,
         backoff: Backoff = Backoff(),
         sleep: Sleep = asyncio.sleep,
@@ -127,6 +103,7 @@ class Sender:
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
         self.ctx = ctx
+        self.claim: Claim = claim or LocalClaim()
         # Asked before each batch: True when the process is shutting down. The execution
         # stays in progress and the next start resumes it, with nothing in flight.
         self.should_stop = should_stop or (lambda: False)
@@ -141,11 +118,9 @@ class Sender:
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self, execution_id: int) -> DeliveryState:
-        """Send until the execution is finished, paused or stopped; return that state."""
-        self.release_claims(execution_id)
+        """Send until the execution is finished, paused or stopped (or this sender's claim
+        is taken over); return the execution's state."""
         design = self._design(execution_id)
-        token = new_claim_token()
-        _LIVE_TOKENS.add(token)
         try:
             while True:
                 state = self._state(execution_id)
@@ -155,7 +130,9 @@ class Sender:
                     state = self._leave(execution_id, state)
                     self.on_batch(execution_id)
                     return state
-                claimed = self._claim(execution_id, token)
+                if not await self.claim.holds():
+                    raise _Superseded
+                claimed = self._claim(execution_id)
                 if not claimed:
                     if self._claimed_by_others(execution_id):
                         # Another sender still relays a batch: it finishes the execution.
@@ -165,26 +142,32 @@ class Sender:
                     return state
                 await self._relay(execution_id, self._envelopes(claimed, design), design)
                 self.on_batch(execution_id)
-        finally:
-            _LIVE_TOKENS.discard(token)
+        except _Superseded:
+            log.warning(
+                "claim %s of execution %d was taken over; this sender stops",
+                self.claim.token,
+                execution_id,
+            )
+            return self._state(execution_id)
 
     async def retry(self, execution_id: int) -> int:
         """Send again the soft-bounced logs whose retry is due; return how many were tried."""
         design = self._design(execution_id)
-        token = new_claim_token()
-        _LIVE_TOKENS.add(token)
         tried = 0
         try:
             while True:
-                claimed = self._claim_retries(execution_id, token)
+                if not await self.claim.holds():
+                    raise _Superseded
+                claimed = self._claim_retries(execution_id)
                 if not claimed:
                     return tried
                 tried += len(claimed)
                 counts = {c.log_id: c.retry_count for c in claimed}
                 envelopes = self._envelopes(claimed, design)
                 await self._relay(execution_id, envelopes, design, counts)
-        finally:
-            _LIVE_TOKENS.discard(token)
+        except _Superseded:
+            log.warning("claim %s was taken over during retries; stopping", self.claim.token)
+            return tried
 
     async def _relay(
         self,
@@ -193,32 +176,51 @@ class Sender:
         design: _Design,
         retry_counts: dict[int, int] | None = None,
     ) -> None:
+        """Relay the batch a slice at a time, each slice's answers recorded while the next
+        one goes out; raises `_Superseded` when the claim is lost."""
+        recorder = _Recorder(self, design.skeleton, retry_counts)
+        fence = self.claim.holds if self.claim.fenced else None
+        remaining = envelopes
         attempt = 0
-        while envelopes:
-            try:
-                results = await self.transport.send(envelopes)
-            except RelayUnavailable as exc:
-                results = exc.partial
-                answered = {r.log_id for r in results}
-                envelopes = [e for e in envelopes if e.log_id not in answered]
-                self._record_results(results, design.skeleton, retry_counts)
-                delay = self.backoff.delay(attempt)
-                attempt += 1
-                log.warning(
-                    "relay unavailable (%s); %d messages wait, retrying in %.0f s",
-                    exc.reason,
-                    len(envelopes),
-                    delay,
-                )
-                await self._wait(delay)
-                if self.should_stop() or self._state(execution_id) is not DeliveryState.IN_PROGRESS:
-                    # Paused, stopped or shutting down during the outage: the rest stays
-                    # queued (its claims released) for the next round or start.
-                    self._release([e.log_id for e in envelopes])
-                    return
-                continue
-            self._record_results(results, design.skeleton, retry_counts)
-            return
+        try:
+            while remaining:
+                part, rest = remaining[:SLICE], remaining[SLICE:]
+                try:
+                    results = await self.transport.send(part, fence)
+                except FenceLost as exc:
+                    # What was answered before the fence said no cannot be recorded as
+                    # ours any more: the new owner sends it again (the bound in README).
+                    log.warning("stopped mid-batch, %d answers not recorded", len(exc.partial))
+                    raise _Superseded from exc
+                except RelayUnavailable as exc:
+                    await recorder.add(exc.partial)
+                    answered = {r.log_id for r in exc.partial}
+                    remaining = [e for e in part if e.log_id not in answered] + rest
+                    delay = self.backoff.delay(attempt)
+                    attempt += 1
+                    log.warning(
+                        "relay unavailable (%s); %d messages wait, retrying in %.0f s",
+                        exc.reason,
+                        len(remaining),
+                        delay,
+                    )
+                    await recorder.flush()
+                    await self._wait(delay)
+                    state = self._state(execution_id)
+                    if self.should_stop() or state is not DeliveryState.IN_PROGRESS:
+                        # Paused, stopped or shutting down during the outage: the rest
+                        # stays queued (its claims released) for the next round or start.
+                        self._release([e.log_id for e in remaining])
+                        return
+                    continue
+                attempt = 0
+                await recorder.add(results)
+                remaining = rest
+            await recorder.flush()
+        except ClaimLost as exc:
+            raise _Superseded from exc
+        finally:
+            await recorder.abandon()
 
     async def _wait(self, seconds: float) -> None:
         """Back off for `seconds` (the injected sleep), but no longer than until the process
@@ -252,31 +254,17 @@ class Sender:
         with self.ctx.sessions() as s:
             return executions.sending_state(s, execution_id)
 
-    def _claim(self, execution_id: int, token: str) -> list[Claimed]:
+    def _claim(self, execution_id: int) -> list[Claimed]:
+        now = self.ctx.clock.now()
         with self.ctx.sessions.begin() as s:
-            return logs.claim_queued(s, execution_id, token, self.ctx.clock.now(), self.batch_size)
+            return logs.claim_queued(s, execution_id, self.claim.token, now, self.batch_size)
 
-    def _claim_retries(self, execution_id: int, token: str) -> list[Claimed]:
+    def _claim_retries(self, execution_id: int) -> list[Claimed]:
         now = self.ctx.clock.now()
         with self.ctx.sessions.begin() as s:
             if executions.validity_ended(s, execution_id, now):
                 return []
-            return logs.claim_retries(s, execution_id, token, now, self.batch_size)
-
-    def release_claims(self, execution_id: int) -> int:
-        """Free claims left by a sender that died: those logs will be sent (again).
-
-        Claims of senders still running (here or in another live process) are left
-        alone: see `claim_is_abandoned`.
-        """
-        now = self.ctx.clock.now()
-        with self.ctx.sessions() as s:
-            holders = logs.claim_holders(s, execution_id)
-        gone = [t for t, at in holders if claim_is_abandoned(t, at, now)]
-        if not gone:
-            return 0
-        with self.ctx.sessions.begin() as s:
-            return logs.release_holders(s, execution_id, gone)
+            return logs.claim_retries(s, execution_id, self.claim.token, now, self.batch_size)
 
     def _claimed_by_others(self, execution_id: int) -> bool:
         with self.ctx.sessions() as s:
@@ -284,7 +272,7 @@ class Sender:
 
     def _release(self, log_ids: Sequence[int]) -> None:
         with self.ctx.sessions.begin() as s:
-            logs.release(s, log_ids)
+            logs.release(s, log_ids, self.claim.token)
 
     def _envelopes(self, claimed: list[Claimed], design: _Design) -> list[Envelope]:
         """Each claimed log's message; one that no longer renders is recorded as Ignored."""
@@ -311,8 +299,13 @@ class Sender:
             data = skeleton.build(c.log_id, c.email, rendered)
             envelopes.append(Envelope(c.log_id, skeleton.mail_from, c.email, data))
         if unrenderable:
-            with self.ctx.sessions.begin() as s:
-                logs.record_unrenderable(s, self.ctx.clock.now(), unrenderable)
+            try:
+                with self.ctx.sessions.begin() as s:
+                    logs.record_unrenderable(
+                        s, self.ctx.clock.now(), unrenderable, self.claim.token
+                    )
+            except ClaimLost as exc:
+                raise _Superseded from exc
         return envelopes
 
     def _record_results(
@@ -335,7 +328,8 @@ class Sender:
             retry = retry_at if r.outcome == "soft" and not exhausted else None
             relayed.append(Relayed(r.log_id, skeleton.message_id(r.log_id), retry))
         with self.ctx.sessions.begin() as s:
-            logs.record_relayed(s, now, events, relayed)
+            logs.record_relayed(s, now, events, relayed, self.claim.token)
+        self.claim.confirmed()
 
     def _finish(self, execution_id: int) -> DeliveryState:
         """Nothing left to send. A one-off delivery is finished; a recurring one goes on,
@@ -361,10 +355,54 @@ class Sender:
         return DeliveryState.FINISHED
 
     def _leave(self, execution_id: int, state: DeliveryState) -> DeliveryState:
+        """Stopped: the logs nobody relays (unclaimed, or ours) are Ignored. Another
+        sender's batch is its own: it records it, then finds the stop itself."""
         if state is DeliveryState.STOPPED:
             with self.ctx.sessions.begin() as s:
-                logs.cancel_unsent(s, self.ctx.clock.now(), execution_id, include_claimed=True)
+                logs.cancel_unsent(
+                    s,
+                    self.ctx.clock.now(),
+                    execution_id,
+                    include_claimed=False,
+                    claimed_by=self.claim.token,
+                )
         return state
+
+
+class _Recorder:
+    """Records answers in a worker thread, one slice at a time and in order, so the
+    database write of a slice overlaps the relaying of the next one."""
+
+    def __init__(
+        self, sender: Sender, skeleton: MessageSkeleton, retry_counts: dict[int, int] | None
+    ) -> None:
+        self.sender = sender
+        self.skeleton = skeleton
+        self.retry_counts = retry_counts
+        self.pending: asyncio.Future[None] | None = None
+
+    async def add(self, results: Sequence[RelayResult]) -> None:
+        await self.flush()
+        if results:
+            self.pending = asyncio.ensure_future(
+                asyncio.to_thread(
+                    self.sender._record_results, results, self.skeleton, self.retry_counts
+                )
+            )
+
+    async def flush(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            await pending
+
+    async def abandon(self) -> None:
+        """On the way out after an error: let a write in flight end, without raising."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            try:
+                await pending
+            except Exception:
+                log.warning("recording a slice failed while stopping", exc_info=True)
 
 
 def _events(result: RelayResult, *, exhausted: bool) -> list[LogEvent]:

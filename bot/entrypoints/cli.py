@@ -35,6 +35,7 @@ from bot.services.digest import DigestReport
 from bot.services.imports.deliveries import import_deliveries
 from bot.services.imports.profiles import import_profiles
 from bot.store.db import current_revision, upgrade
+from bot.store.send_lock import SendLockBusy
 
 log = logging.getLogger("greenlight")
 
@@ -183,9 +184,15 @@ def cmd_socket(root: Root, args: argparse.Namespace) -> int:
 
 def cmd_jobs_run_due(root: Root, args: argparse.Namespace) -> int:
     ctx = root.context.at(_parse_instant(args.at)) if args.at else root.context
-    report = asyncio.run(
-        run_due(ctx, transports=root.transport, notifications=root.notifications())
-    )
+    try:
+        with root.send_lock(wait=False):
+            report = asyncio.run(
+                run_due(ctx, transports=root.transport, notifications=root.notifications())
+            )
+    except SendLockBusy as exc:
+        raise DomainError(
+            f"{exc}: a running server does the due work itself; stop it to run this by hand"
+        ) from exc
     if args.json:
         _print_json(report)
         return 0

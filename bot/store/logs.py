@@ -4,6 +4,12 @@ A log is claimed (an atomic UPDATE that names the claim's token) before its mess
 is relayed and released in the same write that records the relay's answer, so two
 senders never relay one log, and after a crash the logs still claimed are the only
 ones that may have reached the relay without their answer being recorded.
+
+Every write a sender makes about its claimed logs names its token and is refused
+(`ClaimLost`) when the logs are no longer its own: a sender whose claim was taken over
+(it stalled, was stopped, lost its network) records nothing over the new owner's work.
+Who may take a claim over is decided above (`bot.engine.claims`): this module only
+releases the tokens it is told to.
 """
 
 from __future__ import annotations
@@ -13,11 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, select, update
+from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.domain.logs import Event, FailureType, LogEvent, LogStatus
-from bot.store.db import affected
 from bot.store.models import Execution, Profile, SendingLog, table
 from bot.store.outcomes import apply_log_events
 
@@ -110,25 +115,44 @@ def _take(
     return sorted(Claimed(r[0], r[1], r[2], r[3]) for r in rows)
 
 
-def claim_holders(session: Session, execution_id: int) -> list[tuple[str, datetime | None]]:
-    """(token, oldest claim) of every sender holding logs of the execution."""
-    rows = session.execute(
-        select(SendingLog.claim_token, func.min(SendingLog.claimed_at))
-        .where(SendingLog.execution_id == execution_id, SendingLog.claim_token.is_not(None))
-        .group_by(SendingLog.claim_token)
-    ).all()
-    return [(token, at) for token, at in rows if token]
+class ClaimLost(Exception):
+    """The logs are no longer claimed by this token: another sender has taken them over."""
 
 
-def release_holders(session: Session, execution_id: int, tokens: Sequence[str]) -> int:
-    """Free the claims of senders that are gone: those logs will be sent (again)."""
-    return affected(
-        session.execute(
-            update(SendingLog)
-            .where(SendingLog.execution_id == execution_id, SendingLog.claim_token.in_(tokens))
-            .values(claim_token=None, claimed_at=None)
-        )
+def holds_claim(session: Session, token: str) -> bool:
+    """Whether `token` still holds at least one log (a takeover releases them all at once)."""
+    return (
+        session.scalar(select(SendingLog.id).where(SendingLog.claim_token == token).limit(1))
+        is not None
     )
+
+
+def release_tokens(session: Session, prefix: str | None = None) -> list[int]:
+    """Free the claims whose token starts with `prefix` (all claims with None); the
+    executions they were in. Those logs will be sent (again)."""
+    stmt = select(SendingLog.execution_id).where(SendingLog.claim_token.is_not(None))
+    if prefix is not None:
+        stmt = stmt.where(SendingLog.claim_token.startswith(prefix, autoescape=True))
+    executions = sorted(set(session.scalars(stmt.distinct())))
+    if executions:
+        freed = update(SendingLog).where(SendingLog.claim_token.is_not(None))
+        if prefix is not None:
+            freed = freed.where(SendingLog.claim_token.startswith(prefix, autoescape=True))
+        session.execute(
+            freed.values(claim_token=None, claimed_at=None).execution_options(
+                synchronize_session=False
+            )
+        )
+    return executions
+
+
+def _held(session: Session, log_ids: Sequence[int], token: str) -> None:
+    """Lock the logs and check they are all still claimed by `token`, or `ClaimLost`."""
+    ids = sorted(set(log_ids))
+    query = select(SendingLog.id).where(SendingLog.id.in_(ids), SendingLog.claim_token == token)
+    held = set(session.scalars(query.with_for_update()))
+    if len(held) != len(ids):
+        raise ClaimLost(f"{len(ids) - len(held)} of {len(ids)} logs are no longer claimed")
 
 
 def claimed_count(session: Session, execution_id: int) -> int:
@@ -142,12 +166,13 @@ def claimed_count(session: Session, execution_id: int) -> int:
     )
 
 
-def release(session: Session, log_ids: Iterable[int]) -> None:
+def release(session: Session, log_ids: Iterable[int], token: str) -> None:
+    """Give back logs this token claimed and did not relay (a pause, an outage, a stop)."""
     ids = list(log_ids)
     if ids:
         session.execute(
             update(SendingLog)
-            .where(SendingLog.id.in_(ids))
+            .where(SendingLog.id.in_(ids), SendingLog.claim_token == token)
             .values(claim_token=None, claimed_at=None)
             .execution_options(synchronize_session=False)
         )
@@ -167,9 +192,17 @@ _RECORD = (
 
 
 def record_relayed(
-    session: Session, now: datetime, events: Sequence[LogEvent], relayed: Sequence[Relayed]
+    session: Session,
+    now: datetime,
+    events: Sequence[LogEvent],
+    relayed: Sequence[Relayed],
+    token: str,
 ) -> None:
-    """The relay's answers: their events, each log's Message-ID and retry, claims released."""
+    """The relay's answers: their events, each log's Message-ID and retry, claims released.
+
+    Only while `token` still holds every one of these logs (`ClaimLost` otherwise).
+    """
+    _held(session, [r.log_id for r in relayed], token)
     apply_log_events(session, now, events)
     if relayed:
         session.connection().execute(
@@ -182,25 +215,43 @@ def record_relayed(
 
 
 def record_unrenderable(
-    session: Session, now: datetime, reasons: Sequence[tuple[int, str]]
+    session: Session, now: datetime, reasons: Sequence[tuple[int, str]], token: str
 ) -> None:
     """A message that no longer renders is not sent: Ignored, with the reason kept."""
+    _held(session, [i for i, _ in reasons], token)
     apply_log_events(
         session, now, [LogEvent(i, Event.CANCELLED, diagnostic=why) for i, why in reasons]
     )
-    release(session, [i for i, _ in reasons])
+    release(session, [i for i, _ in reasons], token)
 
 
-def cancel_unsent(session: Session, now: datetime, execution_id: int, include_claimed: bool) -> int:
-    """Queued logs become Ignored (never relayed); claimed ones only when `include_claimed`
-    (their sender is done with them, or will find its send over)."""
+def cancel_unsent(
+    session: Session,
+    now: datetime,
+    execution_id: int,
+    include_claimed: bool,
+    claimed_by: str | None = None,
+) -> int:
+    """Queued logs become Ignored (never relayed): the unclaimed ones, those claimed by
+    `claimed_by`, and every claimed one when `include_claimed` (nobody sends them)."""
     stmt = select(SendingLog.id).where(
         SendingLog.execution_id == execution_id, SendingLog.status == LogStatus.QUEUED
     )
     if not include_claimed:
-        stmt = stmt.where(SendingLog.claim_token.is_(None))
+        stmt = stmt.where(
+            or_(SendingLog.claim_token.is_(None), SendingLog.claim_token == claimed_by)
+            if claimed_by
+            else SendingLog.claim_token.is_(None)
+        )
     ids = list(session.scalars(stmt))
     apply_log_events(session, now, [LogEvent(i, Event.CANCELLED) for i in ids])
+    if ids:  # an Ignored log is nobody's to send
+        session.execute(
+            update(SendingLog)
+            .where(SendingLog.id.in_(ids), SendingLog.claim_token.is_not(None))
+            .values(claim_token=None, claimed_at=None)
+            .execution_options(synchronize_session=False)
+        )
     return len(ids)
 
 

@@ -7,7 +7,6 @@ through the pooled SMTP transport to an aiosmtpd relay that records what it acce
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Sequence
 from datetime import timedelta
 from email import message_from_bytes, policy
@@ -18,14 +17,16 @@ from scenario import CLI, as_user, detail_json
 from smtp_relay import Relay, free_port
 from sqlalchemy import func, select, update
 
+from bot.bootstrap import Root
 from bot.clock import FixedClock
 from bot.context import Context
 from bot.domain.errors import DomainError, NotFound, PermissionDenied
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.roles import Role
-from bot.engine.sender import Backoff, Sender, new_claim_token
+from bot.engine.claims import LocalClaim
+from bot.engine.sender import Backoff, Sender
 from bot.engine.tokens import TokenSigner
-from bot.engine.transports import Envelope, RelayResult
+from bot.engine.transports import Envelope, Fence, RelayResult
 from bot.engine.transports.smtp import SmtpTransport
 from bot.services.deliveries.lifecycle import (
     confirm_send,
@@ -177,8 +178,10 @@ class Steering:
     def __init__(self, inner: SmtpTransport, after: int, action) -> None:  # type: ignore[no-untyped-def]
         self.inner, self.after, self.action, self.batches = inner, after, action, 0
 
-    async def send(self, batch: Sequence[Envelope]) -> list[RelayResult]:
-        results = await self.inner.send(batch)
+    async def send(
+        self, batch: Sequence[Envelope], fence: Fence | None = None
+    ) -> list[RelayResult]:
+        results = await self.inner.send(batch, fence)
         self.batches += 1
         if self.batches == self.after:
             self.action()
@@ -245,16 +248,17 @@ def test_confirm_is_refused_without_the_role_and_only_once(ctx: Context, tmp_pat
 
 
 def test_claims_left_by_a_dead_sender_are_sent_on_the_next_run(
-    ctx: Context, relay: Relay, tmp_path: Path
+    root: Root, ctx: Context, relay: Relay, tmp_path: Path
 ) -> None:
     emails = [f"u{i}@x.example" for i in range(6)]
     eid = load(ctx, tmp_path, emails)
-    sender = Sender(ctx, transport(relay), batch_size=4)
-    # Claimed by a process of this host that then died (no process has that pid).
-    dead = new_claim_token().replace(f"{os.getpid()}@", "999999999@", 1)
-    claimed = sender._claim(eid, dead)
+    # A sender that claimed a batch and died before relaying it.
+    claimed = Sender(ctx, transport(relay), claim=LocalClaim("local.dead"), batch_size=4)._claim(
+        eid
+    )
     assert len(claimed) == 4
-    assert send(ctx, transport(relay), eid, backoff=Backoff()) is DeliveryState.FINISHED
+    with root.send_lock(wait=False):  # the next process to send takes the lock
+        assert send(ctx, transport(relay), eid, backoff=Backoff()) is DeliveryState.FINISHED
     got = relay.recorder.by_rcpt()
     assert sorted(got) == sorted(emails) and all(len(v) == 1 for v in got.values())
 

@@ -18,7 +18,6 @@ from bot.bootstrap import Root, bootstrap
 from bot.clock import FixedClock
 from bot.context import Context
 from bot.domain.roles import Role
-from bot.engine.sender import claim_is_abandoned, new_claim_token
 from bot.jobs.due_work import DueReport
 from bot.services.deliveries.lifecycle import confirm_send
 
@@ -62,17 +61,3 @@ def test_a_second_sender_never_resends_a_live_senders_batch(
     assert sorted(holder.received) == sorted(EMAILS), "each recipient exactly once"
     detail = detail_json(ctx, "big")
     assert (detail["state"], detail["kpis"]["sent"]) == ("finished", 6)
-
-
-def test_claims_of_gone_owners_are_abandoned() -> None:
-    from datetime import UTC, datetime, timedelta
-
-    now = datetime(2026, 11, 23, 9, tzinfo=UTC)
-    mine = new_claim_token()
-    assert len(mine) <= 40
-    assert claim_is_abandoned(mine, now, now), "not running in this process any more"
-    host = mine.split("@")[1].split(":")[0]
-    assert claim_is_abandoned(f"999999999@{host}:abc", now, now), "no such process"
-    assert not claim_is_abandoned(f"1@{host}:abc", now, now), "pid 1 is alive"
-    assert not claim_is_abandoned("42@0othrhst:abc", now, now), "another host: wait the lease"
-    assert claim_is_abandoned("42@0othrhst:abc", now - timedelta(minutes=11), now)

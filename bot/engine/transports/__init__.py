@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 
 from bot.engine.transports.base import (
     Envelope,
+    Fence,
+    FenceLost,
     Outcome,
     RelayResult,
     RelayUnavailable,
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Envelope",
+    "Fence",
+    "FenceLost",
     "MaildirTransport",
     "MemoryTransport",
     "Outcome",

@@ -18,11 +18,15 @@ resend duplicates at most one message per connection in flight (the SMTP pool si
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
 Outcome = Literal["accepted", "hard", "soft"]
+
+# Asked before each message: False when the sender no longer owns what it is sending
+# (`bot.engine.claims`); the transport then stops before the message's transaction.
+Fence = Callable[[], Awaitable[bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +65,21 @@ class RelayUnavailable(TransportError):
     """The relay cannot take messages now (down, dropping, refusing us): retry later."""
 
 
+class FenceLost(TransportError):
+    """The fence said no before a message: the sender lost its claim; stop sending."""
+
+
 class Transport(Protocol):
     """Where messages go: an SMTP relay or a local Maildir."""
 
-    async def send(self, batch: Sequence[Envelope]) -> list[RelayResult]:
+    async def send(
+        self, batch: Sequence[Envelope], fence: Fence | None = None
+    ) -> list[RelayResult]:
         """One result per envelope, in batch order, or raise `TransportError`.
 
-        Raises `RelayUnavailable` (a `TransportError`) when the relay is unreachable;
-        another `TransportError` wraps an unexpected error (a bug), with its `partial`.
+        Raises `RelayUnavailable` (a `TransportError`) when the relay is unreachable,
+        `FenceLost` when `fence` refused a message; another `TransportError` wraps an
+        unexpected error (a bug); each carries the answers obtained before (`partial`).
         Do not cancel a send in flight: the answers it had would be lost.
         """
         ...

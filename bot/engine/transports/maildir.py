@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.engine.transports.base import Envelope, RelayResult, RelayUnavailable
+from bot.engine.transports.base import Envelope, Fence, FenceLost, RelayResult, RelayUnavailable
 
 
 class MaildirTransport:
@@ -79,10 +79,22 @@ class MaildirTransport:
             raise RelayUnavailable(f"cannot write to maildir {self.path}: {exc}", results) from exc
         return results
 
-    async def send(self, batch: Sequence[Envelope]) -> list[RelayResult]:
+    async def send(
+        self, batch: Sequence[Envelope], fence: Fence | None = None
+    ) -> list[RelayResult]:
         if not batch:
             return []
-        return await asyncio.to_thread(self._write_all, batch)
+        if fence is None:
+            return await asyncio.to_thread(self._write_all, batch)
+        results: list[RelayResult] = []
+        for envelope in batch:  # one file at a time, each behind the fence
+            if not await fence():
+                raise FenceLost("the claim was taken over", results)
+            try:
+                results += await asyncio.to_thread(self._write_all, [envelope])
+            except RelayUnavailable as exc:
+                raise RelayUnavailable(exc.reason, results + exc.partial) from exc
+        return results
 
     async def close(self) -> None:
         return None

@@ -10,7 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from bot.engine.transports.base import Envelope, Outcome, RelayResult, RelayUnavailable
+from bot.engine.transports.base import (
+    Envelope,
+    Fence,
+    FenceLost,
+    Outcome,
+    RelayResult,
+    RelayUnavailable,
+)
 
 
 @dataclass
@@ -20,12 +27,16 @@ class MemoryTransport:
     received: list[Envelope] = field(default_factory=list)
     closed: bool = False
 
-    async def send(self, batch: Sequence[Envelope]) -> list[RelayResult]:
+    async def send(
+        self, batch: Sequence[Envelope], fence: Fence | None = None
+    ) -> list[RelayResult]:
         if self.unavailable:
             self.unavailable -= 1
             raise RelayUnavailable("the relay is down (memory transport)")
-        results = []
+        results: list[RelayResult] = []
         for envelope in batch:
+            if fence is not None and not await fence():
+                raise FenceLost("the claim was taken over", results)
             outcome, code = self.answers.get(envelope.rcpt_to, ("accepted", 250))
             if outcome == "accepted":
                 self.received.append(envelope)

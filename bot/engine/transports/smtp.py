@@ -62,6 +62,8 @@ from aiosmtplib.email import parse_address
 
 from bot.engine.transports.base import (
     Envelope,
+    Fence,
+    FenceLost,
     Outcome,
     RelayResult,
     RelayUnavailable,
@@ -353,12 +355,14 @@ class SmtpTransport:
                         f"relay {self.host}:{self.port} unavailable: {exc}"
                     ) from exc
 
-    async def send(self, batch: Sequence[Envelope]) -> list[RelayResult]:
+    async def send(
+        self, batch: Sequence[Envelope], fence: Fence | None = None
+    ) -> list[RelayResult]:
         """Relay `batch` over the pool; see `Transport.send`. Concurrent calls queue."""
         async with self._sending:
-            return await self._send(batch)
+            return await self._send(batch, fence)
 
-    async def _send(self, batch: Sequence[Envelope]) -> list[RelayResult]:
+    async def _send(self, batch: Sequence[Envelope], fence: Fence | None) -> list[RelayResult]:
         if self._closed:
             raise RuntimeError("this SMTP transport is closed")
         results: list[RelayResult | None] = [None] * len(batch)
@@ -371,6 +375,9 @@ class SmtpTransport:
                     return
                 await self.limiter.acquire()
                 if failures:
+                    return
+                if fence is not None and not await fence():
+                    failures.append(FenceLost("the claim was taken over"))
                     return
                 try:
                     results[index] = await self._relay(connection, batch[index])
@@ -387,8 +394,8 @@ class SmtpTransport:
         if failures:
             partial = [result for result in results if result is not None]
             first = failures[0]
-            if isinstance(first, RelayUnavailable):
-                raise RelayUnavailable(first.reason, partial) from first
+            if isinstance(first, RelayUnavailable | FenceLost):
+                raise type(first)(first.reason, partial) from first
             raise TransportError(f"unexpected error while relaying: {first!r}", partial) from first
         return results  # type: ignore[return-value]  # every slot is filled without failures
 
