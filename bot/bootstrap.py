@@ -10,6 +10,7 @@ the entry points import this module: everything below them receives what it need
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -31,12 +32,14 @@ from sqlalchemy import Engine
 from bot.clock import Clock, SystemClock
 from bot.config import Settings, get_settings
 from bot.context import Context
+from bot.engine.rate_limit import SharedBucket
 from bot.engine.transports import Transport, make_transport
 from bot.feedback.certificates import SnsCertificates
 from bot.handlers.deps import HandlerDeps
 from bot.handlers.registry import register
 from bot.jobs.due_work import DueReport, run_due
-from bot.jobs.process import Orders, SendProcess, serve_orders
+from bot.jobs.process import KICK, STOP, Orders, SendProcess, serve_orders
+from bot.jobs.queue import ServerQueue, run_worker
 from bot.jobs.runner import SendRunner
 from bot.jobs.scheduler import Jobs
 from bot.notify.slack import SlackNotifications
@@ -86,6 +89,11 @@ class Root:
         return make_client(self.settings)
 
     @property
+    def job_engine(self) -> bool:
+        """The PostgreSQL mode: the due work and the sending are jobs (`bot.jobs.queue`)."""
+        return self.engine.dialect.name == "postgresql"
+
+    @property
     def slack_connected(self) -> bool:
         return self.settings.slack_bot_token is not None
 
@@ -95,7 +103,11 @@ class Root:
         return Unconnected()
 
     def transport(self) -> Transport:
-        """A new transport to MAIL_URL, for one round of sending."""
+        """A new transport to MAIL_URL, for one round of sending (or one job). On
+        PostgreSQL, SEND_RATE_LIMIT is the fleet's: every worker draws from one bucket."""
+        rate = self.settings.send_rate_limit
+        if self.job_engine and rate > 0:
+            return make_transport(self.settings, SharedBucket(self.context, rate))
         return make_transport(self.settings)
 
     def due_work(
@@ -183,7 +195,7 @@ class Server:
     slack: AsyncApp | None
     follower: DeploymentFollower
     batches: BatchHook
-    runner: SendRunner | SendProcess
+    runner: SendRunner | SendProcess | ServerQueue
     jobs: Jobs
     start_sender: bool = True
     metrics: dict[str, int] = field(default_factory=dict)
@@ -228,8 +240,15 @@ def build_server(
     follower = DeploymentFollower(root.context, notifications)
     batches = BatchHook(follower)
     # The scheduler ticks the runner; the runner itself only waits for kicks.
-    runner: SendRunner | SendProcess
-    if sender_process:
+    runner: SendRunner | SendProcess | ServerQueue
+    if root.job_engine and sender_process:
+        # PostgreSQL: the work is jobs; the server runs a worker in its group, or none
+        # (workers of their own), and only asks for the due work when someone acts.
+        if root.settings.worker_in_server:
+            runner = SendProcess(root.settings, worker_child, tick_seconds=None)
+        else:
+            runner = ServerQueue(root.settings)
+    elif sender_process:
         runner = SendProcess(root.settings, sender_child, on_batch=batches, tick_seconds=None)
     else:
         runner = SendRunner(root.due_work(notifications, on_batch=batches), tick_seconds=None)
@@ -269,3 +288,70 @@ def sender_child(settings: Settings, conn: Connection, tick_seconds: float | Non
             serve_orders(orders, root.due_work(root.notifications(), orders.batch), tick_seconds)
     finally:
         root.close()
+
+
+# --- the PostgreSQL mode's worker in serve's process group --------------------------
+
+NICENESS = 5  # workers below `serve`, which answers people
+
+
+def lower_priority() -> None:
+    try:
+        os.nice(NICENESS)
+    except OSError:
+        log.debug("could not lower this worker's priority", exc_info=True)
+
+
+def worker_child(settings: Settings, conn: Connection, tick_seconds: float | None) -> None:
+    """The worker `serve` runs in its process group when WORKER_IN_SERVER (PostgreSQL).
+
+    The server's pipe carries kicks (confirm, resume: run the due work now) and the
+    stop; procrastinate's periodic due work replaces the server's tick.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    logging.basicConfig(
+        level=settings.log_level, format="%(levelname)s %(name)s [worker]: %(message)s"
+    )
+    lower_priority()
+    root = bootstrap(settings, migrate=False)
+
+    async def run() -> None:
+        stopping = asyncio.Event()
+        kicks: asyncio.Queue[None] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+        threading.Thread(
+            target=_listen, args=(conn, loop, stopping, kicks), name="worker-orders", daemon=True
+        ).start()
+        await run_worker(
+            root,
+            concurrency=settings.worker_concurrency,
+            stopping=stopping,
+            kicks=kicks,
+            name=f"serve-{os.getpid()}",
+        )
+
+    try:
+        asyncio.run(run())
+    finally:
+        root.close()
+
+
+def _listen(
+    conn: Connection,
+    loop: asyncio.AbstractEventLoop,
+    stopping: asyncio.Event,
+    kicks: asyncio.Queue[None],
+) -> None:
+    """The pipe from the server, read in a thread; the server gone means stop."""
+    call: Callable[..., object] = loop.call_soon_threadsafe
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            message = STOP
+        if message == STOP:
+            call(stopping.set)
+            return
+        if message == KICK:
+            call(kicks.put_nowait, None)

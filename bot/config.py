@@ -141,6 +141,13 @@ class Settings(BaseSettings):
     smtp_timeout: float = Field(default=30.0, gt=0)
     send_rate_limit: float = Field(default=0.0, ge=0)
     send_batch_size: int = Field(default=200, ge=1, le=5000)
+    # The PostgreSQL mode (bot.jobs.queue): a worker in serve's process group, or none
+    # (workers of their own: `python -m bot worker`); jobs per worker; a worker whose
+    # heartbeat is this old has its jobs run again elsewhere; send jobs per execution.
+    worker_in_server: bool = True
+    worker_concurrency: int = Field(default=4, ge=1, le=64)
+    stall_timeout_seconds: float = Field(default=30.0, ge=3, le=3600)
+    send_parallelism: int = Field(default=4, ge=1, le=256)
     retry_interval_minutes: int = Field(default=60, ge=1)
     max_retries: int = Field(default=5, ge=0, le=50)
     public_base_url: str = "http://localhost:3000"

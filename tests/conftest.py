@@ -60,7 +60,8 @@ def postgres_engine() -> Iterator[Engine]:
 
 
 def _truncate(engine: Engine) -> None:
-    names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+    jobs = ["procrastinate_jobs", "procrastinate_periodic_defers", "procrastinate_workers"]
+    names = ", ".join([t.name for t in Base.metadata.sorted_tables] + jobs)
     with engine.begin() as conn:
         conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
 

@@ -55,7 +55,7 @@ class LocalClaim:
     """The only sender of its database: nobody takes its claims over while it lives."""
 
     def __init__(self, token: str | None = None) -> None:
-        self._token = token or f"local.{uuid.uuid4().hex[:16]}"
+        self._token = token or f"local.{uuid.uuid4().hex[:16]}"  # store.send_lock.LOCAL
 
     @property
     def token(self) -> str:

@@ -27,6 +27,7 @@ from bot.domain.errors import DomainError
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.roles import COMMAND_LINE, Role
 from bot.entrypoints.cli_text import delivery_text
+from bot.entrypoints.worker import run_workers
 from bot.jobs.due_work import DueReport, run_due
 from bot.services import roles
 from bot.services.deliveries import views
@@ -182,6 +183,15 @@ def cmd_socket(root: Root, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(root: Root, args: argparse.Namespace) -> int:
+    concurrency = args.concurrency or root.settings.worker_concurrency
+    if concurrency < 1 or args.processes < 1:
+        raise DomainError("--concurrency and --processes are at least 1")
+    root.close()  # each worker process builds its own
+    run_workers(root.settings, concurrency, args.processes)
+    return 0
+
+
 def cmd_jobs_run_due(root: Root, args: argparse.Namespace) -> int:
     ctx = root.context.at(_parse_instant(args.at)) if args.at else root.context
     try:
@@ -291,6 +301,20 @@ def build_parser() -> argparse.ArgumentParser:
         "socket", help="Socket Mode for Slack, plus the same HTTP server and workers"
     )
     p.set_defaults(handler=cmd_socket)
+    p = groups.add_parser(
+        "worker",
+        help="a job worker (PostgreSQL): sends and runs the due work with the others",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="jobs at once per process (WORKER_CONCURRENCY)",
+    )
+    p.add_argument(
+        "--processes", type=int, default=1, help="worker processes to start (one per core)"
+    )
+    p.set_defaults(handler=cmd_worker)
 
     db = groups.add_parser("db", help="database schema").add_subparsers(
         dest="cmd", required=True, metavar="ACTION"

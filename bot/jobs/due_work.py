@@ -66,6 +66,7 @@ class DueReport:
     # ref or "ref@key" -> why it could not be sent (its execution is failed)
     failed: dict[str, str] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)  # steps that failed, with their error
+    deferred: list[str] = field(default_factory=list)  # sends handed to the workers
 
 
 async def run_due(
@@ -75,12 +76,14 @@ async def run_due(
     notifications: Notifications,
     on_batch: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    sending: Callable[[], Awaitable[SendReport]] | None = None,
 ) -> DueReport:
     """Run every step due at `ctx.clock.now()`.
 
     `transports` makes the transport this run relays through (closed at the end);
     `should_stop` (the process shutting down) ends sending after the batch in flight,
-    and what is left is due again at the next start.
+    and what is left is due again at the next start. `sending` replaces the sending
+    step: the PostgreSQL mode defers it to the workers (`bot.jobs.queue`).
     """
     report = DueReport()
 
@@ -106,15 +109,16 @@ async def run_due(
         "approval requests", lambda: sync_requests(ctx, notifications), 0
     )
 
-    async def sending() -> SendReport:
+    async def send_here() -> SendReport:
         transport = transports()
         try:
             return await send_due(ctx, transport, on_batch=on_batch, should_stop=should_stop)
         finally:
             await transport.close()
 
-    sent = await step("sending", sending, SendReport())
+    sent = await step("sending", sending or send_here, SendReport())
     report.sent, report.retried, report.failed = sent.sent, sent.retried, sent.failed
+    report.deferred = sent.deferred
     # Bounces are read before the validity check, so that a bounce waiting in the
     # mailbox resolves its log with its own reason rather than "not defined".
     report.mailbox = await step(

@@ -48,6 +48,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+def ours(name: str | None, type_: str, parent_names: object) -> bool:
+    """Alembic's `include_name`: the job engine's tables (procrastinate_*) are its own,
+    applied by migration 0009 from its SQL, not described by our models."""
+    return not (type_ == "table" and name is not None and name.startswith("procrastinate_"))
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
@@ -59,9 +65,23 @@ def _alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+MIGRATION_LOCK = 0x47_4C_4D_49_47  # "GLMIG"
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision`; safe to run at every start."""
-    command.upgrade(_alembic_config(engine), revision)
+    """Bring the schema to `revision`; safe to run at every start, by any number of
+    processes at once (on PostgreSQL they take turns on an advisory lock)."""
+    if engine.dialect.name != "postgresql":
+        command.upgrade(_alembic_config(engine), revision)
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+        conn.commit()
+        try:
+            command.upgrade(_alembic_config(engine), revision)
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
+            conn.commit()
 
 
 def downgrade(engine: Engine, revision: str) -> None:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -486,3 +487,17 @@ class SeenRequest(Base):
 
     key: Mapped[str] = mapped_column(String(120), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class SendRate(Base):
+    """The token bucket every worker draws from (SEND_RATE_LIMIT holds for the fleet).
+
+    `tokens` as of `refilled_at`; a worker takes a few at a time in one UPDATE that
+    first adds what the rate earned since (`store.rate`).
+    """
+
+    __tablename__ = "send_rate"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    refilled_at: Mapped[datetime]

@@ -10,8 +10,10 @@ process that dies).
 * SQLite: an exclusive `flock` on `<database>.send-lock` beside the database file.
 * PostgreSQL: a session advisory lock, held by a connection of its own.
 
-The fleet of workers (`bot.jobs.queue`) does not use it: there, claims are fenced per
-job and taken over when a worker's heartbeat stops.
+Only the claims of such senders are released (tokens `local.…`): the workers of the
+PostgreSQL mode (`bot.jobs.queue`) claim under their job's token, fenced, and theirs are
+taken over when a worker's heartbeat stops, never here. Their recovery job also takes
+this lock, when it is free, to release what a `jobs run-due` that died left behind.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bot.store import logs
 from bot.store.db import make_session_factory
 
 LOCK_KEY = 0x47_4C_53_4E_44  # "GLSND": the advisory lock's key
+LOCAL = "local."  # the prefix of the claims such senders make (`engine.claims.LocalClaim`)
 RETRY_SECONDS = 1.0
 
 
@@ -44,11 +47,11 @@ def send_lock(
     waiting: Callable[[], None] = lambda: None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[int]:
-    """Hold the send lock (waiting for it, or `SendLockBusy`); yield how many claims a
-    previous holder left, now released."""
+    """Hold the send lock (waiting for it, or `SendLockBusy`); yield in how many
+    executions a previous holder left claims, now released."""
     with _held(engine, wait, waiting, sleep):
         with make_session_factory(engine).begin() as s:
-            released = len(logs.release_tokens(s))
+            released = len(logs.release_tokens(s, LOCAL))
         yield released
 
 

@@ -12,6 +12,7 @@ from bot.engine.transports.base import (
     Envelope,
     Fence,
     FenceLost,
+    OnResult,
     Outcome,
     RelayResult,
     RelayUnavailable,
@@ -23,6 +24,7 @@ from bot.engine.transports.memory import MemoryTransport
 
 if TYPE_CHECKING:
     from bot.config import Settings
+    from bot.engine.transports.smtp import Limiter
 
 __all__ = [
     "Envelope",
@@ -30,6 +32,7 @@ __all__ = [
     "FenceLost",
     "MaildirTransport",
     "MemoryTransport",
+    "OnResult",
     "Outcome",
     "RelayResult",
     "RelayUnavailable",
@@ -39,12 +42,13 @@ __all__ = [
 ]
 
 
-def make_transport(settings: Settings) -> Transport:
-    """The transport MAIL_URL names: Maildir folder, or SMTP pool with its settings."""
+def make_transport(settings: Settings, limiter: Limiter | None = None) -> Transport:
+    """The transport MAIL_URL names: Maildir folder, or SMTP pool with its settings
+    (`limiter` paces it instead of its own SEND_RATE_LIMIT bucket: the fleet's)."""
     target = settings.mail_target
     if target.scheme == "maildir":
         assert target.path is not None  # parse_mail_url guarantees a folder
         return MaildirTransport(target.path)
     from bot.engine.transports.smtp import SmtpTransport
 
-    return SmtpTransport.from_settings(settings, target)
+    return SmtpTransport.from_settings(settings, target, limiter)

@@ -27,6 +27,8 @@ Outcome = Literal["accepted", "hard", "soft"]
 # Asked before each message: False when the sender no longer owns what it is sending
 # (`bot.engine.claims`); the transport then stops before the message's transaction.
 Fence = Callable[[], Awaitable[bool]]
+# Told each answer as soon as the relay gives it (the sender records them as they come).
+OnResult = Callable[["RelayResult"], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +75,13 @@ class Transport(Protocol):
     """Where messages go: an SMTP relay or a local Maildir."""
 
     async def send(
-        self, batch: Sequence[Envelope], fence: Fence | None = None
+        self,
+        batch: Sequence[Envelope],
+        fence: Fence | None = None,
+        on_result: OnResult | None = None,
     ) -> list[RelayResult]:
-        """One result per envelope, in batch order, or raise `TransportError`.
+        """One result per envelope, in batch order, or raise `TransportError`; each result
+        is also given to `on_result` as soon as it is known (a `partial` result too).
 
         Raises `RelayUnavailable` (a `TransportError`) when the relay is unreachable,
         `FenceLost` when `fence` refused a message; another `TransportError` wraps an

@@ -22,7 +22,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.engine.transports.base import Envelope, Fence, FenceLost, RelayResult, RelayUnavailable
+from bot.engine.transports.base import (
+    Envelope,
+    Fence,
+    FenceLost,
+    OnResult,
+    RelayResult,
+    RelayUnavailable,
+)
 
 
 class MaildirTransport:
@@ -80,20 +87,30 @@ class MaildirTransport:
         return results
 
     async def send(
-        self, batch: Sequence[Envelope], fence: Fence | None = None
+        self,
+        batch: Sequence[Envelope],
+        fence: Fence | None = None,
+        on_result: OnResult | None = None,
     ) -> list[RelayResult]:
         if not batch:
             return []
         if fence is None:
-            return await asyncio.to_thread(self._write_all, batch)
-        results: list[RelayResult] = []
+            results = await asyncio.to_thread(self._write_all, batch)
+            if on_result is not None:
+                for result in results:
+                    on_result(result)
+            return results
+        results = []
         for envelope in batch:  # one file at a time, each behind the fence
             if not await fence():
                 raise FenceLost("the claim was taken over", results)
             try:
-                results += await asyncio.to_thread(self._write_all, [envelope])
+                written = await asyncio.to_thread(self._write_all, [envelope])
             except RelayUnavailable as exc:
                 raise RelayUnavailable(exc.reason, results + exc.partial) from exc
+            results += written
+            if on_result is not None:
+                on_result(written[0])
         return results
 
     async def close(self) -> None:

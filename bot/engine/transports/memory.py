@@ -14,6 +14,7 @@ from bot.engine.transports.base import (
     Envelope,
     Fence,
     FenceLost,
+    OnResult,
     Outcome,
     RelayResult,
     RelayUnavailable,
@@ -28,7 +29,10 @@ class MemoryTransport:
     closed: bool = False
 
     async def send(
-        self, batch: Sequence[Envelope], fence: Fence | None = None
+        self,
+        batch: Sequence[Envelope],
+        fence: Fence | None = None,
+        on_result: OnResult | None = None,
     ) -> list[RelayResult]:
         if self.unavailable:
             self.unavailable -= 1
@@ -41,6 +45,8 @@ class MemoryTransport:
             if outcome == "accepted":
                 self.received.append(envelope)
             results.append(RelayResult(envelope.log_id, outcome, code, f"{code} (memory)"))
+            if on_result is not None:
+                on_result(results[-1])
         return results
 
     async def close(self) -> None:

@@ -48,7 +48,7 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiosmtplib import (
     SMTP,
@@ -64,6 +64,7 @@ from bot.engine.transports.base import (
     Envelope,
     Fence,
     FenceLost,
+    OnResult,
     Outcome,
     RelayResult,
     RelayUnavailable,
@@ -74,6 +75,12 @@ if TYPE_CHECKING:
     from bot.config import MailTarget, Settings
 
 SERVICE_CLOSING = 421
+
+
+class Limiter(Protocol):
+    """Paces the messages of a transport: one `acquire()` per message."""
+
+    async def acquire(self) -> None: ...
 
 
 class TokenBucket:
@@ -226,6 +233,7 @@ class SmtpTransport:
         local_hostname: str | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        limiter: Limiter | None = None,
     ) -> None:
         if pool_size < 1:
             raise ValueError("the SMTP pool needs at least one connection")
@@ -239,13 +247,15 @@ class SmtpTransport:
         self.timeout = timeout
         self._tls_context = tls_context
         self._local_hostname = local_hostname
-        self.limiter = TokenBucket(rate_limit, monotonic=monotonic, sleep=sleep)
+        self.limiter: Limiter = limiter or TokenBucket(rate_limit, monotonic=monotonic, sleep=sleep)
         self._pool = [_Connection(self._connect) for _ in range(pool_size)]
         self._sending = asyncio.Lock()  # one batch at a time owns the pool
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, target: MailTarget | None = None) -> SmtpTransport:
+    def from_settings(
+        cls, settings: Settings, target: MailTarget | None = None, limiter: Limiter | None = None
+    ) -> SmtpTransport:
         target = target or settings.mail_target
         return cls(
             target.host,
@@ -257,6 +267,7 @@ class SmtpTransport:
             pool_size=settings.smtp_pool_size,
             rate_limit=settings.send_rate_limit,
             timeout=settings.smtp_timeout,
+            limiter=limiter,
         )
 
     async def _connect(self) -> SMTP:
@@ -356,13 +367,18 @@ class SmtpTransport:
                     ) from exc
 
     async def send(
-        self, batch: Sequence[Envelope], fence: Fence | None = None
+        self,
+        batch: Sequence[Envelope],
+        fence: Fence | None = None,
+        on_result: OnResult | None = None,
     ) -> list[RelayResult]:
         """Relay `batch` over the pool; see `Transport.send`. Concurrent calls queue."""
         async with self._sending:
-            return await self._send(batch, fence)
+            return await self._send(batch, fence, on_result)
 
-    async def _send(self, batch: Sequence[Envelope], fence: Fence | None) -> list[RelayResult]:
+    async def _send(
+        self, batch: Sequence[Envelope], fence: Fence | None, on_result: OnResult | None
+    ) -> list[RelayResult]:
         if self._closed:
             raise RuntimeError("this SMTP transport is closed")
         results: list[RelayResult | None] = [None] * len(batch)
@@ -380,7 +396,10 @@ class SmtpTransport:
                     failures.append(FenceLost("the claim was taken over"))
                     return
                 try:
-                    results[index] = await self._relay(connection, batch[index])
+                    result = await self._relay(connection, batch[index])
+                    results[index] = result
+                    if on_result is not None:
+                        on_result(result)
                 except asyncio.CancelledError:
                     connection.drop()  # the transaction's state is unknown
                     raise

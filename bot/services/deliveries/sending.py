@@ -35,6 +35,21 @@ class SendReport:
     sent: dict[str, DeliveryState] = field(default_factory=dict)
     retried: int = 0
     failed: dict[str, str] = field(default_factory=dict)  # label -> why it could not be sent
+    deferred: list[str] = field(default_factory=list)  # handed to the workers (PostgreSQL)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What is due to send: (execution id, label) in progress, and executions to retry."""
+
+    sending: list[tuple[int, str]]
+    retrying: list[int]
+
+
+def what_to_send(ctx: Context) -> Work:
+    with ctx.sessions() as s:
+        sending = [(i, label(ref, key)) for i, ref, key in executions.to_send(s)]
+        return Work(sending, executions.with_retries_due(s, ctx.clock.now()))
 
 
 async def send_due(

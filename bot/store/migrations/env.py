@@ -2,6 +2,7 @@
 
 from alembic import context
 
+from bot.store.db import ours
 from bot.store.models import Base
 
 config = context.config
@@ -21,6 +22,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_name=ours,
         )
         context.run_migrations()
 
