@@ -6,10 +6,10 @@ One loop, batch by batch:
    sender's claim token (on PostgreSQL the candidate rows are locked with SKIP LOCKED,
    so two senders never share a log);
 2. **build** each message from the profile (rendering and links, see `engine.message`);
-3. **relay** the batch through the transport, `SLICE` messages at a time, each message
-   behind the fence (`Claim.holds`: is this still my claim?);
-4. **record** each slice's answers as soon as they are in (in a worker thread, while
-   the next slice is relayed), with the claims of those logs released in the same
+3. **relay** the batch through the transport, each message behind the fence
+   (`Claim.holds`: is this still my claim?);
+4. **record** the answers as they come (`_Recorder`, a group commit in a worker thread
+   while the relaying goes on), with the claims of those logs released in the same
    write, and only while the logs are still this sender's (`store.logs.ClaimLost`).
 
 The delivery's state is read between batches: `paused` ends the loop with nothing
@@ -22,7 +22,7 @@ one process per database releases what a previous process left when it takes the
 send lock; a fleet of workers releases a stalled worker's claim when its heartbeat
 stops. Either way a log is claimed before it is relayed and released when its answer
 is recorded, so what can be sent twice after a crash is at most the messages relayed
-and not yet recorded: the slice in flight and the one being recorded.
+and not yet recorded: those in flight and the answers of about one write.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 
-SLICE = 64  # messages relayed between two records of their answers
+UNRECORDED_MAX = 64  # answers waiting for a write before the relaying waits for it
 
 STOP_CHECK_SECONDS = 0.25  # how often a back-off looks whether to stop
 
@@ -176,51 +176,52 @@ class Sender:
         design: _Design,
         retry_counts: dict[int, int] | None = None,
     ) -> None:
-        """Relay the batch a slice at a time, each slice's answers recorded while the next
-        one goes out; raises `_Superseded` when the claim is lost."""
-        recorder = _Recorder(self, design.skeleton, retry_counts)
-        fence = self.claim.holds if self.claim.fenced else None
+        """Relay the batch, its answers recorded as they come (`_Recorder`); raises
+        `_Superseded` when the claim is lost."""
         remaining = envelopes
         attempt = 0
+        while remaining:
+            recorder = _Recorder(self, design.skeleton, retry_counts)
+            fence = recorder.fence
+            try:
+                await self.transport.send(remaining, fence, recorder.put)
+                remaining = []
+            except FenceLost as exc:
+                # The answers recorded so far are ours; what was answered after the
+                # claim was lost is the new owner's to send again (the bound in README).
+                await recorder.close(quietly=True)
+                log.warning("stopped mid-batch, %d answers in this batch", len(exc.partial))
+                raise _Superseded from exc
+            except RelayUnavailable as exc:
+                await self._close(recorder)
+                answered = {r.log_id for r in exc.partial}
+                remaining = [e for e in remaining if e.log_id not in answered]
+                delay = self.backoff.delay(attempt)
+                attempt += 1
+                log.warning(
+                    "relay unavailable (%s); %d messages wait, retrying in %.0f s",
+                    exc.reason,
+                    len(remaining),
+                    delay,
+                )
+                await self._wait(delay)
+                state = self._state(execution_id)
+                if self.should_stop() or state is not DeliveryState.IN_PROGRESS:
+                    # Paused, stopped or shutting down during the outage: the rest
+                    # stays queued (its claims released) for the next round or start.
+                    self._release([e.log_id for e in remaining])
+                    return
+                continue
+            except BaseException:
+                await recorder.close(quietly=True)
+                raise
+            await self._close(recorder)
+
+    async def _close(self, recorder: _Recorder) -> None:
         try:
-            while remaining:
-                part, rest = remaining[:SLICE], remaining[SLICE:]
-                try:
-                    results = await self.transport.send(part, fence)
-                except FenceLost as exc:
-                    # What was answered before the fence said no cannot be recorded as
-                    # ours any more: the new owner sends it again (the bound in README).
-                    log.warning("stopped mid-batch, %d answers not recorded", len(exc.partial))
-                    raise _Superseded from exc
-                except RelayUnavailable as exc:
-                    await recorder.add(exc.partial)
-                    answered = {r.log_id for r in exc.partial}
-                    remaining = [e for e in part if e.log_id not in answered] + rest
-                    delay = self.backoff.delay(attempt)
-                    attempt += 1
-                    log.warning(
-                        "relay unavailable (%s); %d messages wait, retrying in %.0f s",
-                        exc.reason,
-                        len(remaining),
-                        delay,
-                    )
-                    await recorder.flush()
-                    await self._wait(delay)
-                    state = self._state(execution_id)
-                    if self.should_stop() or state is not DeliveryState.IN_PROGRESS:
-                        # Paused, stopped or shutting down during the outage: the rest
-                        # stays queued (its claims released) for the next round or start.
-                        self._release([e.log_id for e in remaining])
-                        return
-                    continue
-                attempt = 0
-                await recorder.add(results)
-                remaining = rest
-            await recorder.flush()
+            await recorder.close()
         except ClaimLost as exc:
             raise _Superseded from exc
-        finally:
-            await recorder.abandon()
 
     async def _wait(self, seconds: float) -> None:
         """Back off for `seconds` (the injected sleep), but no longer than until the process
@@ -370,8 +371,12 @@ class Sender:
 
 
 class _Recorder:
-    """Records answers in a worker thread, one slice at a time and in order, so the
-    database write of a slice overlaps the relaying of the next one."""
+    """Records answers as they come, in a worker thread, as a group commit: while one
+    write runs, the answers that arrive wait, and the next write takes them all. Under
+    load the writes grow; when the relay is slow each answer is recorded almost at once.
+    So what a crash or a takeover can leave relayed and unrecorded is the messages in
+    flight and at most two groups of `UNRECORDED_MAX` (one being written, one waiting).
+    """
 
     def __init__(
         self, sender: Sender, skeleton: MessageSkeleton, retry_counts: dict[int, int] | None
@@ -379,30 +384,53 @@ class _Recorder:
         self.sender = sender
         self.skeleton = skeleton
         self.retry_counts = retry_counts
-        self.pending: asyncio.Future[None] | None = None
+        self.pending: list[RelayResult] = []
+        self.wake = asyncio.Event()
+        self.drained = asyncio.Event()
+        self.closing = False
+        self.error: BaseException | None = None
+        self.task = asyncio.ensure_future(self._loop())
 
-    async def add(self, results: Sequence[RelayResult]) -> None:
-        await self.flush()
-        if results:
-            self.pending = asyncio.ensure_future(
-                asyncio.to_thread(
-                    self.sender._record_results, results, self.skeleton, self.retry_counts
-                )
-            )
+    def put(self, result: RelayResult) -> None:
+        self.pending.append(result)
+        self.wake.set()
 
-    async def flush(self) -> None:
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            await pending
+    async def fence(self) -> bool:
+        """Go on only while the answers are being recorded as ours, no more than
+        `UNRECORDED_MAX` wait (the bound on what a crash leaves unrecorded), and the
+        claim holds."""
+        while len(self.pending) >= UNRECORDED_MAX and self.error is None:
+            self.drained.clear()
+            await self.drained.wait()
+        return self.error is None and await self.sender.claim.holds()
 
-    async def abandon(self) -> None:
-        """On the way out after an error: let a write in flight end, without raising."""
-        pending, self.pending = self.pending, None
-        if pending is not None:
-            try:
-                await pending
-            except Exception:
-                log.warning("recording a slice failed while stopping", exc_info=True)
+    async def _loop(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            while self.pending:
+                batch, self.pending = self.pending, []
+                self.drained.set()
+                try:
+                    await asyncio.to_thread(
+                        self.sender._record_results, batch, self.skeleton, self.retry_counts
+                    )
+                except Exception as exc:  # ClaimLost, or the database: the relay stops
+                    self.error = exc
+                    self.drained.set()
+                    return
+            if self.closing:
+                return
+
+    async def close(self, *, quietly: bool = False) -> None:
+        """Record what is left; raise what stopped the recording (unless `quietly`)."""
+        self.closing = True
+        self.wake.set()
+        await self.task
+        if self.error is not None and not quietly:
+            raise self.error
+        if self.error is not None:
+            log.warning("recording answers failed while stopping: %s", self.error)
 
 
 def _events(result: RelayResult, *, exhausted: bool) -> list[LogEvent]:

@@ -22,6 +22,9 @@ WriteConflict = IntegrityError
 StoreUnavailable = SQLAlchemyError
 
 
+IDLE_IN_TRANSACTION_MS = 5_000  # a sender's transactions never wait this long idle
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine tuned for the backend: WAL and foreign keys on SQLite, psycopg 3 on PG."""
     parsed = make_url(url)
@@ -37,6 +40,18 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     return create_engine(parsed, **kwargs)
+
+
+def bound_idle(session: Session) -> None:
+    """A sender stopped in the middle of this transaction (SIGSTOP, a VM pause) must not
+    hold its row locks for ever: on PostgreSQL the server ends the transaction after
+    `IDLE_IN_TRANSACTION_MS` idle, so the recovery can take the stopped worker's logs
+    over (`bot.jobs.queue`). Only for the sender's short transactions: a long read
+    elsewhere may well wait longer between two statements."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text(f"SET LOCAL idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}")
+        )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

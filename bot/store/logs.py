@@ -23,6 +23,7 @@ from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.domain.logs import Event, FailureType, LogEvent, LogStatus
+from bot.store.db import bound_idle
 from bot.store.models import Execution, Profile, SendingLog, table
 from bot.store.outcomes import apply_log_events
 
@@ -97,6 +98,7 @@ def _take(
     On PostgreSQL the candidate rows are locked with SKIP LOCKED, so two senders'
     batches never overlap; on SQLite the UPDATE holds the write lock.
     """
+    bound_idle(session)
     candidates = (
         select(SendingLog.id)
         .where(SendingLog.execution_id == execution_id, SendingLog.claim_token.is_(None), *which)
@@ -148,6 +150,7 @@ def release_tokens(session: Session, prefix: str | None = None) -> list[int]:
 
 def _held(session: Session, log_ids: Sequence[int], token: str) -> None:
     """Lock the logs and check they are all still claimed by `token`, or `ClaimLost`."""
+    bound_idle(session)
     ids = sorted(set(log_ids))
     query = select(SendingLog.id).where(SendingLog.id.in_(ids), SendingLog.claim_token == token)
     held = set(session.scalars(query.with_for_update()))

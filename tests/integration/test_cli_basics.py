@@ -114,6 +114,7 @@ def test_run_due_with_nothing_to_do(root: Root, capsys: pytest.CaptureFixture[st
         "deployments_reposted": 0,
         "failed": {},
         "failures": [],
+        "deferred": [],
     }
     assert "2026-11-24T08:00:00+00:00" in out
     assert "KPI digest: off (KPI_CHANNEL is not set)" in out

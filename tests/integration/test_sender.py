@@ -26,7 +26,7 @@ from bot.domain.roles import Role
 from bot.engine.claims import LocalClaim
 from bot.engine.sender import Backoff, Sender
 from bot.engine.tokens import TokenSigner
-from bot.engine.transports import Envelope, Fence, RelayResult
+from bot.engine.transports import Envelope, Fence, OnResult, RelayResult
 from bot.engine.transports.smtp import SmtpTransport
 from bot.services.deliveries.lifecycle import (
     confirm_send,
@@ -179,9 +179,12 @@ class Steering:
         self.inner, self.after, self.action, self.batches = inner, after, action, 0
 
     async def send(
-        self, batch: Sequence[Envelope], fence: Fence | None = None
+        self,
+        batch: Sequence[Envelope],
+        fence: Fence | None = None,
+        on_result: OnResult | None = None,
     ) -> list[RelayResult]:
-        results = await self.inner.send(batch, fence)
+        results = await self.inner.send(batch, fence, on_result)
         self.batches += 1
         if self.batches == self.after:
             self.action()

@@ -230,10 +230,10 @@ def test_a_stopped_worker_is_taken_over_and_when_it_wakes_it_sends_nothing_more(
     received = relay.rcpts()
     assert sorted(set(received)) == sorted(emails), "nobody lost"
     duplicates = len(received) - len(set(received))
-    print("DUPLICATES", duplicates, "of", len(received))
-    # What the stopped worker had relayed and not yet recorded when it stopped: at most
-    # its connections' messages in flight and the slice being recorded, per job.
-    assert duplicates <= 2 * (2 + 64), duplicates
+    # What the stopped worker had relayed and not yet recorded when it stopped: its
+    # connections' messages in flight and the answers of one write, per job (2 jobs,
+    # 2 connections each; the writes hold a few answers at this pace).
+    assert duplicates <= 2 * (2 + 8), duplicates
     assert "was taken over; this sender stops" in workers.log(0)
     assert claims(root) == 0
 

@@ -31,6 +31,8 @@ from bot.engine.transports.base import (
     RelayUnavailable,
 )
 
+FENCE_EVERY = 64  # files written between two questions to the fence
+
 
 class MaildirTransport:
     def __init__(self, path: Path | str, *, fsync: bool = True) -> None:
@@ -94,23 +96,22 @@ class MaildirTransport:
     ) -> list[RelayResult]:
         if not batch:
             return []
-        if fence is None:
-            results = await asyncio.to_thread(self._write_all, batch)
-            if on_result is not None:
-                for result in results:
-                    on_result(result)
-            return results
-        results = []
-        for envelope in batch:  # one file at a time, each behind the fence
-            if not await fence():
+        results: list[RelayResult] = []
+        for start in range(0, len(batch), FENCE_EVERY):  # each chunk behind the fence
+            if fence is not None and not await fence():
                 raise FenceLost("the claim was taken over", results)
+            chunk = batch[start : start + FENCE_EVERY]
             try:
-                written = await asyncio.to_thread(self._write_all, [envelope])
+                written = await asyncio.to_thread(self._write_all, chunk)
             except RelayUnavailable as exc:
+                for result in exc.partial:
+                    if on_result is not None:
+                        on_result(result)
                 raise RelayUnavailable(exc.reason, results + exc.partial) from exc
             results += written
             if on_result is not None:
-                on_result(written[0])
+                for result in written:
+                    on_result(result)
         return results
 
     async def close(self) -> None:
