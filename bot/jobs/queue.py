@@ -55,6 +55,11 @@ DUE_WORK = "greenlight:due_work"
 SEND = "greenlight:send"
 RETRY = "greenlight:retry"
 RECOVER = "greenlight:recover"
+# Two queues, each with its own worker in every process, so that the due work and the
+# recovery always find a free slot however long the sends run (a recovery that waited
+# for a send slot would wait for the very sends it is to take over).
+SEND_QUEUE = "greenlight-send"
+CONTROL_QUEUE = "greenlight-control"
 
 
 class WorkerDeps(Protocol):
@@ -98,13 +103,14 @@ jobs = Blueprint()
 
 
 @jobs.periodic(cron=f"* * * * * */{DUE_WORK_SECONDS}", periodic_id="tick")
-@jobs.task(name="due_work_tick", pass_context=True, lock="greenlight:due-work")
+@jobs.task(name="due_work_tick", pass_context=True, lock="greenlight:due-work", queue=CONTROL_QUEUE)
 async def due_work_tick(context: JobContext, timestamp: int) -> None:
     await _due_work(context)
 
 
 @jobs.task(
     name="due_work",
+    queue=CONTROL_QUEUE,
     pass_context=True,
     lock="greenlight:due-work",
     queueing_lock="greenlight:due-work",
@@ -165,7 +171,7 @@ def _claim_for(context: JobContext, ctx: Context) -> FencedClaim:
     return FencedClaim(token_of(job_id, attempts), window, live)
 
 
-@jobs.task(name="send", pass_context=True)
+@jobs.task(name="send", pass_context=True, queue=SEND_QUEUE)
 async def send(context: JobContext, execution_id: int, slot: int) -> None:
     running = _running(context)
     ctx = running.deps.context
@@ -186,7 +192,7 @@ async def send(context: JobContext, execution_id: int, slot: int) -> None:
         await asyncio.to_thread(_release_own, ctx, claim.token)
 
 
-@jobs.task(name="retry", pass_context=True)
+@jobs.task(name="retry", pass_context=True, queue=SEND_QUEUE)
 async def retry(context: JobContext, execution_id: int) -> None:
     running = _running(context)
     ctx = running.deps.context
@@ -218,7 +224,7 @@ def _refresh(running: _Running, execution_id: int) -> None:
 
 
 @jobs.periodic(cron=f"* * * * * */{RECOVER_SECONDS}", periodic_id="recover")
-@jobs.task(name="recover", pass_context=True, lock="greenlight:recover")
+@jobs.task(name="recover", pass_context=True, lock="greenlight:recover", queue=CONTROL_QUEUE)
 async def recover(context: JobContext, timestamp: int) -> None:
     """End the jobs of workers whose heartbeat stopped, free their claims, and have the
     due work defer fresh ones.
@@ -337,29 +343,37 @@ async def run_worker(
     app = make_app(settings)
     running = _Running(deps, DeploymentFollower(deps.context, deps.notifications()), stopping)
     async with app.open_async():
-        worker = asyncio.ensure_future(
-            app.run_worker_async(
-                concurrency=concurrency,
-                name=name,
-                wait=wait,
-                install_signal_handlers=False,
-                update_heartbeat_interval=heartbeat_interval(settings),
-                stalled_worker_timeout=settings.stall_timeout_seconds,
-                additional_context={"greenlight": running},
-                delete_jobs="successful",
-                listen_notify=True,
+
+        def worker(queue: str, slots: int) -> asyncio.Future[None]:
+            return asyncio.ensure_future(
+                app.run_worker_async(
+                    queues=[queue],
+                    concurrency=slots,
+                    name=f"{name}-{queue.removeprefix('greenlight-')}",
+                    wait=wait,
+                    install_signal_handlers=False,
+                    update_heartbeat_interval=heartbeat_interval(settings),
+                    stalled_worker_timeout=settings.stall_timeout_seconds,
+                    additional_context={"greenlight": running},
+                    delete_jobs="successful",
+                    listen_notify=True,
+                )
             )
-        )
+
+        workers = {worker(SEND_QUEUE, concurrency), worker(CONTROL_QUEUE, 1)}
         forwarding = asyncio.ensure_future(_forward(app, kicks)) if kicks else None
-        stop = asyncio.ensure_future(stopping.wait())
-        await asyncio.wait({worker, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if not worker.done():
-            worker.cancel()  # procrastinate stops fetching and lets running jobs end
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
-        for task in (stop, forwarding):
-            if task is not None:
-                task.cancel()
+        stop: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
+        everything: set[asyncio.Future[Any]] = {*workers, stop}
+        await asyncio.wait(everything, return_when=asyncio.FIRST_COMPLETED)
+        for task in workers:
+            if not task.done():
+                task.cancel()  # procrastinate stops fetching and lets running jobs end
+        for task in workers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        stop.cancel()
+        if forwarding is not None:
+            forwarding.cancel()
 
 
 async def _forward(app: App, kicks: asyncio.Queue[None]) -> None:
