@@ -338,10 +338,40 @@ async def run_worker(
     """One worker, until `stopping` is set (then each job ends after its batch).
 
     `kicks`: each item defers a due-work job (the server's confirm or resume).
+
+    When procrastinate's worker stops on an error (the database gone for a while, or
+    its row pruned by another worker while this one was stalled, so that every fetch
+    fails), it starts again, registered anew, after a back-off: a worker process that
+    lives works, and what its jobs held was taken over meanwhile.
     """
+    running = _Running(deps, DeploymentFollower(deps.context, deps.notifications()), stopping)
+    failures = 0
+    while not stopping.is_set():
+        try:
+            await _run_workers(deps, running, concurrency, stopping, kicks, name, wait)
+            return
+        except Exception:
+            delay = min(RESTART_MAX_SECONDS, 2.0**failures)
+            failures += 1
+            log.exception("the worker stopped on an error; it starts again in %.0f s", delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), delay)
+
+
+RESTART_MAX_SECONDS = 30.0
+
+
+async def _run_workers(
+    deps: WorkerDeps,
+    running: _Running,
+    concurrency: int,
+    stopping: asyncio.Event,
+    kicks: asyncio.Queue[None] | None,
+    name: str,
+    wait: bool,
+) -> None:
     settings = deps.context.settings
     app = make_app(settings)
-    running = _Running(deps, DeploymentFollower(deps.context, deps.notifications()), stopping)
     async with app.open_async():
 
         def worker(queue: str, slots: int) -> asyncio.Future[None]:
@@ -368,12 +398,18 @@ async def run_worker(
         for task in workers:
             if not task.done():
                 task.cancel()  # procrastinate stops fetching and lets running jobs end
+        errors: list[BaseException] = []
         for task in workers:
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                try:
+                    await task
+                except Exception as exc:
+                    errors.append(exc)
         stop.cancel()
         if forwarding is not None:
             forwarding.cancel()
+        if errors and not stopping.is_set():
+            raise errors[0]
 
 
 async def _forward(app: App, kicks: asyncio.Queue[None]) -> None:

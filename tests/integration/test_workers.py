@@ -276,3 +276,31 @@ def test_the_rate_limit_holds_for_three_workers_together(
     assert times[-1] - times[0] >= (240 - bound) / rate
     sent_by = [workers.log(n).count("greenlight:send") for n in range(3)]
     assert sum(1 for n in sent_by if n) >= 2, f"the sending was shared: {sent_by}"
+
+
+def test_a_worker_whose_registration_was_pruned_starts_again_and_sends(
+    pg: Callable[..., Root],
+    relay_factory: Callable[[float], tuple[Recording, int]],
+    workers_of: Callable[[Root], Workers],
+    tmp_path: Path,
+) -> None:
+    """Another worker's start prunes the rows of workers with a stale heartbeat; one that
+    was only stalled then fails every fetch (its row is gone). It starts again,
+    registered anew, instead of living on without working."""
+    relay, port = relay_factory(0.0)
+    root = pg(mail_url=f"smtp://127.0.0.1:{port}", send_batch_size=50)
+    workers = workers_of(root)
+    workers.start()
+    wait_until("the worker registered", lambda: _registered(root) == 2)
+    with root.context.sessions.begin() as s:
+        s.execute(text("DELETE FROM procrastinate_workers"))  # what the pruning does
+    emails = start_send(root, tmp_path, 200)
+    wait_until("the delivery finished", lambda: finished(root))
+    assert sorted(relay.rcpts()) == sorted(emails)
+    assert "the worker stopped on an error; it starts again" in workers.log(0)
+    assert _registered(root) == 2, "registered anew: a send and a control worker"
+
+
+def _registered(root: Root) -> int:
+    with root.context.sessions() as s:
+        return s.scalar(text("SELECT count(*) FROM procrastinate_workers")) or 0
