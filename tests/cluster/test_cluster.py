@@ -360,21 +360,21 @@ def test_three_nodes_send_once_through_a_kill_a_stall_and_a_cut_link(
             at_event["c"] += 1
         else:
             pytest.fail(f"log {log_id} was sent twice outside every event: {seen}")
+
     # After SIGCONT, w2 finished at most what was on its connections when it stopped: it
     # started no message of the jobs taken over (its fence said no).
-    late = [
-        a
-        for a in accepted
-        if a.peer == ip["w2"] and a.at > continued_at and a.log_id in twice
-        and any(b.peer != ip["w2"] and b.at < a.at for b in by_log[a.log_id])
-    ]  # fmt: skip
+    def resent_after(peer: str, since: float) -> list[Accepted]:
+        """Copies `peer` completed after `since` that another node had already sent."""
+        return [
+            a
+            for a in accepted
+            if a.peer == peer and a.at > since and a.log_id in twice
+            if any(b.peer != peer and b.at < a.at for b in by_log[a.log_id])
+        ]
+
+    late = resent_after(ip["w2"], continued_at)
     assert len(late) <= CONCURRENCY * POOL, late
-    after_cut = [
-        a
-        for a in accepted
-        if a.peer == ip["w3"] and a.at > restored_at and a.log_id in twice
-        and any(b.peer != ip["w3"] and b.at < a.at for b in by_log[a.log_id])
-    ]  # fmt: skip
+    after_cut = resent_after(ip["w3"], restored_at)
     assert len(after_cut) <= CONCURRENCY * POOL, after_cut
     for name, n in at_event.items():
         assert n <= IN_FLIGHT_PER_NODE, (name, n, IN_FLIGHT_PER_NODE)
