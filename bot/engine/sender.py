@@ -49,6 +49,7 @@ from bot.engine.transports.base import (
     Transport,
 )
 from bot.store import deliveries, executions, logs
+from bot.store.db import bound_idle
 from bot.store.logs import Claimed, ClaimLost, Relayed
 
 log = logging.getLogger(__name__)
@@ -273,6 +274,7 @@ class Sender:
 
     def _release(self, log_ids: Sequence[int]) -> None:
         with self.ctx.sessions.begin() as s:
+            bound_idle(s)  # a stopped sender must not hold these rows
             logs.release(s, log_ids, self.claim.token)
 
     def _envelopes(self, claimed: list[Claimed], design: _Design) -> list[Envelope]:
@@ -302,6 +304,7 @@ class Sender:
         if unrenderable:
             try:
                 with self.ctx.sessions.begin() as s:
+                    bound_idle(s)  # a stopped sender must not hold these rows
                     logs.record_unrenderable(
                         s, self.ctx.clock.now(), unrenderable, self.claim.token
                     )
@@ -339,6 +342,7 @@ class Sender:
         now = self.ctx.clock.now()
         try:
             with self.ctx.sessions.begin() as s:
+                bound_idle(s)  # a stopped sender must not hold these rows
                 d = executions.get(s, execution_id).delivery
                 executions.move(
                     s,
@@ -360,6 +364,7 @@ class Sender:
         sender's batch is its own: it records it, then finds the stop itself."""
         if state is DeliveryState.STOPPED:
             with self.ctx.sessions.begin() as s:
+                bound_idle(s)  # a stopped sender must not hold these rows
                 logs.cancel_unsent(
                     s,
                     self.ctx.clock.now(),

@@ -12,6 +12,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from bot.store.db import bound_idle
+
 FLEET = "fleet"
 
 _TAKE = text(
@@ -35,7 +37,11 @@ _CREATE = text(
 
 
 def take(session: Session, n: float, rate: float, capacity: float, name: str = FLEET) -> float:
-    """Take `n` tokens (PostgreSQL); the bucket's balance after it (negative: a debt)."""
+    """Take `n` tokens (PostgreSQL); the bucket's balance after it (negative: a debt).
+
+    The row is the whole fleet's: a worker stopped between this UPDATE and its commit
+    would stop every worker, so the transaction is ended by the server when idle."""
+    bound_idle(session)
     balance = session.execute(
         _TAKE, {"n": n, "rate": rate, "capacity": capacity, "name": name}
     ).scalar()

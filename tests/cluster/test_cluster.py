@@ -145,6 +145,16 @@ class Cluster:
     def count(self, peer: str | None = None, since: float = 0.0) -> int:
         return self.sink.count(peer, since)
 
+    def activity(self) -> str:
+        """What every database session is doing (who waits for which lock)."""
+        query = (
+            "SELECT client_addr, state, wait_event_type, wait_event, left(query, 120),"
+            " pg_blocking_pids(pid) FROM pg_stat_activity WHERE datname = 'greenlight'"
+        )
+        with self.root.context.sessions() as s:
+            rows = s.execute(text(query)).all()
+        return "\n".join(" | ".join(str(v) for v in row) for row in rows)
+
     def worker_logs(self) -> str:
         return "\n".join(
             f"--- {p}\n{p.read_text(errors='replace')[-3000:]}"
@@ -158,7 +168,9 @@ def wait_until(what: str, condition: Callable[[], bool], cluster: Cluster, timeo
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout:.0f} s\n{cluster.worker_logs()}")
+            pytest.fail(
+                f"{what}: not within {timeout:.0f} s\n{cluster.activity()}\n{cluster.worker_logs()}"
+            )
         assert not cluster.finished() or what == "the delivery finished", (
             f"the delivery finished before {what}: the send was too short for the test"
         )
