@@ -18,6 +18,30 @@ RSS printed is the sender's own (its process's `ru_maxrss`), not the seed's.
 
     .venv/bin/python benchmarks/send_throughput.py [--sizes 100000,300000] [--quick]
 
+**PostgreSQL mode** (`--postgres URL`; the database is emptied, give one made for it):
+the production layout, real `python -m bot worker` processes. In one run, against one
+`smtp-sink`: `smtp-source` as the reference (messages of the engine's size), then for
+each `--concurrency` C and each W of `--workers` (at `--scaling-size` recipients), and
+for each of `--sizes` (with `--rss-workers` workers): the database's schema is dropped
+and migrated again, seeded with the same profiles and delivery, prepared (`VACUUM
+ANALYZE` after it); W workers are started (`python -m bot worker --concurrency C`, each
+its own process; SEND_PARALLELISM = W × C, so every one has a job) and once each fetches
+jobs, the delivery is confirmed and the due work kicked as `serve` does at the confirm
+(`ServerQueue.kick`). The figure is the time from the kick to the delivery's state
+`finished` in the database (polled every 20 ms). Each worker's peak RSS is its VmHWM,
+read before it stops; the CPU time of the workers (their event loop and their threads),
+of PostgreSQL (the backends serving this database and the shared processes), of the
+sink and of the whole machine during the send is printed per message (what is left is
+other work on the machine: a figure to read the run's others by), and so are the
+database's commits and rows written. The KPIs must show sent == N, and the sink must
+have counted N more messages.
+
+    .venv/bin/python benchmarks/send_throughput.py --postgres URL [--workers 1,2,4]
+        [--concurrency 1,2] [--scaling-size 30000] [--sizes 100000,300000]
+        [--rss-workers 2] [--profile PATH]
+
+`--profile PATH` runs each worker with cProfile in every thread (PATH.WxC.N.wI).
+
 Needs `smtp-sink` and `smtp-source` (Debian: the `postfix` package, in /usr/sbin).
 """
 
@@ -25,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import platform
@@ -46,7 +71,10 @@ from typing import Any
 
 from sqlalchemy import insert, select
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # pg_fleet, beside this script
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pg_fleet
 
 from bot.bootstrap import bootstrap
 from bot.config import Settings, load_settings
@@ -56,6 +84,7 @@ from bot.engine.message import MessageSkeleton
 from bot.engine.rendering import MessageTemplates, profile_context
 from bot.engine.sender import Sender
 from bot.engine.transports import make_transport
+from bot.jobs.queue import ServerQueue
 from bot.services.deliveries.lifecycle import confirm_send
 from bot.services.deliveries.prepare import prepare_delivery
 from bot.services.deliveries.views import delivery_detail
@@ -68,6 +97,12 @@ SOURCE_SESSIONS = 16
 RSS_LIMIT_MB = 300
 RSS_SPREAD = 0.20
 GOAL_RATE = 1_000
+BATCH = 500  # SEND_BATCH_SIZE of the SQLite runs
+FLEET_BATCH = 2_000  # of the workers' runs: the fastest of 500, 1,000, 2,000 and 5,000 here
+GOAL_TWO_WORKERS = 1.7
+GOAL_SOURCE_RATIO = 0.25
+FLEET_RSS_LIMIT_MB = 150
+BENCH_USER = Actor("U0BENCH", frozenset({Role.START_DELIVERIES}))
 CHUNK = 10_000
 CITIES = ["Paris", "Lyon", "Berlin", "Madrid", "Lisbon", "Rome", "Oslo", "Dublin"]
 PLANS = ["free", "pro", "team", "enterprise"]
@@ -147,10 +182,11 @@ HTML = """<!DOCTYPE html>
 # -- the database: seed, prepare, confirm (child process "prepare") ---------------------
 
 
-def _settings(db: Path, port: int = 25, pool: int = 16, batch: int = 500) -> Settings:
+def _settings(db: Path | str, port: int = 25, pool: int = 16, batch: int = 500) -> Settings:
+    """A SQLite file (a Path) or a PostgreSQL URL (a str)."""
     return load_settings(
         _env_file=None,
-        database_url=f"sqlite:///{db}",
+        database_url=db if isinstance(db, str) else f"sqlite:///{db}",
         mail_url=f"smtp://127.0.0.1:{port}",
         tracking_secret="bench",
         public_base_url="https://mail.example.com",
@@ -217,8 +253,8 @@ def _seed(ctx: Context, n: int) -> None:
         )
 
 
-def phase_prepare(db: Path, n: int) -> dict[str, Any]:
-    """Seed, prepare and confirm (on-confirm: the delivery starts at once)."""
+def phase_prepare(db: Path | str, n: int, confirm: bool = True) -> dict[str, Any]:
+    """Seed, prepare and (unless told not to) confirm: on-confirm, the delivery starts."""
     root = bootstrap(_settings(db))
     ctx = root.context
     started = time.perf_counter()
@@ -226,7 +262,8 @@ def phase_prepare(db: Path, n: int) -> dict[str, Any]:
     seeded = time.perf_counter()
     result = prepare_delivery(ctx, COMMAND_LINE, REF)
     prepared = time.perf_counter()
-    confirm_send(ctx, Actor("U0BENCH", frozenset({Role.START_DELIVERIES})), REF)
+    if confirm:
+        confirm_send(ctx, BENCH_USER, REF)
     with ctx.sessions() as s:
         execution_id = s.scalar(
             select(Execution.id)
@@ -508,6 +545,255 @@ def engine_run(sink: Sink, folder: Path, n: int, args: argparse.Namespace) -> En
     return run
 
 
+# -- the PostgreSQL mode: real `python -m bot worker` processes ----------------------------
+
+
+@dataclass
+class FleetRun:
+    """One configuration: W worker processes of C jobs each sent N messages."""
+
+    size: int
+    workers: int
+    concurrency: int
+    prepared: dict[str, Any]
+    elapsed_s: float  # from the kick to the delivery `finished` in the database
+    first_s: float  # from the kick to the sink's first message of the run
+    peaks_mb: list[float]  # VmHWM of each worker process, read before it stopped
+    cpu: dict[str, float]  # CPU seconds during the send: workers, postgres, smtp-sink, all
+    counters: dict[str, int]  # pg_stat_database during the send: commits, rows written
+
+    @property
+    def rate(self) -> float:
+        return self.size / self.elapsed_s
+
+    @property
+    def label(self) -> str:
+        return f"{self.workers} × --concurrency {self.concurrency}, {self.size:,}"
+
+
+def fleet_run(
+    sink: Sink, folder: Path, url: str, n: int, workers: int, concurrency: int, args: Any
+) -> FleetRun:
+    """A fresh database with N recipients prepared; W workers started and registered; the
+    delivery confirmed and the due work kicked (what `serve` does at the confirm); timed
+    until the database says `finished`; then the KPIs and the sink's count checked."""
+    slots = args.parallelism or workers * concurrency
+    print(
+        f"\n[{workers} worker(s) × --concurrency {concurrency}, {n:,} recipients, "
+        f"SEND_PARALLELISM {slots}] emptying the database, seeding and preparing …"
+    )
+    pg_fleet.reset(url)
+    prepared = _child("--phase", "prepare", "--db", url, "--n", str(n), "--no-confirm")
+    pg_fleet.analyze(url)
+    print(
+        f"  seed {prepared['seed_s']:.1f} s, prepare {prepared['prepare_s']:.1f} s, "
+        f"to deliver {prepared['to_deliver']:,}"
+    )
+    if prepared["to_deliver"] != n:
+        raise SystemExit(f"expected {n:,} recipients to deliver, got {prepared['to_deliver']:,}")
+    run_folder = folder / f"fleet-{workers}x{concurrency}-{n}"
+    run_folder.mkdir(parents=True, exist_ok=True)
+    env = pg_fleet.worker_env(
+        url,
+        f"smtp://127.0.0.1:{sink.port}",
+        smtp_pool_size=args.pool,
+        send_batch_size=args.batch,
+        send_parallelism=slots,
+    )
+    profile = f"{args.profile}.{workers}x{concurrency}.{n}" if args.profile else None
+    fleet = pg_fleet.Fleet(env, run_folder, profile=profile)
+    settings = _settings(url, sink.port, args.pool, args.batch)
+    root = bootstrap(settings, migrate=False)
+    engine = root.engine
+    dbname = engine.url.database or ""
+    queue = ServerQueue(settings)
+    try:
+        fleet.start(workers, concurrency)
+        ready = fleet.wait_ready(engine)
+        print(f"  {workers} worker(s) registered after {ready:.1f} s; confirming and kicking …")
+        before = sink.messages()
+        counters_before = pg_fleet.database_counters(engine)
+        confirm_send(root.context, BENCH_USER, REF)
+        others = pg_fleet.CpuTracker(("postgres", "smtp-sink"), dbname)
+        others.start()
+        cpu_before = _fleet_cpu(fleet, others)
+        started = time.perf_counter()
+        queue.kick()
+        first: list[float] = []
+        polls = itertools.count()
+
+        def done() -> bool:
+            if not first and sink.messages() > before:
+                first.append(time.perf_counter() - started)
+            if next(polls) % 25 == 24:
+                others.sample()  # twice a second: backends that end are not lost
+            return pg_fleet.delivery_state(engine, REF) == "finished"
+
+        pg_fleet.wait_until("the delivery finished", done, args.timeout, fleet.check_alive)
+        elapsed = time.perf_counter() - started
+        cpu_after = _fleet_cpu(fleet, others)
+        peaks = fleet.peaks_mb()  # before they stop: VmHWM of each live process
+    finally:
+        fleet.stop()
+        queue.close()
+    counters = _settled_counters(engine, counters_before)
+    cpu = {k: cpu_after[k] - cpu_before[k] for k in cpu_after if k != "each"}
+    each = [a - b for a, b in zip(cpu_after["each"], cpu_before["each"], strict=True)]
+    detail = delivery_detail(root.context, COMMAND_LINE, REF).to_json()
+    root.close()
+    taken = sink.wait_for(before + n) - before
+    run = FleetRun(
+        n, workers, concurrency, prepared, elapsed, first[0] if first else 0, peaks, cpu, counters
+    )
+    print(
+        f"  {n:,} messages in {elapsed:.2f} s: {run.rate:,.0f} msg/s "
+        f"(first message {run.first_s * 1000:.0f} ms after the kick)"
+    )
+    print(f"  peak RSS per worker: {', '.join(f'{p:.0f} MB' for p in peaks)}")
+    per = {k: v / n * 1e6 for k, v in cpu.items()}
+    print(
+        f"  CPU per message: workers {per['workers']:.0f} µs (event loop {per['main']:.0f}, "
+        f"threads {per['threads']:.0f}) "
+        f"({', '.join(f'{c / elapsed:.0%}' for c in each)} of a core each), "
+        f"postgres {per['postgres']:.0f} µs, smtp-sink {per['smtp-sink']:.0f} µs, "
+        f"whole machine {per['machine']:.0f} µs "
+        f"({cpu['machine'] / elapsed / (os.cpu_count() or 1):.0%} of all cores busy)"
+    )
+    ours = sum(per[k] for k in ("workers", "postgres", "smtp-sink", "benchmark"))
+    print(
+        f"  CPU of everything else (the kernel's own threads, other processes): "
+        f"{per['machine'] - ours:.0f} µs per message, "
+        f"{(cpu['machine'] - ours * n / 1e6) / elapsed:.0%} of a core"
+    )
+    print(
+        f"  PostgreSQL: {counters['xact_commit']:,} commits "
+        f"({counters['xact_commit'] / n * 1000:.0f} per 1,000 messages), "
+        f"{counters['xact_rollback']:,} rollbacks, "
+        f"{counters['tup_updated'] / n:.1f} rows updated and "
+        f"{counters['tup_inserted'] / n:.1f} inserted per message"
+    )
+    print(
+        f"  check: state {detail['state']}, KPI sent {detail['kpis']['sent']:,}, "
+        f"logs {detail['logs']}, the sink counted {taken:,}"
+    )
+    if detail["kpis"]["sent"] != n or taken != n or detail["state"] != "finished":
+        raise SystemExit("the workers did not relay every recipient exactly once")
+    sent_by = [i for i in range(workers) if "greenlight:send" in fleet.log(i)]
+    if len(sent_by) != workers:
+        print(f"  note: only workers {sent_by} ran send jobs")
+    return run
+
+
+def _settled_counters(engine: Any, before: dict[str, int]) -> dict[str, int]:
+    """The database's counters since `before`, once the stopped workers' backends have
+    reported theirs (a backend reports as it exits: read until two readings agree)."""
+    last: dict[str, int] = {}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = pg_fleet.database_counters(engine)
+        if now == last:
+            break
+        last = now
+        time.sleep(0.2)
+    return {k: last[k] - before[k] for k in last}
+
+
+def _fleet_cpu(fleet: pg_fleet.Fleet, others: pg_fleet.CpuTracker) -> dict[str, Any]:
+    """CPU seconds so far: the workers (each; their main threads and the others),
+    PostgreSQL's processes and the sink (`others`, since its start), the whole machine."""
+    each = fleet.cpu()
+    main, threads = fleet.thread_cpu()
+    busy, _total = pg_fleet.machine_busy_seconds()
+    return {
+        "workers": sum(each),
+        "each": each,
+        "main": main,
+        "threads": threads,
+        **others.seconds(),
+        "benchmark": _cpu_s(),  # this process: the polling, the sink's counter
+        "machine": busy,
+    }
+
+
+def main_postgres(args: argparse.Namespace) -> None:
+    url = args.postgres
+    workers = [int(w) for w in args.workers.split(",") if w.strip()]
+    concurrencies = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    scaling = args.scaling_size
+    if args.quick:
+        sizes, scaling, args.source_messages = [5_000, 15_000], 5_000, 20_000
+    message = engine_message()
+    print(
+        f"python {platform.python_version()}, PostgreSQL {pg_fleet.server_version(url)}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
+    )
+    print(f"engine message: {len(message):,} bytes (HTML template {len(HTML.encode()):,} bytes)")
+    print(f"SMTP_POOL_SIZE {args.pool} per job, SEND_BATCH_SIZE {args.batch}")
+    scaling_runs: list[FleetRun] = []
+    rss_runs: list[FleetRun] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.tmp) if args.tmp else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        sink = Sink.start(Path(tmp))
+        try:
+            print(f"smtp-sink on 127.0.0.1:{sink.port}")
+            print(
+                f"\n[reference] smtp-source, {SOURCE_SESSIONS} sessions, {args.source_messages:,} …"
+            )
+            source = reference_source(sink, args.source_messages, len(message))
+            print(f"  {source:,.0f} msg/s")
+            for c in concurrencies:
+                for w in workers:
+                    scaling_runs.append(fleet_run(sink, folder, url, scaling, w, c, args))
+            rss_concurrency = args.rss_concurrency or concurrencies[0]
+            for n in sizes:
+                rss_runs.append(
+                    fleet_run(sink, folder, url, n, args.rss_workers, rss_concurrency, args)
+                )
+        finally:
+            sink.stop()
+
+    print("\nSummary")
+    print(f"  smtp-source → smtp-sink: {source:,.0f} msg/s")
+    for run in scaling_runs + rss_runs:
+        shown = ", ".join(f"{p:.0f}" for p in run.peaks_mb)
+        print(
+            f"  {run.label}: {run.rate:,.0f} msg/s = {run.rate / source:.3f} × smtp-source; "
+            f"peak RSS per worker {shown} MB"
+        )
+    print("Goals")
+    for c in concurrencies:
+        one = next((r for r in scaling_runs if r.workers == 1 and r.concurrency == c), None)
+        two = next((r for r in scaling_runs if r.workers == 2 and r.concurrency == c), None)
+        if one and two:
+            gain = two.rate / one.rate
+            print(
+                f"  2 workers ≥ {GOAL_TWO_WORKERS} × 1 worker (--concurrency {c}): "
+                f"{_verdict(gain >= GOAL_TWO_WORKERS)} ({gain:.2f} ×)"
+            )
+    best = max(scaling_runs + rss_runs, key=lambda r: r.rate)
+    ratio = best.rate / source
+    print(
+        f"  best configuration ≥ {GOAL_SOURCE_RATIO} × smtp-source: "
+        f"{_verdict(ratio >= GOAL_SOURCE_RATIO)} "
+        f"({best.label}: {best.rate:,.0f} msg/s, {ratio:.3f} ×)"
+    )
+    if rss_runs:
+        peaks = [p for r in rss_runs for p in r.peaks_mb]
+        largest = [max(r.peaks_mb) for r in rss_runs]
+        spread = max(largest) / min(largest) - 1
+        print(
+            f"  peak RSS per worker < {FLEET_RSS_LIMIT_MB} MB: "
+            f"{_verdict(max(peaks) < FLEET_RSS_LIMIT_MB)} (largest {max(peaks):.0f} MB)"
+        )
+        print(
+            f"  peak RSS within {RSS_SPREAD:.0%} across sizes: {_verdict(spread <= RSS_SPREAD)} "
+            f"(+{spread:.1%} between the sizes' largest workers)"
+        )
+    print(f"load average after the run: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+
+
 def _verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -517,30 +803,65 @@ def main() -> None:
     parser.add_argument("--sizes", default="100000,300000", help="recipients per engine run")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5,000 and 15,000")
     parser.add_argument("--pool", type=int, default=16, help="SMTP_POOL_SIZE")
-    parser.add_argument("--batch", type=int, default=500, help="SEND_BATCH_SIZE")
+    parser.add_argument(
+        "--batch", type=int, help=f"SEND_BATCH_SIZE (default {BATCH}; {FLEET_BATCH} on PostgreSQL)"
+    )
     parser.add_argument("--source-messages", type=int, default=100_000)
     parser.add_argument("--naive-messages", type=int, default=5_000)
     parser.add_argument("--profile", help="write cProfile stats of each send to PATH.N")
     parser.add_argument("--keep", action="store_true", help="keep the databases (in --tmp)")
     parser.add_argument("--tmp", help="folder for the databases (default: a temporary one)")
+    postgres = parser.add_argument_group(
+        "PostgreSQL mode", "real `python -m bot worker` processes (the database is emptied)"
+    )
+    postgres.add_argument("--postgres", metavar="URL", help="run the PostgreSQL mode on URL")
+    postgres.add_argument("--workers", default="1,2,4", help="worker processes per run")
+    postgres.add_argument(
+        "--concurrency", default="1,2", help="--concurrency of each worker (a list: each tried)"
+    )
+    postgres.add_argument(
+        "--parallelism", type=int, help="SEND_PARALLELISM (default: workers × concurrency)"
+    )
+    postgres.add_argument(
+        "--scaling-size", type=int, default=30_000, help="recipients of the --workers runs"
+    )
+    postgres.add_argument(
+        "--rss-workers", type=int, default=2, help="workers of the --sizes runs (0: none)"
+    )
+    postgres.add_argument("--rss-concurrency", type=int, help="their --concurrency")
+    postgres.add_argument("--timeout", type=float, default=1800, help="seconds a run may take")
     # Internal: the phases run in child processes.
     parser.add_argument("--phase", choices=["prepare", "send"], help=argparse.SUPPRESS)
-    parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--no-confirm", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--execution", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.phase == "send" and args.batch is None:
+        args.batch = BATCH
     if args.phase == "prepare":
-        print(json.dumps(phase_prepare(args.db, args.n)))
+        db: Path | str = args.db if args.db.startswith("postgresql") else Path(args.db)
+        print(json.dumps(phase_prepare(db, args.n, confirm=not args.no_confirm)))
         return
     if args.phase == "send":
         profile = Path(args.profile) if args.profile else None
-        result = phase_send(args.db, args.port, args.pool, args.batch, args.execution, profile)
+        result = phase_send(
+            Path(args.db), args.port, args.pool, args.batch, args.execution, profile
+        )
         print(json.dumps(result))
         return
 
     _require_postfix_tools()
+    if args.batch is None:
+        args.batch = FLEET_BATCH if args.postgres else BATCH
+    if args.postgres:
+        if args.rss_workers == 0:
+            args.sizes = ""
+        main_postgres(args)
+        return
+
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if args.quick:
         sizes, args.source_messages, args.naive_messages = [5_000, 15_000], 20_000, 2_000
