@@ -27,7 +27,7 @@ from bot.domain.roles import Actor
 from bot.notify.slack_client import UsergroupDirectory
 from bot.services.messages.deployment import DeploymentFollower
 from bot.services.notifications import Notifications
-from bot.services.roles import granted_groups, roles_of
+from bot.services.roles import direct_roles_and_groups, roles_of
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -87,10 +87,12 @@ class HandlerDeps:
         return await self.renders.run(fn, *args, **kwargs)
 
     async def actor(self, user_id: str) -> Actor:
-        groups: list[str] = []
-        if self.groups is not None:
-            candidates = await self.call(granted_groups, self.ctx)
-            groups = await self.groups.groups_of(user_id, candidates) if candidates else []
+        direct, candidates = await self.call(direct_roles_and_groups, self.ctx, user_id)
+        if self.groups is None or not candidates:
+            return Actor(user_id, direct)
+        groups = await self.groups.groups_of(user_id, candidates)
+        if not groups:
+            return Actor(user_id, direct)
         return Actor(user_id, await self.call(roles_of, self.ctx, user_id, groups))
 
 

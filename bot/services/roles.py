@@ -101,7 +101,9 @@ def roles_of(ctx: Context, user_id: str, usergroups: Sequence[str] = ()) -> froz
         return store.roles_of(s, user_id, [g.upper() for g in usergroups])
 
 
-def granted_groups(ctx: Context) -> list[str]:
-    """The user groups that hold at least one role (the only ones worth asking Slack about)."""
+def direct_roles_and_groups(ctx: Context, user_id: str) -> tuple[frozenset[Role], list[str]]:
+    """The user's own roles and the user groups that hold a role, in one read: what
+    every Slack request needs before its acknowledgement (the groups' roles are read
+    again only when some group holds one)."""
     with ctx.sessions() as s:
-        return store.granted_groups(s)
+        return store.roles_of(s, user_id, []), store.granted_groups(s)

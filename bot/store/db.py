@@ -25,6 +25,9 @@ StoreUnavailable = SQLAlchemyError
 IDLE_IN_TRANSACTION_MS = 5_000  # a sender's transactions never wait this long idle
 
 
+PG_POOL_SIZE = 16
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine tuned for the backend: WAL and foreign keys on SQLite, psycopg 3 on PG."""
     parsed = make_url(url)
@@ -39,6 +42,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.setdefault("pool_pre_ping", True)
+    # As many pooled connections as threads that may hold one at once (the server's
+    # default executor, the render pool, the sender's recorder): a smaller pool closes
+    # each extra connection on return, and a new PostgreSQL connection costs a few
+    # milliseconds of both processes' CPU. Connections are opened only when needed.
+    kwargs.setdefault("pool_size", PG_POOL_SIZE)
+    kwargs.setdefault("max_overflow", PG_POOL_SIZE)
     return create_engine(parsed, **kwargs)
 
 
