@@ -127,7 +127,11 @@ class Settings(BaseSettings):
     """Every setting of Greenlight; `.env.example` documents each one."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        env_ignore_empty=True,  # `KEY=` (as in .env.example) means unset, not ""
     )
 
     slack_bot_token: SecretStr | None = None
