@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint format bench clean
+.PHONY: run seed reset test lint format bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,14 +13,29 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-run: $(STAMP)
+# The examples, loaded again at every `make run` (imports of the same files change
+# nothing); spring-sale is prepared while it can be, and once it was confirmed or sent
+# `make run` says so and goes on. `make reset` starts the examples over.
+seed: $(STAMP)
 	$(PY) -m bot db upgrade
 	$(PY) -m bot profiles import examples/profiles.csv --audience newsletter
 	$(PY) -m bot deliveries import examples/deliveries.yml
-	$(PY) -m bot deliveries prepare spring-sale
+	@if $(PY) -m bot deliveries show spring-sale --json | $(PY) -c 'import json, sys; sys.exit(json.load(sys.stdin)["state"] not in ("editing", "ready"))'; then \
+	  $(PY) -m bot deliveries prepare spring-sale; \
+	else \
+	  echo "spring-sale was confirmed or sent already (make reset starts the examples over)"; \
+	fi
 	$(PY) -m bot deliveries list
+
+reset:
+	rm -rf data
+	@echo "data/ removed (database, outbox, generated secret): the next make run starts afresh"
+
+run: seed
 	@echo
-	@echo "Examples loaded. Next: python -m bot roles grant <your Slack member id> start-deliveries"
+	@echo "Examples loaded. The command line is .venv/bin/python -m bot (or . .venv/bin/activate, then python -m bot);"
+	@echo "next: .venv/bin/python -m bot roles grant <your Slack member id> start-deliveries"
+	@echo "Health: http://localhost:$$($(PY) -c 'from bot.config import get_settings as s; print(s().port)')/healthz"
 	@echo "Starting Greenlight (Ctrl-C stops it); messages go to MAIL_URL (default data/outbox)."
 	$(PY) -m bot $$($(PY) -c 'from bot.config import get_settings as s; print("socket" if s().slack_app_token else "serve")')
 

@@ -14,9 +14,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from scenario import as_user, due_now
 from smtp_relay import free_port
 
+from bot.bootstrap import bootstrap
 from bot.config import Settings, load_settings
+from bot.domain.roles import Role
+from bot.services.deliveries.lifecycle import confirm_send
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,3 +77,39 @@ def test_serve_and_run_due_start_with_env_copied_from_the_example(tmp_path: Path
         server.wait(30)
     output = (tmp_path / "serve.log").read_text()
     assert "Traceback" not in output, output
+
+
+def test_make_run_loads_the_examples_again_after_spring_sale_was_sent(tmp_path: Path) -> None:
+    """`make run`'s loading step (`make seed`) twice, with spring-sale sent in between:
+    before, every later `make run` stopped at "cannot prepare a delivery that is
+    finished"."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/root"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'greenlight.db'}",
+        "MAIL_URL": f"maildir://{tmp_path / 'outbox'}",
+        "TRACKING_SECRET": "seed-test",
+    }
+
+    def seed() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", "-s", "-C", str(ROOT), "seed"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    first = seed()
+    assert first.returncode == 0, first.stdout + first.stderr
+    ours = {k.lower(): v for k, v in env.items() if k not in ("PATH", "HOME")}
+    settings = load_settings(_env_file=None, **ours)
+    root = bootstrap(settings)
+    try:
+        confirm_send(root.context, as_user("U0ALICE", [Role.START_DELIVERIES]), "spring-sale")
+        assert due_now(root.context).sent == {"spring-sale": "finished"}
+    finally:
+        root.close()
+    again = seed()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "spring-sale was confirmed or sent already (make reset" in again.stdout
