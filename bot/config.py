@@ -6,6 +6,7 @@ expected, rather than failing later in the middle of a send.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -194,6 +195,11 @@ class Settings(BaseSettings):
             )
         if scheme == "postgres":
             raise ValueError("write postgresql:// (SQLAlchemy does not accept postgres://)")
+        if scheme == "sqlite" and not re.match(r"^sqlite(\+\w+)?:///", value):
+            raise ValueError(
+                f"{value!r} is not an SQLite URL: write sqlite:///relative/path.db or "
+                "sqlite:////absolute/path.db (three slashes, then the path)"
+            )
         return value
 
     @field_validator("public_base_url")

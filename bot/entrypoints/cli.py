@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.bootstrap import Root, bootstrap
-from bot.config import SettingsError, get_settings
+from bot.config import Settings, SettingsError, get_settings
 from bot.domain.errors import DomainError
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.roles import COMMAND_LINE, Role
@@ -35,7 +36,7 @@ from bot.services.deliveries.prepare import prepare_delivery
 from bot.services.digest import DigestReport
 from bot.services.imports.deliveries import import_deliveries
 from bot.services.imports.profiles import import_profiles
-from bot.store.db import current_revision, upgrade
+from bot.store.db import current_revision, database_problem, upgrade
 from bot.store.send_lock import SendLockBusy
 
 log = logging.getLogger("greenlight")
@@ -384,6 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def environment_problem(exc: BaseException, settings: Settings) -> str | None:
+    """One line for a fault of the machine's setup rather than ours: the user can fix it
+    (exit 2), and a traceback would only hide the line that says how."""
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return (
+            f"port {settings.port} is in use (another Greenlight, or another server); "
+            "stop it or set PORT to a free port"
+        )
+    return database_problem(exc, settings.database_url)
+
+
 def main(argv: Sequence[str] | None = None, root: Root | None = None) -> int:
     """Run one command; tests pass their own `root` (which the caller then closes)."""
     args = build_parser().parse_args(argv)
@@ -398,7 +410,14 @@ def main(argv: Sequence[str] | None = None, root: Root | None = None) -> int:
         logging.getLogger("alembic").setLevel(logging.WARNING)
         # A line per 15-second tick would drown everything else at INFO.
         logging.getLogger("apscheduler").setLevel(logging.WARNING)
-        root = bootstrap(settings, migrate=args.handler is not cmd_db_upgrade)
+        try:
+            root = bootstrap(settings, migrate=args.handler is not cmd_db_upgrade)
+        except Exception as exc:
+            problem = database_problem(exc, settings.database_url)
+            if problem is None:
+                raise
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     handler: Handler = args.handler
     try:
         return handler(root, args)
@@ -412,7 +431,11 @@ def main(argv: Sequence[str] | None = None, root: Root | None = None) -> int:
         # The reader (`| head`) went away: not an error; keep Python from complaining on exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except Exception:
+    except Exception as exc:
+        problem = environment_problem(exc, root.settings)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
         error_id = uuid.uuid4().hex[:8]
         log.exception("unexpected error %s in %s", error_id, " ".join(argv or sys.argv[1:]))
         print(

@@ -130,7 +130,7 @@ def serve(root: Root, socket_mode: bool = False) -> None:
     app = build_web_app(server, socket_mode)
     if socket_mode:
         app.on_startup.append(socket_mode_starter(server))
-    log.info("listening on port %d", settings.port)
+    log.info("starting on port %d", settings.port)
     web.run_app(app, port=settings.port, print=None, **RUNNER_OPTIONS)
 
 

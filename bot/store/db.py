@@ -11,7 +11,13 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import CursorResult, Engine, Result, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -26,6 +32,21 @@ IDLE_IN_TRANSACTION_MS = 5_000  # a sender's transactions never wait this long i
 
 
 PG_POOL_SIZE = 16
+
+
+def database_problem(exc: BaseException, url: str) -> str | None:
+    """One line saying what to do when the database at `url` cannot be used (it is not
+    running, refuses us, the file cannot be opened, the URL is not one); None when
+    `exc` is not about reaching the database."""
+    if not isinstance(exc, OperationalError | InterfaceError | ArgumentError):
+        return None
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        shown = "(not a URL)"
+    original = getattr(exc, "orig", None) or exc
+    reason = (str(original).strip().splitlines() or [type(original).__name__])[0]
+    return f"cannot use the database {shown}: {reason}; check DATABASE_URL and that it runs"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

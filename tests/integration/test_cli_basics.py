@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,47 @@ def test_malformed_setting_stops_at_start_with_its_name(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "MAIL_URL" in proc.stderr and "unknown scheme 'ftp'" in proc.stderr
     assert not (tmp_path / "data").exists(), "nothing is created when settings are bad"
+
+
+def _bot(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "TRACKING_SECRET": "t", **env},
+        timeout=60,
+    )
+
+
+def test_an_unreachable_database_is_one_line_that_says_what_to_check(tmp_path: Path) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"postgresql://greenlight:hunter2@127.0.0.1:{port}/greenlight"
+    proc = _bot(tmp_path, "jobs", "run-due", DATABASE_URL=url)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1, proc.stderr  # one line, no traceback
+    assert "check DATABASE_URL" in proc.stderr and "Connection refused" in proc.stderr
+    assert "hunter2" not in proc.stderr and "greenlight:***@" in proc.stderr
+
+
+def test_an_sqlite_url_without_three_slashes_says_how_to_write_one(tmp_path: Path) -> None:
+    proc = _bot(tmp_path, "deliveries", "list", DATABASE_URL="sqlite://greenlight.db")
+    assert proc.returncode == 2
+    assert "DATABASE_URL" in proc.stderr and "sqlite:///relative/path.db" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_port_in_use_is_one_line_that_says_set_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _bot(tmp_path, "serve", PORT=str(port))
+    assert proc.returncode == 2, proc.stderr
+    assert f"error: port {port} is in use" in proc.stderr and "set PORT" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_run_due_with_nothing_to_do(root: Root, capsys: pytest.CaptureFixture[str]) -> None:
