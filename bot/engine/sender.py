@@ -102,8 +102,13 @@ class Sender:
         sleep: Sleep = asyncio.sleep,
         on_batch: Callable[[int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
+        relay_wait: float | None = None,
     ) -> None:
         self.ctx = ctx
+        # Seconds of back-off one relay outage may cost before the sender gives up
+        # (`RelayGaveUp`, the rest left queued); None: wait for the relay however long
+        # (a server or a worker, which have nothing better to do).
+        self.relay_wait = relay_wait
         self.claim: Claim = claim or LocalClaim()
         # Asked before each batch: True when the process is shutting down. The execution
         # stays in progress and the next start resumes it, with nothing in flight.
@@ -181,6 +186,7 @@ class Sender:
         `_Superseded` when the claim is lost."""
         remaining = envelopes
         attempt = 0
+        waited = 0.0
         while remaining:
             recorder = _Recorder(self, design.skeleton, retry_counts)
             fence = recorder.fence
@@ -199,6 +205,10 @@ class Sender:
                 remaining = [e for e in remaining if e.log_id not in answered]
                 delay = self.backoff.delay(attempt)
                 attempt += 1
+                if self.relay_wait is not None and waited + delay > self.relay_wait:
+                    self._release([e.log_id for e in remaining])
+                    raise RelayGaveUp(exc.reason, waited) from exc
+                waited += delay
                 log.warning(
                     "relay unavailable (%s); %d messages wait, retrying in %.0f s",
                     exc.reason,
@@ -373,6 +383,16 @@ class Sender:
                     claimed_by=self.claim.token,
                 )
         return state
+
+
+class RelayGaveUp(Exception):
+    """The relay stayed unavailable for the sender's `relay_wait`: what was not relayed
+    is queued again, unclaimed, for the next round."""
+
+    def __init__(self, reason: str, waited: float) -> None:
+        super().__init__(f"{reason} (gave up after {waited:.0f} s of retries)")
+        self.reason = reason
+        self.waited = waited
 
 
 class _Recorder:

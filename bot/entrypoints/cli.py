@@ -198,19 +198,25 @@ def cmd_jobs_run_due(root: Root, args: argparse.Namespace) -> int:
     try:
         with root.send_lock(wait=False):
             report = asyncio.run(
-                run_due(ctx, transports=root.transport, notifications=root.notifications())
+                run_due(
+                    ctx,
+                    transports=root.transport,
+                    notifications=root.notifications(),
+                    relay_wait=args.relay_wait,
+                )
             )
     except SendLockBusy as exc:
         raise DomainError(
             f"{exc}: a running server does the due work itself; stop it to run this by hand"
         ) from exc
+    code = 2 if report.relay_unavailable else 0  # the setup's fault: the relay is down
     if args.json:
         _print_json(report)
-        return 0
+        return code
     print(f"due at {ctx.clock.now().isoformat()}:")
     for line in _due_lines(report, mailbox=ctx.settings.feedback_mailbox is not None):
         print(f"  {line}")
-    return 0
+    return code
 
 
 def _due_lines(report: DueReport, mailbox: bool) -> list[str]:
@@ -224,6 +230,11 @@ def _due_lines(report: DueReport, mailbox: bool) -> list[str]:
     lines.append(f"approval messages posted or updated in Slack: {report.approval_messages}")
     lines += [f"sent {ref}: now {state.value}" for ref, state in report.sent.items()]
     lines += [f"FAILED {ref}: {why}" for ref, why in report.failed.items()]
+    if report.relay_unavailable:
+        lines.append(
+            f"sending stopped, the relay is unavailable: {report.relay_unavailable}; "
+            "the rest is queued for the next run (check MAIL_URL)"
+        )
     lines.append(f"soft bounces retried: {report.retried}")
     lines.append(f"logs resolved at the end of their validity: {report.expired_logs}")
     if mailbox:
@@ -382,7 +393,18 @@ def build_parser() -> argparse.ArgumentParser:
         json_flag=True,
     )
     p.add_argument("--at", help="ISO-8601 instant with a time zone; default: now")
+    p.add_argument(
+        "--relay-wait",
+        type=float,
+        default=RELAY_WAIT_SECONDS,
+        metavar="SECONDS",
+        help="give up sending after this much retrying while the relay is down; what was "
+        f"not sent waits for the next run (default {RELAY_WAIT_SECONDS:.0f})",
+    )
     return parser
+
+
+RELAY_WAIT_SECONDS = 60.0  # `jobs run-due --relay-wait`
 
 
 def environment_problem(exc: BaseException, settings: Settings) -> str | None:

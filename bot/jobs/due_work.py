@@ -67,6 +67,7 @@ class DueReport:
     failed: dict[str, str] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)  # steps that failed, with their error
     deferred: list[str] = field(default_factory=list)  # sends handed to the workers
+    relay_unavailable: str | None = None  # sending stopped: the relay stayed down
 
 
 async def run_due(
@@ -77,13 +78,16 @@ async def run_due(
     on_batch: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     sending: Callable[[], Awaitable[SendReport]] | None = None,
+    relay_wait: float | None = None,
 ) -> DueReport:
     """Run every step due at `ctx.clock.now()`.
 
     `transports` makes the transport this run relays through (closed at the end);
     `should_stop` (the process shutting down) ends sending after the batch in flight,
     and what is left is due again at the next start. `sending` replaces the sending
-    step: the PostgreSQL mode defers it to the workers (`bot.jobs.queue`).
+    step: the PostgreSQL mode defers it to the workers (`bot.jobs.queue`). `relay_wait`
+    bounds the retries of one relay outage (`jobs run-due`); the rest waits for the next
+    round.
     """
     report = DueReport()
 
@@ -112,13 +116,15 @@ async def run_due(
     async def send_here() -> SendReport:
         transport = transports()
         try:
-            return await send_due(ctx, transport, on_batch=on_batch, should_stop=should_stop)
+            return await send_due(
+                ctx, transport, on_batch=on_batch, should_stop=should_stop, relay_wait=relay_wait
+            )
         finally:
             await transport.close()
 
     sent = await step("sending", sending or send_here, SendReport())
     report.sent, report.retried, report.failed = sent.sent, sent.retried, sent.failed
-    report.deferred = sent.deferred
+    report.deferred, report.relay_unavailable = sent.deferred, sent.relay_unavailable
     # Bounces are read before the validity check, so that a bounce waiting in the
     # mailbox resolves its log with its own reason rather than "not defined".
     report.mailbox = await step(

@@ -9,9 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from scenario import as_user, detail_json, prepare_one, settings_for
+from sqlalchemy import func, select
 
-from bot.bootstrap import Root
+from bot.bootstrap import Root, bootstrap
+from bot.domain.roles import Role
 from bot.entrypoints.cli import main
+from bot.services.deliveries.lifecycle import confirm_send
+from bot.store.models import SendingLog
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -157,6 +162,42 @@ def test_run_due_with_nothing_to_do(root: Root, capsys: pytest.CaptureFixture[st
         "failed": {},
         "failures": [],
         "deferred": [],
+        "relay_unavailable": None,
     }
     assert "2026-11-24T08:00:00+00:00" in out
     assert "KPI digest: off (KPI_CHANNEL is not set)" in out
+
+
+def test_run_due_against_a_dead_relay_gives_up_after_its_wait_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """Before, `jobs run-due` retried a relay that never answers for ever."""
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'greenlight.db'}",
+        "MAIL_URL": f"smtp://127.0.0.1:{port}",
+    }
+    settings = settings_for(tmp_path, **{k.lower(): v for k, v in env.items()})
+    root = bootstrap(settings)
+    try:
+        emails = [f"user{i}@x.example" for i in range(30)]
+        prepare_one(root.context, tmp_path, emails)
+        confirm_send(root.context, as_user("U0ALICE", [Role.START_DELIVERIES]), "big")
+        # Without the bound this never returns (`_bot` gives it 60 s).
+        proc = _bot(tmp_path, "jobs", "run-due", "--relay-wait", "3", **env)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "sending stopped, the relay is unavailable" in proc.stdout
+        assert "check MAIL_URL" in proc.stdout
+        detail = detail_json(root.context, "big")
+        assert detail["state"] == "in-progress"
+        with root.context.sessions() as s:
+            queued = s.scalar(
+                select(func.count()).where(
+                    SendingLog.status == "queued", SendingLog.claim_token.is_(None)
+                )
+            )
+        assert queued == 30, "every recipient is queued again, unclaimed, for the next run"
+    finally:
+        root.close()

@@ -20,7 +20,7 @@ from bot.context import Context
 from bot.domain.errors import DomainError
 from bot.domain.executions import label
 from bot.domain.lifecycle import DeliveryState
-from bot.engine.sender import Sender
+from bot.engine.sender import RelayGaveUp, Sender
 from bot.engine.transports.base import Transport
 from bot.services.deliveries.lifecycle import fail_execution
 from bot.store import executions
@@ -34,6 +34,7 @@ class SendReport:
     # ref (one-off) or "ref@key" (an occurrence) -> its state after sending
     sent: dict[str, DeliveryState] = field(default_factory=dict)
     retried: int = 0
+    relay_unavailable: str | None = None  # why sending stopped for this round
     failed: dict[str, str] = field(default_factory=dict)  # label -> why it could not be sent
     deferred: list[str] = field(default_factory=list)  # handed to the workers (PostgreSQL)
 
@@ -58,14 +59,19 @@ async def send_due(
     *,
     on_batch: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    relay_wait: float | None = None,
 ) -> SendReport:
     """Send what in-progress executions still have queued, then the retries due.
 
     `should_stop` (the process shutting down) ends sending after the batch in flight;
-    what is left is due again at the next start.
+    what is left is due again at the next start. `relay_wait`: after that many seconds
+    of retries in one relay outage, sending stops for this round (`relay_unavailable`);
+    nothing is marked failed and the rest is due again.
     """
     report = SendReport()
-    sender = Sender(ctx, transport, on_batch=on_batch, should_stop=should_stop)
+    sender = Sender(
+        ctx, transport, on_batch=on_batch, should_stop=should_stop, relay_wait=relay_wait
+    )
     with ctx.sessions() as s:
         sending = executions.to_send(s)
         retrying = executions.with_retries_due(s, ctx.clock.now())
@@ -73,6 +79,13 @@ async def send_due(
         name = label(ref, key)
         try:
             report.sent[name] = await sender.run(execution_id)
+        except RelayGaveUp as exc:
+            report.relay_unavailable = str(exc)
+            with ctx.sessions() as s:
+                report.sent[name] = executions.sending_state(s, execution_id)
+            if on_batch is not None:
+                on_batch(execution_id)
+            return report  # the relay is every delivery's: the others would wait too
         except StoreUnavailable:
             raise
         except Exception as exc:
@@ -84,6 +97,9 @@ async def send_due(
     for execution_id in retrying:
         try:
             report.retried += await sender.retry(execution_id)
+        except RelayGaveUp as exc:
+            report.relay_unavailable = str(exc)
+            return report
         except StoreUnavailable:
             raise
         except Exception as exc:
