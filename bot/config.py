@@ -32,6 +32,13 @@ class MailTarget:
     path: Path | None = None
 
 
+def _without_password(message: str, url: str) -> str:
+    """`message` with the password of `url` (`scheme://user:PASSWORD@host`) masked: a
+    settings error is printed, logged and pasted into tickets."""
+    found = re.match(r"^[^:/]*://[^:/@]*:([^@]*)@", url)
+    return message.replace(found.group(1), "***") if found and found.group(1) else message
+
+
 def parse_mail_url(url: str) -> MailTarget:
     """Parse MAIL_URL; raise ValueError naming what is wrong and what is accepted."""
     parts = urlsplit(url)
@@ -175,14 +182,21 @@ class Settings(BaseSettings):
     @field_validator("mail_url")
     @classmethod
     def _check_mail_url(cls, value: str) -> str:
-        parse_mail_url(value)
+        try:
+            parse_mail_url(value)
+        except ValueError as exc:
+            raise ValueError(_without_password(str(exc), value)) from None
         return value
 
     @field_validator("feedback_mailbox_url")
     @classmethod
     def _check_feedback_mailbox_url(cls, value: SecretStr) -> SecretStr:
-        if value.get_secret_value():
-            parse_feedback_mailbox_url(value.get_secret_value())
+        url = value.get_secret_value()
+        if url:
+            try:
+                parse_feedback_mailbox_url(url)
+            except ValueError as exc:
+                raise ValueError(_without_password(str(exc), url)) from None
         return value
 
     @field_validator("database_url")

@@ -308,3 +308,22 @@ def test_bad_feedback_mailbox_urls_say_why_without_the_password(url: str, says: 
         load(feedback_mailbox_url=url)
     assert "FEEDBACK_MAILBOX_URL" in str(info.value) and says in str(info.value)
     assert "secret" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("MAIL_URL", "smtp://bob:hunter2@mx.example:notaport"),
+        ("MAIL_URL", "ftp://bob:hunter2@mx.example"),
+        ("FEEDBACK_MAILBOX_URL", "imaps://bob:hunter2@mx.example:x/INBOX"),
+    ],
+)
+def test_a_bad_url_is_reported_without_its_password(
+    monkeypatch: pytest.MonkeyPatch, name: str, url: str
+) -> None:
+    monkeypatch.setenv(name, url)
+    with pytest.raises(SettingsError) as caught:
+        load()
+    message = str(caught.value)
+    assert "hunter2" not in message and name in message
+    assert "bob:***@mx.example" in message or "mx.example" not in message
