@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MAIL_SCHEMES = ("smtp", "smtps", "maildir")
@@ -162,7 +162,7 @@ class Settings(BaseSettings):
     send_parallelism: int = Field(default=4, ge=1, le=256)
     retry_interval_minutes: int = Field(default=60, ge=1)
     max_retries: int = Field(default=5, ge=0, le=50)
-    public_base_url: str = "http://localhost:3000"
+    public_base_url: str = ""  # unset: http://localhost:PORT (`_follow_port`)
     tracking_secret: SecretStr | None = None
     feedback_secret: SecretStr | None = None
     sendgrid_public_key: str | None = None
@@ -177,7 +177,17 @@ class Settings(BaseSettings):
     digest_cron: str = "0 * * * *"
     digest_timezone: str = "UTC"
     port: int = Field(default=3000, ge=1, le=65535)
+    # The address `serve` listens on: loopback unless told (a container or a host that
+    # Slack reaches directly sets 0.0.0.0); a tunnel or a reverse proxy needs no more.
+    host: str = "127.0.0.1"
     log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _follow_port(self) -> Settings:
+        """Without PUBLIC_BASE_URL, links point at this machine's own PORT."""
+        if not self.public_base_url:
+            self.public_base_url = f"http://localhost:{self.port}"
+        return self
 
     @field_validator("mail_url")
     @classmethod
@@ -219,6 +229,8 @@ class Settings(BaseSettings):
     @field_validator("public_base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
+        if not value:
+            return value  # follows PORT (`_follow_port`)
         if any(c.isspace() or not c.isprintable() for c in value):
             raise ValueError(f"{value!r} must not contain spaces or line breaks")
         if urlsplit(value).scheme not in ("http", "https"):

@@ -130,8 +130,8 @@ def serve(root: Root, socket_mode: bool = False) -> None:
     app = build_web_app(server, socket_mode)
     if socket_mode:
         app.on_startup.append(socket_mode_starter(server))
-    log.info("starting on port %d", settings.port)
-    web.run_app(app, port=settings.port, print=None, **RUNNER_OPTIONS)
+    log.info("starting on %s:%d", settings.host, settings.port)
+    web.run_app(app, host=settings.host, port=settings.port, print=None, **RUNNER_OPTIONS)
 
 
 def socket_mode_starter(server: Server) -> Any:

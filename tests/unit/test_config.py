@@ -327,3 +327,15 @@ def test_a_bad_url_is_reported_without_its_password(
     message = str(caught.value)
     assert "hunter2" not in message and name in message
     assert "bob:***@mx.example" in message or "mx.example" not in message
+
+
+def test_the_public_base_url_follows_the_port_unless_it_is_set() -> None:
+    assert load(port=4000).public_base_url == "http://localhost:4000"
+    assert load(port=4000, public_base_url="https://gl.example/").public_base_url == (
+        "https://gl.example"
+    )
+
+
+def test_the_server_listens_on_loopback_unless_host_says_otherwise() -> None:
+    assert load().host == "127.0.0.1"
+    assert load(host="0.0.0.0").host == "0.0.0.0"
