@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo
+
 from bot.domain.kpi import DASH, Kpis, format_pct
 from bot.domain.schedule import ScheduleKind
 from bot.services.deliveries.views import DeliveryDetail, Recurrence, Schedule
@@ -17,8 +19,12 @@ def _schedule_text(schedule: Schedule, recurrence: Recurrence | None) -> str:
                 text += f" within {recurrence.approval_expiry}"
         return text
     if schedule.mode is ScheduleKind.AT:
-        at = schedule.at.isoformat() if schedule.at else DASH
-        return f"at {at} ({schedule.timezone})"
+        if schedule.at is None:
+            return f"at {DASH}"
+        if not schedule.timezone:
+            return f"at {schedule.at.isoformat()}"
+        local = schedule.at.astimezone(ZoneInfo(schedule.timezone))  # the zone it names
+        return f"at {local.isoformat()} ({schedule.timezone})"
     return "as soon as confirmed"
 
 
