@@ -36,12 +36,19 @@ _DAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 
 def _day_number(text: str) -> int:
     word = text.strip().lower()
-    if word[:3] in _DAY_NAMES and not word.isdigit():
-        return _DAY_NAMES.index(word[:3])
-    number = int(word)
-    if not 0 <= number <= 7:
-        raise ValueError(f"day of week {text!r} is not between 0 and 7")
-    return number % 7
+    if word in _DAY_NAMES:
+        return _DAY_NAMES.index(word)
+    if not word.isdigit() or not 0 <= int(word) <= 7:
+        raise ValueError(
+            f"day of week {text!r} is neither a number from 0 to 7 nor a name (sun … sat)"
+        )
+    return int(word) % 7
+
+
+def _step(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"step {text!r} must be a whole number of at least 1")
+    return int(text)
 
 
 def crontab_weekdays(field: str) -> str:
@@ -52,14 +59,12 @@ def crontab_weekdays(field: str) -> str:
     days: set[int] = set()
     for part in field.split(","):
         span, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if step < 1:
-            raise ValueError(f"step {step_text!r} must be at least 1")
+        step = _step(step_text) if step_text else 1
         if span == "*":
             first, last = 0, 6
         elif "-" in span:
-            low, high = span.split("-", 1)
-            first, last = _day_number(low), int(high) if high.strip() == "7" else _day_number(high)
+            low, high = span.split("-", 1)  # "mon-fri-x": high is "fri-x", refused
+            first, last = _day_number(low), 7 if high.strip() == "7" else _day_number(high)
         else:
             first = _day_number(span)
             last = 6 if step_text else first
@@ -78,7 +83,15 @@ def crontab_trigger(cron: str, tz: str) -> CronTrigger:
     if len(fields) != 5:
         raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
     fields[4] = crontab_weekdays(fields[4])
-    return CronTrigger.from_crontab(" ".join(fields), timezone=ZoneInfo(tz))
+    trigger = CronTrigger.from_crontab(" ".join(fields), timezone=ZoneInfo(tz))
+    # A date that never comes (31 February) would be accepted and never fire; every
+    # date that exists comes within 8 years (29 February, skipped in 2100).
+    if trigger.get_next_fire_time(None, NEVER_AFTER) is None:
+        raise ValueError("it names a date that never comes (the day does not exist in that month)")
+    return trigger
+
+
+NEVER_AFTER = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @lru_cache(maxsize=256)

@@ -56,8 +56,9 @@ def test_latest_slot(cron: str, tz: str, now: str, expected: str) -> None:
     assert latest_slot(cron, tz, datetime.fromisoformat(now)) == datetime.fromisoformat(expected)
 
 
-def test_a_slot_that_never_comes_is_none() -> None:
-    assert latest_slot("0 0 30 2 *", "UTC", SLOT) is None
+def test_a_date_that_never_comes_is_refused_before_any_slot_is_looked_for() -> None:
+    with pytest.raises(ValueError, match="never comes"):
+        latest_slot("0 0 30 2 *", "UTC", SLOT)
 
 
 @pytest.mark.parametrize("cron", ["0 * * *", "0 * * * 8", "0 * * * fri-mon", "0 * * * */0"])
@@ -215,3 +216,17 @@ def test_chart_is_a_png_of_the_expected_size() -> None:
     empty = kpi_chart_png(chart([]))
     assert empty[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(png) > len(empty)  # the lines are drawn
+
+
+@pytest.mark.parametrize(
+    ("cron", "reason"),
+    [
+        ("0 9 * * mon-fri-x", "'fri-x' is neither a number from 0 to 7 nor a name"),
+        ("0 9 * * foo", "'foo' is neither a number from 0 to 7 nor a name"),
+        ("0 9 * * 1/x", "step 'x' must be a whole number"),
+        ("0 9 31 2 *", "a date that never comes"),
+    ],
+)
+def test_a_cron_that_would_mislead_is_refused_with_its_reason(cron: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        crontab_trigger(cron, "UTC")
