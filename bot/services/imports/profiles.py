@@ -51,7 +51,7 @@ class ProfilesImportReport:
     audience: str | None = None
     audience_created: bool = False
     audience_version: int | None = None
-    invalid_addresses: int = 0  # among created profiles; kept, excluded at preparation
+    invalid_addresses: int = 0  # in the file; the profiles are kept, excluded at preparation
     back_to_editing: list[str] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
 
@@ -187,8 +187,12 @@ def _upsert_profiles(
         emails = [p["email"] for p in new]
         if want_ids:
             ids.extend(profiles.ids_of(session, emails))
-        lines = {email: rows[email].line for email in emails}
-        report.invalid_addresses = _invalid_addresses(report, emails, lines)
+    # Every invalid address of the file, new or already imported: they all stay in the
+    # audience and preparation excludes them all, so a second import says the same.
+    lines = {email: row.line for email, row in rows.items()}
+    report.invalid_addresses += _invalid_addresses(
+        report, sorted(lines, key=lines.__getitem__), lines
+    )
     return ids
 
 
@@ -217,7 +221,7 @@ def _merge(current: dict[str, Any], incoming: dict[str, str | None]) -> dict[str
 def _invalid_addresses(
     report: ProfilesImportReport, emails: list[str], lines: dict[str, int]
 ) -> int:
-    """Count (and warn about) new addresses preparation will exclude as invalid."""
+    """Count (and warn about) the addresses preparation will exclude as invalid."""
     count = 0
     for email in emails:
         problem = address_problem(email)
