@@ -418,6 +418,15 @@ def environment_problem(exc: BaseException, settings: Settings) -> str | None:
     return database_problem(exc, settings.database_url)
 
 
+def _fail(args: argparse.Namespace, code: int, message: str, **more: str) -> int:
+    """The error on stderr; with `--json` also as JSON on stdout, for the script reading
+    it: `{"error": {"code": N, "message": "…"}}`."""
+    print(f"error: {message}", file=sys.stderr)
+    if getattr(args, "json", False):
+        print(json.dumps({"error": {"code": code, "message": message, **more}}))
+    return code
+
+
 def main(argv: Sequence[str] | None = None, root: Root | None = None) -> int:
     """Run one command; tests pass their own `root` (which the caller then closes)."""
     args = build_parser().parse_args(argv)
@@ -426,8 +435,7 @@ def main(argv: Sequence[str] | None = None, root: Root | None = None) -> int:
         try:
             settings = get_settings()
         except SettingsError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return _fail(args, 2, str(exc))
         logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
         logging.getLogger("alembic").setLevel(logging.WARNING)
         # A line per 15-second tick would drown everything else at INFO.
@@ -438,17 +446,14 @@ def main(argv: Sequence[str] | None = None, root: Root | None = None) -> int:
             problem = database_problem(exc, settings.database_url)
             if problem is None:
                 raise
-            print(f"error: {problem}", file=sys.stderr)
-            return 2
+            return _fail(args, 2, problem)
     handler: Handler = args.handler
     try:
         return handler(root, args)
     except DomainError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, 1, str(exc))
     except SettingsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args, 2, str(exc))
     except BrokenPipeError:
         # The reader (`| head`) went away: not an error; keep Python from complaining on exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -456,16 +461,16 @@ def main(argv: Sequence[str] | None = None, root: Root | None = None) -> int:
     except Exception as exc:
         problem = environment_problem(exc, root.settings)
         if problem is not None:
-            print(f"error: {problem}", file=sys.stderr)
-            return 2
+            return _fail(args, 2, problem)
         error_id = uuid.uuid4().hex[:8]
         log.exception("unexpected error %s in %s", error_id, " ".join(argv or sys.argv[1:]))
-        print(
-            f"error: something went wrong on our side (error id {error_id}); "
+        return _fail(
+            args,
+            3,
+            f"something went wrong on our side (error id {error_id}); "
             "the log above has the details",
-            file=sys.stderr,
+            error_id=error_id,
         )
-        return 3
     finally:
         if owned:
             root.close()

@@ -201,3 +201,15 @@ def test_run_due_against_a_dead_relay_gives_up_after_its_wait_and_loses_nothing(
         assert queued == 30, "every recipient is queued again, unclaimed, for the next run"
     finally:
         root.close()
+
+
+def test_a_json_failure_is_json_on_stdout_and_text_on_stderr(
+    root: Root, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(root, capsys, "deliveries", "show", "no-such-ref", "--json")
+    assert code == 1
+    failure = json.loads(out)["error"]
+    assert failure["code"] == 1 and "no-such-ref" in failure["message"]
+    assert err.startswith("error: ") and "no-such-ref" in err
+    code, out, err = run(root, capsys, "deliveries", "show", "no-such-ref")
+    assert code == 1 and out == "" and "no-such-ref" in err
