@@ -25,6 +25,7 @@ from multidict import CIMultiDictProxy
 from bot.context import Context
 from bot.domain.feedback import FeedbackKind
 from bot.engine.tokens import TokenSigner
+from bot.entrypoints.metrics import labelled
 from bot.feedback import dsn, generic, mailgun, postmark, sendgrid, ses
 from bot.feedback.certificates import CertificateUnavailable, SnsCertificates
 from bot.feedback.events import FeedbackEvent, MalformedPayload, SignatureInvalid
@@ -158,10 +159,13 @@ def add_feedback_routes(
     signer = TokenSigner.from_settings(ctx.settings)
     sources = providers(certificates)
 
-    def count(name: str, n: int = 1) -> None:
-        metrics[name] = metrics.get(name, 0) + n
+    def count(name: str, n: int = 1, **labels: str) -> None:
+        key = labelled(name, **labels)
+        metrics[key] = metrics.get(key, 0) + n
 
-    async def take(events: list[FeedbackEvent], once: SingleUse | None = None) -> web.Response:
+    async def take(
+        events: list[FeedbackEvent], once: SingleUse | None = None, source: str = "tracking"
+    ) -> web.Response:
         try:
             report = await asyncio.to_thread(ingest, ctx, events, once)
         except StoreUnavailable:
@@ -169,10 +173,17 @@ def add_feedback_routes(
             return web.json_response({"error": "storage unavailable, retry"}, status=503)
         except Replayed:
             log.warning("refused a replayed %s request (its signature was used before)", once)
-            count("feedback_refused")
+            count("feedback_refused", source=source)
             return web.json_response({"error": "signature missing or invalid"}, status=401)
-        count("feedback_events", report.received)
-        count("feedback_unmatched", report.unmatched)
+        held = len(report.held)
+        for result, n in (
+            ("applied", report.applied),
+            ("duplicate", report.duplicates),
+            ("unmatched", report.unmatched),
+            ("held", held),
+        ):
+            if n:
+                count("feedback_events", n, source=source, result=result)
         if report.held:
             # The relay's answer for these messages is not recorded yet: ask again.
             return web.json_response(
@@ -191,7 +202,7 @@ def add_feedback_routes(
             parsed = await asyncio.to_thread(parse, ctx, body, request.headers)
         except SignatureInvalid as exc:
             log.warning("refused %s feedback: %s", provider, exc.reason)
-            count("feedback_refused")
+            count("feedback_refused", source=provider)
             return web.json_response({"error": "signature missing or invalid"}, status=401)
         except MalformedPayload as exc:
             return web.json_response({"error": exc.reason}, status=400)
@@ -204,7 +215,7 @@ def add_feedback_routes(
             return web.json_response(
                 {"error": "cannot verify the signature now, retry"}, status=503
             )
-        return await take(parsed.events, parsed.once)
+        return await take(parsed.events, parsed.once, provider)
 
     def hit(
         kind: FeedbackKind, log_id: int, request: web.Request, url: str | None = None

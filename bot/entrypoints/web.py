@@ -18,7 +18,9 @@ from bot.bootstrap import Root, Server, build_server
 from bot.config import SettingsError
 from bot.entrypoints.access_log import RUNNER_OPTIONS
 from bot.entrypoints.feedback_http import add_feedback_routes
+from bot.entrypoints.metrics import render as render_metrics
 from bot.entrypoints.slack_http import SlackEndpoint
+from bot.services.metrics import gauges
 from bot.store.db import StoreUnavailable, ping
 
 log = logging.getLogger(__name__)
@@ -83,18 +85,14 @@ def build_web_app(server: Server, socket_mode: bool = False) -> web.Application:
         return web.json_response({"ok": True, "database": "ok", "slack": server.slack is not None})
 
     async def metrics(request: web.Request) -> web.Response:
-        counters = {
-            "slack_requests": server.metrics.get("slack_requests", 0),
-            "sender_rounds": server.runner.rounds,
-            "feedback_events": server.metrics.get("feedback_events", 0),
-            "feedback_unmatched": server.metrics.get("feedback_unmatched", 0),
-            "feedback_refused": server.metrics.get("feedback_refused", 0),
-            "tracking_forged": server.metrics.get("tracking_forged", 0),
-        }
-        lines = []
-        for name, value in counters.items():
-            lines += [f"# TYPE greenlight_{name}_total counter", f"greenlight_{name}_total {value}"]
-        return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+        counters = {"sender_rounds": server.runner.rounds, **server.metrics}
+        try:
+            numbers = await asyncio.to_thread(gauges, server.ctx)
+        except Exception:
+            log.exception("metrics: the database gauges could not be read")
+            numbers = {}
+        body = render_metrics(counters, numbers)
+        return web.Response(text=body, content_type="text/plain", charset="utf-8")
 
     async def on_startup(app: web.Application) -> None:
         server.batches.bind(asyncio.get_running_loop())

@@ -1,0 +1,59 @@
+"""`/metrics` in Prometheus' text format: every metric with its HELP and TYPE.
+
+Counters live in the server's memory (`Server.metrics`: a name, or a name with labels
+made by `labelled`); gauges are read from the database at each scrape, so every
+server of a fleet shows the same queue.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+HELP = {
+    "slack_requests_total": ("counter", "Slack requests received on /slack/events."),
+    "sender_rounds_total": ("counter", "Rounds of due work this server's sender ran."),
+    "feedback_events_total": (
+        "counter",
+        "Feedback events received, by source (provider, mailbox, tracking) and result "
+        "(applied, duplicate, unmatched, held).",
+    ),
+    "feedback_refused_total": (
+        "counter",
+        "Feedback requests refused for a missing, invalid or replayed signature, by source.",
+    ),
+    "tracking_forged_total": ("counter", "Open or click hits whose token did not verify."),
+    "queued_recipients": (
+        "gauge",
+        "Recipients queued in executions that are sending (all servers and workers).",
+    ),
+    "executions_in_progress": ("gauge", "Executions in progress."),
+    "relay_rate": ("gauge", "Messages relayed per second over the last minute (the fleet)."),
+}
+
+
+def labelled(name: str, **labels: str) -> str:
+    """The key of a counter with labels: `name{a="x",b="y"}` (values escaped)."""
+    if not labels:
+        return name
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render(counters: dict[str, int], gauges: dict[str, float]) -> str:
+    """The exposition: each family once, HELP and TYPE first, then its samples."""
+    samples: dict[str, list[str]] = defaultdict(list)
+    for key, value in counters.items():
+        name, brace, labels = key.partition("{")
+        samples[f"{name}_total"].append(f"greenlight_{name}_total{brace}{labels} {value}")
+    for name, number in gauges.items():
+        samples[name].append(f"greenlight_{name} {number:g}")
+    lines: list[str] = []
+    for family, (kind, text) in HELP.items():
+        lines += [f"# HELP greenlight_{family} {text}", f"# TYPE greenlight_{family} {kind}"]
+        # A counter not counted yet is 0; a gauge the database did not give is left out.
+        lines += samples.get(family) or ([f"greenlight_{family} 0"] if kind == "counter" else [])
+    return "\n".join(lines) + "\n"
