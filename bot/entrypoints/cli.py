@@ -194,6 +194,18 @@ def cmd_worker(root: Root, args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_run_due(root: Root, args: argparse.Namespace) -> int:
+    # Its report says whether the digest is off and why; the log need not say it again
+    # at every run (its warnings, a post that failed, still show).
+    digest_log = logging.getLogger("bot.services.digest")
+    level = digest_log.level
+    digest_log.setLevel(max(level, logging.WARNING))
+    try:
+        return _run_due(root, args)
+    finally:
+        digest_log.setLevel(level)
+
+
+def _run_due(root: Root, args: argparse.Namespace) -> int:
     ctx = root.context.at(_parse_instant(args.at)) if args.at else root.context
     try:
         with root.send_lock(wait=False):

@@ -73,11 +73,11 @@ class DigestReport:
     parts_posted: list[str] = field(default_factory=list)
 
 
-def _say_once(reason: str) -> None:
+def _say_once(reason: str, level: int = logging.WARNING) -> None:
     """Log why the digest is off once per process, not at every tick."""
     if reason not in _said:
         _said.add(reason)
-        log.warning("KPI digest off: %s", reason)
+        log.log(level, "KPI digest off: %s", reason)
 
 
 # --- which slot, and who posts it ------------------------------------------------------
@@ -232,7 +232,10 @@ async def run_digest(
     """
     channel = ctx.settings.kpi_channel
     if not channel:
-        _say_once("KPI_CHANNEL is not set; set it to a channel id (C…) to get the digest")
+        # A choice, not a fault (INFO); `jobs run-due` says it in its report instead.
+        _say_once(
+            "KPI_CHANNEL is not set; set it to a channel id (C…) to get the digest", logging.INFO
+        )
         return DigestReport(status="off", error="KPI_CHANNEL is not set")
     if not notifications.connected:
         _say_once("Slack is not connected (SLACK_BOT_TOKEN is not set)")

@@ -366,7 +366,7 @@ def test_off_without_channel_or_slack(
     from bot.services import digest as module
 
     module._said.clear()
-    with caplog.at_level(logging.WARNING, logger="bot.services.digest"):
+    with caplog.at_level(logging.INFO, logger="bot.services.digest"):
         first = digest(ctx)
         digest(ctx)
     assert first.status == "off" and "KPI_CHANNEL" in (first.error or "")

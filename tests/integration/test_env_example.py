@@ -52,6 +52,7 @@ def test_serve_and_run_due_start_with_env_copied_from_the_example(tmp_path: Path
     )
     assert due.returncode == 0, due.stderr
     assert "KPI digest: off (KPI_CHANNEL is not set)" in due.stdout
+    assert "KPI digest off" not in due.stderr, "said once, in the report, not in the log too"
     log = (tmp_path / "serve.log").open("wb")
     server = subprocess.Popen(
         [sys.executable, "-m", "bot", "serve"],
