@@ -31,6 +31,7 @@ from bot.entrypoints.cli_text import delivery_text
 from bot.entrypoints.worker import run_workers
 from bot.jobs.due_work import DueReport, run_due
 from bot.services import roles
+from bot.services.audit import audit_trail
 from bot.services.deliveries import views
 from bot.services.deliveries.prepare import prepare_delivery
 from bot.services.digest import DigestReport
@@ -167,6 +168,23 @@ def cmd_roles_list(root: Root, args: argparse.Namespace) -> int:
         print("no roles granted yet: `python -m bot roles grant U012AB3CD administration`")
     for g in grants:
         print(f"{g.subject_id:<14} {g.subject_kind.value:<10} {g.role.value:<20} by {g.granted_by}")
+    return 0
+
+
+def cmd_audit_list(root: Root, args: argparse.Namespace) -> int:
+    since = _parse_instant(args.since) if args.since else None
+    records = audit_trail(root.context, ME, ref=args.ref, since=since, limit=args.limit)
+    if args.json:
+        _print_json([r.to_json() for r in records])
+        return 0
+    if not records:
+        print("no audit entries" + (f" for {args.ref}" if args.ref else ""))
+    for r in records:
+        detail = " ".join(f"{k}={v}" for k, v in sorted(r.detail.items()))
+        print(
+            f"{r.at.isoformat()}  {r.actor:<12} {r.action:<18} "
+            f"{r.subject_kind} {r.subject_ref}  {detail}".rstrip()
+        )
     return 0
 
 
@@ -393,6 +411,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("user", help="Slack user id (U…) or user group id (S…)")
         p.add_argument("role", help=role_names)
     command(roles, "list", cmd_roles_list, "every role granted", json_flag=True)
+
+    audit = groups.add_parser("audit", help="who did what, and when").add_subparsers(
+        dest="cmd", required=True, metavar="ACTION"
+    )
+    p = command(
+        audit,
+        "list",
+        cmd_audit_list,
+        "the audit trail, oldest first: imports, preparations, confirms, pauses, approvals, roles",
+        json_flag=True,
+    )
+    p.add_argument("--ref", help="only entries about this delivery (or audience, user)")
+    p.add_argument("--since", help="only entries from this ISO-8601 instant (with a zone)")
+    p.add_argument(
+        "--limit", type=int, default=200, help="the latest N entries (default 200, at most 10,000)"
+    )
 
     jobs = groups.add_parser("jobs", help="scheduled work").add_subparsers(
         dest="cmd", required=True, metavar="ACTION"

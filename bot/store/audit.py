@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from bot.store.models import AuditEntry
@@ -31,3 +32,16 @@ def record(
             detail=detail or {},
         )
     )
+
+
+def entries(
+    session: Session, *, ref: str | None, since: datetime | None, limit: int
+) -> list[AuditEntry]:
+    """The latest `limit` entries (about `ref` and after `since` when given), oldest first."""
+    query = select(AuditEntry)
+    if ref is not None:
+        query = query.where(AuditEntry.subject_ref == ref)
+    if since is not None:
+        query = query.where(AuditEntry.at >= since)
+    latest = list(session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))
+    return latest[::-1]

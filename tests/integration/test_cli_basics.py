@@ -213,3 +213,35 @@ def test_a_json_failure_is_json_on_stdout_and_text_on_stderr(
     assert err.startswith("error: ") and "no-such-ref" in err
     code, out, err = run(root, capsys, "deliveries", "show", "no-such-ref")
     assert code == 1 and out == "" and "no-such-ref" in err
+
+
+def test_the_audit_trail_is_readable_by_ref_and_since(
+    root: Root, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The audit log was written and never readable: `audit list` reads it back."""
+    prepare_one(root.context, tmp_path, ["a@x.example", "b@x.example"])
+    assert run(root, capsys, "roles", "grant", "U0ALICE1", "start-deliveries")[0] == 0
+    code, out, _ = run(root, capsys, "audit", "list", "--json")
+    assert code == 0
+    trail = json.loads(out)
+    actions = [(e["action"], e["subject"]["ref"]) for e in trail]
+    assert ("profiles.import", "all") in actions
+    assert any(r == "big" for _, r in actions), actions
+    assert any(r == "U0ALICE1" for _, r in actions), actions
+    assert [e["at"] for e in trail] == sorted(e["at"] for e in trail), "oldest first"
+    code, out, _ = run(root, capsys, "audit", "list", "--ref", "big", "--json")
+    assert {e["subject"]["ref"] for e in json.loads(out)} == {"big"}
+    later = "2999-01-01T00:00:00+00:00"
+    assert json.loads(run(root, capsys, "audit", "list", "--since", later, "--json")[1]) == []
+    code, out, _ = run(root, capsys, "audit", "list", "--ref", "big")
+    assert code == 0 and " big" in out
+
+
+def test_the_whole_trail_is_an_administrators(root: Root) -> None:
+    from bot.domain.errors import DomainError
+    from bot.services.audit import audit_trail
+
+    starter = as_user("U0BOB", [Role.START_DELIVERIES])
+    with pytest.raises(DomainError):
+        audit_trail(root.context, starter)
+    assert audit_trail(root.context, starter, ref="big") == []
