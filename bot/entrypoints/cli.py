@@ -26,13 +26,19 @@ from bot.bootstrap import Root, bootstrap
 from bot.config import Settings, SettingsError, get_settings
 from bot.domain.errors import DomainError
 from bot.domain.lifecycle import DeliveryState
-from bot.domain.roles import COMMAND_LINE, Role
+from bot.domain.roles import COMMAND_LINE, Actor, Role
 from bot.entrypoints.cli_text import delivery_text
 from bot.entrypoints.worker import run_workers
 from bot.jobs.due_work import DueReport, run_due
 from bot.services import roles
 from bot.services.audit import audit_trail
 from bot.services.deliveries import views
+from bot.services.deliveries.lifecycle import (
+    confirm_send,
+    pause_delivery,
+    resume_delivery,
+    stop_delivery,
+)
 from bot.services.deliveries.prepare import prepare_delivery
 from bot.services.digest import DigestReport
 from bot.services.imports.deliveries import import_deliveries
@@ -113,6 +119,31 @@ def cmd_deliveries_list(root: Root, args: argparse.Namespace) -> int:
             f"{r.ref:<20} {state:<14} {r.audience:<16} {r.schedule.mode.value:<12} "
             f"{r.to_deliver:>10} {r.sent}"
         )
+    return 0
+
+
+def _acting(root: Root, args: argparse.Namespace) -> Actor:
+    """`--as USER_ID`: that user, with the roles granted to them (their user groups'
+    are Slack's to tell and are not counted here); else the command line, every role."""
+    if not args.as_user:
+        return ME
+    return Actor(args.as_user, roles.roles_of(root.context, args.as_user))
+
+
+def cmd_deliveries_act(root: Root, args: argparse.Namespace) -> int:
+    act = {
+        "confirm": confirm_send,
+        "pause": pause_delivery,
+        "resume": resume_delivery,
+        "stop": stop_delivery,
+    }[args.cmd]
+    done = act(root.context, _acting(root, args), args.ref)
+    if args.json:
+        _print_json({"ref": done.ref, "before": done.before.value, "after": done.after.value})
+        return 0
+    print(f"{done.ref}: {done.before.value} → {done.after.value}")
+    if done.after is DeliveryState.IN_PROGRESS:
+        print("  a running server sends it at its next tick (15 s); without one: jobs run-due")
     return 0
 
 
@@ -398,6 +429,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref")
     p = command(deliveries, "show", cmd_deliveries_show, "state, counts and KPIs", True)
     p.add_argument("ref")
+
+    for name, verb in (
+        ("confirm", "confirm the send (as Confirm send and OK in Slack)"),
+        ("pause", "pause the send after the batch in flight"),
+        ("resume", "resume a paused send"),
+        ("stop", "stop the send: what is still queued is never sent"),
+    ):
+        p = command(deliveries, name, cmd_deliveries_act, verb, json_flag=True)
+        p.add_argument("ref", help="the delivery's ref")
+        p.add_argument(
+            "--as",
+            dest="as_user",
+            metavar="USER_ID",
+            help="act as this Slack user, with their roles and in the audit under their id "
+            "(default: the command line, every role)",
+        )
 
     roles = groups.add_parser("roles", help="who may prepare, send and administer").add_subparsers(
         dest="cmd", required=True, metavar="ACTION"

@@ -245,3 +245,28 @@ def test_the_whole_trail_is_an_administrators(root: Root) -> None:
     with pytest.raises(DomainError):
         audit_trail(root.context, starter)
     assert audit_trail(root.context, starter, ref="big") == []
+
+
+def test_confirm_pause_resume_stop_from_the_command_line_with_the_users_roles(
+    root: Root, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    prepare_one(root.context, tmp_path, ["a@x.example", "b@x.example"])
+    code, _, err = run(root, capsys, "deliveries", "confirm", "big", "--as", "U0NOBODY")
+    assert code == 1 and "confirm" in err, "a user without the role is refused"
+    assert run(root, capsys, "roles", "grant", "U0ALICE1", "start-deliveries")[0] == 0
+    code, out, _ = run(root, capsys, "deliveries", "confirm", "big", "--as", "U0ALICE1")
+    assert code == 0 and "→ in-progress" in out
+    code, out, _ = run(root, capsys, "deliveries", "pause", "big", "--as", "U0ALICE1", "--json")
+    assert code == 0 and json.loads(out) == {
+        "ref": "big",
+        "before": "in-progress",
+        "after": "paused",
+    }
+    assert run(root, capsys, "deliveries", "resume", "big", "--as", "U0ALICE1")[0] == 0
+    code, out, _ = run(root, capsys, "deliveries", "stop", "big")
+    assert code == 0 and "in-progress → stopped" in out
+    trail = json.loads(run(root, capsys, "audit", "list", "--ref", "big", "--json")[1])
+    acts = [(e["actor"], e["action"]) for e in trail]
+    for act in ("confirm", "pause", "resume"):
+        assert ("U0ALICE1", f"delivery.{act}") in acts, acts
+    assert ("cli", "delivery.stop") in acts, acts
