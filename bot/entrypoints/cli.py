@@ -24,6 +24,7 @@ from typing import Any
 
 from bot.bootstrap import Root, bootstrap
 from bot.config import Settings, SettingsError, get_settings
+from bot.domain.approval import Choice
 from bot.domain.errors import DomainError
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.roles import COMMAND_LINE, Actor, Role
@@ -43,6 +44,7 @@ from bot.services.deliveries.prepare import prepare_delivery
 from bot.services.digest import DigestReport
 from bot.services.imports.deliveries import import_deliveries
 from bot.services.imports.profiles import import_profiles
+from bot.services.recurring.approvals import decide, open_requests
 from bot.store.db import current_revision, database_problem, upgrade
 from bot.store.send_lock import SendLockBusy
 
@@ -144,6 +146,46 @@ def cmd_deliveries_act(root: Root, args: argparse.Namespace) -> int:
     print(f"{done.ref}: {done.before.value} → {done.after.value}")
     if done.after is DeliveryState.IN_PROGRESS:
         print("  a running server sends it at its next tick (15 s); without one: jobs run-due")
+    return 0
+
+
+def cmd_approvals_list(root: Root, args: argparse.Namespace) -> int:
+    waiting = open_requests(root.context, _acting(root, args))
+    if args.json:
+        _print_json([r.to_json() for r in waiting])
+        return 0
+    if not waiting:
+        print("no approval request is waiting")
+    for r in waiting:
+        print(
+            f"{r.ref}@{r.key}  {r.approvals}/{r.required} approvals, "
+            f"decide before {r.expires_at.isoformat()}"
+        )
+    return 0
+
+
+def cmd_approvals_decide(root: Root, args: argparse.Namespace) -> int:
+    choice = Choice.APPROVE if args.cmd == "approve" else Choice.SKIP
+    ref, _, key = args.occurrence.partition("@")
+    if not key:
+        raise DomainError(f"write the occurrence as REF@KEY (see `approvals list`), not {ref!r}")
+    decision = decide(root.context, _acting(root, args), ref, key, choice)
+    if args.json:
+        _print_json(
+            {
+                "ref": decision.ref,
+                "key": decision.key,
+                "outcome": decision.outcome.value,
+                "state": decision.state.value,
+                "approvals": decision.approvals,
+                "required": decision.required,
+            }
+        )
+        return 0
+    print(
+        f"{decision.ref}@{decision.key}: {decision.outcome.value}; the request is "
+        f"{decision.state.value} ({decision.approvals}/{decision.required} approvals)"
+    )
     return 0
 
 
@@ -444,6 +486,25 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="USER_ID",
             help="act as this Slack user, with their roles and in the audit under their id "
             "(default: the command line, every role)",
+        )
+
+    approvals = groups.add_parser(
+        "approvals", help="the occurrences of recurring deliveries waiting for approval"
+    ).add_subparsers(dest="cmd", required=True, metavar="ACTION")
+    actions: list[tuple[str, Handler, str]] = [
+        ("list", cmd_approvals_list, "the requests waiting, the soonest deadline first"),
+        ("approve", cmd_approvals_decide, "approve an occurrence (as its Approve button)"),
+        ("skip", cmd_approvals_decide, "skip an occurrence: it is never sent"),
+    ]
+    for name, handler, text in actions:
+        p = command(approvals, name, handler, text, json_flag=True)
+        if name != "list":
+            p.add_argument("occurrence", help="REF@KEY, as `approvals list` shows it")
+        p.add_argument(
+            "--as",
+            dest="as_user",
+            metavar="USER_ID",
+            help="act as this Slack user, with their roles (a quorum counts people)",
         )
 
     roles = groups.add_parser("roles", help="who may prepare, send and administer").add_subparsers(

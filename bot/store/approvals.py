@@ -290,3 +290,29 @@ def synced(session: Session, request_id: int, version: int) -> None:
         .where(ApprovalRequest.id == request_id, ApprovalRequest.synced_version < version)
         .values(synced_version=version)
     )
+
+
+def open_requests(session: Session) -> list[tuple[str, str, datetime, int, int, datetime]]:
+    """Every open request: (ref, key, occurrence, approvals so far, required, deadline),
+    the soonest deadline first."""
+    votes = (
+        select(func.count())
+        .select_from(ApprovalVote)
+        .where(ApprovalVote.request_id == ApprovalRequest.id)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(
+            Delivery.ref,
+            Execution.key,
+            ApprovalRequest.occurrence_at,
+            votes,
+            ApprovalRequest.required,
+            ApprovalRequest.expires_at,
+        )
+        .join(Execution, Execution.id == ApprovalRequest.execution_id)
+        .join(Delivery, Delivery.id == ApprovalRequest.delivery_id)
+        .where(ApprovalRequest.state == RequestState.OPEN)
+        .order_by(ApprovalRequest.expires_at, ApprovalRequest.id)
+    ).all()
+    return [(r[0], r[1], r[2], int(r[3]), r[4], r[5]) for r in rows]

@@ -309,3 +309,54 @@ def test_an_occurrence_whose_process_died_while_preparing_is_taken_over(
     assert received(relay) == dict.fromkeys(EMAILS, 1)
     assert due(ctx, at + 2 * PREPARE_LEASE).occurrences == []
     assert executions(ctx) == [("2026-11-24T09:00:00+00:00", "finished", 3)]
+
+
+def test_approvals_from_the_command_line_count_people_and_start_the_occurrence(
+    root: Root, ctx: Context, relay: Relay, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`approvals list|approve|skip`: what the buttons do, for people without Slack."""
+    from bot.entrypoints.cli import main
+
+    ctx = ctx.with_settings(mail_url=f"smtp://127.0.0.1:{relay.port}", smtp_pool_size=1)
+    profiles(ctx, tmp_path, EMAILS)
+    yml = tmp_path / "d.yml"
+    yml.write_text(
+        DELIVERY.replace("CRON", "0 10 * * *")
+        .replace("ZONE", "UTC")
+        .replace("AGGREGATION", "none")
+        .replace("    request_confirmation: false\n", "    approvals_required: 2\n")
+        + "  slack_channel: C0MARKETING\n"
+    )
+    import_deliveries(ctx, CLI, yml)
+    prepare_delivery(ctx, CLI, "daily")
+    confirm_send(ctx, as_user("U0ALICE", START), "daily")
+    root = replace(root, context=ctx)
+    due(ctx, utc(2026, 11, 24, 10, 0))
+
+    def cli(*argv: str) -> tuple[int, str]:
+        code = main(list(argv), root=root)
+        return code, capsys.readouterr().out
+
+    code, out = cli("approvals", "list", "--json")
+    waiting = json.loads(out)
+    assert code == 0 and [(w["ref"], w["approvals"], w["required"]) for w in waiting] == [
+        ("daily", 0, 2)
+    ]
+    occurrence = f"daily@{waiting[0]['key']}"
+    assert cli("approvals", "approve", occurrence, "--as", "U0NOBODY")[0] == 1, "no role"
+    for user in ("U0ALICE", "U0BOB"):
+        assert cli("roles", "grant", user, "start-deliveries")[0] == 0
+    code, out = cli("approvals", "approve", occurrence, "--as", "U0ALICE", "--json")
+    assert code == 0 and json.loads(out)["approvals"] == 1 and json.loads(out)["state"] == "open"
+    assert (
+        json.loads(cli("approvals", "approve", occurrence, "--as", "U0ALICE", "--json")[1])[
+            "approvals"
+        ]
+        == 1
+    ), "the same person twice is one approval"
+    code, out = cli("approvals", "approve", occurrence, "--as", "U0BOB")
+    assert code == 0 and "approved" in out
+    assert cli("approvals", "list")[1].strip() == "no approval request is waiting"
+    assert cli("approvals", "skip", "daily")[0] == 1, "REF@KEY is asked for"
+    due(ctx, utc(2026, 11, 24, 10, 1))
+    assert received(relay) == dict.fromkeys(EMAILS, 1)

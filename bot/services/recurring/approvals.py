@@ -113,3 +113,32 @@ def decide(ctx: Context, actor: Actor, ref: str, key: str, choice: Choice) -> De
             list(after.decided_by),
             (now if effects.close else request.decided_at) if decided else None,
         )
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """An approval request waiting for its decision, as `approvals list` shows it."""
+
+    ref: str
+    key: str
+    occurrence_at: datetime
+    approvals: int
+    required: int
+    expires_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ref": self.ref,
+            "key": self.key,
+            "occurrence_at": self.occurrence_at.isoformat(),
+            "approvals": self.approvals,
+            "required": self.required,
+            "expires_at": self.expires_at.isoformat(),
+        }
+
+
+def open_requests(ctx: Context, actor: Actor) -> list[OpenRequest]:
+    """The requests waiting for a decision, the soonest deadline first."""
+    actor.require(Permission.VIEW_DELIVERIES)
+    with ctx.sessions() as s:
+        return [OpenRequest(*row) for row in approvals.open_requests(s)]
