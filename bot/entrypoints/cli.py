@@ -41,6 +41,7 @@ from bot.services.deliveries.lifecycle import (
     stop_delivery,
 )
 from bot.services.deliveries.prepare import prepare_delivery
+from bot.services.deliveries.preview import preview
 from bot.services.digest import DigestReport
 from bot.services.imports.deliveries import import_deliveries
 from bot.services.imports.profiles import import_profiles
@@ -186,6 +187,20 @@ def cmd_approvals_decide(root: Root, args: argparse.Namespace) -> int:
         f"{decision.ref}@{decision.key}: {decision.outcome.value}; the request is "
         f"{decision.state.value} ({decision.approvals}/{decision.required} approvals)"
     )
+    return 0
+
+
+def cmd_deliveries_preview(root: Root, args: argparse.Namespace) -> int:
+    shown = preview(root.context, ME, args.ref, args.profile)
+    if args.json:
+        _print_json(shown.to_json())
+        return 0
+    print(f"To: {shown.email}\nSubject: {shown.subject}")
+    for warning in shown.warnings:
+        print(f"warning: {warning}")
+    for part, body in (("text", shown.text), ("html", shown.html)):
+        if body is not None:
+            print(f"\n--- {part} ---\n{body.rstrip()}")
     return 0
 
 
@@ -472,6 +487,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(deliveries, "show", cmd_deliveries_show, "state, counts and KPIs", True)
     p.add_argument("ref")
 
+    p = command(
+        deliveries,
+        "preview",
+        cmd_deliveries_preview,
+        "the subject, text and HTML of one message, rendered for a profile",
+        json_flag=True,
+    )
+    p.add_argument("ref", help="the delivery's ref")
+    p.add_argument("--profile", metavar="EMAIL", help="whose message (default: the first)")
     for name, verb in (
         ("confirm", "confirm the send (as Confirm send and OK in Slack)"),
         ("pause", "pause the send after the batch in flight"),

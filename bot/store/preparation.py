@@ -165,3 +165,12 @@ def known(session: Session, execution_id: int) -> tuple[set[int], set[str]]:
         )
     }
     return profiles, keys
+
+
+def sample_member(session: Session, audience_id: int, email: str | None) -> Member | None:
+    """The audience's profile with this address (letter case aside), or, without one,
+    its first profile: the recipient a preview is rendered for."""
+    for member in members(session, audience_id):
+        if email is None or member.email_key == email.lower():
+            return member
+    return None

@@ -270,3 +270,30 @@ def test_confirm_pause_resume_stop_from_the_command_line_with_the_users_roles(
     for act in ("confirm", "pause", "resume"):
         assert ("U0ALICE1", f"delivery.{act}") in acts, acts
     assert ("cli", "delivery.stop") in acts, acts
+
+
+def test_preview_renders_one_message_for_a_profile(
+    root: Root, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "p.csv").write_text("email,first_name\nann@x.example,Ann\nbob@x.example,Bob\n")
+    assert (
+        run(root, capsys, "profiles", "import", str(tmp_path / "p.csv"), "--audience", "all")[0]
+        == 0
+    )
+    entry = (
+        "- ref: big\n  name: Big\n  audience: all\n  from: news@shop.example\n"
+        '  subject: "Hi {{ first_name }}"\n  text: "Hello {{ first_name }} <{{ email }}>"\n'
+        '  html: "<p>Hello {{ first_name }}</p>"\n'
+    )
+    (tmp_path / "d.yml").write_text(entry)
+    assert run(root, capsys, "deliveries", "import", str(tmp_path / "d.yml"))[0] == 0
+    code, out, _ = run(root, capsys, "deliveries", "preview", "big")
+    assert code == 0 and "To: ann@x.example\nSubject: Hi Ann" in out
+    assert "Hello Ann <ann@x.example>" in out and "<p>Hello Ann</p>" in out
+    code, out, _ = run(
+        root, capsys, "deliveries", "preview", "big", "--profile", "BOB@x.example", "--json"
+    )
+    shown = json.loads(out)
+    assert code == 0 and (shown["profile"], shown["subject"]) == ("bob@x.example", "Hi Bob")
+    code, _, err = run(root, capsys, "deliveries", "preview", "big", "--profile", "eve@x.example")
+    assert code == 1 and "no profile 'eve@x.example'" in err
