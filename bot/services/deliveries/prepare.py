@@ -139,6 +139,18 @@ class _Plan:
                     entry[1].append(email)
 
 
+def member_context(member: Member, about: dict[str, str]) -> dict[str, Any]:
+    """What the templates see for one member of the audience (`about`: ref and name)."""
+    return profile_context(
+        email=member.email,
+        first_name=member.first_name,
+        last_name=member.last_name,
+        timezone=member.timezone,
+        attributes=member.attributes,
+        delivery=about,
+    )
+
+
 def _templates(delivery: Delivery, plan: _Plan) -> MessageTemplates | None:
     try:
         return MessageTemplates(delivery.subject, delivery.html, delivery.text)
@@ -180,14 +192,7 @@ def _plan(session: Session, delivery: Delivery) -> _Plan:
         plan.recipients.append((member.id, member.email))
         if templates is None:
             continue
-        context = profile_context(
-            email=member.email,
-            first_name=member.first_name,
-            last_name=member.last_name,
-            timezone=member.timezone,
-            attributes=member.attributes,
-            delivery=about,
-        )
+        context = member_context(member, about)
         try:
             message = templates.render(context)
         except RenderLimitExceeded as exc:

@@ -13,7 +13,8 @@ from typing import Any
 from bot.context import Context
 from bot.domain.errors import NotFound
 from bot.domain.roles import Actor, Permission
-from bot.engine.rendering import MessageTemplates, profile_context
+from bot.engine.rendering import MessageTemplates
+from bot.services.deliveries.prepare import member_context
 from bot.store import deliveries, preparation
 
 
@@ -48,13 +49,5 @@ def preview(ctx: Context, actor: Actor, ref: str, email: str | None = None) -> P
             raise NotFound(f"{where} the audience of {ref!r}; import profiles first")
         templates = MessageTemplates(d.subject, d.html, d.text)
         about = {"ref": d.ref, "name": d.name}
-    context = profile_context(
-        email=member.email,
-        first_name=member.first_name,
-        last_name=member.last_name,
-        timezone=member.timezone,
-        attributes=member.attributes,
-        delivery=about,
-    )
-    message = templates.render(context)
+    message = templates.render(member_context(member, about))
     return Preview(ref, member.email, message.subject, message.text, message.html, message.warnings)
