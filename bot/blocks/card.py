@@ -122,7 +122,12 @@ def delivery_card(card: Card) -> list[Block]:
     blocks: list[Block] = [header(f"{detail.name} ({detail.ref})")]
     blocks += field_sections(pairs)
     about = [f"From {escape(detail.sender)}"] if detail.sender else []
-    if detail.subject:
+    if card.sample_subject is not None and card.sample_subject != detail.subject:
+        about.append(
+            f"Subject: {escape(card.sample_subject)} (for {escape(card.sample_for or '')};"
+            f" template: {escape(detail.subject)})"
+        )
+    elif detail.subject:
         about.append(f"Subject: {escape(detail.subject)}")
     if about:
         blocks.append(context(" · ".join(about)))

@@ -553,6 +553,15 @@ def test_card_escapes_markup_coming_from_data() -> None:
     assert "<!channel>" not in all_text(blocks[1:])
 
 
+def test_card_shows_the_subject_rendered_for_a_recipient_beside_its_template() -> None:
+    d = detail(subject="Hi {{ first_name }} <3")
+    blocks = delivery_card(Card(d, None, sample_subject="Hi Ann <3", sample_for="ann@x.example"))
+    text = all_text(blocks)
+    assert "Subject: Hi Ann &lt;3 (for ann@x.example; template: Hi {{ first_name }} &lt;3)" in text
+    plain = all_text(delivery_card(Card(d, None)))
+    assert "Subject: Hi {{ first_name }} &lt;3" in plain and "template:" not in plain
+
+
 def test_only_ready_deliveries_prepared_for_what_they_are_can_be_picked() -> None:
     assert row("spring-sale").pickable
     assert not row("draft", state=DeliveryState.EDITING).pickable

@@ -11,12 +11,12 @@ check.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from bot.context import Context, Session
-from bot.domain.errors import NotFound
+from bot.domain.errors import DomainError, NotFound
 from bot.domain.exclusions import ExclusionReason
 from bot.domain.executions import MAIN_KEY, ExecutionState
 from bot.domain.failures import FailureReason
@@ -27,6 +27,7 @@ from bot.domain.preparation import PreparationError, PreparationWarning
 from bot.domain.readiness import is_pickable, not_ready_reason
 from bot.domain.roles import Actor, Permission
 from bot.domain.schedule import Aggregation, ScheduleKind, format_duration
+from bot.services.deliveries.preview import preview
 from bot.store import counters, deliveries, executions, logs, preparation, profiles, reports
 from bot.store.models import Delivery, Execution
 
@@ -288,6 +289,10 @@ class Card:
 
     detail: DeliveryDetail
     not_ready: str | None
+    # The subject as one recipient gets it (and whose), beside the template the card
+    # also shows; None when the audience is empty or the template does not render.
+    sample_subject: str | None = None
+    sample_for: str | None = None
 
 
 @dataclass(frozen=True)
@@ -478,7 +483,14 @@ def card(ctx: Context, actor: Actor, ref: str) -> Card:
     """The card of `/confirm-send REF` (and of the picker's choice)."""
     actor.require(Permission.CONFIRM_SEND)
     with ctx.sessions() as s:
-        return Card(read_detail(s, ref), not_ready_reason(deliveries.facts(deliveries.get(s, ref))))
+        shown = Card(
+            read_detail(s, ref), not_ready_reason(deliveries.facts(deliveries.get(s, ref)))
+        )
+    try:
+        sample = preview(ctx, actor, ref)
+    except DomainError:  # nobody to render for, or a template the preparation refuses
+        return shown
+    return replace(shown, sample_subject=sample.subject, sample_for=sample.email)
 
 
 def compute_stats(ctx: Context, actor: Actor, ref: str) -> DeliveryDetail:
