@@ -375,16 +375,18 @@ def test_three_nodes_send_once_through_a_kill_a_stall_and_a_cut_link(
 
     # After SIGCONT, w2 finished at most what was on its connections when it stopped: it
     # started no message of the jobs taken over (its fence said no).
-    def resent_after(peer: str, since: float) -> list[Accepted]:
-        """Copies `peer` completed after `since` that another node had already sent."""
+    def resent_after(peer: str, since: float, until: float = float("inf")) -> list[Accepted]:
+        """Copies `peer` completed between `since` and `until` that another node had
+        already sent. `until`: the next event, whose own takeover `peer` may take part in
+        (it then rightly sends again what the cut node had relayed and not recorded)."""
         return [
             a
             for a in accepted
-            if a.peer == peer and a.at > since and a.log_id in twice
+            if a.peer == peer and since < a.at < until and a.log_id in twice
             if any(b.peer != peer and b.at < a.at for b in by_log[a.log_id])
         ]
 
-    late = resent_after(ip["w2"], continued_at)
+    late = resent_after(ip["w2"], continued_at, until=cut_at)
     assert len(late) <= CONCURRENCY * POOL, late
     after_cut = resent_after(ip["w3"], restored_at)
     assert len(after_cut) <= CONCURRENCY * POOL, after_cut
