@@ -17,7 +17,8 @@ import logging
 import os
 import sys
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from bot.services.deliveries.lifecycle import (
     resume_delivery,
     stop_delivery,
 )
+from bot.services.deliveries.prepare import Progress as PrepareProgress
 from bot.services.deliveries.prepare import prepare_delivery
 from bot.services.deliveries.preview import preview
 from bot.services.digest import DigestReport
@@ -204,8 +206,30 @@ def cmd_deliveries_preview(root: Root, args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def _progress_bar(args: argparse.Namespace, what: str) -> Iterator[PrepareProgress | None]:
+    """A bar on stderr while a long command runs, only for a person at a terminal: none
+    with --json, in a pipe or a log (the output stays what scripts read)."""
+    if getattr(args, "json", False) or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console  # only when a bar is drawn: a second off each start
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(what, total=None)
+
+        def advance(done: int, total: int | None) -> None:
+            if total is not None:
+                bar.update(task, total=total)
+            bar.update(task, completed=done)
+
+        yield advance
+
+
 def cmd_deliveries_prepare(root: Root, args: argparse.Namespace) -> int:
-    result = prepare_delivery(root.context, ME, args.ref)
+    with _progress_bar(args, f"preparing {args.ref}") as progress:
+        result = prepare_delivery(root.context, ME, args.ref, progress)
     if args.json:
         _print_json(result.to_json())
         return 0 if not result.errors else 1

@@ -39,6 +39,17 @@ class Member(NamedTuple):
     email_status: EmailStatus
 
 
+def member_count(session: Session, audience_id: int) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(AudienceMember)
+            .where(AudienceMember.audience_id == audience_id)
+        )
+        or 0
+    )
+
+
 def members(session: Session, audience_id: int) -> Iterator[Member]:
     """The audience's profiles as plain rows, lowest id first, fetched in batches."""
     stmt = (

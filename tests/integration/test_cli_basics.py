@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -297,3 +298,51 @@ def test_preview_renders_one_message_for_a_profile(
     assert code == 0 and (shown["profile"], shown["subject"]) == ("bob@x.example", "Hi Bob")
     code, _, err = run(root, capsys, "deliveries", "preview", "big", "--profile", "eve@x.example")
     assert code == 1 and "no profile 'eve@x.example'" in err
+
+
+def test_prepare_draws_a_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path: Path) -> None:
+    """A bar for a person at a terminal (stderr a tty); scripts read the same output."""
+    import pty
+
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "TRACKING_SECRET": "t",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'greenlight.db'}",
+        "MAIL_URL": f"maildir://{tmp_path / 'outbox'}",
+        "COLUMNS": "100",
+    }
+    settings = settings_for(
+        tmp_path,
+        **{k.lower(): v for k, v in env.items() if k.isupper() and k not in ("PATH", "COLUMNS")},
+    )
+    root = bootstrap(settings)
+    try:
+        prepare_one(root.context, tmp_path, [f"u{i}@x.example" for i in range(3_000)])
+    finally:
+        root.close()
+    piped = _bot(tmp_path, "deliveries", "prepare", "big", **env)
+    assert piped.returncode == 0 and "big: ready" in piped.stdout
+    assert "preparing big" not in piped.stdout + piped.stderr
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "bot", "deliveries", "prepare", "big"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
+    ) as proc:
+        os.close(follower)
+        out, _ = proc.communicate(timeout=120)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    os.close(leader)
+    assert proc.returncode == 0 and "big: ready" in out
+    assert b"preparing big" in drawn, drawn[-500:]

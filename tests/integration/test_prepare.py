@@ -382,8 +382,8 @@ def test_a_change_during_preparation_writes_nothing(
     world.delivery()
     original = prepare_module._plan
 
-    def plan_then_edit(session: Any, delivery: Delivery) -> Any:
-        plan = original(session, delivery)
+    def plan_then_edit(session: Any, delivery: Delivery, progress: Any = None) -> Any:
+        plan = original(session, delivery, progress)
         with ctx.sessions.begin() as other:
             other.execute(
                 update(Delivery).where(Delivery.id == delivery.id).values(definition_hash="edited")

@@ -21,9 +21,9 @@ never leaves duplicate logs.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from bot.context import Context, Session
 from bot.domain.addresses import address_is_valid
@@ -50,6 +50,9 @@ from bot.engine.rendering import (
 from bot.store import audit, counters, deliveries, executions, preparation
 from bot.store.models import Delivery
 from bot.store.preparation import Member
+
+Progress: TypeAlias = Callable[[int, int | None], None]  # (gone through, total when known)
+PROGRESS_EVERY = 1_000
 
 
 class PreparationConflict(DomainError):
@@ -177,14 +180,18 @@ def _exclusion(member: Member, seen: set[str]) -> ExclusionReason | None:
     return None
 
 
-def _plan(session: Session, delivery: Delivery) -> _Plan:
+def _plan(session: Session, delivery: Delivery, progress: Progress | None = None) -> _Plan:
     """Target, exclude and render, one pass over the audience (the preparation's hot loop)."""
     plan = _Plan()
+    if progress is not None:
+        progress(0, preparation.member_count(session, delivery.audience_id))
     templates = _templates(delivery, plan)
     about = {"ref": delivery.ref, "name": delivery.name}
     seen: set[str] = set()
     for member in preparation.members(session, delivery.audience_id):
         plan.targeted += 1
+        if progress is not None and plan.targeted % PROGRESS_EVERY == 0:
+            progress(plan.targeted, None)
         reason = _exclusion(member, seen)
         if reason is not None:
             plan.exclusions.append((member.id, member.email, reason))
@@ -269,8 +276,14 @@ def _write(
     return delivery
 
 
-def prepare_delivery(ctx: Context, actor: Actor, ref: str) -> PreparationResult:
+def prepare_delivery(
+    ctx: Context, actor: Actor, ref: str, progress: Progress | None = None
+) -> PreparationResult:
     """Prepare delivery `ref`: exclusion and queued sending logs, counts, render check.
+
+    `progress(done, total)` is told the audience's size first (`done` 0), then every
+    `PROGRESS_EVERY` profiles how many were gone through (`total` None): the command
+    line draws its bar from it.
 
     Raises NotFound for an unknown ref, IllegalTransition when the delivery's state
     does not allow preparing, PreparationConflict when it changed meanwhile.
@@ -284,7 +297,7 @@ def prepare_delivery(ctx: Context, actor: Actor, ref: str) -> PreparationResult:
         delivery_id = delivery.id
         seen_hash = delivery.definition_hash
         seen_version = delivery.audience.version
-        plan = _plan(session, delivery)
+        plan = _plan(session, delivery, progress)
     with ctx.sessions.begin() as session:
         delivery = _write(session, ctx, delivery_id, seen_hash, seen_version, plan)
         result = PreparationResult(
