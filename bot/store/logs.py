@@ -121,14 +121,6 @@ class ClaimLost(Exception):
     """The logs are no longer claimed by this token: another sender has taken them over."""
 
 
-def holds_claim(session: Session, token: str) -> bool:
-    """Whether `token` still holds at least one log (a takeover releases them all at once)."""
-    return (
-        session.scalar(select(SendingLog.id).where(SendingLog.claim_token == token).limit(1))
-        is not None
-    )
-
-
 def release_tokens(session: Session, prefix: str | None = None) -> list[int]:
     """Free the claims whose token starts with `prefix` (all claims with None); the
     executions they were in. Those logs will be sent (again)."""

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Select, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from bot.domain.exclusions import ExclusionReason
@@ -50,9 +50,8 @@ def member_count(session: Session, audience_id: int) -> int:
     )
 
 
-def members(session: Session, audience_id: int) -> Iterator[Member]:
-    """The audience's profiles as plain rows, lowest id first, fetched in batches."""
-    stmt = (
+def _members(audience_id: int) -> Select[tuple[Any, ...]]:
+    return (
         select(
             Profile.id,
             Profile.email,
@@ -66,8 +65,12 @@ def members(session: Session, audience_id: int) -> Iterator[Member]:
         .join(AudienceMember, AudienceMember.profile_id == Profile.id)
         .where(AudienceMember.audience_id == audience_id)
         .order_by(Profile.id)
-        .execution_options(yield_per=READ_BATCH)
     )
+
+
+def members(session: Session, audience_id: int) -> Iterator[Member]:
+    """The audience's profiles as plain rows, lowest id first, fetched in batches."""
+    stmt = _members(audience_id).execution_options(yield_per=READ_BATCH)
     for row in session.execute(stmt):
         yield Member(*row)
 
@@ -181,7 +184,8 @@ def known(session: Session, execution_id: int) -> tuple[set[int], set[str]]:
 def sample_member(session: Session, audience_id: int, email: str | None) -> Member | None:
     """The audience's profile with this address (letter case aside), or, without one,
     its first profile: the recipient a preview is rendered for."""
-    for member in members(session, audience_id):
-        if email is None or member.email_key == email.lower():
-            return member
-    return None
+    stmt = _members(audience_id)
+    if email is not None:
+        stmt = stmt.where(Profile.email_key == email.lower())
+    row = session.execute(stmt.limit(1)).first()
+    return Member(*row) if row is not None else None

@@ -251,16 +251,22 @@ def test_pause_skips_occurrences_and_stop_ends_the_recurrence(
     assert detail_json(ctx, "daily")["state"] == "stopped"
 
 
-def test_approval_needs_a_channel_to_post_in(ctx: Context, tmp_path: Path) -> None:
-    profiles(ctx, tmp_path, EMAILS)
+def _needing_approval(tmp_path: Path, approvals: str, channel: str | None = None) -> Path:
+    """The daily delivery at 10:00 UTC, each occurrence waiting for approval."""
     yml = tmp_path / "d.yml"
-    yml.write_text(
+    text = (
         DELIVERY.replace("CRON", "0 10 * * *")
         .replace("ZONE", "UTC")
         .replace("AGGREGATION", "none")
-        .replace("    request_confirmation: false\n", "")
+        .replace("    request_confirmation: false\n", approvals)
     )
-    import_deliveries(ctx, CLI, yml)
+    yml.write_text(text + (f"  slack_channel: {channel}\n" if channel else ""))
+    return yml
+
+
+def test_approval_needs_a_channel_to_post_in(ctx: Context, tmp_path: Path) -> None:
+    profiles(ctx, tmp_path, EMAILS)
+    import_deliveries(ctx, CLI, _needing_approval(tmp_path, ""))
     prepare_delivery(ctx, CLI, "daily")
     with pytest.raises(DomainError, match="no slack_channel to post the requests in"):
         confirm_send(ctx, as_user("U0ALICE", START), "daily")
@@ -319,15 +325,8 @@ def test_approvals_from_the_command_line_count_people_and_start_the_occurrence(
 
     ctx = ctx.with_settings(mail_url=f"smtp://127.0.0.1:{relay.port}", smtp_pool_size=1)
     profiles(ctx, tmp_path, EMAILS)
-    yml = tmp_path / "d.yml"
-    yml.write_text(
-        DELIVERY.replace("CRON", "0 10 * * *")
-        .replace("ZONE", "UTC")
-        .replace("AGGREGATION", "none")
-        .replace("    request_confirmation: false\n", "    approvals_required: 2\n")
-        + "  slack_channel: C0MARKETING\n"
-    )
-    import_deliveries(ctx, CLI, yml)
+    approvals = "    approvals_required: 2\n"
+    import_deliveries(ctx, CLI, _needing_approval(tmp_path, approvals, "C0MARKETING"))
     prepare_delivery(ctx, CLI, "daily")
     confirm_send(ctx, as_user("U0ALICE", START), "daily")
     root = replace(root, context=ctx)

@@ -10,12 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from bot.context import Context
+from bot.context import Context, Session
 from bot.domain.errors import NotFound
 from bot.domain.roles import Actor, Permission
 from bot.engine.rendering import MessageTemplates
 from bot.services.deliveries.prepare import member_context
 from bot.store import deliveries, preparation
+from bot.store.models import Delivery
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,17 @@ def preview(ctx: Context, actor: Actor, ref: str, email: str | None = None) -> P
     """`ref` rendered for the audience's profile `email` (its first profile if None)."""
     actor.require(Permission.VIEW_DELIVERIES)
     with ctx.sessions() as s:
-        d = deliveries.get(s, ref)
-        member = preparation.sample_member(s, d.audience_id, email)
-        if member is None:
-            where = f"no profile {email!r} in" if email else "no profile in"
-            raise NotFound(f"{where} the audience of {ref!r}; import profiles first")
-        templates = MessageTemplates(d.subject, d.html, d.text)
-        about = {"ref": d.ref, "name": d.name}
-    message = templates.render(member_context(member, about))
-    return Preview(ref, member.email, message.subject, message.text, message.html, message.warnings)
+        return render_for(s, deliveries.get(s, ref), email)
+
+
+def render_for(session: Session, d: Delivery, email: str | None = None) -> Preview:
+    """The message of delivery `d` for its audience's profile `email` (or its first)."""
+    member = preparation.sample_member(session, d.audience_id, email)
+    if member is None:
+        where = f"no profile {email!r} in" if email else "no profile in"
+        raise NotFound(f"{where} the audience of {d.ref!r}; import profiles first")
+    templates = MessageTemplates(d.subject, d.html, d.text)
+    message = templates.render(member_context(member, {"ref": d.ref, "name": d.name}))
+    return Preview(
+        d.ref, member.email, message.subject, message.text, message.html, message.warnings
+    )

@@ -27,7 +27,7 @@ from bot.domain.preparation import PreparationError, PreparationWarning
 from bot.domain.readiness import is_pickable, not_ready_reason
 from bot.domain.roles import Actor, Permission
 from bot.domain.schedule import Aggregation, ScheduleKind, format_duration
-from bot.services.deliveries.preview import preview
+from bot.services.deliveries.preview import render_for
 from bot.store import counters, deliveries, executions, logs, preparation, profiles, reports
 from bot.store.models import Delivery, Execution
 
@@ -483,13 +483,12 @@ def card(ctx: Context, actor: Actor, ref: str) -> Card:
     """The card of `/confirm-send REF` (and of the picker's choice)."""
     actor.require(Permission.CONFIRM_SEND)
     with ctx.sessions() as s:
-        shown = Card(
-            read_detail(s, ref), not_ready_reason(deliveries.facts(deliveries.get(s, ref)))
-        )
-    try:
-        sample = preview(ctx, actor, ref)
-    except DomainError:  # nobody to render for, or a template the preparation refuses
-        return shown
+        d = deliveries.get(s, ref)
+        shown = Card(read_detail(s, ref), not_ready_reason(deliveries.facts(d)))
+        try:
+            sample = render_for(s, d)
+        except DomainError:  # nobody to render for, or a template the preparation refuses
+            return shown
     return replace(shown, sample_subject=sample.subject, sample_for=sample.email)
 
 
