@@ -25,7 +25,8 @@ from bot.context import Context
 from bot.domain.errors import NotFound
 from bot.domain.roles import Role
 from bot.services.imports.problems import InputRejected, Problem
-from bot.services.imports.profiles import import_profiles, parse_profiles
+from bot.services.imports.profiles import CHUNK, import_profiles, parse_profiles
+from bot.services.imports.profiles_csv import BLOCK_BYTES, MAX_WARNINGS
 from bot.store.models import Audience, AudienceMember, AuditEntry, Delivery, Profile
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -360,3 +361,176 @@ def test_attribute_values_survive_the_csv_round_trip(values: list[tuple[str, str
     for i, (plan, note) in enumerate(values):
         row = rows[f"user{i}@example.com"]
         assert row.attributes == {"plan": plan.strip() or None, "note": note.strip() or None}
+
+
+# Files larger than a chunk --------------------------------------------------------------
+#
+# An import reads its file as a stream and writes it CHUNK rows at a time; what needs the
+# whole file (an address twice, case variants, a bad line anywhere) is found across chunks.
+
+
+def rows_csv(count: int, start: int = 0, plan: str = "free") -> str:
+    return "".join(f"u{i:06d}@example.com,F{i},L{i},,{plan}\n" for i in range(start, count))
+
+
+def test_an_address_again_in_a_later_chunk_is_one_profile_and_the_later_line_wins(
+    ctx: Context, tmp_path: Path
+) -> None:
+    total = 2 * CHUNK + 50
+    body = rows_csv(total).splitlines(keepends=True)
+    body[CHUNK + 10] = "u000000@example.com,Again,L0,,pro\n"  # line CHUNK + 12, chunk 2
+    body[2 * CHUNK + 3] = "u000000@example.com,Third,L0,,team\n"  # line 2 CHUNK + 5, chunk 3
+    body[7] = "U000001@EXAMPLE.com,Case,L1,,free\n"  # line 9: a case variant in chunk 1
+    body[CHUNK + 30] = "u000001@example.com,F1,L1,,free\n"  # line CHUNK + 32: again, later
+    path = write(tmp_path, HEADER + "".join(body))
+
+    report = import_profiles(ctx, CLI, path, "all")
+
+    distinct = total - 4 + 1  # four lines replaced; the case variant is an address of its own
+    assert (report.rows, report.created, report.updated, report.unchanged) == (
+        total,
+        distinct,
+        0,
+        0,
+    )
+    assert report.members_added == distinct
+    stored = profiles(ctx)
+    assert len(stored) == distinct
+    assert (stored["u000000@example.com"].first_name, stored["u000000@example.com"].attributes) == (
+        "Third",
+        {"plan": "team"},
+    )
+    assert [(w.where, w.reason) for w in report.warnings] == [
+        (
+            f"line {CHUNK + 12}",
+            f"u000000@example.com is also on line 2; line {CHUNK + 12} wins",
+        ),
+        (
+            f"line {CHUNK + 32}",
+            f"u000001@example.com is also on line 3; line {CHUNK + 32} wins",
+        ),
+        (
+            f"line {2 * CHUNK + 5}",
+            f"u000000@example.com is also on line {CHUNK + 12}; line {2 * CHUNK + 5} wins",
+        ),
+        (
+            f"line {CHUNK + 32}",
+            "u000001@example.com differs from U000001@EXAMPLE.com (line 9) only in letter "
+            "case; both are kept, and preparation sends to one of them",
+        ),
+    ]
+
+
+def test_a_repeated_address_that_ends_as_it_was_is_unchanged_and_keeps_its_dates(
+    ctx: Context, tmp_path: Path, clock: FixedClock
+) -> None:
+    first = write(tmp_path, HEADER + rows_csv(CHUNK + 10), "first.csv")
+    import_profiles(ctx, CLI, first, "all")
+    before = snapshot(ctx)
+    clock.advance(timedelta(hours=1))
+    # The same file, but line 2's address first gets other values, then (in the second
+    # chunk) the values it already has: it ends unchanged, and so does everything.
+    body = HEADER + "u000000@example.com,Other,Name,,pro\n" + rows_csv(CHUNK + 10)
+    again = write(tmp_path, body, "again.csv")
+
+    report = import_profiles(ctx, CLI, again, "all")
+
+    assert (report.rows, report.created, report.updated, report.unchanged) == (
+        CHUNK + 11,
+        0,
+        0,
+        CHUNK + 10,
+    )
+    assert report.members_added == 0 and report.audience_version == 1
+    assert snapshot(ctx) == before
+
+
+def test_a_reimport_of_a_file_of_several_chunks_changes_nothing(
+    ctx: Context, tmp_path: Path, clock: FixedClock
+) -> None:
+    path = write(tmp_path, HEADER + rows_csv(2 * CHUNK + 1))
+    created = import_profiles(ctx, CLI, path, "all")
+    assert (created.created, created.members_added) == (2 * CHUNK + 1, 2 * CHUNK + 1)
+    before = snapshot(ctx)
+    clock.advance(timedelta(hours=1))
+
+    report = import_profiles(ctx, CLI, path, "all")
+
+    assert (report.created, report.updated, report.unchanged) == (0, 0, 2 * CHUNK + 1)
+    assert (report.members_added, report.audience_version) == (0, 1)
+    assert snapshot(ctx) == before
+
+    # One new row and one changed row, each in a different chunk: counted once each.
+    grown = write(
+        tmp_path,
+        HEADER
+        + rows_csv(CHUNK + 3)
+        + "u005003@example.com,Changed,L5003,,free\n"
+        + rows_csv(2 * CHUNK + 2, CHUNK + 4),
+        "grown.csv",
+    )
+    report = import_profiles(ctx, CLI, grown, "all")
+    assert (report.created, report.updated, report.unchanged) == (1, 1, 2 * CHUNK)
+    assert (report.members_added, report.audience_version) == (1, 2)
+
+
+@pytest.mark.parametrize("bad_line", [CHUNK + 1, CHUNK + 2, 2 * CHUNK + 1])
+def test_a_bad_line_on_a_chunk_boundary_changes_nothing(
+    ctx: Context, tmp_path: Path, bad_line: int
+) -> None:
+    """Line CHUNK + 1 is the last row of the first chunk, CHUNK + 2 the first of the
+    second, 2 CHUNK + 1 the file's last line: chunks already staged are not kept."""
+    import_profiles(ctx, CLI, write(tmp_path, HEADER + rows_csv(3), "small.csv"), "all")
+    before = snapshot(ctx)
+    body = rows_csv(2 * CHUNK).splitlines(keepends=True)
+    body[bad_line - 2] = "nobody@example.com,too,few\n"
+    path = write(tmp_path, HEADER + "".join(body))
+
+    with pytest.raises(InputRejected) as caught:
+        import_profiles(ctx, CLI, path, "all")
+
+    assert [p.where for p in caught.value.problems] == [f"line {bad_line}"]
+    assert snapshot(ctx) == before
+    # The connection's staged lines went with the transaction: the next import is whole.
+    report = import_profiles(ctx, CLI, write(tmp_path, HEADER + rows_csv(5), "next.csv"), "all")
+    assert (report.created, report.unchanged, report.members_added) == (2, 3, 2)
+
+
+def test_invalid_addresses_are_counted_over_every_chunk_and_listed_up_to_the_bound(
+    ctx: Context, tmp_path: Path
+) -> None:
+    invalid = "".join(f"bad{i}@@example.com,B,,,free\n" for i in range(MAX_WARNINGS + 20))
+    path = write(tmp_path, HEADER + rows_csv(CHUNK - 10) + invalid + rows_csv(CHUNK, CHUNK))
+
+    report = import_profiles(ctx, CLI, path)
+
+    assert report.invalid_addresses == MAX_WARNINGS + 20
+    listed = [w for w in report.warnings if "not a valid address" in w.reason]
+    assert len(listed) == MAX_WARNINGS and listed[0].where == f"line {CHUNK - 8}"
+    assert report.warnings[-1].reason == "… and 20 more"
+
+
+def test_lines_are_numbered_across_the_blocks_of_a_large_file() -> None:
+    """The reader takes the file BLOCK_BYTES at a time: a \\r\\n cut by a block's end is
+    one line end, and a bad line in a later block keeps its number."""
+    header = b"email,note\r\n"
+    filler = b"a@example.com,x\r\n"
+    count = (BLOCK_BYTES - len(header) - 16) // len(filler)
+    pad = BLOCK_BYTES - len(header) - count * len(filler) - 15
+    # The block ends between the \r and the \n of the line after the filler.
+    content = header + filler * count + b"b@example.com," + b"y" * pad + b"\r"
+    assert len(content) == BLOCK_BYTES
+    content += b"\n" + "c@example.com,é\r\n".encode() + b"d@example.com,\xe9\r\n"
+    content += b"e@example.com,one,two\r\n"
+    line_b = count + 2
+
+    with pytest.raises(InputRejected) as caught:
+        parse_profiles("t.csv", content)
+
+    assert [(p.where, p.reason[:12]) for p in caught.value.problems] == [
+        (f"line {line_b + 2}", "not UTF-8 te"),
+        (f"line {line_b + 3}", "expected 2 f"),
+    ]
+    rows, _, count_rows = parse_profiles("t.csv", content.rsplit(b"d@", 1)[0])
+    assert count_rows == count + 2 and rows["c@example.com"].line == line_b + 1
+    assert rows["b@example.com"].attributes == {"note": "y" * pad}

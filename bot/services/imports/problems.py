@@ -29,10 +29,11 @@ MAX_LISTED = 100  # problems kept and shown; a file of a million bad lines says 
 
 class InputRejected(DomainError):
     """A file had bad lines: nothing of it was applied. The first `MAX_LISTED` problems are
-    listed (in file order), with how many there are in all."""
+    listed (in file order), with how many there are in all: `total`, when a reader that
+    streams kept only the first ones."""
 
-    def __init__(self, problems: list[Problem]) -> None:
-        self.total = len(problems)
+    def __init__(self, problems: list[Problem], total: int | None = None) -> None:
+        self.total = len(problems) if total is None else total
         self.problems = problems[:MAX_LISTED]
         lines = "\n".join(f"  {p}" for p in self.problems)
         if self.total > MAX_LISTED:
