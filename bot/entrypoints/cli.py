@@ -41,12 +41,12 @@ from bot.services.deliveries.lifecycle import (
     resume_delivery,
     stop_delivery,
 )
-from bot.services.deliveries.prepare import Progress as PrepareProgress
 from bot.services.deliveries.prepare import prepare_delivery
 from bot.services.deliveries.preview import preview
 from bot.services.digest import DigestReport
 from bot.services.imports.deliveries import import_deliveries
 from bot.services.imports.profiles import import_profiles
+from bot.services.progress import Progress
 from bot.services.recurring.approvals import decide, open_requests
 from bot.store.db import current_revision, database_problem, upgrade
 from bot.store.send_lock import SendLockBusy
@@ -96,7 +96,9 @@ def _print_report(report: Any) -> None:
 
 
 def cmd_profiles_import(root: Root, args: argparse.Namespace) -> int:
-    report = import_profiles(root.context, ME, Path(args.file), args.audience)
+    path = Path(args.file)
+    with _progress_bar(args, f"importing {path.name}") as progress:
+        report = import_profiles(root.context, ME, path, args.audience, progress)
     _print_json(report) if args.json else _print_report(report)
     return 0
 
@@ -207,9 +209,10 @@ def cmd_deliveries_preview(root: Root, args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _progress_bar(args: argparse.Namespace, what: str) -> Iterator[PrepareProgress | None]:
+def _progress_bar(args: argparse.Namespace, what: str) -> Iterator[Progress | None]:
     """A bar on stderr while a long command runs, only for a person at a terminal: none
-    with --json, in a pipe or a log (the output stays what scripts read)."""
+    with --json, in a pipe or a log (the output stays what scripts read). A use case
+    that works in steps names each one, and the bar says it in place of `what`."""
     if getattr(args, "json", False) or not sys.stderr.isatty():
         yield None
         return
@@ -219,10 +222,10 @@ def _progress_bar(args: argparse.Namespace, what: str) -> Iterator[PrepareProgre
     with Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(what, total=None)
 
-        def advance(done: int, total: int | None) -> None:
-            if total is not None:
-                bar.update(task, total=total)
-            bar.update(task, completed=done)
+        def advance(done: int, total: int | None, step: str | None = None) -> None:
+            if step is not None:
+                bar.update(task, description=step)
+            bar.update(task, total=total, completed=done)
 
         yield advance
 
@@ -338,13 +341,14 @@ def cmd_jobs_run_due(root: Root, args: argparse.Namespace) -> int:
 def _run_due(root: Root, args: argparse.Namespace) -> int:
     ctx = root.context.at(_parse_instant(args.at)) if args.at else root.context
     try:
-        with root.send_lock(wait=False):
+        with root.send_lock(wait=False), _progress_bar(args, "due work") as progress:
             report = asyncio.run(
                 run_due(
                     ctx,
                     transports=root.transport,
                     notifications=root.notifications(),
                     relay_wait=args.relay_wait,
+                    progress=progress,
                 )
             )
     except SendLockBusy as exc:

@@ -43,6 +43,7 @@ from bot.services.messages.deployment import DeploymentFollower
 from bot.services.notifications import Notifications
 from bot.services.outcomes.mailbox import MailboxReport, read_feedback_mailbox
 from bot.services.outcomes.validity import expire_due, refresh_indicators
+from bot.services.progress import Progress
 from bot.services.recurring.occurrences import OccurrenceRun, RecurringReport, run_occurrences
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ async def run_due(
     should_stop: Callable[[], bool] | None = None,
     sending: Callable[[], Awaitable[SendReport]] | None = None,
     relay_wait: float | None = None,
+    progress: Progress | None = None,
 ) -> DueReport:
     """Run every step due at `ctx.clock.now()`.
 
@@ -87,7 +89,7 @@ async def run_due(
     and what is left is due again at the next start. `sending` replaces the sending
     step: the PostgreSQL mode defers it to the workers (`bot.jobs.queue`). `relay_wait`
     bounds the retries of one relay outage (`jobs run-due`); the rest waits for the next
-    round.
+    round. `progress` is told how far the sending here is (`jobs run-due`'s bar).
     """
     report = DueReport()
 
@@ -117,7 +119,12 @@ async def run_due(
         transport = transports()
         try:
             return await send_due(
-                ctx, transport, on_batch=on_batch, should_stop=should_stop, relay_wait=relay_wait
+                ctx,
+                transport,
+                on_batch=on_batch,
+                should_stop=should_stop,
+                relay_wait=relay_wait,
+                progress=progress,
             )
         finally:
             await transport.close()

@@ -300,10 +300,8 @@ def test_preview_renders_one_message_for_a_profile(
     assert code == 1 and "no profile 'eve@x.example'" in err
 
 
-def test_prepare_draws_a_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path: Path) -> None:
-    """A bar for a person at a terminal (stderr a tty); scripts read the same output."""
-    import pty
-
+def _terminal_env(tmp_path: Path) -> tuple[dict[str, str], Root]:
+    """The environment of a command run as a person would, and a root on its database."""
     env = {
         "PATH": "/usr/bin:/bin",
         "TRACKING_SECRET": "t",
@@ -315,17 +313,17 @@ def test_prepare_draws_a_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_pa
         tmp_path,
         **{k.lower(): v for k, v in env.items() if k.isupper() and k not in ("PATH", "COLUMNS")},
     )
-    root = bootstrap(settings)
-    try:
-        prepare_one(root.context, tmp_path, [f"u{i}@x.example" for i in range(3_000)])
-    finally:
-        root.close()
-    piped = _bot(tmp_path, "deliveries", "prepare", "big", **env)
-    assert piped.returncode == 0 and "big: ready" in piped.stdout
-    assert "preparing big" not in piped.stdout + piped.stderr
+    return env, bootstrap(settings)
+
+
+def _on_a_terminal(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[int, str, bytes]:
+    """Run `python -m bot ARGS` with stderr a pseudo-terminal: exit code, stdout, and
+    what was drawn on the terminal."""
+    import pty
+
     leader, follower = pty.openpty()
     with subprocess.Popen(
-        [sys.executable, "-m", "bot", "deliveries", "prepare", "big"],
+        [sys.executable, "-m", "bot", *args],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -344,5 +342,64 @@ def test_prepare_draws_a_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_pa
                 break
             drawn += chunk
     os.close(leader)
-    assert proc.returncode == 0 and "big: ready" in out
+    return proc.returncode, out, drawn
+
+
+def test_prepare_draws_a_progress_bar_on_a_terminal_and_nothing_in_a_pipe(tmp_path: Path) -> None:
+    """A bar for a person at a terminal (stderr a tty); scripts read the same output."""
+    env, root = _terminal_env(tmp_path)
+    try:
+        prepare_one(root.context, tmp_path, [f"u{i}@x.example" for i in range(3_000)])
+    finally:
+        root.close()
+    piped = _bot(tmp_path, "deliveries", "prepare", "big", **env)
+    assert piped.returncode == 0 and "big: ready" in piped.stdout
+    assert "preparing big" not in piped.stdout + piped.stderr
+    code, out, drawn = _on_a_terminal(tmp_path, env, "deliveries", "prepare", "big")
+    assert code == 0 and "big: ready" in out
     assert b"preparing big" in drawn, drawn[-500:]
+
+
+def test_profiles_import_draws_a_progress_bar_on_a_terminal_and_nothing_in_a_pipe(
+    tmp_path: Path,
+) -> None:
+    """The bar names the step: checking the file, then importing it."""
+    env, root = _terminal_env(tmp_path)
+    root.close()
+    rows = "".join(f"u{i}@x.example,U{i}\n" for i in range(20_000))
+    (tmp_path / "people.csv").write_text("email,first_name\n" + rows)
+    command = ("profiles", "import", "people.csv", "--audience", "all")
+    piped = _bot(tmp_path, *command, **env)
+    assert piped.returncode == 0 and "created: 20000" in piped.stdout, piped.stderr
+    assert "people.csv" not in piped.stderr and "importing" not in piped.stdout
+    code, out, drawn = _on_a_terminal(tmp_path, env, *command)
+    assert code == 0 and "unchanged: 20000" in out
+    assert b"importing people.csv" in drawn, drawn[-500:]
+    code, out, drawn = _on_a_terminal(tmp_path, env, *command, "--json")
+    assert code == 0 and json.loads(out)["unchanged"] == 20_000
+    assert b"people.csv" not in drawn, drawn[-500:]
+
+
+def test_run_due_draws_a_progress_bar_while_it_sends_and_nothing_in_a_pipe(
+    tmp_path: Path,
+) -> None:
+    def confirmed(ref: str) -> None:
+        root = _terminal_env(tmp_path)[1]
+        try:
+            prepare_one(root.context, tmp_path, [f"{ref}{i}@x.example" for i in range(1_500)], ref)
+            confirm_send(root.context, as_user("U1", [Role.START_DELIVERIES]), ref)
+        finally:
+            root.close()
+
+    env, root = _terminal_env(tmp_path)
+    root.close()
+    confirmed("first")
+    code, out, drawn = _on_a_terminal(tmp_path, env, "jobs", "run-due")
+    assert code == 0 and "sent first: now finished" in out, out
+    assert b"sending first" in drawn, drawn[-500:]
+    assert len(list((tmp_path / "outbox" / "new").iterdir())) == 1_500
+
+    confirmed("second")
+    piped = _bot(tmp_path, "jobs", "run-due", **env)
+    assert piped.returncode == 0 and "sent second: now finished" in piped.stdout, piped.stderr
+    assert "sending" not in piped.stderr

@@ -23,7 +23,8 @@ from bot.domain.lifecycle import DeliveryState
 from bot.engine.sender import RelayGaveUp, Sender
 from bot.engine.transports.base import Transport
 from bot.services.deliveries.lifecycle import fail_execution
-from bot.store import executions
+from bot.services.progress import Progress
+from bot.store import counters, executions
 from bot.store.db import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -60,23 +61,29 @@ async def send_due(
     on_batch: Callable[[int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     relay_wait: float | None = None,
+    progress: Progress | None = None,
 ) -> SendReport:
     """Send what in-progress executions still have queued, then the retries due.
 
     `should_stop` (the process shutting down) ends sending after the batch in flight;
     what is left is due again at the next start. `relay_wait`: after that many seconds
     of retries in one relay outage, sending stops for this round (`relay_unavailable`);
-    nothing is marked failed and the rest is due again.
+    nothing is marked failed and the rest is due again. `progress(done, total, step)`
+    is told, after each batch, how many of an execution's messages are no longer queued
+    out of its messages to deliver (its counters: one row read).
     """
     report = SendReport()
+    names: dict[int, str] = {}
+    told = _Told(ctx, names, on_batch, progress)
     sender = Sender(
-        ctx, transport, on_batch=on_batch, should_stop=should_stop, relay_wait=relay_wait
+        ctx, transport, on_batch=told.batch_done, should_stop=should_stop, relay_wait=relay_wait
     )
     with ctx.sessions() as s:
         sending = executions.to_send(s)
         retrying = executions.with_retries_due(s, ctx.clock.now())
     for execution_id, ref, key in sending:
-        name = label(ref, key)
+        name = names[execution_id] = label(ref, key)
+        told.batch_done(execution_id, sent=False)
         try:
             report.sent[name] = await sender.run(execution_id)
         except RelayGaveUp as exc:
@@ -106,6 +113,32 @@ async def send_due(
             log.exception("retrying the soft bounces of execution %d failed", execution_id)
             report.failed[f"retries of execution {execution_id}"] = _reason(exc)
     return report
+
+
+class _Told:
+    """After each batch: the caller's `on_batch`, then the execution's progress."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        names: dict[int, str],
+        on_batch: Callable[[int], None] | None,
+        progress: Progress | None,
+    ) -> None:
+        self.ctx = ctx
+        self.names = names
+        self.on_batch = on_batch
+        self.progress = progress
+
+    def batch_done(self, execution_id: int, *, sent: bool = True) -> None:
+        if sent and self.on_batch is not None:
+            self.on_batch(execution_id)
+        if self.progress is None:
+            return
+        with self.ctx.sessions() as s:
+            now = counters.live_counters(s, execution_id)
+        step = f"sending {self.names.get(execution_id, execution_id)}"
+        self.progress(max(now.to_deliver - now.queued, 0), now.to_deliver, step)
 
 
 def _reason(exc: BaseException) -> str:
