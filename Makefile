@@ -34,8 +34,13 @@ reset:
 run: seed
 	@echo
 	@echo "Examples loaded. The command line is .venv/bin/python -m bot (or . .venv/bin/activate, then python -m bot);"
-	@echo "next: .venv/bin/python -m bot roles grant <your Slack member id> start-deliveries"
-	@echo "Health: http://localhost:$$($(PY) -c 'from bot.config import get_settings as s; print(s().port)')/healthz"
+	@port=$$($(PY) -c 'from bot.config import get_settings as s; print(s().port)'); \
+	if $(PY) -c 'import sys; from bot.config import get_settings; from bot.entrypoints.playground.setup import wanted; sys.exit(not wanted(get_settings()))'; then \
+	  echo "Slack is not connected: try the whole flow in the local playground, http://localhost:$$port/playground"; \
+	else \
+	  echo "next: .venv/bin/python -m bot roles grant <your Slack member id> start-deliveries"; \
+	fi; \
+	echo "Health: http://localhost:$$port/healthz"
 	@echo "Starting Greenlight (Ctrl-C stops it); messages go to MAIL_URL (default data/outbox)."
 	$(PY) -m bot $$($(PY) -c 'from bot.config import get_settings as s; print("socket" if s().slack_app_token else "serve")')
 

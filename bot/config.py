@@ -146,6 +146,9 @@ class Settings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+    # With no Slack setting at all, `serve` also serves the local playground
+    # (/playground, loopback only): PLAYGROUND=false turns it off.
+    playground: bool = True
 
     database_url: str = "sqlite:///data/greenlight.db"
     mail_url: str = "maildir://data/outbox"

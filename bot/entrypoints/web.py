@@ -19,6 +19,8 @@ from bot.config import SettingsError
 from bot.entrypoints.access_log import RUNNER_OPTIONS
 from bot.entrypoints.feedback_http import add_feedback_routes
 from bot.entrypoints.metrics import render as render_metrics
+from bot.entrypoints.playground.routes import Playground
+from bot.entrypoints.playground.setup import playground_server, wanted
 from bot.entrypoints.slack_http import SlackEndpoint
 from bot.services.metrics import gauges
 from bot.store.db import StoreUnavailable, ping
@@ -48,8 +50,14 @@ def check_slack_settings(root: Root, socket_mode: bool) -> None:
         raise SettingsError(NO_SECRET)
 
 
-def build_web_app(server: Server, socket_mode: bool = False) -> web.Application:
-    """The HTTP app. In Socket Mode there is no Slack route: Slack speaks over the socket."""
+def build_web_app(
+    server: Server, socket_mode: bool = False, playground: Playground | None = None
+) -> web.Application:
+    """The HTTP app. In Socket Mode there is no Slack route: Slack speaks over the socket.
+
+    With the playground (`bot.entrypoints.playground`), its page and its stand-in for
+    Slack's Web API are served too; its requests come to `/slack/events` signed.
+    """
     app = web.Application()
     app[SERVER] = server
 
@@ -108,6 +116,8 @@ def build_web_app(server: Server, socket_mode: bool = False) -> web.Application:
         await asyncio.to_thread(server.runner.stop)
 
     add_feedback_routes(app, server.ctx, server.metrics, server.certificates)
+    if playground is not None:
+        playground.add_routes(app)
     if not socket_mode:
         app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
@@ -121,11 +131,20 @@ def serve(root: Root, socket_mode: bool = False) -> None:
     """Run until interrupted: the HTTP app on PORT, the scheduler and the sender (in its
     own process), and Slack (HTTP or socket)."""
     check_slack_settings(root, socket_mode)
-    server = build_server(root, sender_process=True)
     settings = root.settings
-    if server.slack is None:
-        log.warning(NOT_CONNECTED)
-    app = build_web_app(server, socket_mode)
+    playground: Playground | None = None
+    if wanted(settings) and not socket_mode:
+        server, playground = playground_server(root)
+        log.info(
+            "Slack is not connected: the local playground is at http://localhost:%d/playground "
+            "(this machine only); connecting Slack turns it off",
+            settings.port,
+        )
+    else:
+        server = build_server(root, sender_process=True)
+        if server.slack is None:
+            log.warning(NOT_CONNECTED)
+    app = build_web_app(server, socket_mode, playground)
     if socket_mode:
         app.on_startup.append(socket_mode_starter(server))
     log.info("starting on %s:%d", settings.host, settings.port)

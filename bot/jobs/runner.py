@@ -37,6 +37,7 @@ class SendRunner:
         self._thread: threading.Thread | None = None
         self.last_report: DueReport | None = None
         self.rounds = 0
+        self._round_done = threading.Condition()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._main, name="greenlight-sender", daemon=True)
@@ -45,6 +46,11 @@ class SendRunner:
     def kick(self) -> None:
         """Run the due work now rather than at the next tick."""
         self._wake.set()
+
+    def wait_round(self, after: int, timeout: float) -> bool:
+        """Wait until a round ends past round number `after`; False after `timeout` s."""
+        with self._round_done:
+            return self._round_done.wait_for(lambda: self.rounds > after, timeout)
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping = True
@@ -58,6 +64,8 @@ class SendRunner:
                 self.last_report = asyncio.run(self.work(lambda: self._stopping))
             except Exception:
                 log.exception("due work failed; trying again at the next tick")
-            self.rounds += 1
+            with self._round_done:
+                self.rounds += 1
+                self._round_done.notify_all()
             self._wake.wait(self.tick_seconds)
             self._wake.clear()

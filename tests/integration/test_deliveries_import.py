@@ -96,7 +96,7 @@ def test_examples_import_cleanly(ctx: Context) -> None:
     assert digest.recurrence_cron == "0 9 * * 1"
     assert digest.recurrence_timezone == "Europe/Paris"
     assert (digest.aggregation, digest.request_confirmation) == ("none", True)
-    assert digest.approvals_required == 1 and digest.html is None
+    assert digest.approvals_required == 2 and digest.html is None
     assert {d.slack_channel for d in stored.values()} == {"C0123456789"}
     for d in stored.values():
         with ctx.sessions() as s:

@@ -25,6 +25,7 @@ from scenario import CLI, as_user, due_now
 from bot.blocks import ids
 from bot.context import Context
 from bot.domain.roles import Role
+from bot.entrypoints.playground.blockkit import message_html
 from bot.notify.slack_client import make_client
 from bot.services.deliveries.lifecycle import confirm_send
 from bot.services.deliveries.prepare import prepare_delivery
@@ -90,10 +91,8 @@ def hostile(slack_services: Context, tmp_path: Path) -> Context:
     return ctx
 
 
-def test_hostile_names_reach_slack_as_text_in_every_message(
-    hostile: Context, slack: SlackClient, mock_slack: MockSlack
-) -> None:
-    ctx = hostile
+def every_message_kind(ctx: Context, slack: SlackClient, mock_slack: MockSlack) -> None:
+    """Make Greenlight send each kind of message it has, with a hostile delivery name."""
     slack.command("/confirm-send", "evil", ALLOWED)
     slack.command("/confirm-send", "", ALLOWED)
     slack.command("/campaign", "list", ALLOWED)
@@ -114,9 +113,48 @@ def test_hostile_names_reach_slack_as_text_in_every_message(
     assert report.digest is not None and report.digest.status == "posted"
     mock_slack.wait_for(lambda: len(mock_slack.responses()) >= 9)
 
+
+def test_hostile_names_reach_slack_as_text_in_every_message(
+    hostile: Context, slack: SlackClient, mock_slack: MockSlack
+) -> None:
+    every_message_kind(hostile, slack, mock_slack)
     kinds = {c.method for c in mock_slack.calls}
     assert {"chat.postMessage", "chat.update", "files.completeUploadExternal"} <= kinds
     said = [s for c in mock_slack.calls for s in strings(c.body)]
     assert any("Sale &lt;!channel&gt; &amp; &lt;https://evil.example/x" in s for s in said)
     assert any(f"<@{ALLOWED}>" in s for s in said), "Greenlight's own mentions stay live"
     assert live_tokens(mock_slack) == []
+
+
+def drawn_messages(mock: MockSlack) -> list[tuple[str, str]]:
+    """(method, HTML) of every message Greenlight sent, drawn as the playground draws it."""
+    drawn = []
+    for call in mock.calls:
+        if call.method not in ("chat.postMessage", "chat.update") and not call.path.startswith(
+            "/response/"
+        ):
+            continue
+        blocks = call.body.get("blocks") or []
+        if isinstance(blocks, str):
+            blocks = json.loads(blocks)
+        drawn.append((call.method, message_html(str(call.body.get("text") or ""), blocks, {})))
+    return drawn
+
+
+def test_the_playground_draws_every_message_greenlight_sends_as_text(
+    hostile: Context, slack: SlackClient, mock_slack: MockSlack
+) -> None:
+    """Every block and element of every kind of message has a drawing (none is
+    "unsupported"), and a hostile name is shown as the text it is, never as markup of
+    the page nor as a live mention."""
+    every_message_kind(hostile, slack, mock_slack)
+    drawn = drawn_messages(mock_slack)
+    assert len(drawn) >= 15
+    for method, page in drawn:
+        assert "bk-unsupported" not in page, (method, page)
+        for token in ("<!channel", "<https://evil", "<@U0VICTIM", "<!subteam", "<script"):
+            assert token not in page, (method, token)
+    shown = "".join(page for _, page in drawn)
+    assert "Sale &lt;!channel&gt; &amp; &lt;https://evil.example/x|click here&gt;" in shown
+    assert 'class="bk-button bk-primary"' in shown and "bk-select" in shown
+    assert "bk-header" in shown and "bk-fields" in shown and "bk-context" in shown

@@ -431,6 +431,13 @@ def read_deployment(ctx: Context, ref: str) -> DeploymentView:
         return DeploymentView(read_detail(s, ref), read_progress(s, ref, now), now)
 
 
+def channels(ctx: Context) -> list[str]:
+    """The Slack channels deliveries post their Deployment messages in, each once."""
+    with ctx.sessions() as s:
+        found = (d.slack_channel for d in deliveries.every(s))
+        return sorted({c for c in found if c})
+
+
 def read_summaries(session: Session) -> list[DeliverySummary]:
     out = []
     for d in deliveries.every(session):
