@@ -162,7 +162,9 @@ def test_the_whole_flow_in_the_playground(server: str, browser: WebDriver) -> No
 
     # Alice: the card, Confirm send, OK; the Deployment message follows to finished.
     page.act_as(ALICE)
-    page.type("/confirm-send spring-sale")
+    page.type("/confirm-send")  # no ref: the picker of ready deliveries, a static select
+    picker = page.message("ready to confirm", "Pick one to see its card")
+    Select(picker.find_element(By.CSS_SELECTOR, "select")).select_by_value("spring-sale")
     card = page.message("Spring sale (spring-sale)", "To deliver", "293")
     page.click(card, "Confirm send")
     page.ok()
