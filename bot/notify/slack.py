@@ -37,11 +37,21 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-async def _sent(call: Awaitable[T]) -> T:
+def failed_method(exc: BaseException, method: str) -> str:
+    """The Web API method that answered the error (a file upload is three calls), or the
+    one the call was for."""
+    if isinstance(exc, SlackApiError):
+        url = str(getattr(exc.response, "api_url", "") or "")
+        if "/api/" in url:
+            return url.rsplit("/", 1)[-1] or method
+    return method
+
+
+async def _sent(method: str, call: Awaitable[T]) -> T:
     try:
         return await call
     except FAILURES as exc:
-        raise NotificationFailed(describe(exc)) from exc
+        raise NotificationFailed(describe(exc), failed_method(exc, method)) from exc
 
 
 class SlackNotifications:
@@ -52,9 +62,11 @@ class SlackNotifications:
 
     async def _show(self, message: dict[str, Any], channel: str, ts: str | None) -> Posted:
         if ts:
-            await _sent(self.client.chat_update(channel=channel, ts=ts, **message))
+            await _sent("chat.update", self.client.chat_update(channel=channel, ts=ts, **message))
             return Posted(channel, ts)
-        resp = await _sent(self.client.chat_postMessage(channel=channel, **message))
+        resp = await _sent(
+            "chat.postMessage", self.client.chat_postMessage(channel=channel, **message)
+        )
         return Posted(str(resp["channel"]), str(resp["ts"]))
 
     async def deployment(self, view: DeploymentView, channel: str, ts: str | None) -> Posted:
@@ -68,19 +80,21 @@ class SlackNotifications:
     async def digest_page(self, channel: str, page: DigestPage) -> str:
         message = dict(page.prebuilt) if page.prebuilt is not None else digest_message(page)
         resp = await _sent(
+            "chat.postMessage",
             self.client.chat_postMessage(
                 channel=channel,
                 text=message["text"],
                 blocks=message["blocks"],
                 unfurl_links=False,
                 unfurl_media=False,
-            )
+            ),
         )
         return str(resp["ts"])
 
     async def digest_chart(self, channel: str, chart: DigestChart) -> str:
         png = await asyncio.to_thread(kpi_chart_png, chart)
         resp = await _sent(
+            "files.uploadV2",
             self.client.files_upload_v2(
                 channel=channel,
                 content=png,
@@ -88,7 +102,7 @@ class SlackNotifications:
                 title=chart.title,
                 alt_txt=chart.comment,
                 initial_comment=chart.comment,
-            )
+            ),
         )
         file = resp.get("file") or {}
         return str(file.get("id") or "uploaded")

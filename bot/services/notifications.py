@@ -11,12 +11,21 @@ Each call either succeeds, returning where the message now is, or raises
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from bot.context import Context
 from bot.services.deliveries.views import DeploymentView
 from bot.services.digest_views import DigestChart, DigestPage
 from bot.services.recurring.views import ApprovalRequestView
+from bot.store import metrics
+from bot.store.db import StoreUnavailable
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -31,11 +40,14 @@ class NotificationFailed(Exception):
     """The message was not taken (an error answer, a 5xx, the network): try again later.
 
     `reason` is the service's word for it: Slack's error code and HTTP status, say.
+    `method` is the API call that failed (`chat.postMessage`), None when no call was
+    made (nothing connected): `/metrics` counts the failed calls by method.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, method: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.method = method
 
 
 class Notifications(Protocol):
@@ -81,3 +93,53 @@ class Unconnected:
 
     async def digest_chart(self, channel: str, chart: DigestChart) -> str:
         raise NotificationFailed("Slack is not connected")
+
+
+class Counted:
+    """Notifications that count each failed Web API call in the database, by method,
+    in the process that made it (the sender's child, a worker, the server): `/metrics`
+    shows the count wherever it is served. The use cases that talk through the port
+    wrap it with `counted` first."""
+
+    def __init__(self, ctx: Context, inner: Notifications) -> None:
+        self.ctx = ctx
+        self.inner = inner
+
+    @property
+    def connected(self) -> bool:
+        return self.inner.connected
+
+    async def deployment(self, view: DeploymentView, channel: str, ts: str | None) -> Posted:
+        return await self._counting(self.inner.deployment(view, channel, ts))
+
+    async def approval_request(
+        self, view: ApprovalRequestView, channel: str, ts: str | None
+    ) -> Posted:
+        return await self._counting(self.inner.approval_request(view, channel, ts))
+
+    async def digest_page(self, channel: str, page: DigestPage) -> str:
+        return await self._counting(self.inner.digest_page(channel, page))
+
+    async def digest_chart(self, channel: str, chart: DigestChart) -> str:
+        return await self._counting(self.inner.digest_chart(channel, chart))
+
+    async def _counting(self, call: Awaitable[T]) -> T:
+        try:
+            return await call
+        except NotificationFailed as exc:
+            if exc.method is not None:  # a call was made (not: nothing connected)
+                await asyncio.to_thread(self._count, exc.method)
+            raise
+
+    def _count(self, method: str) -> None:
+        """Counting never turns a failed post into another failure: logged, and on."""
+        try:
+            with self.ctx.sessions.begin() as session:
+                metrics.count_slack_failure(session, method, self.ctx.clock.now())
+        except StoreUnavailable:
+            log.warning("the failed Slack call %s could not be counted", method, exc_info=True)
+
+
+def counted(ctx: Context, notifications: Notifications) -> Notifications:
+    """`notifications` counting its failed calls (once, however often it is wrapped)."""
+    return notifications if isinstance(notifications, Counted) else Counted(ctx, notifications)

@@ -501,3 +501,18 @@ class SendRate(Base):
     name: Mapped[str] = mapped_column(String(40), primary_key=True)
     tokens: Mapped[float] = mapped_column(Float)
     refilled_at: Mapped[datetime]
+
+
+class SlackCallFailure(Base):
+    """How many calls of one Slack Web API method failed, in every process.
+
+    The sender (a child process, or a worker elsewhere) makes most of the calls, and
+    `/metrics` is served by the server: the count lives here, where both reach it,
+    one row per method, incremented in the process that made the call.
+    """
+
+    __tablename__ = "slack_call_failures"
+
+    method: Mapped[str] = mapped_column(String(100), primary_key=True)
+    failures: Mapped[int] = mapped_column(BigInteger)
+    last_failed_at: Mapped[datetime]

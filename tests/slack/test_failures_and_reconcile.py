@@ -7,13 +7,16 @@ through: its row is changed in the database after preparation.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
+import shutil
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from harness import ALLOWED, EMAILS, SlackClient
+from harness import ALLOWED, EMAILS, LiveApp, SlackClient
 from mock_slack import Call, Failure, MockSlack
 from scenario import CLI, detail_json, due_now
 from smtp_relay import Relay
@@ -142,3 +145,38 @@ def test_a_step_that_fails_is_reported_and_the_steps_after_it_run(
     assert [f.split(":")[0] for f in report.failures] == ["recurring"]
     assert report.sent["promo"] is DeliveryState.FINISHED, "sending still ran"
     assert report.digest is not None, "and the digest step after it"
+
+
+def _metrics(app: LiveApp) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    conn.request("GET", "/metrics")
+    body = conn.getresponse().read().decode()
+    conn.close()
+    return body
+
+
+def test_failed_slack_calls_are_counted_by_method_where_metrics_are_served(
+    idle: SlackClient, slack_services: Context, mock_slack: MockSlack
+) -> None:
+    """The due work below runs outside the server (as the sender's process does): its
+    failed calls reach the server's /metrics through the database."""
+    idle.click(ids.CONFIRM_SEND, ids.button_value("promo"), ALLOWED)
+    mock_slack.wait_for(lambda: deployments(mock_slack, "C0DEPLOY"))
+    before = _metrics(idle.app)
+    assert "# TYPE greenlight_slack_api_errors_total counter" in before
+    assert "\ngreenlight_slack_api_errors_total 0\n" in before
+
+    mock_slack.fail_next["chat.update"] = [Failure(status=500, error="internal_error")] * 2
+    due_now(slack_services, slack=make_client(slack_services.settings))
+    failed = mock_slack.failed.count("chat.update")
+    assert failed >= 1
+
+    after = _metrics(idle.app)
+    assert f'greenlight_slack_api_errors_total{{method="chat.update"}} {failed}\n' in after
+    assert "\ngreenlight_slack_api_errors_total 0\n" not in after
+    promtool = shutil.which("promtool")
+    if promtool is not None:
+        checked = subprocess.run(
+            [promtool, "check", "metrics"], input=after, capture_output=True, text=True, timeout=30
+        )
+        assert checked.returncode == 0 and not checked.stdout.strip(), checked.stdout
