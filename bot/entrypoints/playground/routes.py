@@ -20,7 +20,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from importlib import resources
 from ipaddress import ip_address
 from typing import Any
@@ -34,8 +34,8 @@ from bot.domain.roles import COMMAND_LINE
 from bot.entrypoints.playground.acting import Actor
 from bot.entrypoints.playground.outbox import Outbox
 from bot.entrypoints.playground.slack_api import WebApi
-from bot.entrypoints.playground.workspace import DEMO_USERS, Workspace
-from bot.services.deliveries.views import list_deliveries
+from bot.entrypoints.playground.workspace import DEMO_USERS, DemoUser, Workspace
+from bot.services.deliveries.views import channels, list_deliveries
 from bot.services.recurring.occurrences import next_occurrence
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,6 @@ class Playground:
         )
 
     def _channels(self) -> list[str]:
-        from bot.services.deliveries.views import channels
-
         return [*channels(self.ctx), self.kpi_channel]
 
     def _clock(self) -> dict[str, Any]:
@@ -232,7 +230,7 @@ class Playground:
         )
         return web.json_response({"ok": True, "done": done, "clock": clock})
 
-    def _next_occurrence(self) -> Any:
+    def _next_occurrence(self) -> datetime | None:
         found = []
         for summary in list_deliveries(self.ctx, COMMAND_LINE):
             if summary.state is not DeliveryState.IN_PROGRESS:
@@ -334,7 +332,7 @@ def _string(data: dict[str, Any], name: str, limit: int) -> str:
     return value
 
 
-def _user(data: dict[str, Any]) -> Any:
+def _user(data: dict[str, Any]) -> DemoUser:
     wanted = data.get("user")
     for user in DEMO_USERS:
         if user.id == wanted:

@@ -107,6 +107,3 @@ def playground_server(root: Root, tick: float = 15.0) -> tuple[Server, Playgroun
         kpi_channel=str(settings.kpi_channel),
     )
     return server, playground
-
-
-__all__ = ["playground_server", "wanted"]

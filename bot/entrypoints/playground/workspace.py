@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import os
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -99,7 +100,6 @@ class Workspace:
         self.channels: list[str] = []
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
         self._ts = itertools.count(1)
-        self._file_ids = itertools.count(1)
         self._load()
 
     # --- state ---------------------------------------------------------------------
@@ -149,7 +149,8 @@ class Workspace:
             self._save()
 
     def new_file(self, name: str, title: str) -> File:
-        file = File(f"F0PG{next(self._file_ids):07d}", name, title)
+        # Unguessable, as the upload URL made of it is the only key to its bytes.
+        file = File(f"F0PG{secrets.token_hex(8).upper()}", name, title)
         self.files[file.id] = file
         return file
 
@@ -250,5 +251,3 @@ class Workspace:
         sequence = [int(ts.split(".")[1]) for ts in self.messages if "." in ts]
         start = max(sequence, default=0) + 1
         self._ts = itertools.count(start)
-        numbers = [int(f[4:]) for f in self.files if f.startswith("F0PG") and f[4:].isdigit()]
-        self._file_ids = itertools.count(max(numbers, default=0) + 1)
