@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from alembic import command
 from alembic.config import Config
@@ -20,6 +20,9 @@ from sqlalchemy.exc import (
     SQLAlchemyError,
 )
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    import psycopg  # the PostgreSQL driver, an optional dependency
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -178,6 +181,13 @@ class BulkInsert:
             else None
         )
         table = statement.table
+        # PostgreSQL: COPY, which takes a million rows in a few seconds where even a
+        # pipelined executemany sends one INSERT per row.
+        self._copy: str | None = None
+        if dialect.name == "postgresql":
+            quote = dialect.identifier_preparer
+            names = ", ".join(quote.quote(name) for name in columns)
+            self._copy = f"COPY {quote.format_table(table)} ({names}) FROM STDIN"
         self._processors = {
             name: table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
             for name in columns
@@ -191,6 +201,12 @@ class BulkInsert:
     def run(self, rows: Sequence[Sequence[Any]]) -> None:
         """Insert `rows`, each the converted values in the order of the columns."""
         if not rows:
+            return
+        if self._copy is not None:
+            driver = cast("psycopg.Connection[Any]", self._conn.connection.dbapi_connection)
+            with driver.cursor() as cursor, cursor.copy(self._copy) as copy:
+                for row in rows:
+                    copy.write_row(row)
             return
         if self._order is not None:
             order = self._order

@@ -35,6 +35,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     update,
 )
 from sqlalchemy.orm import Session
@@ -66,10 +67,10 @@ def staged_existing(session: Session, first: int, last: int) -> dict[str, tuple[
     )
     decoded: dict[str | None, dict[str, Any]] = {}
     found: dict[str, tuple[Any, ...]] = {}
-    for email, profile_id, first_name, last_name, tz, text in session.execute(query):
-        attributes = decoded.get(text)
+    for email, profile_id, first_name, last_name, tz, stored in session.execute(query):
+        attributes = decoded.get(stored)
         if attributes is None:
-            attributes = decoded[text] = (json.loads(text) if text else None) or {}
+            attributes = decoded[stored] = (json.loads(stored) if stored else None) or {}
         found[email] = (profile_id, first_name, last_name, tz, attributes)
     return found
 
@@ -140,6 +141,18 @@ def insert_many(session: Session, rows: Sequence[dict[str, Any]], now: datetime)
             )
         )
     bulk.run(values)
+
+
+def refresh_statistics(session: Session) -> None:
+    """PostgreSQL: statistics of the profiles, the rows this transaction wrote counted.
+
+    A large import doubles the table inside one transaction, where autovacuum cannot
+    see it; planned with the statistics of before, a chunk's join scans every profile
+    (60 ms a chunk at 500,000 profiles) instead of looking 5,000 up (6 ms). SQLite's
+    planner takes the index without statistics.
+    """
+    if session.connection().dialect.name == "postgresql":
+        session.execute(text(f"ANALYZE {_TABLE.name}"))
 
 
 def audience(session: Session, name: str) -> Audience | None:
@@ -260,6 +273,12 @@ def stage_begin(session: Session) -> None:
     """
     session.execute(DropTable(_STAGED, if_exists=True))
     session.execute(CreateTable(_STAGED))  # the key's index comes once the lines are in
+    if session.connection().dialect.name == "postgresql":
+        # Each chunk joins 5,000 staged lines with the profiles. At the default cost of
+        # a random read (4, for disks) the planner scans the whole table for that, 145 ms
+        # a chunk at a million profiles; the import reads what the chunk just wrote or
+        # looked up, in memory, and by the index it takes 8 ms. For this transaction only.
+        session.execute(text("SET LOCAL random_page_cost = 1.1"))
 
 
 def stage(session: Session, rows: Sequence[tuple[int, str, str]]) -> None:
@@ -279,6 +298,10 @@ def staged_duplicates(session: Session, limit: int) -> StagedDuplicates:
     """
     conn = session.connection()
     _STAGED_KEY.create(conn)
+    if conn.dialect.name == "postgresql":
+        # Autovacuum never analyzes a temporary table: without statistics the planner
+        # takes a million staged lines for a few and joins them row by row.
+        session.execute(text(f"ANALYZE {_STAGED.name}"))
     s = _STAGED.c
     twice = select(s.email_key).group_by(s.email_key).having(func.count() > 1)
     if session.execute(twice.limit(1)).first() is None:

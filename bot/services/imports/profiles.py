@@ -283,6 +283,8 @@ class _Writing:
         self.progress = progress
         self.audience: Audience | None = None
         self.read = 0
+        self.chunks = 0
+        self.last_line = 0
         self.step = f"importing {Path(report.file).name}"
 
     def audience_named(self, name: str) -> None:
@@ -299,11 +301,15 @@ class _Writing:
             rows = [row for row in rows if row.line not in later]
         first, last = rows[0].line, rows[-1].line
         _upsert_profiles(self.session, self.now, rows, first, last, self.report)
+        self.chunks += 1
+        if self.report.created and self.chunks & (self.chunks - 1) == 0:
+            # The table grows in this transaction, out of sight of any statistics: at
+            # 1, 2, 4, 8 … chunks they are taken again, so the joins of the next chunks
+            # stay index lookups (`store.profiles.refresh_statistics`).
+            profiles.refresh_statistics(self.session)
         for row in rows:  # kept, all of them: preparation excludes them, a re-import says so
             self._check_address(row)
-        if self.audience is not None:
-            added = profiles.add_staged_members(self.session, self.audience.id, first, last)
-            self.report.members_added += added
+        self.last_line = last
         if self.progress is not None:
             self.progress(self.read, self.report.rows, self.step)
 
@@ -327,6 +333,11 @@ class _Writing:
 
     def finish(self) -> None:
         report = self.report
+        if self.audience is not None and self.last_line:
+            # Every profile of the file made a member at once: one join of the staged
+            # lines with the profiles, instead of one per chunk.
+            added = profiles.add_staged_members(self.session, self.audience.id, 1, self.last_line)
+            report.members_added += added
         if report.invalid_addresses > MAX_WARNINGS:
             more = f"… and {report.invalid_addresses - MAX_WARNINGS} more"
             report.warnings.append(Problem(report.file, "file", "email", more))
