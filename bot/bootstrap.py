@@ -45,7 +45,7 @@ from bot.jobs.scheduler import Jobs
 from bot.notify.slack import SlackNotifications
 from bot.notify.slack_client import UsergroupDirectory, make_client
 from bot.services.messages.deployment import DeploymentFollower
-from bot.services.notifications import Notifications, Unconnected
+from bot.services.notifications import Counted, Notifications, Unconnected
 from bot.store.db import make_engine, make_session_factory, upgrade
 from bot.store.send_lock import send_lock as store_send_lock
 
@@ -99,7 +99,7 @@ class Root:
 
     def notifications(self) -> Notifications:
         if self.slack_connected:
-            return SlackNotifications(self.slack_client)
+            return Counted(self.context, SlackNotifications(self.slack_client))
         return Unconnected()
 
     def transport(self) -> Transport:

@@ -23,7 +23,7 @@ from bot.services.deliveries.prepare import prepare_delivery
 from bot.services.deliveries.views import delivery_detail
 from bot.services.imports.deliveries import import_deliveries
 from bot.services.imports.profiles import import_profiles
-from bot.services.notifications import Notifications, Unconnected
+from bot.services.notifications import Counted, Notifications, Unconnected
 
 
 def prepare_one(
@@ -71,7 +71,9 @@ def due_now(
 ) -> DueReport:
     """`jobs run-due` at the context's instant: through `transport` (MAIL_URL's when
     None), with Slack when a Web API client is given (not connected otherwise)."""
-    notifications: Notifications = SlackNotifications(slack) if slack else Unconnected()
+    notifications: Notifications = (
+        Counted(ctx, SlackNotifications(slack)) if slack else Unconnected()  # as the root does
+    )
     return asyncio.run(
         run_due(
             ctx,

@@ -42,7 +42,7 @@ from bot.services.digest_views import (
     DigestPage,
     DigestRow,
 )
-from bot.services.notifications import NotificationFailed, Notifications, counted
+from bot.services.notifications import NotificationFailed, Notifications
 from bot.store import digests
 from bot.store.digests import ActiveExecution
 
@@ -240,7 +240,6 @@ async def run_digest(
     if not notifications.connected:
         _say_once("Slack is not connected (SLACK_BOT_TOKEN is not set)")
         return DigestReport(status="off", error="Slack is not connected")
-    notifications = counted(ctx, notifications)
     slot = due_slot(ctx)
     if slot is None:
         return DigestReport(status="not-due")

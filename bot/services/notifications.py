@@ -98,8 +98,8 @@ class Unconnected:
 class Counted:
     """Notifications that count each failed Web API call in the database, by method,
     in the process that made it (the sender's child, a worker, the server): `/metrics`
-    shows the count wherever it is served. The use cases that talk through the port
-    wrap it with `counted` first."""
+    shows the count wherever it is served. The composition root wraps the Slack
+    implementation in it, so every use case that talks through the port counts."""
 
     def __init__(self, ctx: Context, inner: Notifications) -> None:
         self.ctx = ctx
@@ -138,8 +138,3 @@ class Counted:
                 metrics.count_slack_failure(session, method, self.ctx.clock.now())
         except StoreUnavailable:
             log.warning("the failed Slack call %s could not be counted", method, exc_info=True)
-
-
-def counted(ctx: Context, notifications: Notifications) -> Notifications:
-    """`notifications` counting its failed calls (once, however often it is wrapped)."""
-    return notifications if isinstance(notifications, Counted) else Counted(ctx, notifications)

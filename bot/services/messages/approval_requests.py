@@ -14,7 +14,7 @@ import logging
 
 from bot.context import Context
 from bot.domain.approval import RequestState
-from bot.services.notifications import NotificationFailed, Notifications, Posted, counted
+from bot.services.notifications import NotificationFailed, Notifications, Posted
 from bot.services.recurring.views import Approval, ApprovalRequestView, Decided
 from bot.store import approvals, deliveries
 
@@ -54,7 +54,6 @@ async def sync_requests(ctx: Context, notifications: Notifications, only: int | 
     """
     if not notifications.connected:
         return 0
-    notifications = counted(ctx, notifications)
     done = 0
     for request_id in await asyncio.to_thread(_pending, ctx, only):
         channel, ts = await asyncio.to_thread(_location, ctx, request_id)

@@ -30,7 +30,7 @@ from bot.services.deliveries.views import (
     read_deployment,
     shown_key,
 )
-from bot.services.notifications import NotificationFailed, Notifications, counted
+from bot.services.notifications import NotificationFailed, Notifications
 from bot.store import deliveries, executions
 
 # A message whose send ended longer ago than this is left as it is.
@@ -48,7 +48,7 @@ class DeploymentFollower:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ctx = ctx
-        self.notifications = counted(ctx, notifications)
+        self.notifications = notifications
         self.min_interval = min_interval
         self.monotonic = monotonic
         self._last: dict[str, float] = {}
