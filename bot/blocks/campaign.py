@@ -1,4 +1,4 @@
-"""Replies to `/campaign` (SPEC section 9): help, list, prepare, history, roles, refusals.
+"""Replies to `/campaign` (SPEC section 9): help, list, prepare, history, audit, roles, refusals.
 
 These replies are ephemeral lists that can grow with the data (every delivery, every
 message a profile received), so each builder keeps within Slack's 50 blocks and
@@ -11,11 +11,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from bot.blocks import ids
 from bot.blocks.card import exclusions_text
 from bot.blocks.kit import (
     MAX_BLOCKS,
     Block,
     Message,
+    actions,
+    button,
     context,
     count,
     escape,
@@ -26,6 +29,8 @@ from bot.blocks.kit import (
     message,
     plural,
     section,
+    slack_date,
+    truncate,
     tz_name,
     utc_minute,
 )
@@ -34,6 +39,7 @@ from bot.domain.kpi import DASH
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.roles import Role, SubjectKind
 from bot.domain.schedule import ScheduleKind
+from bot.services.audit import AuditPage, AuditRecord
 from bot.services.deliveries.prepare import PreparationResult
 from bot.services.deliveries.views import DeliverySummary, HistoryEntry, Schedule
 from bot.services.roles import Grant
@@ -47,12 +53,17 @@ SUBCOMMANDS: tuple[tuple[str, str], ...] = (
         "target the audience, apply exclusions and check every message; nothing is sent",
     ),
     ("history <email>", "the messages a profile received, with their status, opens and clicks"),
+    (
+        "audit <ref> [page N]",
+        "who imported, prepared, confirmed, approved, paused or stopped it, and when",
+    ),
+    ("audit [page N]", "every entry of the audit trail (administration)"),
     ("roles list", "who holds which role (administration)"),
     ("roles grant @user ROLE", "grant a role to a user or a user group (administration)"),
     ("roles revoke @user ROLE", "revoke it (administration)"),
     ("help", "this list"),
 )
-USAGE_HINT = "list | status <ref> | prepare <ref> | history <email> | roles … | help"
+USAGE_HINT = "list | status <ref> | prepare <ref> | history <email> | audit [ref] | roles … | help"
 
 MAX_LISTED_ERRORS = 10
 MAX_LISTED_WARNINGS = 10
@@ -194,6 +205,115 @@ def history_blocks(email: str, rows: Sequence[HistoryEntry]) -> list[Block]:
     )
     blocks.append(context(f"{plural(len(rows), 'message')}, newest first; times in UTC."))
     return blocks
+
+
+# audit action -> what a person reads; an action not listed is shown as it is stored.
+AUDIT_VERBS: dict[str, str] = {
+    "delivery.create": "imported",
+    "delivery.update": "re-imported",
+    "prepare": "prepared",
+    "delivery.confirm": "confirmed",
+    "delivery.start": "started",
+    "delivery.pause": "paused",
+    "delivery.resume": "resumed",
+    "delivery.stop": "stopped",
+    "delivery.finish": "finished",
+    "delivery.fail": "failed",
+    "occurrence.run": "ran an occurrence of",
+    "approval.expired": "expired the approval request of",
+    "role.grant": "granted a role to",
+    "role.revoke": "revoked a role from",
+    "profiles.import": "imported profiles into",
+    "profile.unsubscribe": "unsubscribed",
+}
+# the choice of an approval click -> its verb
+_CHOICE_VERBS = {"approve": "approved", "skip": "skipped"}
+# detail keys worth a reader's eye, in the order they are shown
+_AUDIT_DETAIL = ("occurrence", "role", "to_deliver", "errors", "changed", "result", "reason")
+MAX_AUDIT_DETAIL = 200
+MAX_AUDIT_LINE = 600
+
+
+def _verb(record: AuditRecord) -> str:
+    if record.action == "approval.click":
+        choice = str(record.detail.get("choice", ""))
+        return _CHOICE_VERBS.get(choice, "clicked on the approval request of")
+    return AUDIT_VERBS.get(record.action, record.action)
+
+
+def _audit_detail(record: AuditRecord) -> str:
+    """The few facts of an entry that say what it did, escaped; the CLI has them all."""
+    parts: list[str] = []
+    moved = record.detail.get("from"), record.detail.get("to")
+    if all(isinstance(x, str) for x in moved):
+        parts.append(f"{moved[0]} → {moved[1]}")
+    for key in _AUDIT_DETAIL:
+        value = record.detail.get(key)
+        if value in (None, "", [], {}):
+            continue
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        parts.append(f"{key.replace('_', ' ')}: {truncate(str(value), MAX_AUDIT_DETAIL)}")
+    return escape(" · ".join(parts))
+
+
+def audit_line(record: AuditRecord, *, with_subject: bool = True) -> str:
+    """One entry: when, who, what, on what, and its few facts, each piece of data escaped."""
+    who = _granted_by(record.actor)
+    line = f"• {slack_date(record.at)} — {who} *{escape(_verb(record))}*"
+    if with_subject:
+        kind = "" if record.subject_kind == "delivery" else f"{escape(record.subject_kind)} "
+        line += f" {kind}`{escape(record.subject_ref)}`"
+    detail = _audit_detail(record)
+    if detail:
+        line += f" ({detail})"
+    return truncate(line, MAX_AUDIT_LINE)
+
+
+def _audit_pager(page: AuditPage) -> list[Block]:
+    buttons = []
+    if page.page > 1:
+        value = ids.audit_page_value(page.ref, page.page - 1, page.upto)
+        buttons.append(button("Newer", ids.AUDIT_NEWER, value))
+    if page.has_older:
+        value = ids.audit_page_value(page.ref, page.page + 1, page.upto)
+        buttons.append(button("More", ids.AUDIT_OLDER, value, style="primary"))
+    return [actions(buttons, ids.AUDIT_PAGES_BLOCK)] if buttons else []
+
+
+def audit_blocks(page: AuditPage) -> list[Block]:
+    """`/campaign audit [ref] [page N]`: one page of the trail, newest first.
+
+    A page is `PAGE_SIZE` entries, one line each, packed into sections, so that with
+    the header, the footer and the pager it stays far inside Slack's 50 blocks. The
+    pager's buttons carry the page and the entry the first page was read at.
+    """
+    title = f"Audit — {page.ref}" if page.ref is not None else "Audit — every entry"
+    blocks: list[Block] = [header(title)]
+    if not page.records:
+        whose = f" for `{escape(page.ref)}`" if page.ref is not None else ""
+        more = f" on page {page.page:,}" if page.total else ""
+        blocks.append(section(f"No audit entry{whose}{more}."))
+        return blocks
+    lines = [audit_line(r, with_subject=page.ref is None) for r in page.records]
+    blocks += line_sections(
+        lines, room=MAX_BLOCKS - len(blocks) - 2, more="…and {n} more entries on this page."
+    )
+    first = (page.page - 1) * page.size + 1
+    last = first + len(page.records) - 1
+    command = f"/campaign audit {escape(page.ref) + ' ' if page.ref else ''}page N"
+    blocks.append(
+        context(
+            f"Page {page.page:,} of {page.pages:,}: entries {first:,}–{last:,} of "
+            f"{page.total:,}, newest first. `{command}` shows another page."
+        )
+    )
+    return blocks + _audit_pager(page)
+
+
+def audit_message(page: AuditPage) -> Message:
+    whose = escape(page.ref) if page.ref is not None else "every subject"
+    return message(f"Audit of {whose}, page {page.page:,}", audit_blocks(page))
 
 
 def _subject(grant: Grant) -> str:

@@ -30,6 +30,8 @@ RESUME = "resume_send"
 STOP = "stop_send"
 APPROVE_OCCURRENCE = "approve_occurrence"  # approval request of a recurring delivery
 SKIP_OCCURRENCE = "skip_occurrence"
+AUDIT_OLDER = "audit_older"  # `/campaign audit`: the next page (older entries)
+AUDIT_NEWER = "audit_newer"  # and the one before it
 ACTION_IDS = (
     CONFIRM_SEND,
     PICK_DELIVERY,
@@ -39,6 +41,8 @@ ACTION_IDS = (
     STOP,
     APPROVE_OCCURRENCE,
     SKIP_OCCURRENCE,
+    AUDIT_OLDER,
+    AUDIT_NEWER,
 )
 
 # Block ids of the blocks that hold those elements (stable across chat.update).
@@ -49,6 +53,7 @@ DEPLOYMENT_KPIS_BLOCK = "deployment_kpis"
 DEPLOYMENT_ACTIONS_BLOCK = "deployment_actions"
 APPROVAL_ACTIONS_BLOCK = "approval_actions"
 APPROVAL_DECISION_BLOCK = "approval_decision"
+AUDIT_PAGES_BLOCK = "audit_pages"
 
 # Key under which an approval button carries its occurrence (the execution key).
 OCCURRENCE_KEY = "occurrence"
@@ -112,3 +117,27 @@ def parse_button_value(value: Any) -> dict[str, Any]:
     if not isinstance(ref, str) or not ref.strip():
         raise ValueError("the button value names no delivery (no `ref`)")
     return data
+
+
+def audit_page_value(ref: str | None, page: int, upto: int) -> str:
+    """The value of an audit pager's button: whose trail (None: all), which page, as of when.
+
+    No permission rides on it: the page is read as the clicker, with their roles then.
+    """
+    return json.dumps({"audit": ref, "page": page, "upto": upto}, separators=(",", ":"))
+
+
+def parse_audit_page_value(value: Any) -> tuple[str | None, int, int]:
+    """What `audit_page_value` encoded; ValueError for anything else."""
+    try:
+        data = json.loads(value) if isinstance(value, str) else None
+    except json.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise ValueError("the button value is not an audit page")
+    ref, page, upto = data.get("audit"), data.get("page"), data.get("upto")
+    if (ref is not None and not isinstance(ref, str)) or not isinstance(page, int):
+        raise ValueError("the button value is not an audit page")
+    if not isinstance(upto, int) or isinstance(page, bool) or isinstance(upto, bool):
+        raise ValueError("the button value is not an audit page")
+    return ref, page, upto

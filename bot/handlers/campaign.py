@@ -1,4 +1,4 @@
-"""`/campaign` subcommands: list, status, prepare, history, roles, help.
+"""`/campaign` subcommands: list, status, prepare, history, audit, roles, help.
 
 Each subcommand is a row of `SUBCOMMANDS`: its name, how many words follow it, and
 the coroutine that answers; anything else gets the help. Permissions are the use
@@ -15,7 +15,9 @@ from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
 
+from bot.blocks import ids
 from bot.blocks.campaign import (
+    audit_message,
     help_message,
     history_message,
     list_message,
@@ -31,10 +33,13 @@ from bot.domain.roles import Actor
 from bot.handlers.deps import HandlerDeps, actor_of, deps_of
 from bot.handlers.replies import refuse, send
 from bot.services import roles
+from bot.services.audit import audit_page
 from bot.services.deliveries import views
 from bot.services.deliveries.prepare import prepare_delivery
 
 ROLES_USAGE = "Usage: `/campaign roles list|grant @user ROLE|revoke @user ROLE`"
+AUDIT_USAGE = "Usage: `/campaign audit [delivery-ref] [page N]` — without a ref, every entry."
+AUDIT_OUT_OF_DATE = "This button is out of date: run `/campaign audit` again."
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,46 @@ async def _roles(r: Request) -> None:
         raise DomainError(ROLES_USAGE)
 
 
+def _audit_args(args: list[str]) -> tuple[str | None, int]:
+    """`[ref] [page N]`: the ref (None: the whole trail) and the page, from 1."""
+    ref: str | None = None
+    rest = args
+    if rest and rest[0].lower() != "page":
+        ref, rest = rest[0], rest[1:]
+    if not rest:
+        return ref, 1
+    if len(rest) == 2 and rest[0].lower() == "page" and rest[1].isdigit() and int(rest[1]) > 0:
+        return ref, int(rest[1])
+    raise DomainError(AUDIT_USAGE)
+
+
+async def _audit(r: Request) -> None:
+    ref, page = _audit_args(r.args)
+    found = await r.deps.call(audit_page, r.deps.ctx, r.actor, ref=ref, page=page)
+    await r.reply(audit_message(found))
+
+
+async def audit_page_clicked(
+    ack: AsyncAck, action: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+) -> None:
+    """**More** or **Newer** under an audit page: that page replaces it, read as the clicker."""
+    await ack()
+    deps = deps_of(context)
+    try:
+        ref, page, upto = ids.parse_audit_page_value(action.get("value"))
+    except ValueError:
+        await refuse(respond, AUDIT_OUT_OF_DATE)
+        return
+    try:
+        found = await deps.call(
+            audit_page, deps.ctx, actor_of(context), ref=ref, page=page, upto=upto
+        )
+    except DomainError as exc:
+        await refuse(respond, str(exc))
+        return
+    await send(respond, audit_message(found), replace=True)
+
+
 async def _help(r: Request) -> None:
     await r.reply(help_message())
 
@@ -98,6 +143,7 @@ SUBCOMMANDS: dict[str, tuple[int | None, Answer]] = {
     "status": (1, _status),
     "prepare": (1, _prepare),
     "history": (1, _history),
+    "audit": (None, _audit),
     "roles": (None, _roles),
 }
 

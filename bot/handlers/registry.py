@@ -21,3 +21,5 @@ def register(app: AsyncApp, deps: HandlerDeps) -> None:
     app.action(ids.STOP)(deployment.stop_clicked)
     app.action(ids.APPROVE_OCCURRENCE)(approval.approve_clicked)
     app.action(ids.SKIP_OCCURRENCE)(approval.skip_clicked)
+    app.action(ids.AUDIT_OLDER)(campaign.audit_page_clicked)
+    app.action(ids.AUDIT_NEWER)(campaign.audit_page_clicked)

@@ -1,8 +1,9 @@
 """The audit trail, read back: who imported, prepared, confirmed, paused, approved, granted.
 
 The entries are written in the transaction of each act (`store.audit.record`); this is
-where a person reads them (`python -m bot audit list`). Reading the whole trail, every
-subject's, is an administrator's; a delivery's own trail is for whoever may see it.
+where a person reads them (`python -m bot audit list`, `/campaign audit`). Reading the
+whole trail, every subject's, is an administrator's; a delivery's own trail is for
+whoever may see it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bot.domain.roles import Actor, Permission
 from bot.store import audit
 
 MAX_ENTRIES = 10_000
+PAGE_SIZE = 25  # entries on one page of `/campaign audit`: a Slack message holds 50 blocks
 
 
 @dataclass(frozen=True)
@@ -53,3 +55,50 @@ def audit_trail(
             AuditRecord(r.at, r.actor, r.action, r.subject_kind, r.subject_ref, dict(r.detail))
             for r in rows
         ]
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """Page `page` (from 1) of a trail, newest first: `ref`'s, or every subject's (None).
+
+    `upto` is the newest entry of the trail when its first page was read; the next
+    pages are read as of it, so that an act recorded meanwhile shifts nothing.
+    """
+
+    ref: str | None
+    page: int
+    size: int
+    total: int
+    upto: int
+    records: list[AuditRecord]
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.size))
+
+    @property
+    def has_older(self) -> bool:
+        return self.page < self.pages
+
+
+def audit_page(
+    ctx: Context,
+    actor: Actor,
+    *,
+    ref: str | None = None,
+    page: int = 1,
+    upto: int | None = None,
+    size: int = PAGE_SIZE,
+) -> AuditPage:
+    """A page of the trail for a person in Slack, with the same role rules as `audit_trail`."""
+    actor.require(Permission.VIEW_ALL_LOGS if ref is None else Permission.VIEW_DELIVERIES)
+    page = max(1, page)
+    with ctx.sessions() as s:
+        rows, total, upto = audit.newest(
+            s, ref=ref, upto=upto, offset=(page - 1) * size, limit=size
+        )
+        records = [
+            AuditRecord(r.at, r.actor, r.action, r.subject_kind, r.subject_ref, dict(r.detail))
+            for r in rows
+        ]
+    return AuditPage(ref, page, size, total, upto, records)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from bot.store.models import AuditEntry
@@ -45,3 +45,20 @@ def entries(
         query = query.where(AuditEntry.at >= since)
     latest = list(session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))
     return latest[::-1]
+
+
+def newest(
+    session: Session, *, ref: str | None, upto: int | None, offset: int, limit: int
+) -> tuple[list[AuditEntry], int, int]:
+    """One page of the trail, newest first, as of entry `upto`; the total and `upto`.
+
+    Pages are cut below the newest entry when the first page was read (`upto`), so
+    entries written while someone pages through do not shift page 2 by a few rows.
+    """
+    about = [AuditEntry.subject_ref == ref] if ref is not None else []
+    if upto is None:
+        upto = session.scalar(select(func.max(AuditEntry.id)).where(*about)) or 0
+    where = [AuditEntry.id <= upto, *about]
+    total = session.scalar(select(func.count()).select_from(AuditEntry).where(*where)) or 0
+    query = select(AuditEntry).where(*where).order_by(AuditEntry.id.desc())
+    return list(session.scalars(query.offset(offset).limit(limit))), total, upto

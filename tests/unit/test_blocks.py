@@ -26,6 +26,7 @@ from bot.blocks import ids
 from bot.blocks.approval import approval_request
 from bot.blocks.campaign import (
     SUBCOMMANDS,
+    audit_message,
     error_blocks,
     help_blocks,
     history_blocks,
@@ -46,6 +47,7 @@ from bot.domain.logs import FailureType, LogStatus
 from bot.domain.preparation import PreparationError, PreparationWarning
 from bot.domain.roles import Role, SubjectKind
 from bot.domain.schedule import Aggregation, ScheduleKind
+from bot.services.audit import AuditPage, AuditRecord
 from bot.services.deliveries.prepare import PreparationResult
 from bot.services.deliveries.views import (
     Card,
@@ -405,7 +407,8 @@ def test_action_ids_are_the_ones_handlers_and_manifest_share() -> None:
     assert ids.APPROVE_OCCURRENCE == "approve_occurrence"
     assert ids.SKIP_OCCURRENCE == "skip_occurrence"
     assert ids.COMMANDS == ("/confirm-send", "/campaign")
-    assert len(set(ids.ACTION_IDS)) == len(ids.ACTION_IDS) == 8
+    assert (ids.AUDIT_OLDER, ids.AUDIT_NEWER) == ("audit_older", "audit_newer")
+    assert len(set(ids.ACTION_IDS)) == len(ids.ACTION_IDS) == 10
 
 
 def test_a_button_acting_on_a_delivery_carries_its_bare_ref() -> None:
@@ -814,13 +817,15 @@ def test_help_lists_every_subcommand_with_its_usage() -> None:
         "status &lt;ref&gt;",
         "prepare &lt;ref&gt;",
         "history &lt;email&gt;",
+        "audit &lt;ref&gt; [page N]",
+        "audit [page N]",
         "roles list",
         "roles grant @user ROLE",
         "roles revoke @user ROLE",
         "help",
     ):
         assert f"`/campaign {usage}`" in text
-    assert len(SUBCOMMANDS) == 8
+    assert len(SUBCOMMANDS) == 10
     assert "start-deliveries" in text
 
 
@@ -1153,3 +1158,23 @@ def test_builders_do_not_change_their_input() -> None:
     delivery_picker(rows)
     list_blocks(rows)
     assert (d, p, view, rows) == before
+
+
+def test_an_audit_page_stays_within_slacks_limits_and_escapes_its_data() -> None:
+    at = datetime(2026, 11, 24, 9, tzinfo=UTC)
+    long = "<!channel> " + "x" * 5000
+    records = [
+        AuditRecord(at, "U0ANN", "delivery.fail", "delivery", "promo", {"reason": long})
+        for _ in range(25)
+    ]
+    page = AuditPage(None, 2, 25, 80, 99, records)
+    built = audit_message(page)
+    check_message(built)
+    text = all_text(built["blocks"])
+    assert "<!channel>" not in text and "&lt;!channel&gt;" in text
+    assert {ids.AUDIT_OLDER, ids.AUDIT_NEWER} <= set(by_action(built["blocks"]))
+    assert ids.parse_audit_page_value(by_action(built["blocks"])[ids.AUDIT_OLDER]["value"]) == (
+        None,
+        3,
+        99,
+    )
