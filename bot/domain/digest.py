@@ -98,3 +98,15 @@ def kpi_change(current: Kpis, previous: Kpis | None) -> KpiChange | None:
         open_rate=_points(current.open_rate, previous.open_rate),
         click_through_rate=_points(current.click_through_rate, previous.click_through_rate),
     )
+
+
+def rates_due_since(now: datetime, digest_slot: datetime | None) -> datetime:
+    """The instant open and click rates must have been recounted at or after, at `now`.
+
+    The start of the current hour (UTC), or the latest digest slot when it is later (a
+    `DIGEST_TIMEZONE` half an hour off UTC): a refresh at 08:35 is redone at 09:00, not
+    at 09:35, and since the due work refreshes before it builds the digest, a digest's
+    rates are never older than its slot.
+    """
+    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return max(hour, digest_slot) if digest_slot is not None else hour

@@ -13,7 +13,8 @@ the second time, and an instant missed while the process was down is caught up o
    ingested (`services.outcomes.mailbox`), before the expiry below, so a late
    bounce resolves its log with its own reason;
 6. executions whose validity period has ended resolve every open log (SPEC section 6);
-7. open rate and click-through rate are refreshed, hourly per execution;
+7. open rate and click-through rate are recounted once per hour boundary (and per
+   digest slot, `domain.digest.rates_due_since`), before step 8 builds the digest;
 8. the KPI digest of the latest `DIGEST_CRON` slot is posted, once (`services.digest`);
 9. Deployment messages that Slack missed (it was down when the state changed) are
    posted again from the database (`DeploymentFollower.reconcile`).

@@ -130,12 +130,13 @@ def to_deliver_of(session: Session, execution_id: int) -> int:
     return int(value or 0)
 
 
-def refresh_rates(session: Session, now: datetime, period: timedelta) -> int:
-    """Recount unique openers and clickers of the executions due (once a `period` each).
+def refresh_rates(session: Session, since: datetime, now: datetime, period: timedelta) -> int:
+    """Recount unique openers and clickers of the executions not recounted since `since`.
 
-    Those still inside their validity period (or just out of it), not refreshed for a
-    period: a tick every few seconds costs one indexed query when nothing is due.
-    Rows locked by a concurrent refresh are skipped, not waited for.
+    `since` is the boundary the rates must be fresh from (`domain.digest.rates_due_since`);
+    those still inside their validity period, or out of it for less than a `period`, get
+    one last recount. A tick every few seconds costs one indexed query when nothing is
+    due. Rows locked by a concurrent refresh are skipped, not waited for.
     """
     due = list(
         session.scalars(
@@ -143,9 +144,8 @@ def refresh_rates(session: Session, now: datetime, period: timedelta) -> int:
             .join(Execution, Execution.id == KpiCounter.execution_id)
             .where(
                 Execution.started_at.is_not(None),
-                Execution.validity_ends_at > now - period,
-                (KpiCounter.rates_refreshed_at.is_(None))
-                | (KpiCounter.rates_refreshed_at <= now - period),
+                Execution.validity_ends_at > since - period,
+                (KpiCounter.rates_refreshed_at.is_(None)) | (KpiCounter.rates_refreshed_at < since),
             )
             .with_for_update(skip_locked=True)
         )

@@ -29,6 +29,7 @@ from bot.bootstrap import Root, bootstrap
 from bot.context import Context
 from bot.domain.roles import Role
 from bot.engine.transports.maildir import MaildirTransport
+from bot.feedback.events import FeedbackEvent, FeedbackKind
 from bot.notify.slack import SlackNotifications
 from bot.notify.slack_client import make_client
 from bot.services.deliveries.lifecycle import confirm_send
@@ -37,6 +38,7 @@ from bot.services.digest import DigestReport, run_digest
 from bot.services.imports.deliveries import import_deliveries
 from bot.services.imports.profiles import import_profiles
 from bot.services.notifications import Unconnected
+from bot.services.outcomes.ingest import ingest
 from bot.store.models import (
     Audience,
     Delivery,
@@ -45,6 +47,7 @@ from bot.store.models import (
     DigestSnapshot,
     Execution,
     KpiCounter,
+    SendingLog,
 )
 
 CHANNEL = "C0KPI"
@@ -667,3 +670,84 @@ def test_cron_and_times_read_in_the_digest_time_zone(
     ctx.clock.advance(timedelta(minutes=1))  # type: ignore[attr-defined]
     assert digest(ctx).slot == T0 + timedelta(hours=23)
     assert len(mock_slack.api_calls("chat.postMessage")) == 2
+
+
+def _sent_promo(ctx: Context, tmp_path: Path, monkeypatch: Any) -> Any:
+    """Six messages relayed through the real pipeline; the due work's runner back."""
+    from bot.services import digest as module
+
+    monkeypatch.setattr(module, "PART_INTERVAL", 0.0)
+    csv = tmp_path / "p.csv"
+    csv.write_text("email\n" + "".join(f"b{i}@x.example\n" for i in range(6)))
+    import_profiles(ctx, CLI, csv, "buyers")
+    yml = tmp_path / "d.yml"
+    yml.write_text(
+        "- ref: promo\n  name: Promo\n  audience: buyers\n  from: news@shop.example\n"
+        "  subject: Hi\n  text: Hello\n"
+    )
+    import_deliveries(ctx, CLI, yml)
+    prepare_delivery(ctx, CLI, "promo")
+    confirm_send(ctx, as_user("U0ALICE", [Role.START_DELIVERIES]), "promo")
+
+    def due() -> Any:
+        return due_now(
+            ctx, lambda: MaildirTransport(tmp_path / "outbox"), make_client(ctx.settings)
+        )
+
+    return due
+
+
+def _open(ctx: Context, event_id: str) -> None:
+    with ctx.sessions() as s:
+        log_id = s.scalars(select(SendingLog.id).order_by(SendingLog.id)).first()
+    ingest(
+        ctx,
+        [
+            FeedbackEvent(
+                kind=FeedbackKind.OPEN, source="generic", source_event_id=event_id, log_id=log_id
+            )
+        ],
+    )
+
+
+def _latest_row(mock: MockSlack, ref: str) -> str:
+    post = mock.api_calls("chat.postMessage")[-1]
+    return next(t for t in texts(post.body) if f"`{ref}`" in t)
+
+
+def test_rates_are_recounted_at_the_hour_boundary_before_its_digest(
+    digest_services: Context, mock_slack: MockSlack, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Recounted at 09:35, an open at 09:50: the digest of 10:00 counts it (not at 10:35)."""
+    ctx = digest_services
+    ctx.clock.advance(timedelta(minutes=35))  # type: ignore[attr-defined]
+    due = _sent_promo(ctx, tmp_path, monkeypatch)
+    first = due()
+    assert first.indicators_refreshed == 1 and first.digest.status == "posted"
+    assert "Open rate *0 %*" in _latest_row(mock_slack, "promo")
+    ctx.clock.advance(timedelta(minutes=15))  # type: ignore[attr-defined]
+    _open(ctx, "o-1")
+    assert due().indicators_refreshed == 0, "not again inside the hour"
+    ctx.clock.advance(timedelta(minutes=10, seconds=5))  # type: ignore[attr-defined]
+    report = due()
+    assert report.indicators_refreshed == 1
+    assert report.digest.status == "posted" and report.digest.slot == T0 + timedelta(hours=1)
+    assert "Open rate *16.67 %*" in _latest_row(mock_slack, "promo")
+    assert due().indicators_refreshed == 0, "once per boundary"
+
+
+def test_rates_are_recounted_for_a_digest_slot_off_the_hour(
+    digest_services: Context, mock_slack: MockSlack, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A digest at half past (Asia/Kolkata) gets rates of its slot, not of the hour before."""
+    ctx = digest_services.with_settings(digest_timezone="Asia/Kolkata")
+    ctx.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]
+    due = _sent_promo(ctx, tmp_path, monkeypatch)
+    assert due().indicators_refreshed == 1  # 09:05 UTC; the slot of 08:30 UTC posted
+    ctx.clock.advance(timedelta(minutes=10))  # type: ignore[attr-defined]
+    _open(ctx, "o-1")
+    ctx.clock.advance(timedelta(minutes=15, seconds=5))  # type: ignore[attr-defined]
+    report = due()  # 09:30:05 UTC: the slot of 15:00 in Kolkata
+    assert report.digest.status == "posted" and report.digest.slot == T0 + timedelta(minutes=30)
+    assert report.indicators_refreshed == 1
+    assert "Open rate *16.67 %*" in _latest_row(mock_slack, "promo")
