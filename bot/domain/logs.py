@@ -19,7 +19,11 @@ Rules that make late, repeated and out-of-order feedback safe:
 * a hard bounce is final: nothing after it changes the log (a late "delivered"
   never revives it);
 * every event applied twice in a row has the effect of applying it once;
-* once the validity period has ended (`EXPIRED`), nothing changes the log.
+* once the validity period has ended (`EXPIRED`), nothing changes the log;
+* a delivery reported outranks a soft bounce that arrives after it, in both modes,
+  so "delivered" and a late soft bounce end in the same state whichever comes first
+  (without EFS the log remembers the report in `delivered`: Sent alone says only that
+  the relay took the message).
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ class LogState:
     status: LogStatus = LogStatus.QUEUED
     failure: FailureType | None = None
     final: bool = False  # the validity period ended or retries ran out
+    # The MTA reported delivery since the last relay. With EFS, Sent already says so;
+    # without EFS a relayed message is Sent at once, so only this tells the two apart.
+    delivered: bool = False
 
     @property
     def relayed(self) -> bool:
@@ -125,16 +132,22 @@ def _standard(state: LogState, event: Event) -> LogState:
         return common
     soft = state.failure is FailureType.SOFT
     match event:
-        case Event.RELAYED | Event.DELIVERED:
+        case Event.RELAYED:
             return LogState(LogStatus.SENT)
+        case Event.DELIVERED:
+            return LogState(LogStatus.SENT, delivered=True)
         case Event.SOFT_BOUNCE:
+            # A delivery already reported outranks a soft bounce that arrives late, as
+            # with EFS: it must not send the message again.
+            if state.delivered:
+                return state
             return LogState(LogStatus.SENT, FailureType.SOFT)
         case Event.RETRY_FAILED:
             return LogState(LogStatus.FAILED, FailureType.SOFT, final=True) if soft else state
         case Event.EXPIRED:
             if soft:
                 return LogState(LogStatus.FAILED, FailureType.SOFT, final=True)
-            return LogState(state.status, state.failure, final=True)
+            return LogState(state.status, state.failure, final=True, delivered=state.delivered)
     return state
 
 
@@ -149,7 +162,7 @@ def _efs(state: LogState, event: Event) -> LogState:
             # A retry relayed after a soft bounce stays Failed until it is reported.
             return LogState(LogStatus.PENDING) if st is LogStatus.QUEUED else state
         case Event.DELIVERED:
-            return LogState(LogStatus.SENT)
+            return LogState(LogStatus.SENT, delivered=True)
         case Event.SOFT_BOUNCE:
             # A delivery already reported outranks a soft bounce that arrives late.
             if st is LogStatus.SENT:
@@ -163,7 +176,7 @@ def _efs(state: LogState, event: Event) -> LogState:
             if st is LogStatus.PENDING:
                 # No report before the period ended: unresolved becomes Failed.
                 return LogState(LogStatus.FAILED, FailureType.SOFT, final=True)
-            return LogState(state.status, state.failure, final=True)
+            return LogState(state.status, state.failure, final=True, delivered=state.delivered)
     return state
 
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -259,6 +260,8 @@ class SendingLog(Base):
     failure_type: Mapped[FailureType | None] = mapped_column(vocabulary(FailureType, 8))
     failure_reason: Mapped[FailureReason | None] = mapped_column(vocabulary(FailureReason, 40))
     final: Mapped[bool] = mapped_column(Boolean, default=False)
+    # A delivery was reported since the last relay (`domain.logs.LogState.delivered`).
+    delivered: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     next_retry_at: Mapped[datetime | None]
     # Relay claim: set atomically by a sender before relaying, so two never relay one log.

@@ -44,23 +44,27 @@ _READ = (
     SendingLog.status,
     SendingLog.failure_type,
     SendingLog.final,
+    SendingLog.delivered,
     SendingLog.failure_reason,
     SendingLog.relayed_at,
     SendingLog.smtp_status,
     SendingLog.diagnostic,
     SendingLog.updated_at,
     SendingLog.event_at,
+    SendingLog.next_retry_at,
 )
 _WRITTEN = (
     "status",
     "failure_type",
     "final",
+    "delivered",
     "failure_reason",
     "relayed_at",
     "smtp_status",
     "diagnostic",
     "updated_at",
     "event_at",
+    "next_retry_at",
 )
 _LOGS = table(SendingLog)
 _WRITE = (
@@ -72,7 +76,7 @@ _WRITE = (
 
 def _state(log: dict[str, Any]) -> LogState:
     failure = FailureType(log["failure_type"]) if log["failure_type"] else None
-    return LogState(LogStatus(log["status"]), failure, bool(log["final"]))
+    return LogState(LogStatus(log["status"]), failure, bool(log["final"]), bool(log["delivered"]))
 
 
 def _health_effect(event: Event, changed: bool, before: LogState) -> str | None:
@@ -124,11 +128,16 @@ def _write_event(
         log["status"] = after.status
         log["failure_type"] = after.failure
         log["final"] = after.final
+        log["delivered"] = after.delivered
         if after.failure in (FailureType.HARD, FailureType.SOFT) and e.reason:
             log["failure_reason"] = e.reason
         elif after.failure is None:
             log["failure_reason"] = None
         log["updated_at"] = now
+        if before.failure is FailureType.SOFT and after.failure is not FailureType.SOFT:
+            # Resolved (delivered, hard-bounced, spent): no retry is due any more, so
+            # "soft bounce, then delivered" leaves the row as "delivered, then soft".
+            log["next_retry_at"] = None
     if e.event is Event.RELAYED and log["relayed_at"] is None:
         log["relayed_at"] = now
     if e.smtp_status or e.diagnostic:

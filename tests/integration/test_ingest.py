@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from scenario import CLI, as_user, detail_json, due_now
 from sqlalchemy import func, select
 
@@ -118,3 +119,35 @@ def test_the_same_batch_posted_twice_at_once_applies_once(ctx: Context, tmp_path
     assert (k["sent"], k["delivered_pct"]) == (4, 100.0)
     with ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(TrackingLog)) == len(logs)
+
+
+@pytest.mark.parametrize("efs", [False, True], ids=["without EFS", "with EFS"])
+def test_delivered_and_a_late_soft_bounce_end_alike_in_either_order(
+    ctx: Context, tmp_path: Path, efs: bool
+) -> None:
+    """Delivered then a late soft bounce (a) ends as the other order (b): no retry, and
+    the message does not go out again. Without EFS the late soft bounce used to mark the
+    log for a retry."""
+    logs = sent(ctx, tmp_path, efs=efs)
+    a, b = logs["a@x.example"].id, logs["b@x.example"].id
+    soft = {"reason": "mailbox full", "smtp_status": "4.2.2"}
+    ingest(ctx, [ev(FeedbackKind.DELIVERED, "d-a", log_id=a)])
+    ingest(ctx, [ev(FeedbackKind.SOFT_BOUNCE, "s-b", log_id=b, **soft)])
+    ctx.clock.advance(timedelta(minutes=5))  # type: ignore[attr-defined]
+    ingest(ctx, [ev(FeedbackKind.SOFT_BOUNCE, "s-a", log_id=a, **soft)])
+    ingest(ctx, [ev(FeedbackKind.DELIVERED, "d-b", log_id=b)])
+
+    def state(log_id: int) -> tuple[object, ...]:
+        with ctx.sessions() as s:
+            lg = s.get(SendingLog, log_id)
+            assert lg is not None
+            return (lg.status, lg.failure_type, lg.failure_reason, lg.final, lg.next_retry_at)
+
+    assert state(a) == state(b) == ("sent", None, None, False, None)
+    outbox = tmp_path / "outbox" / "new"
+    before = len(list(outbox.iterdir()))
+    ctx.clock.advance(timedelta(hours=2))  # type: ignore[attr-defined]
+    assert due_now(ctx, lambda: MaildirTransport(tmp_path / "outbox")).retried == 0
+    assert len(list(outbox.iterdir())) == before
+    k = detail_json(ctx, "promo")["kpis"]
+    assert (k["sent"], k["bounces_errors_pct"]) == (4, 0.0)

@@ -127,7 +127,7 @@ class Scenario:
         with self.ctx.sessions() as s:
             lg = s.get(SendingLog, log_id)
             failure = FailureType(lg.failure_type) if lg.failure_type else None
-            return LogState(LogStatus(lg.status), failure, lg.final)
+            return LogState(LogStatus(lg.status), failure, lg.final, lg.delivered)
 
     def _log_event(self, event: Event) -> None:
         before = self.state
