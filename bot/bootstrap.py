@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 from bot.clock import Clock, SystemClock
 from bot.config import Settings, get_settings
 from bot.context import Context
+from bot.domain.roles import Actor
 from bot.engine.rate_limit import SharedBucket
 from bot.engine.transports import Transport, make_transport
 from bot.feedback.certificates import SnsCertificates
@@ -45,6 +46,7 @@ from bot.jobs.scheduler import Jobs
 from bot.notify.slack import SlackNotifications
 from bot.notify.slack_client import UsergroupDirectory, make_client
 from bot.services.messages.deployment import DeploymentFollower
+from bot.services.messages.home import HomeFollower
 from bot.services.notifications import Counted, Notifications, Unconnected
 from bot.store.db import make_engine, make_session_factory, upgrade
 from bot.store.send_lock import send_lock as store_send_lock
@@ -172,8 +174,9 @@ class BatchHook:
     the server's loop, once `bind` has told which loop that is.
     """
 
-    def __init__(self, follower: DeploymentFollower) -> None:
+    def __init__(self, follower: DeploymentFollower, home: HomeFollower | None = None) -> None:
         self.follower = follower
+        self.home = home
         self.loop: Any = None
 
     def bind(self, loop: Any) -> None:
@@ -185,6 +188,8 @@ class BatchHook:
         if self.loop is None or not self.loop.is_running():
             return  # the server is stopping: the next start's message shows the figures
         asyncio.run_coroutine_threadsafe(self.follower.refresh_execution(execution_id), self.loop)
+        if self.home is not None:
+            self.home.changed_threadsafe(self.loop)
 
 
 @dataclass
@@ -200,6 +205,7 @@ class Server:
     start_sender: bool = True
     metrics: dict[str, int] = field(default_factory=dict)
     certificates: SnsCertificates = field(default_factory=SnsCertificates)
+    home: HomeFollower | None = None  # the App Home tabs (Slack connected)
 
     @property
     def ctx(self) -> Context:
@@ -238,7 +244,14 @@ def build_server(
     """
     notifications = root.notifications()
     follower = DeploymentFollower(root.context, notifications)
-    batches = BatchHook(follower)
+    deps: HandlerDeps | None = None
+
+    async def actor_of(user: str) -> Actor:
+        assert deps is not None
+        return await deps.actor(user)
+
+    home = HomeFollower(root.context, notifications, actor_of) if root.slack_connected else None
+    batches = BatchHook(follower, home)
     # The scheduler ticks the runner; the runner itself only waits for kicks.
     runner: SendRunner | SendProcess | ServerQueue
     if root.job_engine and sender_process:
@@ -254,9 +267,11 @@ def build_server(
         runner = SendRunner(root.due_work(notifications, on_batch=batches), tick_seconds=None)
     jobs = Jobs(runner, tick_seconds=tick)
     groups = UsergroupDirectory(root.slack_client) if root.slack_connected else None
-    deps = HandlerDeps(root.context, runner.kick, follower, notifications, groups)
+    deps = HandlerDeps(root.context, runner.kick, follower, notifications, groups, home=home)
     slack = build_slack_app(root, deps)
-    return Server(root, slack, follower, batches, runner, jobs, start_sender=start_sender)
+    return Server(
+        root, slack, follower, batches, runner, jobs, start_sender=start_sender, home=home
+    )
 
 
 def sender_child(settings: Settings, conn: Connection, tick_seconds: float | None) -> None:

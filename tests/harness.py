@@ -153,6 +153,45 @@ def click_body(
     return urlencode({"payload": json.dumps(payload)})
 
 
+def home_click_body(action_id: str, value: str, user: str) -> str:
+    """A button clicked on the App Home tab: the container is the view, no response URL."""
+    payload = {
+        "type": "block_actions",
+        "team": {"id": "T1"},
+        "user": {"id": user, "name": user.lower()},
+        "api_app_id": "A1",
+        "token": "legacy",
+        "trigger_id": "1.2.3",
+        "container": {"type": "view", "view_id": f"V{user}"},
+        "view": {"id": f"V{user}", "type": "home", "blocks": []},
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": "b1",
+                "type": "button",
+                "value": value,
+                "action_ts": "1700000000.000001",
+            }
+        ],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def event_body(event: dict[str, Any]) -> str:
+    """An Events API callback as Slack posts it: JSON."""
+    return json.dumps(
+        {
+            "token": "legacy",
+            "team_id": "T1",
+            "api_app_id": "A1",
+            "type": "event_callback",
+            "event_id": f"Ev{time.time_ns()}",
+            "event_time": int(time.time()),
+            "event": event,
+        }
+    )
+
+
 class SlackClient:
     """Sends what Slack would send: form-encoded commands and `payload=` interactions."""
 
@@ -192,4 +231,16 @@ class SlackClient:
         headers = {**sign(body), **(extra_headers or {})}
         return post(
             f"{self.app.url}/slack/events", body, headers, "application/x-www-form-urlencoded"
+        )
+
+    def home_opened(self, user: str, tab: str = "home") -> tuple[int, str]:
+        """`app_home_opened`: `user` opened the app's Home (or Messages) tab."""
+        event = {"type": "app_home_opened", "user": user, "channel": "D0HOME", "tab": tab}
+        body = event_body({**event, "event_ts": f"{time.time():.6f}"})
+        return post(f"{self.app.url}/slack/events", body, sign(body), "application/json")
+
+    def home_click(self, action_id: str, value: str, user: str) -> tuple[int, str]:
+        body = home_click_body(action_id, value, user)
+        return post(
+            f"{self.app.url}/slack/events", body, sign(body), "application/x-www-form-urlencoded"
         )

@@ -175,6 +175,14 @@ class MockSlack:
             ]
             self.shared.extend(shared)
             return {"ok": True, "files": [{"id": f["id"], "title": f["title"]} for f in shared]}
+        if method == "views.publish":
+            view = call.body.get("view")
+            view = json.loads(view) if isinstance(view, str) else view
+            if not isinstance(view, dict) or view.get("type") != "home":
+                return {"ok": False, "error": "invalid_arguments"}
+            if len(view.get("blocks") or []) > 100:
+                return {"ok": False, "error": "invalid_blocks"}
+            return {"ok": True, "view": {"id": f"V{call.body.get('user_id')}", **view}}
         if method == "usergroups.users.list":
             group = call.body.get("usergroup", "")
             if group not in self.usergroups:
@@ -192,6 +200,15 @@ class MockSlack:
     def api_calls(self, method: str) -> list[Call]:
         with self.cond:
             return [c for c in self.calls if c.method == method]
+
+    def published(self, user: str) -> list[dict[str, Any]]:
+        """The Home views published for `user` (`views.publish`), oldest first."""
+        views = []
+        for call in self.api_calls("views.publish"):
+            if call.body.get("user_id") == user:
+                view = call.body.get("view")
+                views.append(json.loads(view) if isinstance(view, str) else view)
+        return views
 
     def responses(self) -> list[Call]:
         with self.cond:

@@ -89,7 +89,21 @@ def decision_line(
     return f":hourglass: Expired: {reason}. This occurrence is not sent."
 
 
-def _buttons(view: ApprovalRequestView, when: str) -> Block:
+def approval_buttons(
+    view: ApprovalRequestView, block_id: str = ids.APPROVAL_ACTIONS_BLOCK
+) -> Block:
+    """The request's **Confirm send** and **Skip this occurrence**, in an actions block.
+
+    The Home tab shows several requests in one view, where block ids must differ: it
+    passes one per request. The action ids stay the channel message's, so the same
+    listeners decide.
+    """
+    return _buttons(view, local_time(view.occurrence_at, view.timezone), block_id)
+
+
+def _buttons(
+    view: ApprovalRequestView, when: str, block_id: str = ids.APPROVAL_ACTIONS_BLOCK
+) -> Block:
     value = ids.button_value(view.ref, **{ids.OCCURRENCE_KEY: view.key})
     required = max(view.required, 1)
     approve = button(
@@ -108,7 +122,7 @@ def _buttons(view: ApprovalRequestView, when: str) -> Block:
         value,
         confirm=confirm_dialog("Skip this occurrence", skip_text(view.name, when), style="danger"),
     )
-    return actions([approve, skip], ids.APPROVAL_ACTIONS_BLOCK)
+    return actions([approve, skip], block_id)
 
 
 def approval_request(view: ApprovalRequestView) -> Message:

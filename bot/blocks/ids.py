@@ -1,7 +1,7 @@
 """Every id Slack sends back to us: slash commands, action ids, block ids, button values.
 
 Builders put these ids in messages, handlers listen on them and `manifest.yml` declares
-the commands; keeping them here means a rename cannot leave a button that nothing
+the commands and events; keeping them here means a rename cannot leave a button that nothing
 listens to. There are no modals or shortcuts, hence no callback ids.
 
 A button's `value` carries what the click acts on. A click is checked when it happens
@@ -20,6 +20,10 @@ from typing import Any
 CONFIRM_SEND_COMMAND = "/confirm-send"
 CAMPAIGN_COMMAND = "/campaign"
 COMMANDS = (CONFIRM_SEND_COMMAND, CAMPAIGN_COMMAND)
+
+# Events the app subscribes to (manifest.yml `settings.event_subscriptions.bot_events`).
+HOME_OPENED_EVENT = "app_home_opened"
+EVENTS = (HOME_OPENED_EVENT,)
 
 # Action ids of interactive elements.
 CONFIRM_SEND = "confirm_send"  # the card's Confirm send button (after the OK dialog)

@@ -109,6 +109,8 @@ def build_web_app(
             server.jobs.start()
 
     async def on_cleanup(app: web.Application) -> None:
+        if server.home is not None:
+            await server.home.close()
         server.jobs.shutdown()
         handler = app.get(SOCKET_MODE)
         if handler is not None:

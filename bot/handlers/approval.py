@@ -43,6 +43,7 @@ async def _clicked(
         return
     if decision.outcome is Result.APPROVED:
         deps.kick()
+    deps.changed()
     await send(respond, decision_message(decision))
     if decision.outcome is not Result.DECIDED:
         await sync_requests(deps.ctx, deps.notifications, only=decision.request_id)

@@ -68,6 +68,7 @@ async def _status(r: Request) -> None:
 async def _prepare(r: Request) -> None:
     await r.reply(preparing_message(r.args[0]))
     result = await r.deps.render(prepare_delivery, r.deps.ctx, r.actor, r.args[0])
+    r.deps.changed()
     await r.reply(prepare_result_message(result))
 
 

@@ -79,6 +79,7 @@ async def confirm_clicked(
         await refuse(respond, str(exc))
         return
     deps.kick()
+    deps.changed()
     outcome = await _outcome(deps, ref, moved)
     await send(respond, confirmed_message(actor.id, ref, outcome), replace=True)
 

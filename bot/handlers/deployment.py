@@ -38,6 +38,7 @@ async def _steer(
         return
     if kick:
         deps.kick()
+    deps.changed()
     await deps.deployments.refresh(ref, force=True)
 
 

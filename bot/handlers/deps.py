@@ -14,18 +14,21 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.context.respond.async_respond import AsyncRespond
 from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
+from slack_sdk.webhook import WebhookResponse
 
 from bot.context import Context
 from bot.domain.errors import DomainError
 from bot.domain.roles import Actor
 from bot.notify.slack_client import UsergroupDirectory
 from bot.services.messages.deployment import DeploymentFollower
+from bot.services.messages.home import HomeFollower
 from bot.services.notifications import Notifications
 from bot.services.roles import direct_roles_and_groups, roles_of
 
@@ -77,6 +80,12 @@ class HandlerDeps:
     notifications: Notifications
     groups: UsergroupDirectory | None = None  # for roles granted to user groups
     renders: RenderPool = field(default_factory=RenderPool)
+    home: HomeFollower | None = None  # the App Home tabs, when Slack is connected
+
+    def changed(self) -> None:
+        """Something the Home tabs show changed (a confirm, an approval, a pause)."""
+        if self.home is not None:
+            self.home.changed()
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a use case in a worker thread: they use the database synchronously."""
@@ -108,8 +117,42 @@ def actor_of(context: AsyncBoltContext) -> Actor:
     return actor
 
 
+class HomeRespond(AsyncRespond):
+    """`respond` for a click on the Home tab, which has no response URL to answer to.
+
+    A listener answers the clicker the same way wherever the button was (`replies`);
+    from the Home tab the answer is shown at the top of the clicker's tab, published
+    again with it, instead of an ephemeral message under a message that is not there.
+    """
+
+    def __init__(self, home: HomeFollower, user: str) -> None:
+        super().__init__(response_url=None)
+        self.home = home
+        self.user = user
+
+    async def __call__(self, text: str | dict[str, Any] = "", *args: Any, **kwargs: Any) -> Any:
+        said = text.get("text", "") if isinstance(text, dict) else text
+        self.home.notice(self.user, str(said or kwargs.get("text") or ""))
+        return WebhookResponse(url="", status_code=200, body="", headers={})
+
+
+def _from_home(body: dict[str, Any]) -> bool:
+    view = body.get("view")
+    container = body.get("container")
+    return (
+        isinstance(view, dict)
+        and view.get("type") == "home"
+        and isinstance(container, dict)
+        and container.get("type") == "view"
+    )
+
+
 class Caller(AsyncMiddleware):
-    """Puts the dependencies and the caller (with their roles, read now) into context."""
+    """Puts the dependencies and the caller (with their roles, read now) into context.
+
+    A click on the Home tab gets a `HomeRespond`, so that listeners answer it as they
+    answer a click anywhere else.
+    """
 
     def __init__(self, deps: HandlerDeps) -> None:
         self.deps = deps
@@ -124,4 +167,6 @@ class Caller(AsyncMiddleware):
         req.context[DEPS] = self.deps
         user = req.context.user_id
         req.context[ACTOR] = await self.deps.actor(user) if user else Actor("", frozenset())
+        if self.deps.home is not None and user and _from_home(req.body):
+            req.context["respond"] = HomeRespond(self.deps.home, user)
         return await next()

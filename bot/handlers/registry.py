@@ -1,11 +1,11 @@
-"""`register(app, deps)`: every listener on its command or action id, and the middleware."""
+"""`register(app, deps)`: every listener on its command, action id or event, and the middleware."""
 
 from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
 from bot.blocks import ids
-from bot.handlers import approval, campaign, confirm, deployment
+from bot.handlers import approval, campaign, confirm, deployment, home
 from bot.handlers.deps import Caller, HandlerDeps
 
 
@@ -23,3 +23,4 @@ def register(app: AsyncApp, deps: HandlerDeps) -> None:
     app.action(ids.SKIP_OCCURRENCE)(approval.skip_clicked)
     app.action(ids.AUDIT_OLDER)(campaign.audit_page_clicked)
     app.action(ids.AUDIT_NEWER)(campaign.audit_page_clicked)
+    app.event(ids.HOME_OPENED_EVENT)(home.home_opened)

@@ -12,16 +12,17 @@ from dataclasses import dataclass, field
 
 from bot.services.deliveries.views import DeploymentView
 from bot.services.digest_views import DigestChart, DigestPage
+from bot.services.home_views import HomeView
 from bot.services.notifications import NotificationFailed, Posted
 from bot.services.recurring.views import ApprovalRequestView
 
 
 @dataclass
 class Said:
-    kind: str  # deployment | approval | digest-page | digest-chart
-    channel: str
+    kind: str  # deployment | approval | digest-page | digest-chart | home
+    channel: str  # for a Home tab, the user's id
     ts: str
-    view: DeploymentView | ApprovalRequestView | DigestPage | DigestChart
+    view: DeploymentView | ApprovalRequestView | DigestPage | DigestChart | HomeView
     update: bool = False
 
 
@@ -64,3 +65,6 @@ class FakeNotifications:
         file_id = f"F{self._take()}"
         self.said.append(Said("digest-chart", channel, file_id, chart))
         return file_id
+
+    async def home(self, user: str, view: HomeView) -> None:
+        self.said.append(Said("home", user, self._take(), view))

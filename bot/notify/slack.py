@@ -19,9 +19,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks.approval import approval_request
 from bot.blocks.deployment import deployment_message
 from bot.blocks.digest import digest_message
+from bot.blocks.home import home_view
 from bot.notify.charts import kpi_chart_png
 from bot.services.deliveries.views import DeploymentView
 from bot.services.digest_views import DigestChart, DigestPage
+from bot.services.home_views import HomeView
 from bot.services.notifications import NotificationFailed, Posted
 from bot.services.recurring.views import ApprovalRequestView
 
@@ -106,3 +108,6 @@ class SlackNotifications:
         )
         file = resp.get("file") or {}
         return str(file.get("id") or "uploaded")
+
+    async def home(self, user: str, view: HomeView) -> None:
+        await _sent("views.publish", self.client.views_publish(user_id=user, view=home_view(view)))

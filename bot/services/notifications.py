@@ -20,6 +20,7 @@ from typing import Protocol, TypeVar
 from bot.context import Context
 from bot.services.deliveries.views import DeploymentView
 from bot.services.digest_views import DigestChart, DigestPage
+from bot.services.home_views import HomeView
 from bot.services.recurring.views import ApprovalRequestView
 from bot.store import metrics
 from bot.store.db import StoreUnavailable
@@ -74,6 +75,10 @@ class Notifications(Protocol):
         """Share the digest's chart; the file's id."""
         ...
 
+    async def home(self, user: str, view: HomeView) -> None:
+        """Publish `user`'s Home tab."""
+        ...
+
 
 class Unconnected:
     """Notifications when no chat is connected: nothing can be said, so callers wait."""
@@ -92,6 +97,9 @@ class Unconnected:
         raise NotificationFailed("Slack is not connected")
 
     async def digest_chart(self, channel: str, chart: DigestChart) -> str:
+        raise NotificationFailed("Slack is not connected")
+
+    async def home(self, user: str, view: HomeView) -> None:
         raise NotificationFailed("Slack is not connected")
 
 
@@ -122,6 +130,9 @@ class Counted:
 
     async def digest_chart(self, channel: str, chart: DigestChart) -> str:
         return await self._counting(self.inner.digest_chart(channel, chart))
+
+    async def home(self, user: str, view: HomeView) -> None:
+        await self._counting(self.inner.home(user, view))
 
     async def _counting(self, call: Awaitable[T]) -> T:
         try:

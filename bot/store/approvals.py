@@ -316,3 +316,14 @@ def open_requests(session: Session) -> list[tuple[str, str, datetime, int, int, 
         .order_by(ApprovalRequest.expires_at, ApprovalRequest.id)
     ).all()
     return [(r[0], r[1], r[2], int(r[3]), r[4], r[5]) for r in rows]
+
+
+def open_ids(session: Session) -> list[int]:
+    """The ids of every open request, the soonest deadline first (the Home tab's order)."""
+    return list(
+        session.scalars(
+            select(ApprovalRequest.id)
+            .where(ApprovalRequest.state == RequestState.OPEN)
+            .order_by(ApprovalRequest.expires_at, ApprovalRequest.id)
+        )
+    )

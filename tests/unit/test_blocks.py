@@ -36,6 +36,7 @@ from bot.blocks.campaign import (
 )
 from bot.blocks.card import delivery_card, delivery_picker
 from bot.blocks.deployment import deployment_message
+from bot.blocks.home import home_view
 from bot.blocks.kit import escape, truncate
 from bot.domain.approval import RequestState
 from bot.domain.exclusions import ExclusionReason
@@ -62,6 +63,7 @@ from bot.services.deliveries.views import (
     Schedule,
     SendingProgress,
 )
+from bot.services.home_views import HomeView
 from bot.services.recurring.views import Approval, ApprovalRequestView, Decided
 from bot.services.roles import Grant
 
@@ -1178,3 +1180,43 @@ def test_an_audit_page_stays_within_slacks_limits_and_escapes_its_data() -> None
         3,
         99,
     )
+
+
+def test_a_full_home_tab_stays_within_100_blocks_with_distinct_ids_and_escaped_data() -> None:
+    hostile = "<!channel> & *bold*"
+    requests = [approval_view(name=hostile, key=f"2026-11-{d:02d}") for d in range(1, 11)]
+    sending = [
+        DeploymentView(detail(name=hostile, state=DeliveryState.IN_PROGRESS), progress())
+        for _ in range(10)
+    ]
+    finished = [
+        DeploymentView(
+            detail(name=hostile, state=DeliveryState.FINISHED, finished_at=STARTED_AT), None
+        )
+        for _ in range(5)
+    ]
+    home = HomeView(
+        "U0ANN",
+        frozenset(Role),
+        ready=[row(f"r{i}", hostile) for i in range(10)],
+        approvals=requests,
+        sending=sending,
+        finished=finished,
+        more_ready=3,
+        notice=escape(hostile),
+    )
+    view = home_view(home)
+    assert view["type"] == "home" and len(view["blocks"]) <= 100
+    ids_seen = [b["block_id"] for b in view["blocks"] if "block_id" in b]
+    assert len(ids_seen) == len(set(ids_seen)), "block ids differ within a view"
+    text = all_text(view["blocks"])
+    assert "<!channel>" not in text and "&lt;!channel&gt; &amp; *bold*" in text
+    approve = [e for e in elements(view["blocks"]) if e["action_id"] == ids.APPROVE_OCCURRENCE]
+    assert len(approve) == 10, "the channel's action ids, so its listeners decide"
+    assert "…and 3 more ready to confirm." in text
+
+
+def test_a_viewer_without_a_role_sees_no_section() -> None:
+    view = home_view(HomeView("U0NOBODY", frozenset()))
+    text = all_text(view["blocks"])
+    assert "You hold no Greenlight role" in text and "Ready to confirm" not in text
