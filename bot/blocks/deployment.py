@@ -100,22 +100,36 @@ def is_relaying(state: DeliveryState, progress: SendingProgress | None) -> bool:
     return progress.queued > 0
 
 
-def kpi_source(detail: DeliveryDetail) -> tuple[str, Figures]:
+def shown_execution(detail: DeliveryDetail, follows: str | None = None) -> ExecutionView | None:
+    """The execution whose KPIs a recurring delivery's message shows: `follows` (an older
+    occurrence's own message), else the latest; None for a one-off delivery."""
+    if not (detail.recurrence and detail.executions):
+        return None
+    if follows is not None:
+        for e in detail.executions:
+            if e.key == follows:
+                return e
+    never = datetime.min.replace(tzinfo=UTC)
+
+    def order(e: ExecutionView) -> tuple[datetime, str]:
+        return (e.occurrence_at or e.started_at or never, e.key)
+
+    return max(detail.executions, key=order)
+
+
+def kpi_source(detail: DeliveryDetail, follows: str | None = None) -> tuple[str, Figures]:
     """Which figures the KPI block shows, and its title.
 
     A one-off delivery has one set of KPIs. A recurring one has one per execution
-    (SPEC section 4): the message shows the latest execution's.
+    (SPEC section 4): the message shows the latest execution's, or those of the older
+    occurrence it was posted for (`follows`).
     """
-    if detail.recurrence and detail.executions:
-        never = datetime.min.replace(tzinfo=UTC)
-
-        def order(e: ExecutionView) -> tuple[datetime, str]:
-            return (e.occurrence_at or e.started_at or never, e.key)
-
-        latest = max(detail.executions, key=order)
-        when = local_time(latest.occurrence_at, detail.recurrence.timezone)
-        return f"*Latest execution* — {when} ({escape(latest.state.value)})", latest.figures
-    return "*KPIs*", detail.figures
+    shown = shown_execution(detail, follows)
+    if shown is None or detail.recurrence is None:
+        return "*KPIs*", detail.figures
+    when = local_time(shown.occurrence_at, detail.recurrence.timezone)
+    title = "*Latest execution*" if follows is None else "*Execution*"
+    return f"{title} — {when} ({escape(shown.state.value)})", shown.figures
 
 
 def kpi_pairs(k: Kpis) -> list[tuple[str, str]]:
@@ -146,11 +160,17 @@ def stop_text(name: str, left: int) -> str:
 
 
 def steering_buttons(
-    detail: DeliveryDetail, progress: SendingProgress | None
+    detail: DeliveryDetail, progress: SendingProgress | None, follows: str | None = None
 ) -> list[dict[str, object]]:
-    """Compute stats always; Pause or Resume by state; Stop send until the send is over."""
+    """Compute stats always; Pause or Resume by state; Stop send until the send is over.
+
+    Compute stats of a recurring delivery names the execution its message shows, so a
+    click on an older occurrence's message updates that message, not only the latest.
+    """
     value = ids.button_value(detail.ref)
-    elements = [button("Compute stats", ids.COMPUTE_STATS, value)]
+    shown = shown_execution(detail, follows)
+    stats = ids.button_value(detail.ref, execution=shown.key) if shown else value
+    elements = [button("Compute stats", ids.COMPUTE_STATS, stats)]
     if detail.state is DeliveryState.IN_PROGRESS:
         elements.append(button("Pause", ids.PAUSE, value))
     elif detail.state is DeliveryState.PAUSED:
@@ -209,10 +229,11 @@ def deployment_message(view: DeploymentView) -> Message:
     failure = failure_line(detail)
     if failure:
         blocks.append(section(failure))
-    title, source = kpi_source(detail)
+    title, source = kpi_source(detail, view.follows)
     k = source.kpis
     blocks += field_sections(kpi_pairs(k), block_id=ids.DEPLOYMENT_KPIS_BLOCK, text=title)
-    blocks.append(actions(steering_buttons(detail, progress), ids.DEPLOYMENT_ACTIONS_BLOCK))
+    buttons = steering_buttons(detail, progress, view.follows)
+    blocks.append(actions(buttons, ids.DEPLOYMENT_ACTIONS_BLOCK))
     blocks.append(context(status_line(detail, view.now)))
     summary = f"Deployment — {escape(detail.name)}: {detail.state.value}, sent {count(k.sent)} of "
     summary += plural(k.to_deliver, "recipient")

@@ -38,7 +38,6 @@ async def _steer(
         return
     if kick:
         deps.kick()
-    deps.changed()
     await deps.deployments.refresh(ref, force=True)
 
 
@@ -64,7 +63,32 @@ async def stop_clicked(
 
 
 async def compute_stats_clicked(
-    ack: AsyncAck, action: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+    ack: AsyncAck,
+    action: dict[str, Any],
+    body: dict[str, Any],
+    respond: AsyncRespond,
+    context: AsyncBoltContext,
 ) -> None:
+    """Recount, then update the message clicked (an older occurrence's too) and the latest."""
     await ack()
-    await _steer(action, respond, context, compute_stats, kick=False)
+    deps = deps_of(context)
+    try:
+        value = ids.parse_button_value(action["value"])
+        ref = str(value["ref"])
+        await deps.call(compute_stats, deps.ctx, actor_of(context), ref)
+    except (DomainError, ValueError) as exc:
+        await refuse(respond, str(exc))
+        return
+    key = value.get("execution")
+    channel, ts = _clicked_message(body)
+    await deps.deployments.refresh_clicked(ref, str(key) if key else None, channel, ts)
+
+
+def _clicked_message(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Where the clicked button is: a channel message's channel and ts, or nothing (an
+    ephemeral reply such as `/campaign status`, which chat.update cannot reach)."""
+    container = body.get("container") or {}
+    if container.get("type") != "message" or container.get("is_ephemeral"):
+        return None, None
+    channel, ts = container.get("channel_id"), container.get("message_ts")
+    return (str(channel), str(ts)) if channel and ts else (None, None)

@@ -275,6 +275,9 @@ class DeploymentView:
     detail: DeliveryDetail
     progress: SendingProgress | None
     now: datetime | None = None
+    # The execution an older occurrence's message shows (its own Deployment message,
+    # kept when the next occurrence got one); None: the execution the delivery follows.
+    follows: str | None = None
 
     @property
     def shown_key(self) -> str:
@@ -425,10 +428,20 @@ def read_progress(session: Session, ref: str, now: datetime) -> SendingProgress:
     )
 
 
-def read_deployment(ctx: Context, ref: str) -> DeploymentView:
+def read_deployment(ctx: Context, ref: str, execution_key: str | None = None) -> DeploymentView:
+    """The Deployment message of `ref`; of its execution `execution_key` when that is an
+    older occurrence's message, which shows that execution's figures and no progress."""
     now = ctx.clock.now()
     with ctx.sessions() as s:
-        return DeploymentView(read_detail(s, ref), read_progress(s, ref, now), now)
+        detail = read_detail(s, ref)
+        current = detail.execution.key if detail.execution else None
+        older = next(
+            (e for e in detail.executions if e.key == execution_key and e.key != current), None
+        )
+        if older is None:
+            return DeploymentView(detail, read_progress(s, ref, now), now)
+        anchored = replace(detail, execution=older, figures=older.figures)
+        return DeploymentView(anchored, None, now, follows=older.key)
 
 
 def channels(ctx: Context) -> list[str]:

@@ -125,6 +125,33 @@ class DeploymentFollower:
             self._last[ref] = now
             return view
 
+    async def refresh_clicked(
+        self, ref: str, execution_key: str | None, channel: str | None, ts: str | None
+    ) -> None:
+        """After a click on a Deployment message (**Compute stats**): update that message,
+        and the delivery's latest one.
+
+        A recurring delivery has one message per execution; only the latest one's place
+        is kept with the delivery. A click on an older occurrence's message comes with
+        that message's place (Slack's signed request says where the button was) and the
+        execution its button names, so that message is drawn again for that execution.
+        """
+        await self.refresh(ref, force=True)
+        if not (self.notifications.connected and execution_key and channel and ts):
+            return
+        _state, _channel, latest_ts = await asyncio.to_thread(self._where, ref)
+        if ts == latest_ts:
+            return
+        view = await asyncio.to_thread(read_deployment, self.ctx, ref, execution_key)
+        if view.follows is None:
+            return  # the execution the delivery follows: its message is the latest one
+        try:
+            await self.notifications.deployment(view, channel, ts)
+        except NotificationFailed as exc:
+            log.warning(
+                "Deployment message of %s@%s not updated (%s)", ref, execution_key, exc.reason
+            )
+
     def _where(self, ref: str) -> tuple[DeliveryState, str | None, str | None]:
         with self.ctx.sessions() as s:
             return deliveries.deployment_location(s, ref)
