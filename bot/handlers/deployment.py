@@ -38,6 +38,7 @@ async def _steer(
         return
     if kick:
         deps.kick()
+    deps.changed()
     await deps.deployments.refresh(ref, force=True)
 
 
@@ -79,6 +80,7 @@ async def compute_stats_clicked(
     except (DomainError, ValueError) as exc:
         await refuse(respond, str(exc))
         return
+    deps.changed()
     key = value.get("execution")
     channel, ts = _clicked_message(body)
     await deps.deployments.refresh_clicked(ref, str(key) if key else None, channel, ts)
