@@ -168,7 +168,12 @@ class HomeFollower:
     @property
     def idle(self) -> bool:
         """Nothing is waiting to be published."""
-        return not self._pending and not any(self._locks[u].locked() for u in self._locks)
+        return not self._pending and self.in_flight == 0
+
+    @property
+    def in_flight(self) -> int:
+        """Publishes under way or waiting for their window."""
+        return sum(not task.done() for task in self._tasks)
 
     # --- how it publishes --------------------------------------------------------------
 
