@@ -116,8 +116,15 @@ class Root:
         self,
         notifications: Notifications,
         on_batch: Callable[[int], None] | None = None,
+        *,
+        locked: bool = False,
     ) -> Callable[[Callable[[], bool]], Any]:
-        """One round of the due work, as the runners call it (with "stop now?")."""
+        """One round of the due work, as the runners call it (with "stop now?").
+
+        `locked`: each round holds the database's send lock (`send_lock`), as the
+        sender process holds it for its life: a sender in a thread of `serve` (the
+        playground's) then never sends beside a `jobs run-due` of the same database.
+        """
 
         async def round_(should_stop: Callable[[], bool]) -> DueReport:
             return await run_due(
@@ -128,7 +135,11 @@ class Root:
                 should_stop=should_stop,
             )
 
-        return round_
+        async def locked_round(should_stop: Callable[[], bool]) -> DueReport:
+            with self.send_lock(wait=True):
+                return await round_(should_stop)
+
+        return locked_round if locked else round_
 
     @contextmanager
     def send_lock(self, *, wait: bool) -> Iterator[None]:
@@ -237,10 +248,12 @@ def build_server(
     start_sender: bool = True,
     tick: float = 15.0,
     sender_process: bool = False,
+    sender_locked: bool = False,
 ) -> Server:
     """`sender_process`: relay from a child process (`serve`, `socket`), not a thread.
 
-    Tests keep the thread, whose sender sees their injected clock.
+    Tests keep the thread, whose sender sees their injected clock; the playground keeps
+    it too (its clock moves ahead), with `sender_locked`: each round holds the send lock.
     """
     notifications = root.notifications()
     follower = DeploymentFollower(root.context, notifications)
@@ -264,7 +277,8 @@ def build_server(
     elif sender_process:
         runner = SendProcess(root.settings, sender_child, on_batch=batches, tick_seconds=None)
     else:
-        runner = SendRunner(root.due_work(notifications, on_batch=batches), tick_seconds=None)
+        work = root.due_work(notifications, on_batch=batches, locked=sender_locked)
+        runner = SendRunner(work, tick_seconds=None)
     jobs = Jobs(runner, tick_seconds=tick)
     groups = UsergroupDirectory(root.slack_client) if root.slack_connected else None
     deps = HandlerDeps(root.context, runner.kick, follower, notifications, groups, home=home)

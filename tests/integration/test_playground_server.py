@@ -8,6 +8,7 @@ token. These run the real command in a folder of its own, as `make run` does.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -19,11 +20,21 @@ from urllib.parse import urlencode
 
 import pytest
 from pydantic import SecretStr
+from scenario import CLI
 from serving import load_examples, plain_env, serving, wait_until
 
+from bot.bootstrap import Root
 from bot.config import load_settings
+from bot.domain.lifecycle import DeliveryState
+from bot.engine.transports.memory import MemoryTransport
 from bot.entrypoints.playground.acting import sign
 from bot.entrypoints.playground.setup import wanted
+from bot.services.deliveries.lifecycle import confirm_send
+from bot.services.deliveries.prepare import prepare_delivery
+from bot.services.imports.deliveries import import_deliveries
+from bot.services.imports.profiles import import_profiles
+from bot.services.notifications import Unconnected
+from bot.store.send_lock import SendLockBusy, send_lock
 
 
 def request(
@@ -125,3 +136,48 @@ def test_slack_settings_turn_the_playground_off(folder: Path) -> None:
     with serving(folder, PLAYGROUND="false") as url:
         assert request(f"{url}/playground")[0] == 404
         assert request(f"{url}/playground/state")[0] == 404
+
+
+@pytest.mark.parametrize("locked", [True, False])
+def test_the_playground_s_sender_holds_the_send_lock_while_it_sends(
+    root: Root, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, locked: bool
+) -> None:
+    """In the playground the sender is a thread of `serve`, not the sender process that
+    holds the database's send lock for its life: each of its rounds holds it instead,
+    so a `jobs run-due` never sends beside it (the lock is asked for from another
+    connection, as another process would)."""
+    ctx = root.context
+    csv = tmp_path / "p.csv"
+    csv.write_text("email,first_name\n" + "".join(f"b{i}@x.example,B{i}\n" for i in range(3)))
+    import_profiles(ctx, CLI, csv, "buyers")
+    yml = tmp_path / "d.yml"
+    yml.write_text(
+        "- ref: promo\n  name: Promo\n  audience: buyers\n  from: news@shop.example\n"
+        "  subject: Hi\n  text: Hello\n  slack_channel: C0DEPLOY\n"
+    )
+    import_deliveries(ctx, CLI, yml)
+    prepare_delivery(ctx, CLI, "promo")
+    confirm_send(ctx, CLI, "promo")
+    held: list[bool] = []
+
+    class Checking(MemoryTransport):
+        async def send(self, batch: Any, fence: Any = None, on_result: Any = None) -> Any:
+            try:
+                with send_lock(root.engine, wait=False):
+                    held.append(False)
+            except SendLockBusy:
+                held.append(True)
+            return await super().send(batch, fence, on_result)
+
+    transport = Checking()
+    monkeypatch.setattr(root, "transport", lambda: transport)
+    report = asyncio.run(root.due_work(Unconnected(), locked=locked)(lambda: False))
+    assert held and set(held) == {locked}
+    assert len(transport.received) == 3
+    if locked:
+        assert report.sent == {"promo": DeliveryState.FINISHED}
+    else:
+        # What the lock prevents: the other sender, taking it, released the claims of
+        # the batch in flight, whose answers were then not recorded (they would be
+        # sent again).
+        assert report.sent == {"promo": DeliveryState.IN_PROGRESS}

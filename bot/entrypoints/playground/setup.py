@@ -11,7 +11,8 @@ with three settings of its own, made at start and never written anywhere:
 
 and KPI_CHANNEL set to the playground's `#kpi` when it is not set, so that the hourly
 digest has somewhere to go. The sender runs in a thread of the server (not a child
-process), so that it reads the playground's clock, which a person can move ahead.
+process), so that it reads the playground's clock, which a person can move ahead; each
+of its rounds holds the database's send lock, as the sender process does.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def playground_server(root: Root, tick: float = 15.0) -> tuple[Server, Playgroun
     clock = ShiftedClock()
     played = bootstrap(settings, clock, migrate=False, engine=root.engine)
     seed_demo_roles(played)
-    server = build_server(played, tick=tick, sender_process=False)
+    server = build_server(played, tick=tick, sender_process=False, sender_locked=True)
     runner = server.runner
     assert isinstance(runner, SendRunner)
     names = {u.id: u.name for u in DEMO_USERS}
