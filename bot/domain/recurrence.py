@@ -95,32 +95,35 @@ NEVER_AFTER = datetime(2000, 1, 1, tzinfo=UTC)
 
 
 @lru_cache(maxsize=256)
-def _trigger(cron: str, tz: str) -> CronTrigger:
-    return crontab_trigger(cron, tz)
-
-
-def _is_repeat(at: datetime, tz: str) -> bool:
-    """`at` is the second instant of a wall-clock time that the clocks going back repeat."""
-    local = at.astimezone(ZoneInfo(tz))
-    first = local.replace(fold=0).astimezone(UTC)
-    return first != at.astimezone(UTC)
+def _floating(cron: str) -> CronTrigger:
+    """The trigger on a floating wall clock (its times read as UTC, which has no DST)."""
+    return crontab_trigger(cron, "UTC")
 
 
 def next_after(cron: str, tz: str, after: datetime) -> datetime:
     """The first occurrence strictly after `after`, in UTC.
 
-    Cron has minute resolution, so starting the search one second later is "strictly".
+    The expression is matched against the wall clock of `tz`, found on a floating
+    clock (no DST) and only then placed in the zone. APScheduler 3 steps a day as 24
+    hours in the zone itself, so across a change of the clocks it skips occurrences
+    (`15 0 1 * *` in Paris, asked on 27 March 2026, answered 1 May: 1 April was lost).
+    A wall time the clocks skip (spring forward) comes once, just after the gap; one
+    they repeat (fall back) comes once, the first time. Cron has minute resolution, so
+    searching from one second later is "strictly".
     """
-    trigger = _trigger(cron, tz)
-    at = after
+    zone = ZoneInfo(tz)
+    trigger = _floating(cron)
+    wall = after.astimezone(zone).replace(tzinfo=UTC)
     while True:
-        fire = trigger.get_next_fire_time(None, at + _STEP)
+        fire = trigger.get_next_fire_time(None, wall + _STEP)
         if fire is None:  # pragma: no cover - a 5-field crontab always fires again
             raise ValueError(f"{cron!r} never fires again")
-        found: datetime = fire.astimezone(UTC)
-        if not _is_repeat(found, tz):
+        wall = fire
+        # fold=0: a repeated wall time's first instant; a skipped one reads with the
+        # offset before the change, so it comes once, just after the gap.
+        found: datetime = fire.replace(tzinfo=zone).astimezone(UTC)
+        if found > after:  # (the first instant of a repeated time may have passed)
             return found
-        at = found
 
 
 def between(cron: str, tz: str, after: datetime, until: datetime) -> list[datetime]:

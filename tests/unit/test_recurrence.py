@@ -52,6 +52,25 @@ def test_a_wall_time_skipped_when_clocks_go_forward_fires_once_after_the_gap() -
     assert found == [utc(2027, 3, 28, 1, 30), utc(2027, 3, 29, 0, 30)]
 
 
+def test_an_occurrence_after_the_clocks_change_is_not_skipped() -> None:
+    """APScheduler 3 alone steps the days across the change of 29 March 2026 as 24 hours
+    in Paris and answers 1 May for the first of the month; 1 April 00:15 (CEST) comes."""
+    after = utc(2026, 3, 26, 23)
+    assert next_after("15 0 1 * *", PARIS, after) == utc(2026, 3, 31, 22, 15)
+    assert between("15 0 1 * *", PARIS, after, utc(2026, 3, 31, 22, 15)) == [
+        utc(2026, 3, 31, 22, 15)
+    ]
+    # Every day at 00:30 across the change: no day lost, none twice.
+    days = between("30 0 * * *", PARIS, utc(2026, 3, 27), utc(2026, 4, 1))
+    assert days == [
+        utc(2026, 3, 27, 23, 30),
+        utc(2026, 3, 28, 23, 30),
+        utc(2026, 3, 29, 22, 30),
+        utc(2026, 3, 30, 22, 30),
+        utc(2026, 3, 31, 22, 30),
+    ]
+
+
 def test_after_a_long_downtime_only_the_latest_missed_occurrence_is_due() -> None:
     after = utc(2026, 1, 1)
     until = utc(2026, 11, 23, 9, 7, 30)
