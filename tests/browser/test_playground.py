@@ -122,6 +122,16 @@ class Page:
             raise AssertionError(f"no message with {texts} in:\n{shown}") from None
         return element
 
+    def home(self, *texts: str) -> WebElement:
+        """The app's Home tab, once it shows every one of `texts`."""
+        self.driver.find_element(By.ID, "show-home").click()
+        home: WebElement = self.wait.until(
+            lambda d: (
+                (tab := d.find_element(By.ID, "home")) and all(t in tab.text for t in texts) and tab
+            )
+        )
+        return home
+
     def click(self, message: WebElement, label: str) -> None:
         message.find_element(By.XPATH, f".//button[normalize-space()='{label}']").click()
 
@@ -228,9 +238,12 @@ def test_the_whole_flow_in_the_playground(server: str, browser: WebDriver) -> No
     page.click(request, "Confirm send")
     page.ok()
     page.message("Approval — Weekly digest", "1 of 2 approvals")
+    # Bruno approves from the app's Home tab, which lists what waits for him.
     page.act_as(BRUNO)
-    page.click(page.message("Approval — Weekly digest"), "Confirm send")
+    home = page.home("Approval requests waiting", "Weekly digest")
+    home.find_element(By.XPATH, ".//button[normalize-space()='Confirm send']").click()
     page.ok()
+    page.channel("C0123456789")
     page.message("Approved by", "Sending")
     page.message("Deployment — Weekly digest", "finished")
 

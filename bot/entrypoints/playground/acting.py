@@ -105,10 +105,57 @@ class Actor:
         }
         return urlencode({"payload": json.dumps(payload)})
 
-    async def post(self, body: str) -> Answer:
+    def home_opened_body(self, user: str) -> str:
+        """The Events API callback of a person opening the app's Home tab."""
+        event = {
+            "type": "app_home_opened",
+            "user": user,
+            "channel": f"D0PG{user}",
+            "tab": "home",
+            "event_ts": f"{time.time():.6f}",
+        }
+        return json.dumps(
+            {
+                "token": "playground",
+                "team_id": TEAM,
+                "api_app_id": APP,
+                "type": "event_callback",
+                "event_id": f"Ev0PG{secrets.token_hex(6)}",
+                "event_time": int(time.time()),
+                "event": event,
+            }
+        )
+
+    def home_action_body(self, action: dict[str, Any], user: str, name: str) -> str:
+        """A click on the Home tab: the container is the view, and there is no response
+        URL (the answer, as in Slack, can only be a new version of the tab)."""
+        element = {
+            "type": "button",
+            "action_id": str(action.get("action_id") or ""),
+            "block_id": str(action.get("block_id") or ""),
+            "value": str(action.get("value") or ""),
+            "action_ts": f"{time.time():.6f}",
+        }
+        view_id = f"V0PG{user}"
+        payload = {
+            "type": "block_actions",
+            "team": {"id": TEAM, "domain": "playground"},
+            "user": {"id": user, "username": name, "name": name, "team_id": TEAM},
+            "api_app_id": APP,
+            "token": "playground",
+            "trigger_id": f"{int(time.time())}.{secrets.randbelow(10**9)}",
+            "container": {"type": "view", "view_id": view_id},
+            "view": {"id": view_id, "type": "home", "blocks": []},
+            "actions": [element],
+        }
+        return urlencode({"payload": json.dumps(payload)})
+
+    async def post(
+        self, body: str, content_type: str = "application/x-www-form-urlencoded"
+    ) -> Answer:
         headers = {
             **sign(self.secret, body),
-            "Content-Type": "application/x-www-form-urlencoded",
+            "Content-Type": content_type,
         }
         timeout = aiohttp.ClientTimeout(total=10)
         async with (

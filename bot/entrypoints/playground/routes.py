@@ -80,6 +80,7 @@ class Playground:
         app.router.add_post("/playground/command", self.command)
         app.router.add_post("/playground/action", self.action)
         app.router.add_post("/playground/due", self.due)
+        app.router.add_post("/playground/home", self.home)
         app.router.add_get("/playground/outbox", self.outbox_list)
         app.router.add_get("/playground/outbox/{key}", self.outbox_letter)
         app.router.add_get("/playground/outbox/{key}/html", self.outbox_html)
@@ -172,9 +173,34 @@ class Playground:
         body = self.actor.command_body(command, text.strip(), user.id, user.name, channel)
         return await self._forward(body, channel, user.id)
 
+    async def home(self, request: web.Request) -> web.Response:
+        """The person opens the app's Home tab: Slack's `app_home_opened` event."""
+        user = _user(await _json(request))
+        body = self.actor.home_opened_body(user.id)
+        try:
+            answer = await self.actor.post(body, "application/json")
+        except (OSError, TimeoutError) as exc:
+            return _refused(f"the server did not answer: {exc}")
+        if answer.status != 200:
+            return _refused(f"Greenlight answered HTTP {answer.status}: {answer.body[:300]}")
+        return web.json_response({"ok": True})
+
     async def action(self, request: web.Request) -> web.Response:
         data = await _json(request)
         user = _user(data)
+        if data.get("home") is True:  # a button of the Home tab
+            action = data.get("action")
+            if not isinstance(action, dict):
+                return _refused("no action")
+            try:
+                answer = await self.actor.post(
+                    self.actor.home_action_body(action, user.id, user.name)
+                )
+            except (OSError, TimeoutError) as exc:
+                return _refused(f"the server did not answer: {exc}")
+            if answer.status != 200:
+                return _refused(f"Greenlight answered HTTP {answer.status}: {answer.body[:300]}")
+            return web.json_response({"ok": True})
         ts = _string(data, "ts", 40)
         message = self.workspace.messages.get(ts)
         if message is None:

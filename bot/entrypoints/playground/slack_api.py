@@ -181,6 +181,19 @@ class WebApi:
         ]
         return {"ok": True, "files": shown}
 
+    def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = str(args.get("user_id") or "")
+        view = args.get("view")
+        if isinstance(view, str):
+            try:
+                view = json.loads(view)
+            except ValueError:
+                view = None
+        if not user or not isinstance(view, dict) or view.get("type") != "home":
+            return {"ok": False, "error": "invalid_arguments"}
+        self.workspace.publish_home(user, _blocks(view.get("blocks")))
+        return {"ok": True, "view": {"id": f"V0PG{user}", "type": "home"}}
+
     def _usergroups_users_list(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": "no_such_subteam"}  # the playground has no user groups
 

@@ -98,6 +98,7 @@ class Workspace:
         self.messages: dict[str, Message] = {}
         self.files: dict[str, File] = {}
         self.channels: list[str] = []
+        self.homes: dict[str, str] = {}  # user id -> their Home tab, drawn
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
         self._ts = itertools.count(1)
         self._load()
@@ -148,6 +149,16 @@ class Workspace:
             self._publish({"type": "deleted", "ts": ts})
             self._save()
 
+    def publish_home(self, user: str, blocks: list[dict[str, Any]]) -> None:
+        """views.publish: the user's Home tab, replaced whole, as in Slack."""
+        try:
+            drawn = message_html("", blocks, self.names)
+        except Exception:  # a view this renderer cannot read is shown, not lost
+            log.exception("playground: could not draw the Home tab of %s", user)
+            drawn = '<div class="bk-unsupported">this Home tab could not be drawn</div>'
+        self.homes[user] = drawn
+        self._publish({"type": "home", "user": user, "html": drawn})
+
     def new_file(self, name: str, title: str) -> File:
         # Unguessable, as the upload URL made of it is the only key to its bytes.
         file = File(f"F0PG{secrets.token_hex(8).upper()}", name, title)
@@ -179,6 +190,7 @@ class Workspace:
             "type": "snapshot",
             "channels": self.channel_views(),
             "messages": [m.view() for m in self.messages.values()],
+            "homes": self.homes,
         }
 
     def listen(self) -> asyncio.Queue[dict[str, Any]]:

@@ -4,7 +4,9 @@
 // and commands into calls the server signs and sends to /slack/events.
 "use strict";
 
-const state = { users: [], user: null, channel: null, channels: [], messages: new Map() };
+const state = {
+  users: [], user: null, channel: null, channels: [], messages: new Map(), homes: {}, view: "channel",
+};
 const $ = (id) => document.getElementById(id);
 
 async function call(path, body) {
@@ -44,17 +46,41 @@ function drawChannels() {
     link.href = "#";
     link.dataset.channel = channel.id;
     link.textContent = "# " + channel.name;
-    if (channel.id === state.channel && $("outbox-view").hidden) link.classList.add("active");
+    if (channel.id === state.channel && state.view === "channel") link.classList.add("active");
     link.addEventListener("click", (event) => { event.preventDefault(); openChannel(channel.id); });
     item.append(link);
     list.append(item);
   }
 }
 
+function show(view) {
+  // One of the three panes: a channel, the app's Home tab, the outbox.
+  state.view = view;
+  $("channel-view").hidden = view !== "channel";
+  $("home-view").hidden = view !== "home";
+  $("outbox-view").hidden = view !== "outbox";
+  $("show-home").classList.toggle("active", view === "home");
+  $("show-outbox").classList.toggle("active", view === "outbox");
+}
+
+function drawHome() {
+  const html = state.homes[state.user];
+  const user = state.users.find((u) => u.id === state.user);
+  $("home-who").textContent = user ? user.name : state.user;
+  if (html !== undefined) $("home").innerHTML = html;  // drawn and escaped by the server
+}
+
+async function openHome() {
+  show("home");
+  drawChannels();
+  $("home").innerHTML = '<p class="hint">Opening the Home tab…</p>';
+  drawHome();
+  await call("/playground/home", { user: state.user });
+}
+
 function openChannel(id) {
   state.channel = id;
-  $("outbox-view").hidden = true;
-  $("channel-view").hidden = false;
+  show("channel");
   $("channel-title").textContent = "# " + channelName(id);
   drawChannels();
   drawMessages();
@@ -154,8 +180,12 @@ function confirmFirst(confirm) {
 
 async function act(element, selected) {
   const action = JSON.parse(element.dataset.action);
-  const message = element.closest(".msg");
   if (!(await confirmFirst(action.confirm))) return;
+  if (element.closest("#home")) {
+    await call("/playground/action", { user: state.user, home: true, action });
+    return;
+  }
+  const message = element.closest(".msg");
   await call("/playground/action", { user: state.user, ts: message.dataset.ts, action, selected });
 }
 
@@ -166,13 +196,17 @@ function onEvent(event) {
     state.channels = data.channels;
     if (!state.channel && state.channels.length) state.channel = state.channels[0].id;
     drawChannels();
-    if ($("outbox-view").hidden) openChannel(state.channel);
+    state.homes = data.homes || {};
+    if (state.view === "channel") openChannel(state.channel);
   } else if (data.type === "message") {
     state.messages.set(data.message.ts, data.message);
     if (visible(data.message)) drawOne(data.message);
   } else if (data.type === "deleted") {
     state.messages.delete(data.ts);
     drawMessages();
+  } else if (data.type === "home") {
+    state.homes[data.user] = data.html;
+    if (state.view === "home" && data.user === state.user) drawHome();
   } else if (data.type === "channels") {
     state.channels = data.channels;
     drawChannels();
@@ -188,8 +222,7 @@ function drawClock(clock) {
 }
 
 async function showOutbox() {
-  $("outbox-view").hidden = false;
-  $("channel-view").hidden = true;
+  show("outbox");
   drawChannels();
   const resp = await fetch("/playground/outbox");
   const data = await resp.json();
@@ -263,7 +296,11 @@ async function start() {
     const user = state.users.find((u) => u.id === state.user);
     $("user-says").textContent = user.says;
   };
-  picker.addEventListener("change", () => { state.user = picker.value; describe(); drawMessages(); });
+  picker.addEventListener("change", () => {
+    state.user = picker.value;
+    describe();
+    if (state.view === "home") openHome(); else drawMessages();
+  });
   describe();
   drawClock(data.clock);
   drawChannels();
@@ -293,6 +330,11 @@ async function start() {
     });
   }
   $("show-outbox").addEventListener("click", (event) => { event.preventDefault(); showOutbox(); });
+  $("show-home").addEventListener("click", (event) => { event.preventDefault(); openHome(); });
+  $("home").addEventListener("click", (event) => {
+    const button = event.target.closest("button[data-action]");
+    if (button) act(button, null);
+  });
   new EventSource("/playground/events").onmessage = onEvent;
 }
 
