@@ -28,6 +28,9 @@ What `build()` guarantees (tests parse the bytes back with the `email` package):
   `X-SMTPAPI` unique argument, Mailgun's `X-Mailgun-Variables` and Postmark's
   `X-PM-Metadata-greenlight_log`. The provider strips its header and returns the
   value in every event; other relays pass the headers on, which costs ~150 bytes;
+* `{{ unsubscribe_url }}` and `{{ view_online_url }}` in a template are this
+  message's signed links (`links()`): the `List-Unsubscribe` target, and
+  `{PUBLIC_BASE_URL}/v/{token}`, its web version;
 * in the HTML only, every `http(s)` href of `<a>` and `<area>` goes through
   `{PUBLIC_BASE_URL}/t/c/{token}` (the token carries the log id and the URL), and a
   1×1 pixel `{PUBLIC_BASE_URL}/t/o/{token}` goes before `</body>` (or at the end).
@@ -269,6 +272,7 @@ class MessageSkeleton:
         self._own_prefix = base + "/"
         self._click_base = base + "/t/c/"
         self._open_base = base + "/t/o/"
+        self._view_base = base + "/v/"
         self._unsubscribe_base = unsubscribe_base or base + "/u/"
         if len(self._unsubscribe_base) > 900:
             raise ValueError("the unsubscribe base URL is too long for a header line")
@@ -306,6 +310,20 @@ class MessageSkeleton:
 
     def unsubscribe_url(self, log_id: int) -> str:
         return self._unsubscribe_base + self._signer.unsubscribe_token(log_id)
+
+    def view_online_url(self, log_id: int) -> str:
+        return self._view_base + self._signer.view_token(log_id)
+
+    def links(self, log_id: int) -> dict[str, str]:
+        """The signed links a template may place (`rendering.LINK_VARIABLES`): the
+        one-click unsubscribe target of `List-Unsubscribe`, and the web version.
+
+        Both are under PUBLIC_BASE_URL, so the link rewriting leaves them as they are.
+        """
+        return {
+            "unsubscribe_url": self.unsubscribe_url(log_id),
+            "view_online_url": self.view_online_url(log_id),
+        }
 
     def _tracked_url(self, raw: str) -> bytes | None:
         """The URL (UTF-8) a href value sends clicks to, or None to leave it alone.

@@ -409,6 +409,16 @@ def _run(template: Template, parent: dict[str, Any], limit: int) -> str:
     return "".join(chunks)
 
 
+# The signed links of one message a template may place (`MessageSkeleton.links`).
+LINK_VARIABLES = ("unsubscribe_url", "view_online_url")
+# What they are before a message exists (preparation, preview, the import's check):
+# addresses under `.invalid` (RFC 2606), which can never reach anything.
+PLACEHOLDER_LINKS: Mapping[str, str] = {
+    "unsubscribe_url": "https://unsubscribe.invalid/",
+    "view_online_url": "https://view-online.invalid/",
+}
+
+
 def profile_context(
     *,
     email: str,
@@ -417,12 +427,16 @@ def profile_context(
     timezone: str | None,
     attributes: Mapping[str, Any] | None,
     delivery: Mapping[str, Any],
+    links: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The variables a template sees for one profile.
 
     Each attribute is a top-level variable; the known fields win over attributes of
     the same name. `profile` holds all of them, `delivery` the delivery's ref and
     name. A value that is None counts as missing (empty, with a warning).
+    `unsubscribe_url` and `view_online_url` are the message's signed `links` (the
+    sender's and the web version's), or placeholders where no message exists yet, so
+    that a template using them never gets a missing-variable warning.
     """
     profile: dict[str, Any] = {}
     if attributes:
@@ -437,6 +451,7 @@ def profile_context(
     if timezone is not None:
         profile["timezone"] = timezone
     context = dict(profile)
+    context.update(PLACEHOLDER_LINKS if links is None else links)
     context["profile"] = profile
     context["delivery"] = delivery
     return context

@@ -303,6 +303,7 @@ class Sender:
                 timezone=timezone,
                 attributes=attributes,
                 delivery=design.delivery,
+                links=skeleton.links(c.log_id),
             )
             try:
                 rendered = design.templates.render(context)

@@ -4,8 +4,9 @@ A token is `urlsafe-base64(payload ‖ mac)` without padding, where `mac` is the
 16 bytes of HMAC-SHA256(TRACKING_SECRET, payload). The payload starts with one byte
 naming the kind of token, so a token made for one endpoint is refused by the others:
 
-* open (`o`) and unsubscribe (`u`): the kind, then the sending log id (big-endian,
-  as few bytes as it needs) — an open token is 27 characters for ids below 2**24;
+* open (`o`), unsubscribe (`u`) and view online (`v`, the web version of one
+  recipient's message): the kind, then the sending log id (big-endian, as few bytes
+  as it needs) — an open token is 27 characters for ids below 2**24;
 * click (`c`): the kind, the length of the log id, the log id, then the target URL
   in UTF-8. The URL travels inside the signed token (rather than an index into the
   message's links), so the redirect can only ever go to the URL that this message was
@@ -36,6 +37,7 @@ MAX_TOKEN_LENGTH = 8192  # longer input is refused before any decoding work
 _OPEN = b"o"
 _CLICK = b"c"
 _UNSUBSCRIBE = b"u"
+_VIEW = b"v"
 _TAG = b"m"  # never a token: keyed tags such as the Message-ID's
 
 
@@ -105,6 +107,9 @@ class TokenSigner:
     def unsubscribe_token(self, log_id: int) -> str:
         return self._seal(_UNSUBSCRIBE + _id_bytes(log_id))
 
+    def view_token(self, log_id: int) -> str:
+        return self._seal(_VIEW + _id_bytes(log_id))
+
     def click_token(self, log_id: int, url: str) -> str:
         return self.click_tokens(log_id)(url.encode("utf-8"))
 
@@ -152,6 +157,11 @@ class TokenSigner:
     def read_unsubscribe(self, token: object) -> int | None:
         """The sending log id of a genuine unsubscribe token, else None."""
         body = self._open_seal(token, _UNSUBSCRIBE)
+        return int.from_bytes(body, "big") if body else None
+
+    def read_view(self, token: object) -> int | None:
+        """The sending log id of a genuine view-online token, else None."""
+        body = self._open_seal(token, _VIEW)
         return int.from_bytes(body, "big") if body else None
 
     def read_click(self, token: object) -> Click | None:

@@ -1,4 +1,5 @@
-"""HTTP endpoints for feedback: provider webhooks, bounce messages, tracking, unsubscribe.
+"""HTTP endpoints for feedback: provider webhooks, bounce messages, tracking, unsubscribe
+(and, beside them, the web version of a message: `web_version_http`).
 
 Each endpoint is thin: check the request's signature (401 when it is missing or
 wrong, before anything is read), parse it (400 with the reason when malformed), hand
@@ -26,6 +27,7 @@ from bot.context import Context
 from bot.domain.feedback import FeedbackKind
 from bot.engine.tokens import TokenSigner
 from bot.entrypoints.metrics import labelled
+from bot.entrypoints.web_version_http import add_web_version_route
 from bot.feedback import dsn, generic, mailgun, postmark, sendgrid, ses
 from bot.feedback.certificates import CertificateUnavailable, SnsCertificates
 from bot.feedback.events import FeedbackEvent, MalformedPayload, SignatureInvalid
@@ -273,3 +275,4 @@ def add_feedback_routes(
     app.router.add_get("/t/c/{token}", click)
     app.router.add_get("/u/{token}", unsubscribe_page)
     app.router.add_post("/u/{token}", unsubscribe_post)
+    add_web_version_route(app, ctx, signer)

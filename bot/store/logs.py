@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from bot.domain.logs import Event, FailureType, LogEvent, LogStatus
 from bot.store.db import bound_idle
-from bot.store.models import Execution, Profile, SendingLog, table
+from bot.store.models import Delivery, Execution, Profile, SendingLog, table
 from bot.store.outcomes import apply_log_events
 
 
@@ -291,3 +291,65 @@ def recipients(
         ).where(Profile.id.in_(profile_ids))
     )
     return {r[0]: (r[1], r[2], r[3], r[4] or {}) for r in rows}
+
+
+@dataclass(frozen=True)
+class MessageSource:
+    """What one sent message was made of: its delivery's templates and its recipient."""
+
+    log_id: int
+    email: str
+    ref: str
+    name: str
+    sender: str
+    reply_to: str | None
+    subject: str
+    html: str | None
+    text: str | None
+    first_name: str | None
+    last_name: str | None
+    timezone: str | None
+    attributes: dict[str, Any]
+
+
+def message_source(session: Session, log_id: int) -> MessageSource | None:
+    """The delivery and the profile of sending log `log_id`, in one query (the web
+    version of that message); None when there is no such log."""
+    row = session.execute(
+        select(
+            SendingLog.id,
+            SendingLog.email,
+            Delivery.ref,
+            Delivery.name,
+            Delivery.sender,
+            Delivery.reply_to,
+            Delivery.subject,
+            Delivery.html,
+            Delivery.text,
+            Profile.first_name,
+            Profile.last_name,
+            Profile.timezone,
+            Profile.attributes,
+        )
+        .join(Execution, Execution.id == SendingLog.execution_id)
+        .join(Delivery, Delivery.id == Execution.delivery_id)
+        .join(Profile, Profile.id == SendingLog.profile_id)
+        .where(SendingLog.id == log_id)
+    ).one_or_none()
+    if row is None:
+        return None
+    return MessageSource(
+        log_id=row.id,
+        email=row.email,
+        ref=row.ref,
+        name=row.name,
+        sender=row.sender,
+        reply_to=row.reply_to,
+        subject=row.subject,
+        html=row.html,
+        text=row.text,
+        first_name=row.first_name,
+        last_name=row.last_name,
+        timezone=row.timezone,
+        attributes=row.attributes or {},
+    )
