@@ -165,6 +165,9 @@ class Settings(BaseSettings):
     send_parallelism: int = Field(default=4, ge=1, le=256)
     retry_interval_minutes: int = Field(default=60, ge=1)
     max_retries: int = Field(default=5, ge=0, le=50)
+    # A message without its unsubscribe link (`domain.preparation.has_unsubscribe_link`)
+    # is a preparation warning; true: an error, which blocks the confirm.
+    require_unsubscribe_link: bool = False
     public_base_url: str = ""  # unset: http://localhost:PORT (`_follow_port`)
     tracking_secret: SecretStr | None = None
     feedback_secret: SecretStr | None = None

@@ -7,12 +7,18 @@ wherever it is seen.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from html import unescape
 from typing import Any
 
 MAX_STORED_ERRORS = 20
 SAMPLE_EMAILS = 3  # addresses kept per aggregated warning, to show who is concerned
+
+MISSING_VARIABLE = "missing variable"
+NO_UNSUBSCRIBE_LINK = "no unsubscribe link"
+UNSUBSCRIBE_VARIABLE = "unsubscribe_url"
 
 
 @dataclass(frozen=True)
@@ -65,11 +71,16 @@ class PreparationWarning:
     name: str
     count: int
     emails: Sequence[str] = field(default_factory=tuple)
-    kind: str = "missing variable"
+    kind: str = MISSING_VARIABLE  # or NO_UNSUBSCRIBE_LINK (`name`: "unsubscribe_url")
 
     def describe(self) -> str:
         emails = ", ".join(self.emails)
         more = f" (e.g. {emails})" if emails else ""
+        if self.kind == NO_UNSUBSCRIBE_LINK:
+            return (
+                f"no unsubscribe link in the message of {self.count} profile(s){more}: "
+                f'place <a href="{{{{ {self.name} }}}}">…</a> in the HTML'
+            )
         return f"{self.kind} {self.name!r} for {self.count} profile(s){more}"
 
     def to_json(self) -> dict[str, Any]:
@@ -86,7 +97,7 @@ class PreparationWarning:
             name=str(data.get("name", "")),
             count=int(data.get("count") or 0),
             emails=tuple(data.get("emails") or ()),
-            kind=str(data.get("kind") or "missing variable"),
+            kind=str(data.get("kind") or MISSING_VARIABLE),
         )
 
 
@@ -106,3 +117,44 @@ def stored_errors(errors: Sequence[PreparationError], total: int) -> list[Prepar
             )
         )
     return stored
+
+
+# An `<a>` or `<area>` element's href, quoted either way or bare.
+_HREF = re.compile(
+    r"""<(?:a|area)\b[^>]*?\shref\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>"']+))""",
+    re.IGNORECASE,
+)
+
+
+def has_unsubscribe_link(html: str | None, text: str | None, unsubscribe_url: str) -> bool:
+    """Whether one rendered message carries its unsubscribe link.
+
+    What counts (README, "The unsubscribe link check"): with an HTML part, an `<a>` or
+    `<area>` element whose `href` is exactly the message's `unsubscribe_url` (the
+    template writes `href="{{ unsubscribe_url }}"`), whatever the link says; without
+    one, the text part holding that URL. A `mailto:` or another site's unsubscribe
+    page does not count: Greenlight cannot tell that it works, while its own target
+    is the `List-Unsubscribe` one-click that denylists the address.
+    """
+    if html is None:
+        return text is not None and unsubscribe_url in text
+    if unsubscribe_url not in html:  # the cheap test first: most messages stop here
+        return False
+    for match in _HREF.finditer(html):
+        href = next(g for g in match.groups() if g is not None)
+        if unescape(href).strip() == unsubscribe_url:
+            return True
+    return False
+
+
+def no_unsubscribe_link_error(email: str | None, part: str) -> PreparationError:
+    """REQUIRE_UNSUBSCRIBE_LINK: a message without its unsubscribe link blocks the send."""
+    return PreparationError(
+        email=email,
+        part=part,
+        line=None,
+        reason=(
+            f'no unsubscribe link: place <a href="{{{{ {UNSUBSCRIBE_VARIABLE} }}}}">…</a> in '
+            "the HTML (REQUIRE_UNSUBSCRIBE_LINK is on)"
+        ),
+    )

@@ -9,9 +9,10 @@ from scenario import CLI, as_user
 from sqlalchemy import func, select, update
 
 from bot.context import Context
-from bot.domain.errors import IllegalTransition, NotFound
+from bot.domain.errors import DomainError, IllegalTransition, NotFound
 from bot.domain.roles import Role
 from bot.services.deliveries import prepare as prepare_module
+from bot.services.deliveries.lifecycle import confirm_send
 from bot.services.deliveries.prepare import (
     MAX_STORED_ERRORS,
     PreparationConflict,
@@ -29,7 +30,8 @@ from bot.store.models import (
     SendingLog,
 )
 
-HTML = "<p>Hello {{ first_name }}</p>\n<p>{{ 100 / divisor }}</p>\n"
+UNSUBSCRIBE = '<a href="{{ unsubscribe_url }}">Unsubscribe</a>'
+HTML = "<p>Hello {{ first_name }}</p>\n<p>{{ 100 / divisor }}</p>\n" + UNSUBSCRIBE + "\n"
 
 
 class World:
@@ -78,7 +80,7 @@ class World:
         ref: str = "spring-sale",
         *,
         subject: str = "Spring sale for {{ first_name }}",
-        html: str | None = "<p>Hello {{ first_name }}</p>",
+        html: str | None = "<p>Hello {{ first_name }}</p>" + UNSUBSCRIBE,
         text: str | None = "Hello {{ first_name }}",
         state: str = "editing",
     ) -> int:
@@ -382,8 +384,8 @@ def test_a_change_during_preparation_writes_nothing(
     world.delivery()
     original = prepare_module._plan
 
-    def plan_then_edit(session: Any, delivery: Delivery, progress: Any = None) -> Any:
-        plan = original(session, delivery, progress)
+    def plan_then_edit(session: Any, delivery: Delivery, *args: Any) -> Any:
+        plan = original(session, delivery, *args)
         with ctx.sessions.begin() as other:
             other.execute(
                 update(Delivery).where(Delivery.id == delivery.id).values(definition_hash="edited")
@@ -416,3 +418,100 @@ def test_deliveries_are_prepared_independently(ctx: Context, world: World) -> No
 
 
 # --- the address check agrees with email_validator --------------------------------
+
+
+# --- the unsubscribe link check ------------------------------------------------------
+
+
+def _no_link_warnings(result: Any) -> list[dict[str, Any]]:
+    return [w for w in result.to_json()["warnings"] if w["kind"] == "no unsubscribe link"]
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        '<p>Hi</p><a href="{{ unsubscribe_url }}">Stop these emails</a>',
+        "<p>Hi</p><A class=x HREF='{{ unsubscribe_url }}'>Unsubscribe</A>",
+        '<map><area shape=rect href="{{ unsubscribe_url }}" alt="Unsubscribe"></map>',
+    ],
+    ids=["a", "upper case, single quotes", "area"],
+)
+def test_a_message_with_its_unsubscribe_link_gets_no_warning(
+    ctx: Context, world: World, html: str
+) -> None:
+    world.profile("ann@example.com")
+    world.delivery(html=html)
+    result = prepare_delivery(ctx, CLI, "spring-sale")
+    assert result.ready and _no_link_warnings(result) == []
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<p>Hi</p>",
+        '<p>Hi</p><a href="mailto:unsubscribe@example.com">Unsubscribe</a>',
+        '<p>Hi</p><a href="https://example.com/unsubscribe">Unsubscribe</a>',
+        "<p>Unsubscribe here: {{ unsubscribe_url }}</p>",  # the URL, not a link
+        '<img src="{{ unsubscribe_url }}">',
+    ],
+    ids=["none", "mailto", "another page", "bare URL", "not a link"],
+)
+def test_html_without_its_unsubscribe_link_is_a_warning(
+    ctx: Context, world: World, html: str
+) -> None:
+    world.profile("ann@example.com")
+    world.profile("bob@example.com", first_name="Bob")
+    world.delivery(html=html)
+    result = prepare_delivery(ctx, CLI, "spring-sale")
+    assert result.ready, "a warning, not an error"
+    assert _no_link_warnings(result) == [
+        {
+            "kind": "no unsubscribe link",
+            "name": "unsubscribe_url",
+            "count": 2,
+            "emails": ["ann@example.com", "bob@example.com"],
+        }
+    ]
+    assert "no unsubscribe link in the message of 2 profile(s)" in (result.warnings[-1].describe())
+    assert world.get().preparation_warnings == result.to_json()["warnings"]
+
+
+def test_a_link_some_profiles_do_not_get_counts_those(ctx: Context, world: World) -> None:
+    world.profile("ann@example.com", plan="pro")
+    world.profile("bob@example.com", first_name="Bob", plan="free")
+    world.delivery(html='{% if plan == "pro" %}<a href="{{ unsubscribe_url }}">x</a>{% endif %}')
+    [warning] = _no_link_warnings(prepare_delivery(ctx, CLI, "spring-sale"))
+    assert (warning["count"], warning["emails"]) == (1, ["bob@example.com"])
+
+
+def test_a_text_only_delivery_needs_the_url_in_its_text(ctx: Context, world: World) -> None:
+    world.profile("ann@example.com")
+    world.delivery(html=None, text="Hi\nUnsubscribe: {{ unsubscribe_url }}")
+    assert _no_link_warnings(prepare_delivery(ctx, CLI, "spring-sale")) == []
+    world.delivery("plain", html=None, text="Hi")
+    [warning] = _no_link_warnings(prepare_delivery(ctx, CLI, "plain"))
+    assert warning["count"] == 1
+
+
+def test_require_unsubscribe_link_makes_it_an_error_that_blocks_the_confirm(
+    ctx: Context, world: World
+) -> None:
+    strict = ctx.with_settings(require_unsubscribe_link=True)
+    world.profile("ann@example.com")
+    world.delivery(html="<p>Hi {{ first_name }}</p>")
+    result = prepare_delivery(strict, CLI, "spring-sale")
+    assert result.state.value == "editing" and _no_link_warnings(result) == []
+    [error] = result.to_json()["errors"]
+    assert (error["email"], error["part"]) == (None, "html"), "every message: no one profile"
+    assert "no unsubscribe link" in error["reason"]
+    assert "REQUIRE_UNSUBSCRIBE_LINK" in error["reason"]
+    with pytest.raises(DomainError, match="preparation errors"):
+        confirm_send(strict, as_user("U0A", [Role.START_DELIVERIES]), "spring-sale")
+    # With the link the same delivery is ready.
+    with strict.sessions.begin() as s:
+        s.execute(
+            update(Delivery)
+            .where(Delivery.ref == "spring-sale")
+            .values(html="<p>Hi</p>" + UNSUBSCRIBE, definition_hash="with-link")
+        )
+    assert prepare_delivery(strict, CLI, "spring-sale").ready

@@ -33,14 +33,19 @@ from bot.domain.executions import ExecutionState
 from bot.domain.lifecycle import Action, DeliveryState, transition
 from bot.domain.preparation import (
     MAX_STORED_ERRORS,
+    NO_UNSUBSCRIBE_LINK,
     SAMPLE_EMAILS,
+    UNSUBSCRIBE_VARIABLE,
     PreparationError,
     PreparationWarning,
+    has_unsubscribe_link,
+    no_unsubscribe_link_error,
     stored_errors,
 )
 from bot.domain.quarantine import EmailStatus
 from bot.domain.roles import Actor, Permission
 from bot.engine.rendering import (
+    PLACEHOLDER_LINKS,
     MessageTemplates,
     RenderError,
     RenderLimitExceeded,
@@ -112,6 +117,7 @@ class _Plan:
     errors: list[PreparationError] = field(default_factory=list)
     errors_total: int = 0
     missing: dict[str, list[Any]] = field(default_factory=dict)  # name -> [count, emails]
+    no_unsubscribe: list[Any] = field(default_factory=lambda: [0, []])  # [count, emails]
 
     def add_error(self, error: PreparationError) -> None:
         self.errors_total += 1
@@ -120,10 +126,21 @@ class _Plan:
 
     def warnings(self) -> list[PreparationWarning]:
         ordered = sorted(self.missing.items(), key=lambda kv: (-kv[1][0], kv[0]))
-        return [
+        found = [
             PreparationWarning(name=name, count=count, emails=tuple(emails))
             for name, (count, emails) in ordered
         ]
+        count, emails = self.no_unsubscribe
+        if count:
+            found.append(
+                PreparationWarning(UNSUBSCRIBE_VARIABLE, count, tuple(emails), NO_UNSUBSCRIBE_LINK)
+            )
+        return found
+
+    def note_no_unsubscribe(self, email: str) -> None:
+        self.no_unsubscribe[0] += 1
+        if len(self.no_unsubscribe[1]) < SAMPLE_EMAILS:
+            self.no_unsubscribe[1].append(email)
 
     def exclusion_counts(self) -> dict[ExclusionReason, int]:
         counts = dict.fromkeys(ExclusionReason, 0)
@@ -180,9 +197,19 @@ def _exclusion(member: Member, seen: set[str]) -> ExclusionReason | None:
     return None
 
 
-def _plan(session: Session, delivery: Delivery, progress: Progress | None = None) -> _Plan:
-    """Target, exclude and render, one pass over the audience (the preparation's hot loop)."""
+def _plan(
+    session: Session,
+    delivery: Delivery,
+    progress: Progress | None = None,
+    require_unsubscribe_link: bool = False,
+) -> _Plan:
+    """Target, exclude and render, one pass over the audience (the preparation's hot loop).
+
+    Each rendered message is checked for its unsubscribe link: the messages without
+    one make a warning, or, with `require_unsubscribe_link`, an error.
+    """
     plan = _Plan()
+    unsubscribe_url = PLACEHOLDER_LINKS[UNSUBSCRIBE_VARIABLE]
     if progress is not None:
         progress(0, preparation.member_count(session, delivery.audience_id))
     templates = _templates(delivery, plan)
@@ -212,6 +239,14 @@ def _plan(session: Session, delivery: Delivery, progress: Progress | None = None
             continue
         if message.warnings:
             plan.note_missing(message.warnings, member.email)
+        if not has_unsubscribe_link(message.html, message.text, unsubscribe_url):
+            plan.note_no_unsubscribe(member.email)
+    if require_unsubscribe_link and plan.no_unsubscribe[0]:
+        count, emails = plan.no_unsubscribe
+        everyone = count == len(plan.recipients)
+        part = "html" if delivery.html is not None else "text"
+        plan.add_error(no_unsubscribe_link_error(None if everyone else emails[0], part))
+        plan.no_unsubscribe = [0, []]  # said once, as the error
     return plan
 
 
@@ -297,7 +332,7 @@ def prepare_delivery(
         delivery_id = delivery.id
         seen_hash = delivery.definition_hash
         seen_version = delivery.audience.version
-        plan = _plan(session, delivery, progress)
+        plan = _plan(session, delivery, progress, ctx.settings.require_unsubscribe_link)
     with ctx.sessions.begin() as session:
         delivery = _write(session, ctx, delivery_id, seen_hash, seen_version, plan)
         result = PreparationResult(
@@ -369,7 +404,11 @@ def prepare_execution(ctx: Context, execution_id: int) -> ExecutionPreparation:
     """
     with ctx.sessions() as session:
         execution = executions.get(session, execution_id)
-        plan = _plan(session, execution.delivery)
+        plan = _plan(
+            session,
+            execution.delivery,
+            require_unsubscribe_link=ctx.settings.require_unsubscribe_link,
+        )
         known, known_keys = preparation.known(session, execution_id)
         key = execution.key
     now = ctx.clock.now()
