@@ -15,6 +15,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.domain.guard import GuardPolicy
+
 MAIL_SCHEMES = ("smtp", "smtps", "maildir")
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -165,6 +167,12 @@ class Settings(BaseSettings):
     send_parallelism: int = Field(default=4, ge=1, le=256)
     retry_interval_minutes: int = Field(default=60, ge=1)
     max_retries: int = Field(default=5, ge=0, le=50)
+    # The send guard (bot.domain.guard): pause a send when more than GUARD_RATE of the
+    # last GUARD_WINDOW relayed were refused or hard-bounced, once GUARD_MINIMUM were
+    # relayed; a delivery's `guard:` overrides them.
+    guard_rate: float = Field(default=0.05, gt=0, lt=1)
+    guard_window: int = Field(default=500, ge=1, le=100_000)
+    guard_minimum: int = Field(default=200, ge=1, le=100_000)
     # A message without its unsubscribe link (`domain.preparation.has_unsubscribe_link`)
     # is a preparation warning; true: an error, which blocks the confirm.
     require_unsubscribe_link: bool = False
@@ -194,6 +202,18 @@ class Settings(BaseSettings):
         if not self.public_base_url:
             self.public_base_url = f"http://localhost:{self.port}"
         return self
+
+    @model_validator(mode="after")
+    def _guard_can_trip(self) -> Settings:
+        """A minimum above the window could never be reached: the guard would be off."""
+        if self.guard_minimum > self.guard_window:
+            raise ValueError("GUARD_MINIMUM must not be above GUARD_WINDOW")
+        return self
+
+    @property
+    def guard(self) -> GuardPolicy:
+        """The global guard policy, which a delivery's `guard:` overrides."""
+        return GuardPolicy(self.guard_rate, self.guard_window, self.guard_minimum)
 
     @field_validator("mail_url")
     @classmethod

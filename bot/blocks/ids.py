@@ -55,6 +55,7 @@ PICKER_BLOCK = "delivery_picker"
 DEPLOYMENT_PROGRESS_BLOCK = "deployment_progress"
 DEPLOYMENT_KPIS_BLOCK = "deployment_kpis"
 DEPLOYMENT_ACTIONS_BLOCK = "deployment_actions"
+GUARD_ACTIONS_BLOCK = "guard_actions"  # the send guard's alert: Resume, Stop send
 APPROVAL_ACTIONS_BLOCK = "approval_actions"
 APPROVAL_DECISION_BLOCK = "approval_decision"
 AUDIT_PAGES_BLOCK = "audit_pages"

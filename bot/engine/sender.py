@@ -103,8 +103,13 @@ class Sender:
         on_batch: Callable[[int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
         relay_wait: float | None = None,
+        guard: Callable[[int], object] | None = None,
     ) -> None:
         self.ctx = ctx
+        # Called with the execution id after each recorded batch, before the state is
+        # read again: the send guard, which may pause the delivery on the relay's
+        # answers (`services.deliveries.guard`); the loop then stops as for a Pause.
+        self.guard = guard
         # Seconds of back-off one relay outage may cost before the sender gives up
         # (`RelayGaveUp`, the rest left queued); None: wait for the relay however long
         # (a server or a worker, which have nothing better to do).
@@ -147,6 +152,8 @@ class Sender:
                     self.on_batch(execution_id)
                     return state
                 await self._relay(execution_id, self._envelopes(claimed, design), design)
+                if self.guard is not None:
+                    await asyncio.to_thread(self.guard, execution_id)
                 self.on_batch(execution_id)
         except _Superseded:
             log.warning(

@@ -41,6 +41,7 @@ from bot.engine.claims import FencedClaim, fence_window
 from bot.engine.sender import Sender
 from bot.engine.transports import Transport
 from bot.jobs.due_work import run_due
+from bot.services.deliveries import guard
 from bot.services.deliveries.sending import SendReport, what_to_send
 from bot.services.messages.deployment import DeploymentFollower
 from bot.services.notifications import Notifications
@@ -184,6 +185,7 @@ async def send(context: JobContext, execution_id: int, slot: int) -> None:
             claim=claim,
             on_batch=lambda eid: _refresh(running, eid),
             should_stop=running.stopping.is_set,
+            guard=lambda eid: guard.check(ctx, eid),
         )
         state = await sender.run(execution_id)
         log.info("execution %d, slot %d: %s", execution_id, slot, state.value)

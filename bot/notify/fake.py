@@ -10,19 +10,26 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field
 
+from bot.services.deliveries.guard_views import GuardAlertView
 from bot.services.deliveries.views import DeploymentView
 from bot.services.digest_views import DigestChart, DigestPage
 from bot.services.home_views import HomeView
 from bot.services.notifications import NotificationFailed, Posted
 from bot.services.recurring.views import ApprovalRequestView
 
+SaidView = (
+    DeploymentView | ApprovalRequestView | DigestPage | DigestChart | HomeView | GuardAlertView
+)
+
 
 @dataclass
 class Said:
-    kind: str  # deployment | approval | digest-page | digest-chart | home
+    kind: str  # deployment | approval | digest-page | digest-chart | home | guard
     channel: str  # for a Home tab, the user's id
     ts: str
-    view: DeploymentView | ApprovalRequestView | DigestPage | DigestChart | HomeView
+    view: (
+        DeploymentView | ApprovalRequestView | DigestPage | DigestChart | HomeView | GuardAlertView
+    )
     update: bool = False
 
 
@@ -68,3 +75,8 @@ class FakeNotifications:
 
     async def home(self, user: str, view: HomeView) -> None:
         self.said.append(Said("home", user, self._take(), view))
+
+    async def guard_alert(self, view: GuardAlertView, channel: str) -> Posted:
+        ts = self._take()
+        self.said.append(Said("guard", channel, ts, view))
+        return Posted(channel, ts)

@@ -19,8 +19,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks.approval import approval_request
 from bot.blocks.deployment import deployment_message
 from bot.blocks.digest import digest_message
+from bot.blocks.guard import guard_alert_message
 from bot.blocks.home import home_view
 from bot.notify.charts import kpi_chart_png
+from bot.services.deliveries.guard_views import GuardAlertView
 from bot.services.deliveries.views import DeploymentView
 from bot.services.digest_views import DigestChart, DigestPage
 from bot.services.home_views import HomeView
@@ -111,3 +113,6 @@ class SlackNotifications:
 
     async def home(self, user: str, view: HomeView) -> None:
         await _sent("views.publish", self.client.views_publish(user_id=user, view=home_view(view)))
+
+    async def guard_alert(self, view: GuardAlertView, channel: str) -> Posted:
+        return await self._show(guard_alert_message(view), channel, None)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from bot.context import Context
+from bot.services.deliveries.guard_views import GuardAlertView
 from bot.services.deliveries.views import DeploymentView
 from bot.services.digest_views import DigestChart, DigestPage
 from bot.services.home_views import HomeView
@@ -79,6 +80,10 @@ class Notifications(Protocol):
         """Publish `user`'s Home tab."""
         ...
 
+    async def guard_alert(self, view: GuardAlertView, channel: str) -> Posted:
+        """Post the send guard's alert: why the send was paused, with Resume and Stop."""
+        ...
+
 
 class Unconnected:
     """Notifications when no chat is connected: nothing can be said, so callers wait."""
@@ -100,6 +105,9 @@ class Unconnected:
         raise NotificationFailed("Slack is not connected")
 
     async def home(self, user: str, view: HomeView) -> None:
+        raise NotificationFailed("Slack is not connected")
+
+    async def guard_alert(self, view: GuardAlertView, channel: str) -> Posted:
         raise NotificationFailed("Slack is not connected")
 
 
@@ -133,6 +141,9 @@ class Counted:
 
     async def home(self, user: str, view: HomeView) -> None:
         await self._counting(self.inner.home(user, view))
+
+    async def guard_alert(self, view: GuardAlertView, channel: str) -> Posted:
+        return await self._counting(self.inner.guard_alert(view, channel))
 
     async def _counting(self, call: Awaitable[T]) -> T:
         try:

@@ -180,6 +180,7 @@ _RECORD = (
     .values(
         message_id=bindparam("message_id"),
         next_retry_at=bindparam("retry_at"),
+        answered_at=bindparam("answered_at"),
         claim_token=None,
         claimed_at=None,
     )
@@ -203,7 +204,12 @@ def record_relayed(
         session.connection().execute(
             _RECORD,
             [
-                {"log_id": r.log_id, "message_id": r.message_id, "retry_at": r.retry_at}
+                {
+                    "log_id": r.log_id,
+                    "message_id": r.message_id,
+                    "retry_at": r.retry_at,
+                    "answered_at": now,
+                }
                 for r in relayed
             ],
         )

@@ -207,6 +207,9 @@ class Delivery(Base):
     # again whatever Slack missed (bot.services.messages.deployment).
     deployment_shown: Mapped[str | None] = mapped_column(String(120))
     confirmed_by: Mapped[str | None] = mapped_column(String(64))
+    # The send guard's settings as the definition wrote them (`guard:`): None, the
+    # global ones; {"off": true}; or some of rate, window, minimum (bot.domain.guard).
+    guard: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     confirmed_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -237,6 +240,10 @@ class Execution(Base):
     lease_until: Mapped[datetime | None]
     # Why sending this execution failed (state failed), as shown in its channel.
     failure_reason: Mapped[str | None] = mapped_column(Text)
+    # Where the send guard's window starts: only answers relayed after it count. Moved
+    # on when the guard pauses and when a person resumes, so that neither an old
+    # window nor a Resume's predecessors pause the send again. None: from the start.
+    guard_from: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
     delivery: Mapped[Delivery] = relationship()
@@ -250,6 +257,8 @@ class SendingLog(Base):
         Index("ix_sending_logs_retry_due", "next_retry_at"),
         # The Deployment message's current rate counts the logs relayed lately.
         Index("ix_sending_logs_execution_relayed", "execution_id", "relayed_at"),
+        # The send guard reads an execution's latest answers (bot.store.guard).
+        Index("ix_sending_logs_execution_answered", "execution_id", "answered_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -271,9 +280,39 @@ class SendingLog(Base):
     smtp_status: Mapped[str | None] = mapped_column(String(16))
     diagnostic: Mapped[str | None] = mapped_column(Text)
     relayed_at: Mapped[datetime | None]
+    # When the relay last answered for it (accepted or refused; a retry answers again).
+    answered_at: Mapped[datetime | None]
     event_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+class GuardAlert(Base):
+    """A pause by the send guard and its alert in the delivery's channel.
+
+    Written with the pause, in its transaction; posted afterwards by whichever process
+    follows the send (`services.messages.guard_alerts`), so a Slack outage delays the
+    alert and never loses it. `claimed_until` keeps two processes from posting it
+    together; `ts` set means posted.
+    """
+
+    __tablename__ = "guard_alerts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), index=True
+    )
+    tripped_at: Mapped[datetime]
+    counted: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[int] = mapped_column(Integer)
+    # The policy it crossed, and the top reasons and domains: [[name, count], ...].
+    policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reasons: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    domains: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    channel: Mapped[str | None] = mapped_column(String(100))
+    ts: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[datetime | None]
+    posted_at: Mapped[datetime | None]
 
 
 class ExclusionLog(Base):

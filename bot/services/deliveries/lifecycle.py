@@ -24,10 +24,11 @@ from bot.domain.lifecycle import Action, DeliveryState, transition
 from bot.domain.readiness import not_ready_reason
 from bot.domain.roles import Actor, Permission
 from bot.domain.schedule import ScheduleMode
-from bot.store import approvals, audit, deliveries, executions, logs
+from bot.store import approvals, audit, deliveries, executions, guard, logs
 from bot.store.models import Delivery
 
 STOPPED_REASON = "the delivery was stopped"
+GUARD_ACTOR = "guard"  # who the send guard's acts are recorded as
 MAX_FAILURE_REASON = 1000
 SENDING = (ExecutionState.IN_PROGRESS, ExecutionState.PAUSED)
 
@@ -40,7 +41,13 @@ class Transitioned:
 
 
 def _move(
-    session: Session, now: datetime, d: Delivery, action: Action, actor: str, **values: Any
+    session: Session,
+    now: datetime,
+    d: Delivery,
+    action: Action,
+    actor: str,
+    detail: dict[str, Any] | None = None,
+    **values: Any,
 ) -> Transitioned:
     before = d.state
     after = transition(before, action)
@@ -60,7 +67,7 @@ def _move(
         action=f"delivery.{action.value}",
         subject_kind="delivery",
         subject_ref=d.ref,
-        detail={"from": before.value, "to": after.value},
+        detail={"from": before.value, "to": after.value, **(detail or {})},
     )
     return Transitioned(d.ref, before, after)
 
@@ -128,14 +135,28 @@ def pause_delivery(ctx: Context, actor: Actor, ref: str) -> Transitioned:
 
 def resume_delivery(ctx: Context, actor: Actor, ref: str) -> Transitioned:
     """Resume sending; a recurring delivery's occurrences that fell while it was paused
-    are not caught up (pausing them was the point), the next one runs on time."""
+    are not caught up (pausing them was the point), the next one runs on time.
+
+    The send guard's window starts again now: a person who resumes has read the
+    answers that crossed the threshold, so only answers after the Resume count.
+    """
     actor.require(Permission.RESUME)
     now = ctx.clock.now()
     with ctx.sessions.begin() as s:
         d = deliveries.get(s, ref)
+        sending = [e.id for e in executions.of_delivery(s, d.id) if e.state in SENDING]
+        guard.restart_windows(s, sending, now)
         if d.recurrence_cron:
             return _move(s, now, d, Action.RESUME, actor.id, recurrence_cursor=now)
         return _move(s, now, d, Action.RESUME, actor.id)
+
+
+def pause_by_guard(
+    session: Session, now: datetime, d: Delivery, detail: dict[str, Any]
+) -> Transitioned:
+    """The send guard's pause (`services.deliveries.guard`): the Pause button's
+    transition, in the guard's transaction, audited as `guard` with what it read."""
+    return _move(session, now, d, Action.PAUSE, GUARD_ACTOR, detail)
 
 
 def stop_delivery(ctx: Context, actor: Actor, ref: str) -> Transitioned:

@@ -22,6 +22,7 @@ from bot.domain.executions import label
 from bot.domain.lifecycle import DeliveryState
 from bot.engine.sender import RelayGaveUp, Sender
 from bot.engine.transports.base import Transport
+from bot.services.deliveries import guard
 from bot.services.deliveries.lifecycle import fail_execution
 from bot.services.progress import Progress
 from bot.store import counters, executions
@@ -76,7 +77,12 @@ async def send_due(
     names: dict[int, str] = {}
     told = _Told(ctx, names, on_batch, progress)
     sender = Sender(
-        ctx, transport, on_batch=told.batch_done, should_stop=should_stop, relay_wait=relay_wait
+        ctx,
+        transport,
+        on_batch=told.batch_done,
+        should_stop=should_stop,
+        relay_wait=relay_wait,
+        guard=lambda execution_id: guard.check(ctx, execution_id),
     )
     with ctx.sessions() as s:
         sending = executions.to_send(s)

@@ -19,7 +19,7 @@ import json
 import re
 from datetime import UTC, date, datetime, timedelta
 from functools import cache, lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -247,6 +247,30 @@ class RecurrenceDefinition(_Strict):
         return self
 
 
+class GuardDefinition(_Strict):
+    """`guard: {rate: 0.05, window: 500, minimum: 200}`: this delivery's send guard
+    (`bot.domain.guard`); a field left out takes the global setting (`GUARD_…`)."""
+
+    rate: float | None = Field(default=None, gt=0, lt=1)
+    window: int | None = Field(default=None, ge=1, le=100_000)
+    minimum: int | None = Field(default=None, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> GuardDefinition:
+        if self.window is not None and self.minimum is not None and self.minimum > self.window:
+            raise FieldError("minimum", "the minimum must not be above the window")
+        return self
+
+
+def _guard_off(value: Any) -> Any:
+    """YAML reads `off` as false: both mean the guard is off; `on` is the default."""
+    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
+        return "off"
+    if value is True or isinstance(value, str):
+        raise ValueError("write guard: off, or guard: {rate: 0.05, window: 500, minimum: 200}")
+    return value
+
+
 class DeliveryDefinition(_Strict):
     """One entry of a deliveries YAML file (DESIGN.md, "Public interfaces")."""
 
@@ -263,6 +287,8 @@ class DeliveryDefinition(_Strict):
     validity: timedelta = DEFAULT_VALIDITY
     efs: bool = False
     slack_channel: str | None = Field(default=None, min_length=1, max_length=100)
+    # Not hashed: it changes no message, and may change while the delivery sends.
+    guard: Annotated[GuardDefinition | Literal["off"] | None, BeforeValidator(_guard_off)] = None
 
     @field_validator("ref", mode="before")
     @classmethod
@@ -363,7 +389,16 @@ class DeliveryDefinition(_Strict):
             "validity_seconds": int(self.validity.total_seconds()),
             "efs": self.efs,
             "slack_channel": self.slack_channel,
+            "guard": self._guard_column(),
         }
+
+    def _guard_column(self) -> dict[str, Any] | None:
+        """What `Delivery.guard` stores: None (the global settings), off, or overrides."""
+        if self.guard == "off":
+            return {"off": True}
+        if self.guard is None:
+            return None
+        return self.guard.model_dump(exclude_none=True) or None
 
     def hash(self) -> str:
         return definition_hash(self.columns(), self.audience)
@@ -430,6 +465,7 @@ def error_reason(err: Any) -> str:
         sections: dict[str, type[BaseModel]] = {
             "schedule": ScheduleDefinition,
             "recurrence": RecurrenceDefinition,
+            "guard": GuardDefinition,
         }
         model = sections.get(section or "", DeliveryDefinition)
         known = _field_names(model)
@@ -446,6 +482,7 @@ def error_reason(err: Any) -> str:
 __all__ = [
     "DeliveryDefinition",
     "FieldError",
+    "GuardDefinition",
     "RecurrenceDefinition",
     "ScheduleDefinition",
     "ValidationError",

@@ -33,7 +33,7 @@ from bot.store.models import Audience, Delivery
 
 # Changing only these never invalidates a preparation: they change no message
 # (approval_expiry only how long an approval request waits).
-COSMETIC = ("name", "slack_channel", "approval_expiry_seconds")
+COSMETIC = ("name", "slack_channel", "approval_expiry_seconds", "guard")
 
 
 @dataclass

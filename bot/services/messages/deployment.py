@@ -30,6 +30,7 @@ from bot.services.deliveries.views import (
     read_deployment,
     shown_key,
 )
+from bot.services.messages.guard_alerts import post_alerts
 from bot.services.notifications import NotificationFailed, Notifications
 from bot.store import deliveries, executions
 
@@ -66,13 +67,21 @@ class DeploymentFollower:
                 await self.refresh(ref)
         except Exception:
             log.exception("Deployment message of execution %d not updated", execution_id)
+        try:
+            # A pause by the send guard comes with its alert: the batch that crossed
+            # the threshold is the one just recorded.
+            await post_alerts(self.ctx, self.notifications, execution_id)
+        except Exception:
+            log.exception("guard alerts of execution %d not posted", execution_id)
 
     async def reconcile(self) -> int:
-        """Post again every Deployment message that shows another state than the database."""
+        """Post again every Deployment message that shows another state than the database,
+        and the guard's alerts that were not posted (Slack was down, or the process
+        that paused had no follower)."""
         if not self.notifications.connected:
             return 0
         stale = await asyncio.to_thread(self._stale)
-        posted = 0
+        posted = await post_alerts(self.ctx, self.notifications)
         for ref in stale:
             if await self.refresh(ref, force=True) is not None:
                 posted += 1

@@ -1,0 +1,109 @@
+"""The send guard's alerts, posted in the delivery's channel through the port.
+
+The guard writes its alert with its pause (`services.deliveries.guard`), in the
+sending process, which may have no Slack client at all (the embedded sender's child).
+Whoever follows the send posts it: the Deployment follower after each batch it hears
+of (`DeploymentFollower.refresh_execution`), and its reconcile step, for the alerts
+that Slack missed. Each alert is claimed before it is posted (two followers never
+post it together), marked posted with where it is, and audited as `guard`; a failed
+post releases it for the next try. An alert older than a day is left unposted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from bot.context import Context
+from bot.domain.guard import GuardPolicy
+from bot.services.deliveries.guard_views import GuardAlertView
+from bot.services.deliveries.lifecycle import GUARD_ACTOR
+from bot.services.notifications import NotificationFailed, Notifications
+from bot.store import audit, counters, executions, guard
+
+log = logging.getLogger(__name__)
+
+ALERT_WINDOW = timedelta(days=1)
+
+
+async def post_alerts(
+    ctx: Context, notifications: Notifications, execution_id: int | None = None
+) -> int:
+    """Post the guard's alerts not yet posted (of one execution, or all); how many."""
+    if not notifications.connected:
+        return 0
+    waiting = await asyncio.to_thread(_waiting, ctx, execution_id)
+    done = 0
+    for alert_id in waiting:
+        taken = await asyncio.to_thread(_take, ctx, alert_id)
+        if taken is None:
+            continue  # posted, or being posted, by another process
+        view, channel = taken
+        try:
+            where = await notifications.guard_alert(view, channel)
+        except NotificationFailed as exc:
+            log.warning("guard alert of %s not posted (%s); tried again later", view.ref, exc)
+            await asyncio.to_thread(_release, ctx, alert_id)
+            continue
+        await asyncio.to_thread(_posted, ctx, alert_id, view, where.channel, where.ts)
+        done += 1
+    return done
+
+
+def _waiting(ctx: Context, execution_id: int | None) -> list[int]:
+    with ctx.sessions() as s:
+        return guard.unposted(s, ctx.clock.now() - ALERT_WINDOW, execution_id)
+
+
+def _take(ctx: Context, alert_id: int) -> tuple[GuardAlertView, str] | None:
+    with ctx.sessions.begin() as s:
+        alert = guard.claim_alert(s, alert_id, ctx.clock.now())
+        if alert is None or alert.channel is None:
+            return None
+        e = executions.get(s, alert.execution_id)
+        d = e.delivery
+        policy = alert.policy
+        view = GuardAlertView(
+            ref=d.ref,
+            name=d.name,
+            execution_key=e.key,
+            state=d.state,
+            tripped_at=alert.tripped_at,
+            counted=alert.counted,
+            failed=alert.failed,
+            policy=GuardPolicy(
+                float(policy["rate"]), int(policy["window"]), int(policy["minimum"])
+            ),
+            reasons=tuple((str(r), int(n)) for r, n in alert.reasons),
+            domains=tuple((str(r), int(n)) for r, n in alert.domains),
+            queued=counters.live_counters(s, e.id).queued,
+        )
+        return view, alert.channel
+
+
+def _release(ctx: Context, alert_id: int) -> None:
+    with ctx.sessions.begin() as s:
+        guard.release_alert(s, alert_id)
+
+
+def _posted(ctx: Context, alert_id: int, view: GuardAlertView, channel: str, ts: str) -> None:
+    now = ctx.clock.now()
+    with ctx.sessions.begin() as s:
+        guard.posted(s, alert_id, channel, ts, now)
+        audit.record(
+            s,
+            now,
+            actor=GUARD_ACTOR,
+            action="guard.alert",
+            subject_kind="delivery",
+            subject_ref=view.ref,
+            detail={
+                "execution": view.execution_key,
+                "channel": channel,
+                "ts": ts,
+                "rate": round(view.rate, 4),
+                "failed": view.failed,
+                "counted": view.counted,
+            },
+        )
