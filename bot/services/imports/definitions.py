@@ -19,7 +19,7 @@ import json
 import re
 from datetime import UTC, date, datetime, timedelta
 from functools import cache, lru_cache
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
@@ -249,8 +249,10 @@ class RecurrenceDefinition(_Strict):
 
 class GuardDefinition(_Strict):
     """`guard: {rate: 0.05, window: 500, minimum: 200}`: this delivery's send guard
-    (`bot.domain.guard`); a field left out takes the global setting (`GUARD_…`)."""
+    (`bot.domain.guard`); a field left out takes the global setting (`GUARD_…`).
+    `guard: off` is read as `{off: true}`."""
 
+    off: bool = False
     rate: float | None = Field(default=None, gt=0, lt=1)
     window: int | None = Field(default=None, ge=1, le=100_000)
     minimum: int | None = Field(default=None, ge=1, le=100_000)
@@ -265,7 +267,7 @@ class GuardDefinition(_Strict):
 def _guard_off(value: Any) -> Any:
     """YAML reads `off` as false: both mean the guard is off; `on` is the default."""
     if value is False or (isinstance(value, str) and value.strip().lower() == "off"):
-        return "off"
+        return {"off": True}
     if value is True or isinstance(value, str):
         raise ValueError("write guard: off, or guard: {rate: 0.05, window: 500, minimum: 200}")
     return value
@@ -288,7 +290,7 @@ class DeliveryDefinition(_Strict):
     efs: bool = False
     slack_channel: str | None = Field(default=None, min_length=1, max_length=100)
     # Not hashed: it changes no message, and may change while the delivery sends.
-    guard: Annotated[GuardDefinition | Literal["off"] | None, BeforeValidator(_guard_off)] = None
+    guard: Annotated[GuardDefinition | None, BeforeValidator(_guard_off)] = None
 
     @field_validator("ref", mode="before")
     @classmethod
@@ -394,11 +396,11 @@ class DeliveryDefinition(_Strict):
 
     def _guard_column(self) -> dict[str, Any] | None:
         """What `Delivery.guard` stores: None (the global settings), off, or overrides."""
-        if self.guard == "off":
-            return {"off": True}
         if self.guard is None:
             return None
-        return self.guard.model_dump(exclude_none=True) or None
+        if self.guard.off:
+            return {"off": True}
+        return self.guard.model_dump(exclude_none=True, exclude={"off"}) or None
 
     def hash(self) -> str:
         return definition_hash(self.columns(), self.audience)
