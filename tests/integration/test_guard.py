@@ -9,7 +9,9 @@ were imported, 100 a batch here.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from bot.config import Settings
 from bot.context import Context
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.roles import Role
+from bot.engine.sender import Sender
 from bot.engine.transports.smtp import SmtpTransport
 from bot.notify.fake import FakeNotifications
 from bot.services.deliveries import guard
@@ -259,3 +262,34 @@ def test_answers_recorded_while_paused_do_not_count_after_the_resume(
     # Counting them, the 200 clean answers after the Resume would read 20 of 220 (9 %).
     assert send(ctx, relay) is DeliveryState.FINISHED
     assert [a for a, _ in guard_audit(ctx)] == ["delivery.pause"]
+
+
+def test_two_senders_that_both_read_a_crossing_window_pause_it_once(
+    ctx: Context, relay: Relay, tmp_path: Path
+) -> None:
+    execution_id = load(ctx, tmp_path, recipients(400, {range(0, 400): 10}))
+    batches = iter([False, False, True])  # two batches without the guard, then stop
+
+    async def relay_two_batches() -> None:
+        t = SmtpTransport("127.0.0.1", relay.port, pool_size=3, timeout=10.0)
+        try:
+            await Sender(ctx, t, should_stop=lambda: next(batches)).run(execution_id)
+        finally:
+            await t.close()
+
+    asyncio.run(relay_two_batches())
+    assert queued_and_done(ctx) == (200, 200)
+    # Two senders of the execution (two worker slots) check the same window at once.
+    barrier = threading.Barrier(2)
+
+    def check() -> guard.Tripped | None:
+        barrier.wait()
+        return guard.check(ctx, execution_id)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: check(), range(2)))
+    assert sorted(r is not None for r in results) == [False, True]
+    assert [a for a, _ in guard_audit(ctx)] == ["delivery.pause"]
+    fake = FakeNotifications()
+    post(ctx, fake)
+    assert len(alerts(fake)) == 1
