@@ -99,6 +99,29 @@ def confirm_button(detail: DeliveryDetail) -> dict[str, object]:
     )
 
 
+# How much of the text part the card shows: enough to recognise the message; the
+# **Preview** page has all of it.
+SAMPLE_TEXT_CHARS = 300
+
+
+def sample_lines(card: Card) -> list[str]:
+    """The start of the text part as its sample profile gets it, and the **Preview** link.
+
+    The text is data (templates and profile fields), so it is escaped and cut after
+    escaping; the link is Greenlight's own URL (base64url token), escaped all the same.
+    """
+    lines = []
+    if card.sample_text:
+        start = truncate(escape(" ".join(card.sample_text.split())), SAMPLE_TEXT_CHARS)
+        lines.append(f"Text for {escape(card.sample_for or '')}: {start}")
+    if card.preview_url:
+        lines.append(
+            f"<{escape(card.preview_url)}|Preview> the subject, text and HTML as they will"
+            " leave (the link works for a limited time)"
+        )
+    return lines
+
+
 def delivery_card(card: Card) -> list[Block]:
     """The card of one delivery, with **Confirm send** when it can be confirmed.
 
@@ -131,6 +154,7 @@ def delivery_card(card: Card) -> list[Block]:
         about.append(f"Subject: {escape(detail.subject)}")
     if about:
         blocks.append(context(" · ".join(about)))
+    blocks += [context(line) for line in sample_lines(card)]
     if card.not_ready is None:
         blocks.append(actions([confirm_button(detail)], ids.CARD_ACTIONS_BLOCK))
     else:

@@ -10,7 +10,11 @@ naming the kind of token, so a token made for one endpoint is refused by the oth
 * click (`c`): the kind, the length of the log id, the log id, then the target URL
   in UTF-8. The URL travels inside the signed token (rather than an index into the
   message's links), so the redirect can only ever go to the URL that this message was
-  given, with no database lookup, and a link edited after sending changes nothing.
+  given, with no database lookup, and a link edited after sending changes nothing;
+* preview (`p`, the card's **Preview** page of a delivery before it is sent): the
+  kind, the expiry instant (Unix seconds, 8 bytes big-endian), then the delivery id
+  (big-endian, as few bytes as it needs). The expiry is signed with the id, so a link
+  cannot be stretched; whether it has passed is the reader's clock's business.
 
 Reading a token never raises on bad input: a forged, altered, truncated, padded or
 otherwise non-canonical token reads as None. The MAC is compared in constant time
@@ -38,6 +42,8 @@ _OPEN = b"o"
 _CLICK = b"c"
 _UNSUBSCRIBE = b"u"
 _VIEW = b"v"
+_PREVIEW = b"p"
+_EXPIRY_SIZE = 8
 _TAG = b"m"  # never a token: keyed tags such as the Message-ID's
 
 
@@ -46,6 +52,13 @@ class Click(NamedTuple):
 
     log_id: int
     url: str
+
+
+class PreviewGrant(NamedTuple):
+    """What a valid preview token says: which delivery, and until when (Unix seconds)."""
+
+    delivery_id: int
+    expires: int
 
 
 def _id_bytes(log_id: int) -> bytes:
@@ -110,6 +123,12 @@ class TokenSigner:
     def view_token(self, log_id: int) -> str:
         return self._seal(_VIEW + _id_bytes(log_id))
 
+    def preview_token(self, delivery_id: int, expires: int) -> str:
+        """The **Preview** page of delivery `delivery_id`, valid until `expires` (Unix s)."""
+        if not 0 <= expires < 2 ** (8 * _EXPIRY_SIZE):
+            raise ValueError(f"an expiry is a non-negative Unix time (got {expires})")
+        return self._seal(_PREVIEW + expires.to_bytes(_EXPIRY_SIZE, "big") + _id_bytes(delivery_id))
+
     def click_token(self, log_id: int, url: str) -> str:
         return self.click_tokens(log_id)(url.encode("utf-8"))
 
@@ -163,6 +182,15 @@ class TokenSigner:
         """The sending log id of a genuine view-online token, else None."""
         body = self._open_seal(token, _VIEW)
         return int.from_bytes(body, "big") if body else None
+
+    def read_preview(self, token: object) -> PreviewGrant | None:
+        """The delivery id and expiry of a genuine preview token, else None (expired or
+        not: the caller compares `expires` with its clock)."""
+        body = self._open_seal(token, _PREVIEW)
+        if body is None or len(body) <= _EXPIRY_SIZE:
+            return None
+        expires = int.from_bytes(body[:_EXPIRY_SIZE], "big")
+        return PreviewGrant(int.from_bytes(body[_EXPIRY_SIZE:], "big"), expires)
 
     def read_click(self, token: object) -> Click | None:
         """The log id and target URL of a genuine click token, else None."""

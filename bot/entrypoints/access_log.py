@@ -1,7 +1,7 @@
 """The HTTP access log, without the secrets that travel in URLs.
 
-Tracking, unsubscribe and view-online links carry signed tokens in their path
-(``/t/o/…``, ``/t/c/…``, ``/u/…``, ``/v/…``), and the click token holds the URL
+Tracking, unsubscribe, view-online and preview links carry signed tokens in their path
+(``/t/o/…``, ``/t/c/…``, ``/u/…``, ``/v/…``, ``/p/…``), and the click token holds the URL
 clicked. A log line is read by more people than the database is, so those paths are
 logged with the token cut, wherever they appear in the line (the request, and the
 Referer of the unsubscribe form).
@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp.web_log import AccessLogger
 
-_TOKEN_PATH = re.compile(r"(/t/[oc]/|/u/|/v/)[^\s\"?#/]+")
+_TOKEN_PATH = re.compile(r"(/t/[oc]/|/u/|/v/|/p/)[^\s\"?#/]+")
 
 
 def redact(text: str) -> str:

@@ -1,5 +1,6 @@
 """HTTP endpoints for feedback: provider webhooks, bounce messages, tracking, unsubscribe
-(and, beside them, the web version of a message: `web_version_http`).
+(and, beside them, the web version of a message: `web_version_http`, and the card's
+**Preview** page of a delivery before it is sent: `preview_http`).
 
 Each endpoint is thin: check the request's signature (401 when it is missing or
 wrong, before anything is read), parse it (400 with the reason when malformed), hand
@@ -27,6 +28,7 @@ from bot.context import Context
 from bot.domain.feedback import FeedbackKind
 from bot.engine.tokens import TokenSigner
 from bot.entrypoints.metrics import labelled
+from bot.entrypoints.preview_http import add_preview_routes
 from bot.entrypoints.web_version_http import add_web_version_route
 from bot.feedback import dsn, generic, mailgun, postmark, sendgrid, ses
 from bot.feedback.certificates import CertificateUnavailable, SnsCertificates
@@ -276,3 +278,4 @@ def add_feedback_routes(
     app.router.add_get("/u/{token}", unsubscribe_page)
     app.router.add_post("/u/{token}", unsubscribe_post)
     add_web_version_route(app, ctx, signer)
+    add_preview_routes(app, ctx, signer)

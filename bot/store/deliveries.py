@@ -33,6 +33,11 @@ def get(session: Session, ref: str) -> Delivery:
     return delivery
 
 
+def by_id(session: Session, delivery_id: int) -> Delivery | None:
+    """The delivery with this id, or None (a link may outlive its delivery)."""
+    return session.get(Delivery, delivery_id)
+
+
 def reload(session: Session, delivery_id: int) -> Delivery:
     """The row as the database has it now (after a compare-and-set of this transaction)."""
     delivery = session.get(Delivery, delivery_id, populate_existing=True)

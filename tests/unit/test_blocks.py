@@ -567,6 +567,23 @@ def test_card_shows_the_subject_rendered_for_a_recipient_beside_its_template() -
     assert "Subject: Hi {{ first_name }} &lt;3" in plain and "template:" not in plain
 
 
+def test_card_shows_the_start_of_the_text_escaped_and_the_preview_link() -> None:
+    text = "Hi Ann <@U123> & <https://evil.example|click>\n\n" + "x" * 1000
+    url = "https://greenlight.example/p/AbC-_9"
+    blocks = delivery_card(
+        Card(detail(), None, "Hi Ann", "ann@x.example", sample_text=text, preview_url=url)
+    )
+    shown = all_text(blocks)
+    escaped = "Hi Ann &lt;@U123&gt; &amp; &lt;https://evil.example|click&gt; x"
+    assert f"Text for ann@x.example: {escaped}" in shown
+    assert "<@U123>" not in shown and "<https://evil" not in shown
+    [line] = [t for t in shown.split("\n") if t.startswith("Text for")]
+    assert len(line) <= len("Text for ann@x.example: ") + 300 and line.endswith("…")
+    assert f"<{url}|Preview>" in shown
+    bare = all_text(delivery_card(Card(detail(), None)))
+    assert "Preview>" not in bare and "Text for" not in bare
+
+
 def test_only_ready_deliveries_prepared_for_what_they_are_can_be_picked() -> None:
     assert row("spring-sale").pickable
     assert not row("draft", state=DeliveryState.EDITING).pickable

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.config import load_settings
-from bot.engine.tokens import MAC_SIZE, Click, TokenSigner
+from bot.engine.tokens import MAC_SIZE, Click, PreviewGrant, TokenSigner
 
 SIGNER = TokenSigner("test-tracking-secret")
 URL_SAFE = set(string.ascii_letters + string.digits + "-_")
@@ -38,6 +38,40 @@ def test_unsubscribe_token_round_trips(log_id: int) -> None:
 @given(log_ids, urls)
 def test_click_token_round_trips_with_the_url(log_id: int, url: str) -> None:
     assert SIGNER.read_click(SIGNER.click_token(log_id, url)) == Click(log_id, url)
+
+
+@given(log_ids, st.integers(min_value=0, max_value=2**64 - 1))
+def test_preview_token_round_trips_with_its_expiry(delivery_id: int, expires: int) -> None:
+    token = SIGNER.preview_token(delivery_id, expires)
+    assert SIGNER.read_preview(token) == PreviewGrant(delivery_id, expires)
+    assert set(token) <= URL_SAFE
+
+
+def test_a_preview_token_reads_only_as_a_preview() -> None:
+    """Its expiry is signed with the delivery: no other kind of token reads it, and a
+    view-online token of the same number is no preview."""
+    token = SIGNER.preview_token(7, 1_800_000_000)
+    for read in (SIGNER.read_open, SIGNER.read_unsubscribe, SIGNER.read_view, SIGNER.read_click):
+        assert read(token) is None
+    assert SIGNER.read_preview(SIGNER.view_token(7)) is None
+    assert SIGNER.read_preview(SIGNER.open_token(2**70)) is None, "long enough, wrong kind"
+    assert TokenSigner("another-secret").read_preview(token) is None
+
+
+def test_a_preview_token_without_its_delivery_is_refused() -> None:
+    import base64
+
+    payload = b"p" + (1_800_000_000).to_bytes(8, "big")  # an expiry and no delivery id
+    mac = SIGNER._mac(payload)
+    forged = base64.urlsafe_b64encode(payload + mac).rstrip(b"=").decode()
+    assert SIGNER.read_preview(forged) is None
+
+
+def test_a_preview_expiry_is_a_unix_time() -> None:
+    with pytest.raises(ValueError):
+        SIGNER.preview_token(1, -1)
+    with pytest.raises(ValueError):
+        SIGNER.preview_token(1, 2**64)
 
 
 def test_tokens_are_compact_and_url_safe() -> None:
@@ -99,6 +133,7 @@ def test_any_altered_character_is_refused(log_id: int, url: str, data: st.DataOb
         (SIGNER.open_token(log_id), SIGNER.read_open),
         (SIGNER.unsubscribe_token(log_id), SIGNER.read_unsubscribe),
         (SIGNER.click_token(log_id, url), SIGNER.read_click),
+        (SIGNER.preview_token(log_id, 1_800_000_000), SIGNER.read_preview),
     ):
         index = data.draw(st.integers(0, len(token) - 1), label="index")
         replacement = data.draw(st.characters().filter(lambda c, t=token[index]: c != t))
@@ -134,6 +169,7 @@ def test_arbitrary_input_never_crashes(junk: str) -> None:
     assert SIGNER.read_open(junk) is None
     assert SIGNER.read_click(junk) is None
     assert SIGNER.read_unsubscribe(junk) is None
+    assert SIGNER.read_preview(junk) is None
 
 
 @pytest.mark.parametrize("junk", [None, 12, b"bytes", "=", "====", "a" * 100_000, "é" * 30])

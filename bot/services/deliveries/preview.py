@@ -3,6 +3,12 @@
 The same templates, sandbox and bounds as the preparation and the sender
 (`engine.rendering`); the links are shown as written (the sender signs them into
 tracking links when it builds the message).
+
+The card's **Preview** link opens the same rendering as a page (`GET /p/{token}`,
+`entrypoints.preview_http`) for people who have no login on Greenlight: the token is
+signed with TRACKING_SECRET and names the delivery and an expiry instant
+(PREVIEW_LINK_TTL_SECONDS after the card was shown), so the link is the permission,
+handed only to whoever may see the card, and it stops working by itself.
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.context import Context, Session
-from bot.domain.errors import NotFound
+from bot.domain.errors import DomainError, NotFound
 from bot.domain.roles import Actor, Permission
 from bot.engine.rendering import MessageTemplates
+from bot.engine.tokens import PreviewGrant, TokenSigner
 from bot.services.deliveries.prepare import member_context
 from bot.store import deliveries, preparation
 from bot.store.models import Delivery
@@ -37,6 +44,39 @@ class Preview:
             "html": self.html,
             "warnings": list(self.warnings),
         }
+
+
+class LinkExpired(DomainError):
+    """A **Preview** link past its expiry: the card shows a fresh one."""
+
+
+def preview_link(ctx: Context, delivery_id: int) -> str | None:
+    """The **Preview** page of a delivery, open for PREVIEW_LINK_TTL_SECONDS from now;
+    None without TRACKING_SECRET (the card then shows no link rather than failing)."""
+    try:
+        signer = TokenSigner.from_settings(ctx.settings)
+    except ValueError:
+        return None
+    expires = int(ctx.clock.now().timestamp()) + ctx.settings.preview_link_ttl_seconds
+    base = ctx.settings.public_base_url.rstrip("/")
+    return f"{base}/p/{signer.preview_token(delivery_id, expires)}"
+
+
+def linked_preview(ctx: Context, grant: PreviewGrant, email: str | None) -> Preview | None:
+    """What a genuine **Preview** link shows: the delivery for `email`'s profile of its
+    audience (its first without one); None when the delivery no longer exists.
+
+    No actor: the signed, expiring link stands for the person who was shown the card.
+    Raises `LinkExpired` past the link's expiry (checked before anything is read), and
+    `NotFound` when the audience has no such profile.
+    """
+    if ctx.clock.now().timestamp() >= grant.expires:
+        raise LinkExpired("This preview link has expired; open the card again for a new one.")
+    with ctx.sessions() as s:
+        d = deliveries.by_id(s, grant.delivery_id)
+        if d is None:
+            return None
+        return render_for(s, d, email)
 
 
 def preview(ctx: Context, actor: Actor, ref: str, email: str | None = None) -> Preview:

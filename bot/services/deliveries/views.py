@@ -27,7 +27,7 @@ from bot.domain.preparation import PreparationError, PreparationWarning
 from bot.domain.readiness import is_pickable, not_ready_reason
 from bot.domain.roles import Actor, Permission
 from bot.domain.schedule import Aggregation, ScheduleKind, format_duration
-from bot.services.deliveries.preview import render_for
+from bot.services.deliveries.preview import preview_link, render_for
 from bot.store import counters, deliveries, executions, logs, preparation, profiles, reports
 from bot.store.models import Delivery, Execution
 
@@ -296,6 +296,10 @@ class Card:
     # also shows; None when the audience is empty or the template does not render.
     sample_subject: str | None = None
     sample_for: str | None = None
+    # The start of the text part is the card's business; the whole of it, with the HTML,
+    # is on the **Preview** page (`preview_url`, None without TRACKING_SECRET).
+    sample_text: str | None = None
+    preview_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -509,7 +513,13 @@ def card(ctx: Context, actor: Actor, ref: str) -> Card:
             sample = render_for(s, d)
         except DomainError:  # nobody to render for, or a template the preparation refuses
             return shown
-    return replace(shown, sample_subject=sample.subject, sample_for=sample.email)
+    return replace(
+        shown,
+        sample_subject=sample.subject,
+        sample_for=sample.email,
+        sample_text=sample.text,
+        preview_url=preview_link(ctx, d.id),
+    )
 
 
 def compute_stats(ctx: Context, actor: Actor, ref: str) -> DeliveryDetail:
