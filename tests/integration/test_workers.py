@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from scenario import as_user, detail_json, prepare_one, settings_for
-from smtp_relay import free_port
+from smtp_relay import Relay, free_port
 from sqlalchemy import Engine, func, select, text
 
 from bot.bootstrap import Root, bootstrap
 from bot.domain.roles import Role
 from bot.jobs.queue import ServerQueue
 from bot.services.deliveries.lifecycle import confirm_send
-from bot.store.models import SendingLog
+from bot.store.models import AuditEntry, GuardAlert, SendingLog
 
 PG_ENV = "GREENLIGHT_TEST_POSTGRES_URL"
 
@@ -304,3 +304,48 @@ def test_a_worker_whose_registration_was_pruned_starts_again_and_sends(
 def _registered(root: Root) -> int:
     with root.context.sessions() as s:
         return s.scalar(text("SELECT count(*) FROM procrastinate_workers")) or 0
+
+
+def test_workers_sending_one_delivery_are_paused_once_by_the_send_guard(
+    pg: Callable[..., Root], workers_of: Callable[[Root], Workers], tmp_path: Path
+) -> None:
+    """Four send slots over two workers: the guard pauses the delivery once, each slot
+    stops after its batch in flight, and every recipient is sent once or still queued."""
+    relay = Relay()
+    relay.start()
+    try:
+        root = pg(mail_url=f"smtp://127.0.0.1:{relay.port}", send_batch_size=50, smtp_pool_size=2)
+        workers = workers_of(root)
+        workers.start()
+        workers.start()
+        emails = [
+            f"hard{i}@stale.example" if i % 10 == 0 else f"u{i}@x.example" for i in range(3000)
+        ]
+        prepare_one(root.context, tmp_path, emails)
+        confirm_send(root.context, as_user("U0ALICE", [Role.START_DELIVERIES]), "big")
+        ServerQueue(root.settings).kick()
+
+        def settled() -> bool:
+            if detail_json(root.context, "big")["state"] != "paused" or claims(root):
+                return False
+            with root.context.sessions() as s:
+                sending = text(
+                    "SELECT count(*) FROM procrastinate_jobs"
+                    " WHERE status = 'doing' AND task_name = 'greenlight:send'"
+                )
+                return not s.scalar(sending)
+
+        wait_until("the guard paused the delivery and every slot stopped", settled)
+        with root.context.sessions() as s:
+            pauses = s.scalars(select(AuditEntry.action).where(AuditEntry.actor == "guard"))
+            actions = list(pauses)
+            alerts = s.scalar(select(func.count()).select_from(GuardAlert))
+            logs = s.execute(select(SendingLog.email, SendingLog.status)).all()
+        assert actions == ["delivery.pause"] and alerts == 1
+        done = {e for e, st in logs if st.value != "queued"}
+        assert 200 <= len(done) < 3000, "paused soon after the threshold, the rest queued"
+        got = relay.recorder.by_rcpt()
+        assert all(len(v) == 1 for v in got.values()), "nobody sent twice"
+        assert set(got) == {e for e in done if not e.startswith("hard")}
+    finally:
+        relay.stop()
