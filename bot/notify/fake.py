@@ -76,7 +76,7 @@ class FakeNotifications:
     async def home(self, user: str, view: HomeView) -> None:
         self.said.append(Said("home", user, self._take(), view))
 
-    async def guard_alert(self, view: GuardAlertView, channel: str) -> Posted:
-        ts = self._take()
-        self.said.append(Said("guard", channel, ts, view))
-        return Posted(channel, ts)
+    async def guard_alert(self, view: GuardAlertView, channel: str, ts: str | None) -> Posted:
+        new = self._take()
+        self.said.append(Said("guard", channel, ts or new, view, update=ts is not None))
+        return Posted(channel, ts or new)

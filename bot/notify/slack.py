@@ -114,5 +114,5 @@ class SlackNotifications:
     async def home(self, user: str, view: HomeView) -> None:
         await _sent("views.publish", self.client.views_publish(user_id=user, view=home_view(view)))
 
-    async def guard_alert(self, view: GuardAlertView, channel: str) -> Posted:
-        return await self._show(guard_alert_message(view), channel, None)
+    async def guard_alert(self, view: GuardAlertView, channel: str, ts: str | None) -> Posted:
+        return await self._show(guard_alert_message(view), channel, ts)

@@ -80,8 +80,9 @@ class Notifications(Protocol):
         """Publish `user`'s Home tab."""
         ...
 
-    async def guard_alert(self, view: GuardAlertView, channel: str) -> Posted:
-        """Post the send guard's alert: why the send was paused, with Resume and Stop."""
+    async def guard_alert(self, view: GuardAlertView, channel: str, ts: str | None) -> Posted:
+        """Post the send guard's alert (ts None), why the send was paused with Resume and
+        Stop send, or update it in place to show its delivery's state."""
         ...
 
 
@@ -107,7 +108,7 @@ class Unconnected:
     async def home(self, user: str, view: HomeView) -> None:
         raise NotificationFailed("Slack is not connected")
 
-    async def guard_alert(self, view: GuardAlertView, channel: str) -> Posted:
+    async def guard_alert(self, view: GuardAlertView, channel: str, ts: str | None) -> Posted:
         raise NotificationFailed("Slack is not connected")
 
 
@@ -142,8 +143,8 @@ class Counted:
     async def home(self, user: str, view: HomeView) -> None:
         await self._counting(self.inner.home(user, view))
 
-    async def guard_alert(self, view: GuardAlertView, channel: str) -> Posted:
-        return await self._counting(self.inner.guard_alert(view, channel))
+    async def guard_alert(self, view: GuardAlertView, channel: str, ts: str | None) -> Posted:
+        return await self._counting(self.inner.guard_alert(view, channel, ts))
 
     async def _counting(self, call: Awaitable[T]) -> T:
         try:

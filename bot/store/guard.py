@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from bot.domain.guard import Answer, Reading, domain_of
 from bot.domain.logs import FailureType
 from bot.store.db import affected
-from bot.store.models import Execution, GuardAlert, SendingLog
+from bot.store.models import Delivery, Execution, GuardAlert, SendingLog
 
 REFUSED = (FailureType.HARD, FailureType.SOFT)
 POST_CLAIM = timedelta(minutes=1)  # a process that dies while posting an alert
@@ -112,12 +112,36 @@ def claim_alert(session: Session, alert_id: int, now: datetime) -> GuardAlert | 
     return session.get(GuardAlert, alert_id, populate_existing=True)
 
 
-def posted(session: Session, alert_id: int, channel: str, ts: str, now: datetime) -> None:
+def posted(
+    session: Session, alert_id: int, channel: str, ts: str, now: datetime, state: str
+) -> None:
     session.execute(
         update(GuardAlert)
         .where(GuardAlert.id == alert_id)
-        .values(channel=channel, ts=ts, posted_at=now, claimed_until=None)
+        .values(channel=channel, ts=ts, posted_at=now, claimed_until=None, shown_state=state)
     )
+
+
+def outdated(session: Session, since: datetime, ref: str | None = None) -> list[int]:
+    """Posted alerts (tripped after `since`) drawn for another state than their
+    delivery's now: their buttons are to be drawn again."""
+    query = (
+        select(GuardAlert.id)
+        .join(Execution, Execution.id == GuardAlert.execution_id)
+        .join(Delivery, Delivery.id == Execution.delivery_id)
+        .where(
+            GuardAlert.ts.is_not(None),
+            GuardAlert.tripped_at > since,
+            or_(GuardAlert.shown_state.is_(None), GuardAlert.shown_state != Delivery.state),
+        )
+    )
+    if ref is not None:
+        query = query.where(Delivery.ref == ref)
+    return list(session.scalars(query.order_by(GuardAlert.id)))
+
+
+def shown(session: Session, alert_id: int, state: str) -> None:
+    session.execute(update(GuardAlert).where(GuardAlert.id == alert_id).values(shown_state=state))
 
 
 def release_alert(session: Session, alert_id: int) -> None:

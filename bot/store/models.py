@@ -311,6 +311,9 @@ class GuardAlert(Base):
     domains: Mapped[list[Any]] = mapped_column(JSON, default=list)
     channel: Mapped[str | None] = mapped_column(String(100))
     ts: Mapped[str | None] = mapped_column(String(32))
+    # The delivery state the posted alert's buttons were drawn for: drawn again when
+    # the delivery moves on (a Resume, a Stop), as the Deployment message is.
+    shown_state: Mapped[str | None] = mapped_column(String(16))
     claimed_until: Mapped[datetime | None]
     posted_at: Mapped[datetime | None]
 

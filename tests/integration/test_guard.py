@@ -109,7 +109,7 @@ def queued_and_done(ctx: Context) -> tuple[int, int]:
 
 
 def alerts(notifications: FakeNotifications) -> list[GuardAlertView]:
-    views = [said.view for said in notifications.of_kind("guard")]
+    views = [said.view for said in notifications.of_kind("guard") if not said.update]
     assert all(isinstance(v, GuardAlertView) for v in views)
     return views  # type: ignore[return-value]
 
@@ -182,6 +182,10 @@ def test_ten_percent_refused_pauses_with_an_alert_and_a_resume_holds_until_new_a
     accepted_once(relay, emails)
     post(ctx, fake)
     assert len(alerts(fake)) == 2
+    # Both were drawn again for the finished delivery, in place (no button left).
+    updated = [said for said in fake.of_kind("guard") if said.update]
+    assert {u.view.state for u in updated} == {DeliveryState.FINISHED}  # type: ignore[union-attr]
+    assert len({u.ts for u in updated}) == 2
 
 
 def test_two_percent_refused_sends_to_the_end(ctx: Context, relay: Relay, tmp_path: Path) -> None:

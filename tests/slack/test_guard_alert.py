@@ -17,6 +17,7 @@ import pytest
 from harness import ALLOWED, DENIED, LiveApp, SlackClient
 from mock_slack import Call, MockSlack
 from scenario import CLI, detail_json
+from sqlalchemy import select
 
 from bot.blocks import ids
 from bot.clock import FixedClock
@@ -24,7 +25,7 @@ from bot.context import Context
 from bot.services.deliveries.prepare import prepare_delivery
 from bot.services.imports.deliveries import import_deliveries
 from bot.services.imports.profiles import import_profiles
-from bot.store.models import AuditEntry
+from bot.store.models import AuditEntry, GuardAlert
 
 T0 = datetime.fromisoformat("2026-11-23T09:00:00+00:00")
 
@@ -81,6 +82,18 @@ def alerts(mock: MockSlack) -> list[Call]:
     return [
         c for c in mock.api_calls("chat.postMessage") if "paused by the guard" in json.dumps(c.body)
     ]
+
+
+def alert_updates(mock: MockSlack, ts: str) -> list[Call]:
+    return [c for c in mock.api_calls("chat.update") if c.body.get("ts") == ts]
+
+
+def posted_ts(ctx: Context) -> str:
+    """Where the (only) alert was posted, as the database keeps it."""
+    with ctx.sessions() as s:
+        (ts,) = s.scalars(select(GuardAlert.ts)).all()
+    assert ts is not None
+    return ts
 
 
 def blocks_of(call: Call) -> list[dict[str, object]]:
@@ -140,6 +153,11 @@ def test_the_alert_and_its_buttons(
     assert detail["logs"]["queued"] == 0 and detail["kpis"]["sent"] == 60
     assert len(alerts(mock_slack)) == 1, "not paused again by the old answers"
     assert guard_actions(risky) == ["delivery.pause", "guard.alert"]
+    # The alert was drawn again as the delivery moved on: no Resume once resumed, no
+    # button at all once finished.
+    ts = posted_ts(risky)
+    mock_slack.wait_for(lambda: any(action_ids(c) == [] for c in alert_updates(mock_slack, ts)))
+    assert all(ids.RESUME not in action_ids(c) for c in alert_updates(mock_slack, ts))
 
 
 def test_stop_send_from_the_alert(
@@ -152,3 +170,5 @@ def test_stop_send_from_the_alert(
     mock_slack.wait_for(lambda: detail_json(risky, "risky")["state"] == "stopped")
     detail = detail_json(risky, "risky")
     assert (detail["logs"]["ignored"], detail["logs"]["queued"]) == (40, 0)
+    ts = posted_ts(risky)
+    mock_slack.wait_for(lambda: [action_ids(c) for c in alert_updates(mock_slack, ts)] == [[]])

@@ -30,7 +30,7 @@ from bot.services.deliveries.views import (
     read_deployment,
     shown_key,
 )
-from bot.services.messages.guard_alerts import post_alerts
+from bot.services.messages.guard_alerts import post_alerts, sync_alerts
 from bot.services.notifications import NotificationFailed, Notifications
 from bot.store import deliveries, executions
 
@@ -82,6 +82,7 @@ class DeploymentFollower:
             return 0
         stale = await asyncio.to_thread(self._stale)
         posted = await post_alerts(self.ctx, self.notifications)
+        posted += await sync_alerts(self.ctx, self.notifications)
         for ref in stale:
             if await self.refresh(ref, force=True) is not None:
                 posted += 1
@@ -132,7 +133,12 @@ class DeploymentFollower:
                 return None
             await asyncio.to_thread(self._remember, ref, posted.channel, posted.ts, view)
             self._last[ref] = now
-            return view
+        try:
+            # The guard's alerts of this delivery show the same buttons as its message.
+            await sync_alerts(self.ctx, self.notifications, ref)
+        except Exception:
+            log.exception("guard alerts of %s not brought up to date", ref)
+        return view
 
     async def refresh_clicked(
         self, ref: str, execution_key: str | None, channel: str | None, ts: str | None

@@ -6,7 +6,12 @@ Whoever follows the send posts it: the Deployment follower after each batch it h
 of (`DeploymentFollower.refresh_execution`), and its reconcile step, for the alerts
 that Slack missed. Each alert is claimed before it is posted (two followers never
 post it together), marked posted with where it is, and audited as `guard`; a failed
-post releases it for the next try. An alert older than a day is left unposted.
+post releases it for the next try. An alert older than a day is left as it is.
+
+A posted alert is drawn again when its delivery moves on (`sync_alerts`: a Resume
+or a Stop, from the alert, the Deployment message or the command line), so that its
+buttons are those of the state, as the Deployment message's are: the state it was
+last drawn for is kept with it, and an update is made only when that differs.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from bot.context import Context
+from bot.context import Context, Session
 from bot.domain.guard import GuardPolicy
 from bot.services.deliveries.guard_views import GuardAlertView
 from bot.services.deliveries.lifecycle import GUARD_ACTOR
 from bot.services.notifications import NotificationFailed, Notifications
 from bot.store import audit, counters, executions, guard
+from bot.store.models import GuardAlert
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +47,7 @@ async def post_alerts(
             continue  # posted, or being posted, by another process
         view, channel = taken
         try:
-            where = await notifications.guard_alert(view, channel)
+            where = await notifications.guard_alert(view, channel, None)
         except NotificationFailed as exc:
             log.warning("guard alert of %s not posted (%s); tried again later", view.ref, exc)
             await asyncio.to_thread(_release, ctx, alert_id)
@@ -51,9 +57,52 @@ async def post_alerts(
     return done
 
 
+async def sync_alerts(ctx: Context, notifications: Notifications, ref: str | None = None) -> int:
+    """Draw again the posted alerts (of `ref`, or all) whose delivery changed state since
+    they were drawn; how many were updated. A failed update is tried at the next sync."""
+    if not notifications.connected:
+        return 0
+    outdated = await asyncio.to_thread(_outdated, ctx, ref)
+    done = 0
+    for alert_id in outdated:
+        view, channel, ts = await asyncio.to_thread(_read, ctx, alert_id)
+        try:
+            await notifications.guard_alert(view, channel, ts)
+        except NotificationFailed as exc:
+            log.warning("guard alert of %s not updated (%s)", view.ref, exc)
+            continue
+        await asyncio.to_thread(_shown, ctx, alert_id, view)
+        done += 1
+    return done
+
+
 def _waiting(ctx: Context, execution_id: int | None) -> list[int]:
     with ctx.sessions() as s:
         return guard.unposted(s, ctx.clock.now() - ALERT_WINDOW, execution_id)
+
+
+def _outdated(ctx: Context, ref: str | None) -> list[int]:
+    with ctx.sessions() as s:
+        return guard.outdated(s, ctx.clock.now() - ALERT_WINDOW, ref)
+
+
+def _view(s: Session, alert: GuardAlert) -> GuardAlertView:
+    e = executions.get(s, alert.execution_id)
+    d = e.delivery
+    policy = alert.policy
+    return GuardAlertView(
+        ref=d.ref,
+        name=d.name,
+        execution_key=e.key,
+        state=d.state,
+        tripped_at=alert.tripped_at,
+        counted=alert.counted,
+        failed=alert.failed,
+        policy=GuardPolicy(float(policy["rate"]), int(policy["window"]), int(policy["minimum"])),
+        reasons=tuple((str(r), int(n)) for r, n in alert.reasons),
+        domains=tuple((str(r), int(n)) for r, n in alert.domains),
+        queued=counters.live_counters(s, e.id).queued,
+    )
 
 
 def _take(ctx: Context, alert_id: int) -> tuple[GuardAlertView, str] | None:
@@ -61,25 +110,14 @@ def _take(ctx: Context, alert_id: int) -> tuple[GuardAlertView, str] | None:
         alert = guard.claim_alert(s, alert_id, ctx.clock.now())
         if alert is None or alert.channel is None:
             return None
-        e = executions.get(s, alert.execution_id)
-        d = e.delivery
-        policy = alert.policy
-        view = GuardAlertView(
-            ref=d.ref,
-            name=d.name,
-            execution_key=e.key,
-            state=d.state,
-            tripped_at=alert.tripped_at,
-            counted=alert.counted,
-            failed=alert.failed,
-            policy=GuardPolicy(
-                float(policy["rate"]), int(policy["window"]), int(policy["minimum"])
-            ),
-            reasons=tuple((str(r), int(n)) for r, n in alert.reasons),
-            domains=tuple((str(r), int(n)) for r, n in alert.domains),
-            queued=counters.live_counters(s, e.id).queued,
-        )
-        return view, alert.channel
+        return _view(s, alert), alert.channel
+
+
+def _read(ctx: Context, alert_id: int) -> tuple[GuardAlertView, str, str]:
+    with ctx.sessions() as s:
+        alert = s.get(GuardAlert, alert_id)
+        assert alert is not None and alert.channel is not None and alert.ts is not None
+        return _view(s, alert), alert.channel, alert.ts
 
 
 def _release(ctx: Context, alert_id: int) -> None:
@@ -87,10 +125,15 @@ def _release(ctx: Context, alert_id: int) -> None:
         guard.release_alert(s, alert_id)
 
 
+def _shown(ctx: Context, alert_id: int, view: GuardAlertView) -> None:
+    with ctx.sessions.begin() as s:
+        guard.shown(s, alert_id, view.state.value)
+
+
 def _posted(ctx: Context, alert_id: int, view: GuardAlertView, channel: str, ts: str) -> None:
     now = ctx.clock.now()
     with ctx.sessions.begin() as s:
-        guard.posted(s, alert_id, channel, ts, now)
+        guard.posted(s, alert_id, channel, ts, now, view.state.value)
         audit.record(
             s,
             now,
