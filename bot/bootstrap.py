@@ -281,7 +281,15 @@ def build_server(
         runner = SendRunner(work, tick_seconds=None)
     jobs = Jobs(runner, tick_seconds=tick)
     groups = UsergroupDirectory(root.slack_client) if root.slack_connected else None
-    deps = HandlerDeps(root.context, runner.kick, follower, notifications, groups, home=home)
+    deps = HandlerDeps(
+        root.context,
+        runner.kick,
+        follower,
+        notifications,
+        groups,
+        home=home,
+        transports=root.transport,
+    )
     slack = build_slack_app(root, deps)
     return Server(
         root, slack, follower, batches, runner, jobs, start_sender=start_sender, home=home

@@ -49,6 +49,7 @@ class MockSlack:
         self.rate_limit_next: dict[str, int] = {}  # method -> Retry-After seconds, once
         self.fail_next: dict[str, list[Failure]] = {}  # method -> failures, one per call
         self.usergroups: dict[str, list[str]] = {}  # group id -> member ids
+        self.emails: dict[str, str | None] = {}  # user id -> profile email (`users.info`)
         self.uploads: dict[str, bytes] = {}  # file id -> bytes POSTed to its upload URL
         self.shared: list[dict[str, Any]] = []  # files shared by completeUploadExternal
         self.failed: list[str] = []  # methods answered with a failure from `fail_next`
@@ -183,6 +184,13 @@ class MockSlack:
             if len(view.get("blocks") or []) > 100:
                 return {"ok": False, "error": "invalid_blocks"}
             return {"ok": True, "view": {"id": f"V{call.body.get('user_id')}", **view}}
+        if method == "users.info":
+            user = call.body.get("user", "")
+            if user not in self.emails:
+                return {"ok": False, "error": "user_not_found"}
+            email = self.emails[user]
+            profile = {"real_name": user} | ({"email": email} if email else {})
+            return {"ok": True, "user": {"id": user, "profile": profile}}
         if method == "usergroups.users.list":
             group = call.body.get("usergroup", "")
             if group not in self.usergroups:

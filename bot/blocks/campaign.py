@@ -54,6 +54,10 @@ SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ),
     ("history <email>", "the messages a profile received, with their status, opens and clicks"),
     (
+        "proof <ref> [email]",
+        "send yourself the message as that profile (or the first) gets it, marked [Proof]",
+    ),
+    (
         "audit <ref> [page N]",
         "who imported, prepared, confirmed, approved, paused or stopped it, and when",
     ),
@@ -63,7 +67,10 @@ SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("roles revoke @user ROLE", "revoke it (administration)"),
     ("help", "this list"),
 )
-USAGE_HINT = "list | status <ref> | prepare <ref> | history <email> | audit [ref] | roles … | help"
+USAGE_HINT = (
+    "list | status <ref> | prepare <ref> | proof <ref> [email] | history <email> | "
+    "audit [ref] | roles … | help"
+)
 
 MAX_LISTED_ERRORS = 10
 MAX_LISTED_WARNINGS = 10
@@ -225,11 +232,22 @@ AUDIT_VERBS: dict[str, str] = {
     "role.revoke": "revoked a role from",
     "profiles.import": "imported profiles into",
     "profile.unsubscribe": "unsubscribed",
+    "proof.sent": "sent a proof of",
 }
 # the choice of an approval click -> its verb
 _CHOICE_VERBS = {"approve": "approved", "skip": "skipped"}
 # detail keys worth a reader's eye, in the order they are shown
-_AUDIT_DETAIL = ("occurrence", "role", "to_deliver", "errors", "changed", "result", "reason")
+_AUDIT_DETAIL = (
+    "occurrence",
+    "role",
+    "to_deliver",
+    "errors",
+    "changed",
+    "result",
+    "reason",
+    "profile",
+    "addresses",
+)
 MAX_AUDIT_DETAIL = 200
 MAX_AUDIT_LINE = 600
 

@@ -43,6 +43,7 @@ from bot.blocks.kit import (
 from bot.domain.exclusions import ExclusionReason
 from bot.domain.kpi import DASH
 from bot.domain.schedule import Aggregation, ScheduleKind
+from bot.services.deliveries.proofs import ProofSent
 from bot.services.deliveries.views import Card, DeliveryDetail, DeliverySummary
 
 
@@ -122,6 +123,23 @@ def sample_lines(card: Card) -> list[str]:
     return lines
 
 
+def proof_button(detail: DeliveryDetail) -> dict[str, object]:
+    """**Send me a proof**: the message for the card's sample profile, to the clicker."""
+    return button("Send me a proof", ids.SEND_PROOF, ids.button_value(detail.ref))
+
+
+def proof_sent_message(sent: ProofSent) -> Message:
+    """The private answer to a proof: where it went, and for whom it was rendered."""
+    to = ", ".join(escape(a) for a in sent.to)
+    text = (
+        f":envelope: A proof of *{escape(sent.ref)}* (as {escape(sent.profile)} gets it) "
+        f"went to {to}: “{escape(sent.subject)}”. It is not counted anywhere."
+    )
+    if sent.refused:
+        text += "\nThe relay refused it for " + "; ".join(escape(r) for r in sent.refused)
+    return message(text)
+
+
 def delivery_card(card: Card) -> list[Block]:
     """The card of one delivery, with **Confirm send** when it can be confirmed.
 
@@ -155,11 +173,18 @@ def delivery_card(card: Card) -> list[Block]:
     if about:
         blocks.append(context(" · ".join(about)))
     blocks += [context(line) for line in sample_lines(card)]
+    return blocks + card_actions(card)
+
+
+def card_actions(card: Card) -> list[Block]:
+    """**Confirm send** when it can be confirmed (else why not), and **Send me a
+    proof** wherever the card could render the message for someone."""
+    detail = card.detail
+    proof = [proof_button(detail)] if card.sample_subject is not None else []
     if card.not_ready is None:
-        blocks.append(actions([confirm_button(detail)], ids.CARD_ACTIONS_BLOCK))
-    else:
-        blocks.append(context(f":no_entry: {escape(card.not_ready)}"))
-    return blocks
+        return [actions([confirm_button(detail), *proof], ids.CARD_ACTIONS_BLOCK)]
+    refused = context(f":no_entry: {escape(card.not_ready)}")
+    return [refused, actions(proof, ids.CARD_ACTIONS_BLOCK)] if proof else [refused]
 
 
 def card_message(card: Card) -> Message:

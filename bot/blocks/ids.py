@@ -27,6 +27,7 @@ EVENTS = (HOME_OPENED_EVENT,)
 
 # Action ids of interactive elements.
 CONFIRM_SEND = "confirm_send"  # the card's Confirm send button (after the OK dialog)
+SEND_PROOF = "send_proof"  # the card's Send me a proof button
 PICK_DELIVERY = "pick_delivery"  # the picker of ready deliveries
 COMPUTE_STATS = "compute_stats"  # Deployment message
 PAUSE = "pause_send"
@@ -38,6 +39,7 @@ AUDIT_OLDER = "audit_older"  # `/campaign audit`: the next page (older entries)
 AUDIT_NEWER = "audit_newer"  # and the one before it
 ACTION_IDS = (
     CONFIRM_SEND,
+    SEND_PROOF,
     PICK_DELIVERY,
     COMPUTE_STATS,
     PAUSE,

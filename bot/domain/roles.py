@@ -32,11 +32,19 @@ class Permission(StrEnum):
     APPROVE = "approve an occurrence"
     SKIP = "skip an occurrence"
     COMPUTE_STATS = "compute stats"
+    SEND_PROOF = "send a proof"
     MANAGE_ROLES = "grant and revoke roles"
     VIEW_ALL_LOGS = "see every log"
 
 
-_PREPARE = frozenset({Permission.VIEW_DELIVERIES, Permission.PREPARE, Permission.COMPUTE_STATS})
+_PREPARE = frozenset(
+    {
+        Permission.VIEW_DELIVERIES,
+        Permission.PREPARE,
+        Permission.COMPUTE_STATS,
+        Permission.SEND_PROOF,
+    }
+)
 _START = _PREPARE | {
     Permission.CONFIRM_SEND,
     Permission.PAUSE,

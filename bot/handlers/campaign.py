@@ -1,4 +1,4 @@
-"""`/campaign` subcommands: list, status, prepare, history, audit, roles, help.
+"""`/campaign` subcommands: list, status, prepare, proof, history, audit, roles, help.
 
 Each subcommand is a row of `SUBCOMMANDS`: its name, how many words follow it, and
 the coroutine that answers; anything else gets the help. Permissions are the use
@@ -14,6 +14,7 @@ from typing import Any
 from slack_bolt.context.ack.async_ack import AsyncAck
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import ids
 from bot.blocks.campaign import (
@@ -30,6 +31,7 @@ from bot.blocks.deployment import deployment_message
 from bot.blocks.kit import Message
 from bot.domain.errors import DomainError
 from bot.domain.roles import Actor
+from bot.handlers import proof
 from bot.handlers.deps import HandlerDeps, actor_of, deps_of
 from bot.handlers.replies import refuse, send
 from bot.services import roles
@@ -40,6 +42,10 @@ from bot.services.deliveries.prepare import prepare_delivery
 ROLES_USAGE = "Usage: `/campaign roles list|grant @user ROLE|revoke @user ROLE`"
 AUDIT_USAGE = "Usage: `/campaign audit [delivery-ref] [page N]` — without a ref, every entry."
 AUDIT_OUT_OF_DATE = "This button is out of date: run `/campaign audit` again."
+PROOF_USAGE = (
+    "Usage: `/campaign proof delivery-ref [email]` — the message as that profile of the "
+    "audience gets it (its first profile without one), sent to you."
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class Request:
     actor: Actor
     args: list[str]
     respond: AsyncRespond
+    client: AsyncWebClient
 
     async def reply(self, message: Message) -> None:
         await send(self.respond, message)
@@ -76,6 +83,13 @@ async def _history(r: Request) -> None:
     email = _unlink_email(r.args[0])
     rows = await r.deps.call(views.marketing_history, r.deps.ctx, r.actor, email)
     await r.reply(history_message(email, rows))
+
+
+async def _proof(r: Request) -> None:
+    if not 1 <= len(r.args) <= 2:
+        raise DomainError(PROOF_USAGE)
+    email = _unlink_email(r.args[1]) if len(r.args) == 2 else None
+    await r.reply(await proof.proof(r.deps, r.actor, r.client, r.args[0], email))
 
 
 async def _roles(r: Request) -> None:
@@ -143,6 +157,7 @@ SUBCOMMANDS: dict[str, tuple[int | None, Answer]] = {
     "list": (None, _list),
     "status": (1, _status),
     "prepare": (1, _prepare),
+    "proof": (None, _proof),
     "history": (1, _history),
     "audit": (None, _audit),
     "roles": (None, _roles),
@@ -150,7 +165,11 @@ SUBCOMMANDS: dict[str, tuple[int | None, Answer]] = {
 
 
 async def campaign_command(
-    ack: AsyncAck, command: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+    ack: AsyncAck,
+    command: dict[str, Any],
+    respond: AsyncRespond,
+    context: AsyncBoltContext,
+    client: AsyncWebClient,
 ) -> None:
     await ack()
     words = (command.get("text") or "").split()
@@ -158,7 +177,7 @@ async def campaign_command(
     arity, answer = SUBCOMMANDS.get(name, (None, _help))
     if arity is not None and len(args) != arity:
         answer = _help
-    request = Request(deps_of(context), actor_of(context), args, respond)
+    request = Request(deps_of(context), actor_of(context), args, respond, client)
     try:
         await answer(request)
     except DomainError as exc:

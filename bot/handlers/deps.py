@@ -26,6 +26,7 @@ from slack_sdk.webhook import WebhookResponse
 from bot.context import Context
 from bot.domain.errors import DomainError
 from bot.domain.roles import Actor
+from bot.engine.transports import Transport
 from bot.notify.slack_client import UsergroupDirectory
 from bot.services.messages.deployment import DeploymentFollower
 from bot.services.messages.home import HomeFollower
@@ -81,6 +82,8 @@ class HandlerDeps:
     groups: UsergroupDirectory | None = None  # for roles granted to user groups
     renders: RenderPool = field(default_factory=RenderPool)
     home: HomeFollower | None = None  # the App Home tabs, when Slack is connected
+    # A new transport to MAIL_URL (`Root.transport`), for a proof; None: the settings'.
+    transports: Callable[[], Transport] | None = None
 
     def changed(self) -> None:
         """Something the Home tabs show changed (a confirm, an approval, a pause)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.blocks import ids
-from bot.handlers import approval, campaign, confirm, deployment, home
+from bot.handlers import approval, campaign, confirm, deployment, home, proof
 from bot.handlers.deps import Caller, HandlerDeps
 
 
@@ -14,6 +14,7 @@ def register(app: AsyncApp, deps: HandlerDeps) -> None:
     app.command(ids.CONFIRM_SEND_COMMAND)(confirm.confirm_send_command)
     app.action(ids.PICK_DELIVERY)(confirm.delivery_picked)
     app.action(ids.CONFIRM_SEND)(confirm.confirm_clicked)
+    app.action(ids.SEND_PROOF)(proof.proof_clicked)
     app.command(ids.CAMPAIGN_COMMAND)(campaign.campaign_command)
     app.action(ids.COMPUTE_STATS)(deployment.compute_stats_clicked)
     app.action(ids.PAUSE)(deployment.pause_clicked)

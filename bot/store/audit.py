@@ -34,6 +34,14 @@ def record(
     )
 
 
+def count_since(session: Session, *, actor: str, action: str, since: datetime) -> int:
+    """How many `action` entries `actor` made after `since` (a rate limit's count)."""
+    stmt = select(func.count()).where(
+        AuditEntry.actor == actor, AuditEntry.action == action, AuditEntry.at > since
+    )
+    return int(session.scalar(stmt) or 0)
+
+
 def entries(
     session: Session, *, ref: str | None, since: datetime | None, limit: int
 ) -> list[AuditEntry]:

@@ -48,7 +48,8 @@ def test_card_confirm_ok_sends_once_and_follows_in_the_deployment_message(
 ) -> None:
     slack.command("/confirm-send", "promo", ALLOWED)
     card = mock_slack.wait_for(lambda: mock_slack.responses())[0]
-    [button] = buttons(card)
+    [button, proof] = buttons(card)
+    assert proof["action_id"] == ids.SEND_PROOF
     assert button["action_id"] == ids.CONFIRM_SEND
     assert button["confirm"]["confirm"]["text"] == "OK"
     assert "5 recipients" in button["confirm"]["text"]["text"]
@@ -104,7 +105,7 @@ def test_without_a_ref_a_picker_of_ready_deliveries(
     card = (
         mock_slack.wait_for(lambda: len(mock_slack.responses()) == 2) and mock_slack.responses()[1]
     )
-    assert [b["action_id"] for b in buttons(card)] == [ids.CONFIRM_SEND]
+    assert [b["action_id"] for b in buttons(card)] == [ids.CONFIRM_SEND, ids.SEND_PROOF]
 
 
 def test_a_role_granted_to_a_user_group_holds_for_its_members_only(

@@ -119,7 +119,7 @@ def test_confirm_send_without_the_role_is_refused_privately(slack: Slack) -> Non
 def test_confirm_send_shows_the_card_with_its_button(slack: Slack) -> None:
     answer = slack.command("/confirm-send", "promo", ALLOWED)
     assert text(answer) == "Spring promo (promo)"
-    assert action_ids(answer) == [ids.CONFIRM_SEND]
+    assert action_ids(answer) == [ids.CONFIRM_SEND, ids.SEND_PROOF]
 
 
 def test_the_picker_is_refused_without_the_role_too(slack: Slack) -> None:
@@ -133,7 +133,7 @@ def test_roles_held_through_a_user_group_count(
     mock_slack.usergroups["S0SENDERS"] = ["U0INGROUP"]
     roles.grant(slack_services, CLI, "S0SENDERS", "start-deliveries")
     answer = slack.command("/confirm-send", "promo", "U0INGROUP")
-    assert action_ids(answer) == [ids.CONFIRM_SEND]
+    assert action_ids(answer) == [ids.CONFIRM_SEND, ids.SEND_PROOF]
 
 
 def test_every_button_answers_a_value_that_is_not_ours(slack: Slack) -> None:

@@ -410,7 +410,8 @@ def test_action_ids_are_the_ones_handlers_and_manifest_share() -> None:
     assert ids.SKIP_OCCURRENCE == "skip_occurrence"
     assert ids.COMMANDS == ("/confirm-send", "/campaign")
     assert (ids.AUDIT_OLDER, ids.AUDIT_NEWER) == ("audit_older", "audit_newer")
-    assert len(set(ids.ACTION_IDS)) == len(ids.ACTION_IDS) == 10
+    assert ids.SEND_PROOF == "send_proof"
+    assert len(set(ids.ACTION_IDS)) == len(ids.ACTION_IDS) == 11
 
 
 def test_a_button_acting_on_a_delivery_carries_its_bare_ref() -> None:
@@ -582,6 +583,19 @@ def test_card_shows_the_start_of_the_text_escaped_and_the_preview_link() -> None
     assert f"<{url}|Preview>" in shown
     bare = all_text(delivery_card(Card(detail(), None)))
     assert "Preview>" not in bare and "Text for" not in bare
+
+
+def test_the_proof_button_is_offered_wherever_the_message_renders() -> None:
+    def element_ids(card: Card) -> list[str]:
+        blocks = delivery_card(card)
+        check_blocks(blocks)
+        return [e["action_id"] for b in blocks if b["type"] == "actions" for e in b["elements"]]
+
+    rendered = {"sample_subject": "Hi Ann", "sample_for": "ann@x.example"}
+    assert element_ids(Card(detail(), None, **rendered)) == [ids.CONFIRM_SEND, ids.SEND_PROOF]
+    assert element_ids(Card(detail(), "not prepared", **rendered)) == [ids.SEND_PROOF]
+    assert element_ids(Card(detail(), "not prepared")) == []
+    assert element_ids(Card(detail(), None)) == [ids.CONFIRM_SEND]
 
 
 def test_only_ready_deliveries_prepared_for_what_they_are_can_be_picked() -> None:
@@ -835,6 +849,7 @@ def test_help_lists_every_subcommand_with_its_usage() -> None:
         "list",
         "status &lt;ref&gt;",
         "prepare &lt;ref&gt;",
+        "proof &lt;ref&gt; [email]",
         "history &lt;email&gt;",
         "audit &lt;ref&gt; [page N]",
         "audit [page N]",
@@ -844,7 +859,7 @@ def test_help_lists_every_subcommand_with_its_usage() -> None:
         "help",
     ):
         assert f"`/campaign {usage}`" in text
-    assert len(SUBCOMMANDS) == 10
+    assert len(SUBCOMMANDS) == 11
     assert "start-deliveries" in text
 
 
