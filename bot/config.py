@@ -176,6 +176,10 @@ class Settings(BaseSettings):
     # A message without its unsubscribe link (`domain.preparation.has_unsubscribe_link`)
     # is a preparation warning; true: an error, which blocks the confirm.
     require_unsubscribe_link: bool = False
+    # How long the card's **Preview** link (`GET /p/{token}`) opens its page.
+    preview_link_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    # Where proofs go (comma-separated); unset: to the address of whoever asks for one.
+    proof_addresses: str = ""
     public_base_url: str = ""  # unset: http://localhost:PORT (`_follow_port`)
     tracking_secret: SecretStr | None = None
     feedback_secret: SecretStr | None = None
