@@ -39,7 +39,9 @@ async def own_address(client: AsyncWebClient, user_id: str) -> str:
     try:
         resp = await client.users_info(user=user_id)
     except SlackApiError as exc:
-        why = f"users.info: {exc.response.get('error')}"
+        data = exc.response.data  # JSON from Slack; text from a proxy or an error page
+        error = data.get("error") if isinstance(data, dict) else None
+        why = f"users.info: {error or f'HTTP {exc.response.status_code}'}"
         raise DomainError(NO_ADDRESS.format(why=why)) from None
     except (SlackClientError, OSError) as exc:
         raise DomainError(NO_ADDRESS.format(why=f"users.info failed: {exc}")) from None

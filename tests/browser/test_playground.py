@@ -185,10 +185,16 @@ def test_the_whole_flow_in_the_playground(server: str, browser: WebDriver) -> No
     if screenshot:
         browser.save_screenshot(str(ROOT / screenshot))
 
+    # A proof to Alice's own address (users.info), marked, and nothing counted.
+    page.type("/campaign proof spring-sale")
+    page.message("proof", "alice@playground.example")
+
     # The outbox: a message's HTML in its sandboxed frame; its link is followed.
     browser.find_element(By.ID, "show-outbox").click()
-    first = page.wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#letters li"))[0]
-    first.click()
+    letters = page.wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#letters li"))
+    assert letters[0].text.startswith("[Proof] "), letters[0].text  # the newest
+    sent = next(li for li in letters if not li.text.startswith("[Proof]"))
+    sent.click()
     page.wait.until(lambda d: "List-Unsubscribe" in d.find_element(By.ID, "letter").text)
     frame = page.wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#letter iframe"))
     assert frame.get_attribute("sandbox") == "allow-popups allow-popups-to-escape-sandbox"

@@ -19,7 +19,7 @@ from urllib.parse import parse_qs
 
 from aiohttp import web
 
-from bot.entrypoints.playground.workspace import MAX_FILE_BYTES, Workspace
+from bot.entrypoints.playground.workspace import DEMO_USERS, MAX_FILE_BYTES, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ class WebApi:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/playground/api/{method}", self.call)
+        app.router.add_get("/playground/api/{method}", self.call)  # users.info is a GET
         app.router.add_post("/playground/upload/{file_id}", self.upload)
         app.router.add_post("/playground/response/{token}", self.respond)
 
@@ -193,6 +194,19 @@ class WebApi:
             return {"ok": False, "error": "invalid_arguments"}
         self.workspace.publish_home(user, _blocks(view.get("blocks")))
         return {"ok": True, "view": {"id": f"V0PG{user}", "type": "home"}}
+
+    def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A person's profile: the playground's people have addresses of their own, so a
+        proof asked for in the playground lands in the outbox."""
+        user = str(args.get("user") or "")
+        person = next((u for u in DEMO_USERS if u.id == user), None)
+        if person is None:
+            return {"ok": False, "error": "user_not_found"}
+        email = f"{user.removeprefix('U0PG').lower()}@playground.example"
+        return {
+            "ok": True,
+            "user": {"id": user, "name": person.name, "profile": {"email": email}},
+        }
 
     def _usergroups_users_list(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"ok": False, "error": "no_such_subteam"}  # the playground has no user groups
