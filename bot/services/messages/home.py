@@ -21,11 +21,17 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import datetime
 
-from bot.context import Context
+from bot.context import Context, Session
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.roles import Actor, Permission
-from bot.services.deliveries.views import DeploymentView, read_deployment, read_summaries
+from bot.services.deliveries.views import (
+    DeploymentView,
+    read_detail,
+    read_progress,
+    read_summaries,
+)
 from bot.services.home_views import (
     MAX_APPROVALS,
     MAX_FINISHED,
@@ -51,30 +57,29 @@ def read_home(ctx: Context, actor: Actor) -> HomeView:
     who may see deliveries.
     """
     view = HomeView(actor.id, actor.roles)
+    now = ctx.clock.now()
     with ctx.sessions() as s:
         if actor.may(Permission.CONFIRM_SEND):
             ready = [row for row in read_summaries(s) if row.pickable]
             view = replace(view, ready=ready[:MAX_READY], more_ready=len(ready) - MAX_READY)
         waiting = approvals.open_ids(s) if actor.may(Permission.APPROVE) else None
-        every = deliveries.every(s) if actor.may(Permission.VIEW_DELIVERIES) else None
-        if every is not None:
+        if actor.may(Permission.VIEW_DELIVERIES):
+            every = deliveries.every(s)
             sending = [d.ref for d in every if d.state in SENDING]
             done = sorted(
                 (d for d in every if d.state is DeliveryState.FINISHED and d.finished_at),
                 key=lambda d: (d.finished_at, d.ref),
                 reverse=True,
             )
-            finished = [d.ref for d in done[:MAX_FINISHED]]
+            view = replace(
+                view,
+                sending=[_deployment(s, ref, now) for ref in sending[:MAX_SENDING]],
+                more_sending=len(sending) - MAX_SENDING,
+                finished=[_deployment(s, d.ref, now) for d in done[:MAX_FINISHED]],
+            )
     if waiting is not None:
         requests = [request_view(ctx, rid)[0] for rid in waiting[:MAX_APPROVALS]]
         view = replace(view, approvals=requests, more_approvals=len(waiting) - MAX_APPROVALS)
-    if every is not None:
-        view = replace(
-            view,
-            sending=[_deployment(ctx, ref) for ref in sending[:MAX_SENDING]],
-            more_sending=len(sending) - MAX_SENDING,
-            finished=[_deployment(ctx, ref) for ref in finished],
-        )
     return replace(
         view,
         more_ready=max(0, view.more_ready),
@@ -83,9 +88,9 @@ def read_home(ctx: Context, actor: Actor) -> HomeView:
     )
 
 
-def _deployment(ctx: Context, ref: str) -> DeploymentView:
+def _deployment(session: Session, ref: str, now: datetime) -> DeploymentView:
     """Without the moment it was read at: a tab that shows the same figures is unchanged."""
-    return replace(read_deployment(ctx, ref), now=None)
+    return DeploymentView(read_detail(session, ref), read_progress(session, ref, now))
 
 
 ActorOf = Callable[[str], Awaitable[Actor]]
