@@ -10,13 +10,16 @@ sender's, before a Resume) cannot pause with it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from bot.domain.errors import NotFound
 from bot.domain.guard import Answer, Reading, domain_of
+from bot.domain.lifecycle import DeliveryState
 from bot.domain.logs import FailureType
 from bot.store.db import affected
 from bot.store.models import Delivery, Execution, GuardAlert, SendingLog
@@ -25,8 +28,26 @@ REFUSED = (FailureType.HARD, FailureType.SOFT)
 POST_CLAIM = timedelta(minutes=1)  # a process that dies while posting an alert
 
 
-def window_start(session: Session, execution_id: int) -> datetime | None:
-    return session.scalar(select(Execution.guard_from).where(Execution.id == execution_id))
+@dataclass(frozen=True)
+class Watched:
+    """What the guard reads of an execution before its window, in one query."""
+
+    key: str
+    state: DeliveryState
+    guard: dict[str, Any] | None
+    since: datetime | None
+
+
+def watched(session: Session, execution_id: int) -> Watched:
+    """The execution's key and window start, with its delivery's state and guard settings."""
+    row = session.execute(
+        select(Execution.key, Delivery.state, Delivery.guard, Execution.guard_from)
+        .join(Delivery, Delivery.id == Execution.delivery_id)
+        .where(Execution.id == execution_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no execution {execution_id}")
+    return Watched(*row)
 
 
 def window(session: Session, execution_id: int, since: datetime | None, limit: int) -> list[Answer]:

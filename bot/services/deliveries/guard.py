@@ -48,20 +48,19 @@ def check(ctx: Context, execution_id: int) -> Tripped | None:
     """Pause the execution's delivery if its window crosses the threshold; what it read
     then, or None (under the threshold, off, or someone acted first)."""
     with ctx.sessions() as s:
-        e = executions.get(s, execution_id)
-        d = e.delivery
-        if d.state is not DeliveryState.IN_PROGRESS:
+        w = guard.watched(s, execution_id)
+        if w.state is not DeliveryState.IN_PROGRESS:
             return None
-        policy = policy_for(d.guard, ctx.settings.guard)
+        policy = policy_for(w.guard, ctx.settings.guard)
         if not policy.enabled:
             return None
-        since = e.guard_from
+        since = w.since
         reading = read(guard.window(s, execution_id, since, policy.window), policy)
     if not trips(reading, policy):
         return None
     now = ctx.clock.now()
     detail = {
-        "execution": e.key,
+        "execution": w.key,
         "rate": round(reading.rate, 4),
         "failed": reading.failed,
         "counted": reading.counted,
