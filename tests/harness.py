@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import http.client
 import json
 import threading
 import time
@@ -80,6 +81,16 @@ def sign(body: str, timestamp: int | None = None, secret: str = SIGNING_SECRET) 
     ts = str(int(time.time()) if timestamp is None else timestamp)
     digest = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
     return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": f"v0={digest}"}
+
+
+def http_get(app: LiveApp, path: str) -> tuple[int, dict[str, str], str]:
+    """GET `path` from the live app: its status, headers and body."""
+    conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    body = resp.read().decode()
+    conn.close()
+    return resp.status, dict(resp.getheaders()), body
 
 
 def post(url: str, body: str, headers: dict[str, str], content_type: str) -> tuple[int, str]:

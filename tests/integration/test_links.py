@@ -6,7 +6,6 @@ version is fetched from the real HTTP app, with a genuine, a forged and a guesse
 
 from __future__ import annotations
 
-import http.client
 import re
 from collections.abc import Iterator
 from email import message_from_bytes, policy
@@ -14,7 +13,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-from harness import LiveApp
+from harness import LiveApp, http_get
 from scenario import CLI, as_user, detail_json, due_now, prepare_one
 from smtp_relay import Relay
 from sqlalchemy import select, update
@@ -48,15 +47,6 @@ def app(smtp: Context) -> Iterator[LiveApp]:
     live = LiveApp(smtp, start_sender=False).start()
     yield live
     live.stop()
-
-
-def request(app: LiveApp, path: str) -> tuple[int, dict[str, str], str]:
-    conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
-    conn.request("GET", path)
-    resp = conn.getresponse()
-    body = resp.read().decode()
-    conn.close()
-    return resp.status, dict(resp.getheaders()), body
 
 
 def send(ctx: Context, tmp_path: Path, **fields: str) -> None:
@@ -125,7 +115,7 @@ def test_the_web_version_shows_that_recipients_message_under_a_no_script_policy(
     ann = messages["ann@x.example"]
     view = re.search(r'href="([^"]+/v/[^"]+)"', part(ann, "html"))
     assert view is not None
-    status, headers, page = request(app, path_of(view.group(1)))
+    status, headers, page = http_get(app, path_of(view.group(1)))
     assert status == 200
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     assert headers["Content-Security-Policy"] == CSP
@@ -149,9 +139,9 @@ def test_the_web_version_shows_that_recipients_message_under_a_no_script_policy(
         signer.unsubscribe_token(ann_id),  # a token made for another endpoint
         TokenSigner("another secret").view_token(ann_id),  # signed with another key
     ):
-        status, _, body = request(app, f"/v/{forged}")
+        status, _, body = http_get(app, f"/v/{forged}")
         assert (status, body) == (404, "This link is not valid."), forged
-    status, _, body = request(app, f"/v/{signer.view_token(ann_id + 1000)}")
+    status, _, body = http_get(app, f"/v/{signer.view_token(ann_id + 1000)}")
     assert (status, body) == (404, "This link is not valid."), "no such log"
     assert redact(f"GET /v/{token} HTTP/1.1") == "GET /v/… HTTP/1.1"
 
@@ -168,7 +158,7 @@ def test_the_web_version_renders_within_the_senders_bounds(
         s.execute(
             update(Delivery).values(html="{% for i in range(10**7) %}x{% endfor %}{{ first_name }}")
         )
-    status, _, body = request(app, path_of(view.group(1)))
+    status, _, body = http_get(app, path_of(view.group(1)))
     assert (status, body) == (500, "This message cannot be shown.")
 
 
@@ -179,7 +169,7 @@ def test_a_text_only_delivery_shows_its_text_escaped(
     text = part(received(relay)["bob@x.example"], "plain")
     view = re.search(r"Online: (\S+)", text)
     assert view is not None
-    status, headers, page = request(app, path_of(view.group(1)))
+    status, headers, page = http_get(app, path_of(view.group(1)))
     assert status == 200 and headers["Content-Security-Policy"] == CSP
     assert "Hi &lt;b&gt;Bob&lt;/b&gt;" in page
 

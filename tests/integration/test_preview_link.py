@@ -3,7 +3,6 @@ HTTP app, with the test's fixed clock moved past the link's expiry."""
 
 from __future__ import annotations
 
-import http.client
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -11,7 +10,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from harness import LiveApp
+from harness import LiveApp, http_get
 from scenario import as_user, prepare_one
 from sqlalchemy import select, update
 
@@ -42,15 +41,6 @@ def app(ctx: Context) -> Iterator[LiveApp]:
     live = LiveApp(ctx, start_sender=False).start()
     yield live
     live.stop()
-
-
-def request(app: LiveApp, path: str) -> tuple[int, dict[str, str], str]:
-    conn = http.client.HTTPConnection("127.0.0.1", app.port, timeout=10)
-    conn.request("GET", path)
-    resp = conn.getresponse()
-    body = resp.read().decode()
-    conn.close()
-    return resp.status, dict(resp.getheaders()), body
 
 
 def ready(ctx: Context, tmp_path: Path) -> str:
@@ -92,7 +82,7 @@ def test_the_page_shows_subject_text_and_the_html_framed_under_a_no_script_polic
 ) -> None:
     path = ready(ctx, tmp_path)
     before = logs_of(ctx)
-    status, headers, page = request(app, path)
+    status, headers, page = http_get(app, path)
     assert status == 200
     assert headers["Content-Type"] == "text/html; charset=utf-8"
     assert headers["Content-Security-Policy"] == PAGE_CSP
@@ -107,7 +97,7 @@ def test_the_page_shows_subject_text_and_the_html_framed_under_a_no_script_polic
 
     frame = frame_of(page)
     assert frame == f"{path}/html?profile=ann%40x.example"
-    status, headers, html = request(app, frame)
+    status, headers, html = http_get(app, frame)
     assert status == 200
     assert headers["Content-Security-Policy"] == MESSAGE_CSP
     assert headers["Referrer-Policy"] == "no-referrer"
@@ -122,15 +112,15 @@ def test_another_profile_of_the_audience_and_one_that_is_not(
     ctx: Context, app: LiveApp, tmp_path: Path
 ) -> None:
     path = ready(ctx, tmp_path)
-    status, _, page = request(app, f"{path}?profile=BOB@x.example")
+    status, _, page = http_get(app, f"{path}?profile=BOB@x.example")
     assert status == 200
     assert "<p>Sale for Bob</p>" in page and "Hi Ann" not in page
     assert 'value="BOB@x.example"' in page
-    status, _, html = request(app, frame_of(page))
+    status, _, html = http_get(app, frame_of(page))
     assert status == 200 and "<p>Hi Bob</p>" in html
 
     stranger = quote("<eve>@x.example")
-    status, headers, page = request(app, f"{path}?profile={stranger}")
+    status, headers, page = http_get(app, f"{path}?profile={stranger}")
     assert status == 404
     assert headers["Content-Security-Policy"] == PAGE_CSP
     assert (
@@ -138,10 +128,10 @@ def test_another_profile_of_the_audience_and_one_that_is_not(
         in page
     )
     assert "<iframe" not in page and 'name="profile"' in page
-    status, _, text = request(app, f"{path}/html?profile={stranger}")
+    status, _, text = http_get(app, f"{path}/html?profile={stranger}")
     assert status == 404
     assert text == "No profile <eve>@x.example in this delivery's audience: try another address."
-    status, _, text = request(app, f"{path}?profile={'a' * 400}")
+    status, _, text = http_get(app, f"{path}?profile={'a' * 400}")
     assert (status, text) == (400, "This address is too long to be a profile's.")
 
 
@@ -151,15 +141,15 @@ def test_the_link_expires_after_its_time(
     path = ready(ctx, tmp_path)
     assert ctx.settings.preview_link_ttl_seconds == 3600
     clock.advance(timedelta(seconds=3599))
-    assert request(app, path)[0] == 200
+    assert http_get(app, path)[0] == 200
     clock.advance(timedelta(seconds=1))
     expired = "This preview link has expired; open the card again for a new one."
-    assert request(app, path)[0::2] == (410, expired)
-    assert request(app, f"{path}/html")[0::2] == (410, expired)
+    assert http_get(app, path)[0::2] == (410, expired)
+    assert http_get(app, f"{path}/html")[0::2] == (410, expired)
     # The card shown now gives a link that works again.
     fresh = card(ctx, STARTER, "promo").preview_url
     assert fresh is not None
-    assert request(app, fresh.removeprefix(ctx.settings.public_base_url.rstrip("/")))[0] == 200
+    assert http_get(app, fresh.removeprefix(ctx.settings.public_base_url.rstrip("/")))[0] == 200
 
 
 def test_the_time_a_link_works_is_a_setting(ctx: Context, tmp_path: Path) -> None:
@@ -188,15 +178,15 @@ def test_forged_tokens_and_a_deleted_delivery_show_nothing(
         signer.preview_token(grant.delivery_id + 1000, grant.expires),  # no such delivery
     ):
         for route in (f"/p/{forged}", f"/p/{forged}/html"):
-            assert request(app, route)[0::2] == (404, "This link is not valid."), route
+            assert http_get(app, route)[0::2] == (404, "This link is not valid."), route
     # A stretched expiry is a forgery too: the expiry is signed with the delivery.
     far = signer.preview_token(grant.delivery_id, grant.expires + 10**6)
     assert far != token and signer.read_preview(far) is not None
     stretched = token[:3] + far[3:14] + token[14:]
-    assert request(app, f"/p/{stretched}")[0] == 404
+    assert http_get(app, f"/p/{stretched}")[0] == 404
     with ctx.sessions.begin() as s:
         s.execute(update(Delivery).values(html=None))
-    status, _, text = request(app, f"{path}/html")
+    status, _, text = http_get(app, f"{path}/html")
     assert (status, text) == (404, "This delivery has no HTML part.")
-    status, _, page = request(app, path)
+    status, _, page = http_get(app, path)
     assert status == 200 and "<p>No HTML part.</p>" in page and "<iframe" not in page
