@@ -575,27 +575,7 @@ def test_run_due_posts_the_digest_after_the_indicator_refresh(
     digest_services: Context, mock_slack: MockSlack, tmp_path: Path, monkeypatch: Any
 ) -> None:
     """Through the real pipeline: import, prepare, confirm, relay, then the digest."""
-    from bot.services import digest as module
-
-    monkeypatch.setattr(module, "PART_INTERVAL", 0.0)
-    ctx = digest_services
-    csv = tmp_path / "p.csv"
-    csv.write_text("email,first_name\n" + "".join(f"b{i}@x.example,B\n" for i in range(6)))
-    import_profiles(ctx, CLI, csv, "buyers")
-    yml = tmp_path / "d.yml"
-    yml.write_text(
-        "- ref: promo\n  name: Promo\n  audience: buyers\n  from: news@shop.example\n"
-        "  subject: Hi\n  text: Hello\n"
-    )
-    import_deliveries(ctx, CLI, yml)
-    prepare_delivery(ctx, CLI, "promo")
-    confirm_send(ctx, as_user("U0ALICE", [Role.START_DELIVERIES]), "promo")
-
-    def due() -> Any:
-        return due_now(
-            ctx, lambda: MaildirTransport(tmp_path / "outbox"), make_client(ctx.settings)
-        )
-
+    due = _sent_promo(digest_services, tmp_path, monkeypatch)
     report = due()
     assert report.sent == {"promo": "finished"}
     assert report.digest is not None and report.digest.status == "posted"
