@@ -35,9 +35,9 @@ def proof_refusal(sent_in_window: int) -> str | None:
 
 def parse_proof_addresses(value: str) -> tuple[str, ...]:
     """PROOF_ADDRESSES: comma-separated addresses, blanks and repeats dropped."""
-    seen: dict[str, None] = {}
+    seen: dict[str, str] = {}  # lower case -> the first spelling given
     for part in value.split(","):
         address = part.strip()
-        if address and address.lower() not in {a.lower() for a in seen}:
-            seen[address] = None
-    return tuple(seen)
+        if address:
+            seen.setdefault(address.lower(), address)
+    return tuple(seen.values())
