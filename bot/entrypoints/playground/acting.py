@@ -38,6 +38,43 @@ def sign(secret: str, body: str, timestamp: int | None = None) -> dict[str, str]
     return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": f"v0={digest.hexdigest()}"}
 
 
+def _trigger_id() -> str:
+    return f"{int(time.time())}.{secrets.randbelow(10**9)}"
+
+
+def _element(action: dict[str, Any], selected: dict[str, Any] | None) -> dict[str, Any]:
+    """The clicked element as Slack reports it: a button with its value, or a select
+    with the option chosen."""
+    element: dict[str, Any] = {
+        "type": action.get("type", "button"),
+        "action_id": str(action.get("action_id") or ""),
+        "block_id": str(action.get("block_id") or ""),
+        "action_ts": f"{time.time():.6f}",
+    }
+    if element["type"] == "button":
+        element["value"] = str(action.get("value") or "")
+        if isinstance(action.get("text"), dict):
+            element["text"] = action["text"]
+    if selected is not None:
+        element["selected_option"] = selected
+    return element
+
+
+def _block_actions(element: dict[str, Any], user: str, name: str, **where: Any) -> str:
+    """A `block_actions` interaction; `where`: its channel, container, view, response URL."""
+    payload = {
+        "type": "block_actions",
+        "team": {"id": TEAM, "domain": "playground"},
+        "user": {"id": user, "username": name, "name": name, "team_id": TEAM},
+        "api_app_id": APP,
+        "token": "playground",
+        "trigger_id": _trigger_id(),
+        **where,
+        "actions": [element],
+    }
+    return urlencode({"payload": json.dumps(payload)})
+
+
 class Actor:
     """Posts what people do in the page to the server's own `/slack/events`."""
 
@@ -60,7 +97,7 @@ class Actor:
                 "text": text,
                 "api_app_id": APP,
                 "response_url": self.responses.new(channel, user, None),
-                "trigger_id": f"{int(time.time())}.{secrets.randbelow(10**9)}",
+                "trigger_id": _trigger_id(),
             }
         )
 
@@ -74,36 +111,19 @@ class Actor:
         ephemeral: bool,
         selected: dict[str, Any] | None = None,
     ) -> str:
-        element: dict[str, Any] = {
-            "type": action.get("type", "button"),
-            "action_id": str(action.get("action_id") or ""),
-            "block_id": str(action.get("block_id") or ""),
-            "action_ts": f"{time.time():.6f}",
-        }
-        if element["type"] == "button":
-            element["value"] = str(action.get("value") or "")
-            if isinstance(action.get("text"), dict):
-                element["text"] = action["text"]
-        if selected is not None:
-            element["selected_option"] = selected
-        payload = {
-            "type": "block_actions",
-            "team": {"id": TEAM, "domain": "playground"},
-            "user": {"id": user, "username": name, "name": name, "team_id": TEAM},
-            "api_app_id": APP,
-            "token": "playground",
-            "trigger_id": f"{int(time.time())}.{secrets.randbelow(10**9)}",
-            "channel": {"id": channel, "name": channel},
-            "container": {
+        return _block_actions(
+            _element(action, selected),
+            user,
+            name,
+            channel={"id": channel, "name": channel},
+            container={
                 "type": "message",
                 "message_ts": message_ts,
                 "channel_id": channel,
                 "is_ephemeral": ephemeral,
             },
-            "response_url": self.responses.new(channel, user, message_ts),
-            "actions": [element],
-        }
-        return urlencode({"payload": json.dumps(payload)})
+            response_url=self.responses.new(channel, user, message_ts),
+        )
 
     def home_opened_body(self, user: str) -> str:
         """The Events API callback of a person opening the app's Home tab."""
@@ -129,26 +149,14 @@ class Actor:
     def home_action_body(self, action: dict[str, Any], user: str, name: str) -> str:
         """A click on the Home tab: the container is the view, and there is no response
         URL (the answer, as in Slack, can only be a new version of the tab)."""
-        element = {
-            "type": "button",
-            "action_id": str(action.get("action_id") or ""),
-            "block_id": str(action.get("block_id") or ""),
-            "value": str(action.get("value") or ""),
-            "action_ts": f"{time.time():.6f}",
-        }
         view_id = f"V0PG{user}"
-        payload = {
-            "type": "block_actions",
-            "team": {"id": TEAM, "domain": "playground"},
-            "user": {"id": user, "username": name, "name": name, "team_id": TEAM},
-            "api_app_id": APP,
-            "token": "playground",
-            "trigger_id": f"{int(time.time())}.{secrets.randbelow(10**9)}",
-            "container": {"type": "view", "view_id": view_id},
-            "view": {"id": view_id, "type": "home", "blocks": []},
-            "actions": [element],
-        }
-        return urlencode({"payload": json.dumps(payload)})
+        return _block_actions(
+            _element(action, None),
+            user,
+            name,
+            container={"type": "view", "view_id": view_id},
+            view={"id": view_id, "type": "home", "blocks": []},
+        )
 
     async def post(
         self, body: str, content_type: str = "application/x-www-form-urlencoded"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 EMOJI = {
@@ -136,14 +136,14 @@ def _formatted(text: str, names: Names) -> str:
     return re.sub(r"\x00(\d+)\x00", lambda m: tokens[int(m.group(1))], joined)
 
 
-def _with_code(text: str, names: Names, plain: Callable[[str, Names], str]) -> str:
+def _with_code(text: str, names: Names) -> str:
     out: list[str] = []
     last = 0
     for found in _CODE.finditer(text):
-        out.append(plain(text[last : found.start()], names))
+        out.append(_formatted(text[last : found.start()], names))
         out.append(f"<code>{html.escape(unescape(found.group(1)))}</code>")
         last = found.end()
-    out.append(plain(text[last:], names))
+    out.append(_formatted(text[last:], names))
     return "".join(out)
 
 
@@ -164,8 +164,8 @@ def mrkdwn_html(text: str, names: Names | None = None) -> str:
     out: list[str] = []
     last = 0
     for found in _CODE_BLOCK.finditer(text):
-        out.append(_quote_lines(_with_code(text[last : found.start()], names, _formatted)))
+        out.append(_quote_lines(_with_code(text[last : found.start()], names)))
         out.append(f"<pre>{html.escape(unescape(found.group(1)))}</pre>")
         last = found.end()
-    out.append(_quote_lines(_with_code(text[last:], names, _formatted)))
+    out.append(_quote_lines(_with_code(text[last:], names)))
     return "".join(out)

@@ -62,12 +62,11 @@ class Outbox:
         found = [p for sub in ("new", "cur") for p in (self.folder / sub).glob("*") if p.is_file()]
         return sorted(found, key=lambda p: (p.stat().st_mtime, p.name), reverse=True)
 
-    def count(self) -> int:
-        return len(self._files())
-
-    def latest(self) -> list[Summary]:
+    def latest(self) -> tuple[int, list[Summary]]:
+        """How many messages the outbox holds, and the newest `MAX_LISTED` of them."""
+        files = self._files()
         listed = []
-        for path in self._files()[:MAX_LISTED]:
+        for path in files[:MAX_LISTED]:
             parsed = _read(path)
             if parsed is None:
                 continue
@@ -80,7 +79,7 @@ class Outbox:
                     subject=str(parsed.get("Subject", "")),
                 )
             )
-        return listed
+        return len(files), listed
 
     def letter(self, key: str) -> Letter | None:
         if self.folder is None or not _KEY.match(key):

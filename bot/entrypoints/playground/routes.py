@@ -86,6 +86,10 @@ class Playground:
         app.router.add_get("/playground/outbox/{key}/html", self.outbox_html)
         app.router.add_get("/playground/files/{file_id}", self.file)
         app.middlewares.append(loopback_only)
+        app.on_cleanup.append(self._flush)
+
+    async def _flush(self, app: web.Application) -> None:
+        self.workspace.flush()  # what the last second changed, kept for the next start
 
     # --- the page ---------------------------------------------------------------------
 
@@ -177,37 +181,21 @@ class Playground:
         """The person opens the app's Home tab: Slack's `app_home_opened` event."""
         user = _user(await _json(request))
         body = self.actor.home_opened_body(user.id)
-        try:
-            answer = await self.actor.post(body, "application/json")
-        except (OSError, TimeoutError) as exc:
-            return _refused(f"the server did not answer: {exc}")
-        if answer.status != 200:
-            return _refused(f"Greenlight answered HTTP {answer.status}: {answer.body[:300]}")
-        return web.json_response({"ok": True})
+        return await self._forward(body, None, user.id, "application/json")
 
     async def action(self, request: web.Request) -> web.Response:
         data = await _json(request)
         user = _user(data)
+        action = data.get("action")
+        if not isinstance(action, dict):
+            return _refused("no action")
         if data.get("home") is True:  # a button of the Home tab
-            action = data.get("action")
-            if not isinstance(action, dict):
-                return _refused("no action")
-            try:
-                answer = await self.actor.post(
-                    self.actor.home_action_body(action, user.id, user.name)
-                )
-            except (OSError, TimeoutError) as exc:
-                return _refused(f"the server did not answer: {exc}")
-            if answer.status != 200:
-                return _refused(f"Greenlight answered HTTP {answer.status}: {answer.body[:300]}")
-            return web.json_response({"ok": True})
+            body = self.actor.home_action_body(action, user.id, user.name)
+            return await self._forward(body, None, user.id)
         ts = _string(data, "ts", 40)
         message = self.workspace.messages.get(ts)
         if message is None:
             return _refused("this message is gone: reload the page")
-        action = data.get("action")
-        if not isinstance(action, dict):
-            return _refused("no action")
         selected = data.get("selected")
         if selected is not None and not isinstance(selected, dict):
             return _refused("the chosen option is not an object")
@@ -222,13 +210,23 @@ class Playground:
         )
         return await self._forward(body, message.channel, user.id)
 
-    async def _forward(self, body: str, channel: str, user: str) -> web.Response:
+    async def _forward(
+        self,
+        body: str,
+        channel: str | None,
+        user: str,
+        content_type: str = "application/x-www-form-urlencoded",
+    ) -> web.Response:
+        """Post a signed request to `/slack/events`; a refusal is shown to `user` in
+        `channel`, or (the Home tab has no channel) said to the page."""
         try:
-            answer = await self.actor.post(body)
+            answer = await self.actor.post(body, content_type)
         except (OSError, TimeoutError) as exc:
             return _refused(f"the server did not answer: {exc}")
         if answer.status != 200:
             note = f"Greenlight answered HTTP {answer.status}: {answer.body[:300]}"
+            if channel is None:
+                return _refused(note)
             self.workspace.post(channel, note, None, visible_to=user)
             return web.json_response({"ok": False, "status": answer.status}, status=200)
         return web.json_response({"ok": True})
@@ -269,8 +267,7 @@ class Playground:
     # --- the outbox and the files -----------------------------------------------------
 
     async def outbox_list(self, request: web.Request) -> web.Response:
-        letters = await asyncio.to_thread(self.outbox.latest)
-        total = await asyncio.to_thread(self.outbox.count)
+        total, letters = await asyncio.to_thread(self.outbox.latest)
         return web.json_response(
             {
                 "readable": self.outbox.readable,

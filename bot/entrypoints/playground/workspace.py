@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 BOT = "greenlight"
 MAX_MESSAGES = 2000  # the oldest go first: a demo never needs more
 MAX_FILE_BYTES = 5 * 1024 * 1024
+SAVE_DELAY = 1.0  # seconds: changes within it are written to disk once
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Workspace:
         self.files: dict[str, File] = {}
         self.channels: list[str] = []
         self.homes: dict[str, str] = {}  # user id -> their Home tab, drawn
+        self._saving: asyncio.TimerHandle | None = None
         self._listeners: set[asyncio.Queue[dict[str, Any]]] = set()
         self._ts = itertools.count(1)
         self._load()
@@ -147,7 +149,7 @@ class Workspace:
     def delete(self, ts: str) -> None:
         if self.messages.pop(ts, None) is not None:
             self._publish({"type": "deleted", "ts": ts})
-            self._save()
+            self._save_soon()
 
     def publish_home(self, user: str, blocks: list[dict[str, Any]]) -> None:
         """views.publish: the user's Home tab, replaced whole, as in Slack."""
@@ -214,7 +216,25 @@ class Workspace:
 
     def _changed(self, message: Message) -> None:
         self._publish({"type": "message", "message": message.view()})
-        self._save()
+        self._save_soon()
+
+    def _save_soon(self) -> None:
+        """Save within a second: a send updates its Deployment message at every batch,
+        and the whole file is written on the server's loop. Outside a loop, at once."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._save()
+            return
+        if self._saving is None:
+            self._saving = loop.call_later(SAVE_DELAY, self.flush)
+
+    def flush(self) -> None:
+        """Save now what is waiting to be saved (at the delay, and when the server stops)."""
+        if self._saving is not None:
+            self._saving.cancel()
+            self._saving = None
+            self._save()
 
     # --- on disk ----------------------------------------------------------------------
 
