@@ -15,6 +15,7 @@ from typing import Any
 from bot.context import Context
 from bot.domain.roles import Actor, Permission
 from bot.store import audit
+from bot.store.models import AuditEntry
 
 MAX_ENTRIES = 10_000
 PAGE_SIZE = 25  # entries on one page of `/campaign audit`: a Slack message holds 50 blocks
@@ -39,6 +40,17 @@ class AuditRecord:
         }
 
 
+def _record(entry: AuditEntry) -> AuditRecord:
+    return AuditRecord(
+        entry.at,
+        entry.actor,
+        entry.action,
+        entry.subject_kind,
+        entry.subject_ref,
+        dict(entry.detail),
+    )
+
+
 def audit_trail(
     ctx: Context,
     actor: Actor,
@@ -51,10 +63,7 @@ def audit_trail(
     actor.require(Permission.VIEW_ALL_LOGS if ref is None else Permission.VIEW_DELIVERIES)
     with ctx.sessions() as s:
         rows = audit.entries(s, ref=ref, since=since, limit=max(1, min(limit, MAX_ENTRIES)))
-        return [
-            AuditRecord(r.at, r.actor, r.action, r.subject_kind, r.subject_ref, dict(r.detail))
-            for r in rows
-        ]
+        return [_record(r) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -97,8 +106,5 @@ def audit_page(
         rows, total, upto = audit.newest(
             s, ref=ref, upto=upto, offset=(page - 1) * size, limit=size
         )
-        records = [
-            AuditRecord(r.at, r.actor, r.action, r.subject_kind, r.subject_ref, dict(r.detail))
-            for r in rows
-        ]
+        records = [_record(r) for r in rows]
     return AuditPage(ref, page, size, total, upto, records)
