@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from bot.services.metrics import labelled as labelled  # the keys of labelled counters
+
 HELP = {
     "slack_requests_total": ("counter", "Slack requests received on /slack/events."),
     "sender_rounds_total": ("counter", "Rounds of due work this server's sender ran."),
@@ -38,18 +40,6 @@ HELP = {
 # Read from the database with the gauges: left out when it could not be read, rather
 # than shown as 0 (a counter that drops to 0 reads as a reset).
 FROM_DATABASE = frozenset({"slack_api_errors_total"})
-
-
-def labelled(name: str, **labels: str) -> str:
-    """The key of a counter with labels: `name{a="x",b="y"}` (values escaped)."""
-    if not labels:
-        return name
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
-    return f"{name}{{{inner}}}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def render(counters: dict[str, int], database: dict[str, float]) -> str:

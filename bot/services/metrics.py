@@ -16,10 +16,18 @@ def gauges(ctx: Context) -> dict[str, float]:
         numbers = metrics.gauges(s, ctx.clock.now())
         failures = metrics.slack_failures(s)
     for method, count in sorted(failures.items()):
-        numbers[f'{SLACK_FAILURES}{{method="{_escape(method)}"}}'] = float(count)
+        numbers[labelled(SLACK_FAILURES, method=method)] = float(count)
     if not failures:
         numbers[SLACK_FAILURES] = 0.0
     return numbers
+
+
+def labelled(name: str, **labels: str) -> str:
+    """The key of a counter with labels: `name{a="x",b="y"}` (values escaped)."""
+    if not labels:
+        return name
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}"
 
 
 def _escape(value: str) -> str:
