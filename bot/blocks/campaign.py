@@ -39,6 +39,7 @@ from bot.domain.kpi import DASH
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.roles import Role, SubjectKind
 from bot.domain.schedule import ScheduleKind
+from bot.domain.waves import describe_local
 from bot.services.audit import AuditPage, AuditRecord
 from bot.services.deliveries.prepare import PreparationResult
 from bot.services.deliveries.views import DeliverySummary, HistoryEntry, Schedule
@@ -96,6 +97,8 @@ def _schedule_word(schedule: Schedule) -> str:
         return f"recurring ({tz_name(schedule.timezone)})"
     if schedule.mode is ScheduleKind.AT:
         return f"at {local_time(schedule.at, schedule.timezone)}"
+    if schedule.mode is ScheduleKind.RECIPIENT_LOCAL:
+        return f"at {describe_local(schedule.local, schedule.timezone)}"
     return "on confirm"
 
 

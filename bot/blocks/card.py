@@ -43,6 +43,7 @@ from bot.blocks.kit import (
 from bot.domain.exclusions import ExclusionReason
 from bot.domain.kpi import DASH
 from bot.domain.schedule import Aggregation, ScheduleKind
+from bot.domain.waves import describe_local, span_text
 from bot.services.deliveries.proofs import ProofSent
 from bot.services.deliveries.views import Card, DeliveryDetail, DeliverySummary
 
@@ -57,6 +58,11 @@ def schedule_text(detail: DeliveryDetail) -> str:
         return text
     if detail.schedule.mode is ScheduleKind.AT:
         return local_time(detail.schedule.at, detail.schedule.timezone)
+    if detail.schedule.mode is ScheduleKind.RECIPIENT_LOCAL:
+        text = escape(describe_local(detail.schedule.local, detail.schedule.timezone))
+        if detail.waves:
+            text += f"\n{escape(span_text([w.wave for w in detail.waves]))}"
+        return text
     return "as soon as confirmed"
 
 
@@ -83,6 +89,10 @@ def confirm_text(detail: DeliveryDetail) -> str:
         when = f"on its schedule ({recurrence.cron} {tz_name(recurrence.timezone)})"
     elif detail.schedule.mode is ScheduleKind.AT:
         when = f"at {local_time(detail.schedule.at, detail.schedule.timezone)}"
+    elif detail.schedule.mode is ScheduleKind.RECIPIENT_LOCAL:
+        waves = [w.wave for w in detail.waves]
+        when = f"at {describe_local(detail.schedule.local, detail.schedule.timezone)}"
+        when += f", in {span_text(waves)}" if waves else ""
     else:
         when = "now"
     template = f"Send *{{}}* to {who} {when}."

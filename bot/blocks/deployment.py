@@ -39,12 +39,14 @@ from bot.domain.executions import ExecutionState
 from bot.domain.kpi import Kpis, format_pct
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.schedule import ScheduleKind
+from bot.domain.times import zone
 from bot.services.deliveries.views import (
     DeliveryDetail,
     DeploymentView,
     ExecutionView,
     Figures,
     SendingProgress,
+    WaveView,
 )
 
 BAR_WIDTH = 20
@@ -202,12 +204,59 @@ def status_line(detail: DeliveryDetail, now: datetime | None) -> str:
     schedule = detail.schedule
     if detail.state is DeliveryState.START_PENDING and schedule.mode is ScheduleKind.AT:
         parts.append(f"starts at {local_time(schedule.at, schedule.timezone)}")
+    first = detail.waves[0] if detail.waves else None
+    if detail.state is DeliveryState.START_PENDING and first is not None:
+        parts.append(f"first wave {slack_date(first.at)}")
     for label, at in (("started", detail.started_at), ("ended", detail.finished_at)):
         if at is not None:
             parts.append(f"{label} {slack_date(at)}")
     if now is not None:
         parts.append(f"updated {slack_date(now)}")
     return " · ".join(parts)
+
+
+WAVES_SHOWN = 8  # wave lines in the message; the rest are counted in one line
+
+
+def waves_text(detail: DeliveryDetail, now: datetime | None = None) -> str | None:
+    """A recipient-local send's waves: a summary, then one line per wave.
+
+    "*Waves* — 2 of 5 sent · next wave <!date…> (09:00 America/New_York)", then
+    "✓ 09:00 Asia/Tokyo · <!date…> · 1,200 sent" or "◷ … · 3,400 waiting". The zones
+    come from the profiles, so they are escaped like any text from outside.
+    """
+    waves = detail.waves
+    if not waves:
+        return None
+    done = sum(1 for w in waves if w.waiting == 0)
+    head = f"*Waves* — {done} of {len(waves)} sent"
+    upcoming = detail.next_wave
+    if upcoming is not None and detail.state is not DeliveryState.STOPPED:
+        head += f" · next wave {slack_date(upcoming.at)} ({escape(_wall(upcoming))})"
+    lines = [head]
+    for w in waves[:WAVES_SHOWN]:
+        if w.waiting and detail.state is DeliveryState.PAUSED and now and w.at <= now:
+            mark, what = "⏸", f"{w.waiting:,} waiting (paused)"
+        elif w.waiting:
+            mark, what = "◷", f"{w.waiting:,} waiting"
+        elif w.cancelled and not w.sent:
+            mark, what = "✕", f"{w.cancelled:,} not sent (stopped)"
+        else:
+            mark, what = "✓", f"{w.sent:,} sent"
+            if w.cancelled:
+                what += f", {w.cancelled:,} not sent"
+        lines.append(f"{mark} {escape(_wall(w))} · {slack_date(w.at)} · {what}")
+    if len(waves) > WAVES_SHOWN:
+        rest = waves[WAVES_SHOWN:]
+        waiting = sum(w.waiting for w in rest)
+        lines.append(f"… and {plural(len(rest), 'more wave')} ({waiting:,} recipients waiting)")
+    return "\n".join(lines)
+
+
+def _wall(w: WaveView) -> str:
+    """ "09:00 Europe/Paris, Europe/Berlin": the wave's wall clock in its main zone."""
+    local = w.at.astimezone(zone(w.zones[0] if w.zones else None))
+    return f"{local:%H:%M} {w.wave.zones_text()}"
 
 
 def failure_line(detail: DeliveryDetail) -> str | None:
@@ -226,6 +275,9 @@ def deployment_message(view: DeploymentView) -> Message:
     if is_relaying(detail.state, progress):
         assert progress is not None
         blocks.append(section(progress_line(progress), block_id=ids.DEPLOYMENT_PROGRESS_BLOCK))
+    waves = waves_text(detail, view.now)
+    if waves:
+        blocks.append(section(truncate(waves, 2900), block_id=ids.DEPLOYMENT_WAVES_BLOCK))
     failure = failure_line(detail)
     if failure:
         blocks.append(section(failure))

@@ -56,6 +56,7 @@ CARD_ACTIONS_BLOCK = "confirm_card_actions"
 PICKER_BLOCK = "delivery_picker"
 DEPLOYMENT_PROGRESS_BLOCK = "deployment_progress"
 DEPLOYMENT_KPIS_BLOCK = "deployment_kpis"
+DEPLOYMENT_WAVES_BLOCK = "deployment_waves"
 DEPLOYMENT_ACTIONS_BLOCK = "deployment_actions"
 GUARD_ACTIONS_BLOCK = "guard_actions"  # the send guard's alert: Resume, Stop send
 APPROVAL_ACTIONS_BLOCK = "approval_actions"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from bot.domain.lifecycle import DeliveryState
+from bot.domain.waves import Wave, passed_problem
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,15 @@ class DeliveryFacts:
     request_confirmation: bool
     slack_channel: str | None
     to_deliver: int
+    waves: tuple[Wave, ...] = ()  # a recipient-local send's, as prepared
 
 
-def not_ready_reason(d: DeliveryFacts) -> str | None:
-    """Why `d` cannot be confirmed now, in words a person can act on; None if it can."""
+def not_ready_reason(d: DeliveryFacts, now: datetime | None = None) -> str | None:
+    """Why `d` cannot be confirmed now, in words a person can act on; None if it can.
+
+    A recipient-local send whose first wave has passed by `now` is refused: its
+    recipients there would get the message late, which is what the mode is to avoid.
+    """
     if d.state is not DeliveryState.READY:
         if d.preparation.prepared_at is None:
             return f"{d.ref} is not prepared yet: run `/campaign prepare {d.ref}` first"
@@ -65,6 +71,8 @@ def not_ready_reason(d: DeliveryFacts) -> str | None:
         )
     if d.to_deliver == 0:
         return f"{d.ref} has nobody to deliver to (to deliver = 0): check its audience"
+    if now is not None:
+        return passed_problem(d.ref, d.waves, now)
     return None
 
 

@@ -18,6 +18,7 @@ _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 class ScheduleMode(StrEnum):
     ON_CONFIRM = "on-confirm"
     AT = "at"
+    RECIPIENT_LOCAL = "recipient-local"  # a time of day in each recipient's zone
 
 
 class ScheduleKind(StrEnum):
@@ -26,6 +27,7 @@ class ScheduleKind(StrEnum):
 
     ON_CONFIRM = "on-confirm"
     AT = "at"
+    RECIPIENT_LOCAL = "recipient-local"
     RECURRING = "recurring"
 
 

@@ -4,7 +4,8 @@ One loop, batch by batch:
 
 1. **claim** up to `SEND_BATCH_SIZE` queued logs with one atomic UPDATE under the
    sender's claim token (on PostgreSQL the candidate rows are locked with SKIP LOCKED,
-   so two senders never share a log);
+   so two senders never share a log); a recipient-local send's logs only once their
+   wave has come, and the execution is not finished while a later wave waits;
 2. **build** each message from the profile (rendering and links, see `engine.message`);
 3. **relay** the batch through the transport, each message behind the fence
    (`Claim.holds`: is this still my claim?);
@@ -148,6 +149,11 @@ class Sender:
                     if self._claimed_by_others(execution_id):
                         # Another sender still relays a batch: it finishes the execution.
                         return state
+                    if self._waiting_for_wave(execution_id):
+                        # A recipient-local send between two waves: the next one is due
+                        # again when it comes (`store.executions.to_send`).
+                        self.on_batch(execution_id)
+                        return state
                     state = self._finish(execution_id)
                     self.on_batch(execution_id)
                     return state
@@ -284,6 +290,10 @@ class Sender:
             if executions.validity_ended(s, execution_id, now):
                 return []
             return logs.claim_retries(s, execution_id, self.claim.token, now, self.batch_size)
+
+    def _waiting_for_wave(self, execution_id: int) -> bool:
+        with self.ctx.sessions() as s:
+            return logs.waiting_for_wave(s, execution_id, self.ctx.clock.now())
 
     def _claimed_by_others(self, execution_id: int) -> bool:
         with self.ctx.sessions() as s:

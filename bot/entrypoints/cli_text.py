@@ -6,6 +6,8 @@ from zoneinfo import ZoneInfo
 
 from bot.domain.kpi import DASH, Kpis, format_pct
 from bot.domain.schedule import ScheduleKind
+from bot.domain.times import utc_minute
+from bot.domain.waves import describe_local, span_text
 from bot.services.deliveries.views import DeliveryDetail, Recurrence, Schedule
 
 
@@ -25,7 +27,22 @@ def _schedule_text(schedule: Schedule, recurrence: Recurrence | None) -> str:
             return f"at {schedule.at.isoformat()}"
         local = schedule.at.astimezone(ZoneInfo(schedule.timezone))  # the zone it names
         return f"at {local.isoformat()} ({schedule.timezone})"
+    if schedule.mode is ScheduleKind.RECIPIENT_LOCAL:
+        return f"at {describe_local(schedule.local, schedule.timezone)}"
     return "as soon as confirmed"
+
+
+def _wave_lines(d: DeliveryDetail) -> list[str]:
+    """One line per wave of a recipient-local send, in UTC (the terminal has no zone)."""
+    if not d.waves:
+        return []
+    lines = ["", f"Waves: {span_text([w.wave for w in d.waves])}"]
+    for w in d.waves:
+        state = f"{w.waiting} waiting" if w.waiting else f"{w.sent} sent"
+        if w.cancelled:
+            state += f", {w.cancelled} not sent"
+        lines.append(f"  {utc_minute(w.at)}  {w.recipients:>7}  {state:<24} {w.wave.zones_text()}")
+    return lines
 
 
 def kpi_lines(k: Kpis) -> list[str]:
@@ -67,6 +84,7 @@ def delivery_text(d: DeliveryDetail) -> str:
         f"  channel     {d.slack_channel or DASH}",
         "",
         *_preparation_lines(d),
+        *_wave_lines(d),
     ]
     title = "Deployment:"
     if d.recurrence:

@@ -13,13 +13,15 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.domain.errors import NotFound
 from bot.domain.executions import MAIN_KEY, ExecutionState
 from bot.domain.lifecycle import DeliveryState
 from bot.domain.readiness import DeliveryFacts, Preparation
+from bot.domain.schedule import ScheduleMode
+from bot.domain.waves import Wave
 from bot.store.db import affected
 from bot.store.models import Audience, Delivery, Execution
 
@@ -82,6 +84,7 @@ def facts(d: Delivery) -> DeliveryFacts:
         request_confirmation=d.request_confirmation,
         slack_channel=d.slack_channel,
         to_deliver=d.to_deliver,
+        waves=tuple(Wave.from_json(w) for w in d.waves or ()),
     )
 
 
@@ -123,11 +126,17 @@ def state_of(session: Session, delivery_id: int) -> DeliveryState | None:
 
 
 def waiting_to_start(session: Session, now: datetime) -> list[str]:
-    """Confirmed `at` deliveries whose contact date has come (or passed while down)."""
+    """Confirmed deliveries whose time has come (or passed while down): an `at` one's
+    contact date, a recipient-local one's first wave."""
+    local = Delivery.schedule_mode == ScheduleMode.RECIPIENT_LOCAL
     return list(
         session.scalars(
             select(Delivery.ref).where(
-                Delivery.state == DeliveryState.START_PENDING, Delivery.scheduled_at <= now
+                Delivery.state == DeliveryState.START_PENDING,
+                or_(
+                    and_(~local, Delivery.scheduled_at <= now),
+                    and_(local, Delivery.first_wave_at <= now),
+                ),
             )
         )
     )

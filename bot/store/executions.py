@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 from bot.domain.errors import NotFound
 from bot.domain.executions import MAIN_KEY, PREPARE_LEASE, ExecutionState
 from bot.domain.lifecycle import DeliveryState
-from bot.domain.logs import FailureType
-from bot.store import deliveries
+from bot.domain.logs import FailureType, LogStatus
+from bot.domain.schedule import ScheduleMode
+from bot.store import deliveries, logs
 from bot.store.db import affected
 from bot.store.models import Delivery, Execution, KpiCounter, SendingLog
 
@@ -192,12 +193,33 @@ def renew_lease(session: Session, execution_id: int, seen: Any, now: datetime) -
 # --- what the sender reads ---------------------------------------------------------------
 
 
-def to_send(session: Session) -> Sequence[tuple[int, str, str]]:
+def to_send(session: Session, now: datetime) -> Sequence[tuple[int, str, str]]:
     """(id, ref, key) of every execution with messages to send, oldest first.
 
     A one-off delivery's execution while the delivery is in progress; an occurrence of
-    a recurring one while both it and its delivery are.
+    a recurring one while both it and its delivery are. A recipient-local send between
+    two waves is left out until its next wave comes (nothing to claim, nothing to
+    finish): its queued logs all wait for a later instant.
     """
+    waiting = (
+        select(SendingLog.id)
+        .where(
+            SendingLog.execution_id == Execution.id,
+            SendingLog.status == LogStatus.QUEUED,
+            SendingLog.send_at > now,
+        )
+        .exists()
+    )
+    due = (
+        select(SendingLog.id)
+        .where(
+            SendingLog.execution_id == Execution.id,
+            SendingLog.status == LogStatus.QUEUED,
+            logs.due_now(now),
+        )
+        .exists()
+    )
+    local = Delivery.schedule_mode == ScheduleMode.RECIPIENT_LOCAL
     rows = session.execute(
         select(Execution.id, Delivery.ref, Execution.key)
         .join(Delivery, Delivery.id == Execution.delivery_id)
@@ -211,6 +233,7 @@ def to_send(session: Session) -> Sequence[tuple[int, str, str]]:
                     Execution.state == ExecutionState.IN_PROGRESS,
                 ),
             ),
+            or_(~local, due, ~waiting),
         )
         .order_by(Execution.id)
     ).all()

@@ -50,10 +50,11 @@ class Relayed:
 def claim_queued(
     session: Session, execution_id: int, token: str, now: datetime, limit: int
 ) -> list[Claimed]:
-    """Atomically take the next queued logs of the execution for the sender `token`."""
+    """Atomically take the next queued logs of the execution for the sender `token`:
+    those whose wave has come (a recipient-local send), or all."""
     return _take(
         session,
-        [SendingLog.status == LogStatus.QUEUED],
+        [SendingLog.status == LogStatus.QUEUED, due_now(now)],
         execution_id,
         token,
         now,
@@ -148,6 +149,47 @@ def _held(session: Session, log_ids: Sequence[int], token: str) -> None:
     held = set(session.scalars(query.with_for_update()))
     if len(held) != len(ids):
         raise ClaimLost(f"{len(ids) - len(held)} of {len(ids)} logs are no longer claimed")
+
+
+def due_now(now: datetime) -> ColumnElement[bool]:
+    """A queued log the sender may take at `now`: no wave, or its wave has come."""
+    return or_(SendingLog.send_at.is_(None), SendingLog.send_at <= now)
+
+
+def waiting_for_wave(session: Session, execution_id: int, now: datetime) -> bool:
+    """Queued logs of the execution wait for a later wave: it is not finished yet."""
+    return (
+        session.scalar(
+            select(SendingLog.id)
+            .where(
+                SendingLog.execution_id == execution_id,
+                SendingLog.status == LogStatus.QUEUED,
+                SendingLog.send_at > now,
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def by_wave(session: Session, execution_id: int) -> dict[datetime, tuple[int, int]]:
+    """Per wave of a recipient-local send: (still queued, never to be sent: Ignored)."""
+    rows = session.execute(
+        select(SendingLog.send_at, SendingLog.status, func.count())
+        .where(
+            SendingLog.execution_id == execution_id,
+            SendingLog.status.in_([LogStatus.QUEUED, LogStatus.IGNORED]),
+            SendingLog.send_at.is_not(None),
+        )
+        .group_by(SendingLog.send_at, SendingLog.status)
+    ).all()
+    found: dict[datetime, tuple[int, int]] = {}
+    for at, status, n in rows:
+        if at is None:
+            continue
+        queued, ignored = found.get(at, (0, 0))
+        found[at] = (queued + n, ignored) if status == LogStatus.QUEUED else (queued, ignored + n)
+    return found
 
 
 def claimed_count(session: Session, execution_id: int) -> int:

@@ -171,6 +171,13 @@ class Delivery(Base):
     )
     scheduled_at: Mapped[datetime | None]
     schedule_timezone: Mapped[str | None] = mapped_column(String(64))
+    # recipient-local: the wall clock ("2026-12-05T09:00") each recipient gets the
+    # message at in their zone (scheduled_at is that moment in schedule_timezone), and
+    # the waves its preparation found (bot.domain.waves), the first one's instant apart
+    # so that the scheduler finds the deliveries to start with one indexed comparison.
+    schedule_local: Mapped[str | None] = mapped_column(String(16))
+    waves: Mapped[list[Any] | None] = mapped_column(JSON)
+    first_wave_at: Mapped[datetime | None]
     recurrence_cron: Mapped[str | None] = mapped_column(String(120))
     recurrence_timezone: Mapped[str | None] = mapped_column(String(64))
     aggregation: Mapped[Aggregation] = mapped_column(
@@ -273,6 +280,8 @@ class SendingLog(Base):
     delivered: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     next_retry_at: Mapped[datetime | None]
+    # A recipient-local send: not claimed before this instant (its wave). None: at once.
+    send_at: Mapped[datetime | None]
     # Relay claim: set atomically by a sender before relaying, so two never relay one log.
     claim_token: Mapped[str | None] = mapped_column(String(40), index=True)
     claimed_at: Mapped[datetime | None]

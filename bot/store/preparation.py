@@ -105,8 +105,10 @@ def insert_logs(
     execution_id: int,
     exclusions: Sequence[tuple[int, str, ExclusionReason]],
     recipients: Sequence[tuple[int, str]],
+    send_at: Sequence[datetime] | None = None,
 ) -> None:
-    """Bulk-insert exclusion logs and queued sending logs of the execution."""
+    """Bulk-insert exclusion logs and queued sending logs of the execution; `send_at`,
+    when given, is each recipient's wave (a recipient-local send), in the same order."""
     for chunk in _chunks(exclusions):
         session.execute(
             insert(ExclusionLog),
@@ -121,7 +123,9 @@ def insert_logs(
                 for pid, email, reason in chunk
             ],
         )
-    for batch in _chunks(recipients):
+    for start in range(0, len(recipients), CHUNK):
+        batch = recipients[start : start + CHUNK]
+        waves = send_at[start : start + CHUNK] if send_at is not None else [None] * len(batch)
         session.execute(
             insert(SendingLog),
             [
@@ -132,10 +136,11 @@ def insert_logs(
                     "status": LogStatus.QUEUED,
                     "final": False,
                     "retry_count": 0,
+                    "send_at": at,
                     "created_at": now,
                     "updated_at": now,
                 }
-                for pid, email in batch
+                for (pid, email), at in zip(batch, waves, strict=True)
             ],
         )
 

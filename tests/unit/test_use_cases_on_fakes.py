@@ -62,7 +62,7 @@ def test_a_relay_that_is_down_loses_nobody(confirmed: Context) -> None:
 
     transport = MemoryTransport(unavailable=2)
     with confirmed.sessions() as s:
-        execution_id = executions.to_send(s)[0][0]
+        execution_id = executions.to_send(s, confirmed.clock.now())[0][0]
     state = asyncio.run(Sender(confirmed, transport, sleep=sleep).run(execution_id))
     assert state is DeliveryState.FINISHED and waits == [1.0, 2.0]
     assert sorted(transport.recipients()) == sorted(EMAILS)

@@ -97,7 +97,7 @@ def confirm_send(ctx: Context, actor: Actor, ref: str) -> Transitioned:
     now = ctx.clock.now()
     with ctx.sessions.begin() as s:
         d = deliveries.get(s, ref)
-        reason = not_ready_reason(deliveries.facts(d))
+        reason = not_ready_reason(deliveries.facts(d), now)
         if reason:
             raise DomainError(reason)
         moved = _move(s, now, d, Action.CONFIRM, actor.id, confirmed_by=actor.id, confirmed_at=now)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, TypeAlias
 
 from bot.context import Context, Session
@@ -44,6 +45,8 @@ from bot.domain.preparation import (
 )
 from bot.domain.quarantine import EmailStatus
 from bot.domain.roles import Actor, Permission
+from bot.domain.schedule import ScheduleMode
+from bot.domain.waves import LocalMoment, Wave, WavePlanner, validity_problem
 from bot.engine.rendering import (
     PLACEHOLDER_LINKS,
     MessageTemplates,
@@ -117,6 +120,9 @@ class _Plan:
     errors: list[PreparationError] = field(default_factory=list)
     errors_total: int = 0
     missing: dict[str, list[Any]] = field(default_factory=dict)  # name -> [count, emails]
+    # A recipient-local send: each recipient's wave, in the order of `recipients`.
+    send_at: list[datetime] | None = None
+    waves: list[Wave] = field(default_factory=list)
     no_unsubscribe: list[Any] = field(default_factory=lambda: [0, []])  # [count, emails]
 
     def add_error(self, error: PreparationError) -> None:
@@ -215,6 +221,9 @@ def _plan(
     templates = _templates(delivery, plan)
     about = {"ref": delivery.ref, "name": delivery.name}
     seen: set[str] = set()
+    planner = _wave_planner(delivery)
+    if planner is not None:
+        plan.send_at = []
     for member in preparation.members(session, delivery.audience_id):
         plan.targeted += 1
         if progress is not None and plan.targeted % PROGRESS_EVERY == 0:
@@ -224,6 +233,8 @@ def _plan(
             plan.exclusions.append((member.id, member.email, reason))
             continue
         plan.recipients.append((member.id, member.email))
+        if planner is not None and plan.send_at is not None:
+            plan.send_at.append(planner.instant(member.timezone))
         if templates is None:
             continue
         context = member_context(member, about)
@@ -247,7 +258,20 @@ def _plan(
         part = "html" if delivery.html is not None else "text"
         plan.add_error(no_unsubscribe_link_error(None if everyone else emails[0], part))
         plan.no_unsubscribe = [0, []]  # said once, as the error
+    if planner is not None:
+        plan.waves = planner.waves()
+        problem = validity_problem(plan.waves, timedelta(seconds=delivery.validity_seconds))
+        if problem:
+            plan.add_error(PreparationError(None, "schedule", None, problem))
     return plan
+
+
+def _wave_planner(delivery: Delivery) -> WavePlanner | None:
+    """A recipient-local delivery's planner of waves (bot.domain.waves); None otherwise."""
+    if delivery.schedule_mode is not ScheduleMode.RECIPIENT_LOCAL or not delivery.schedule_local:
+        return None
+    moment = LocalMoment.parse(delivery.schedule_local)
+    return WavePlanner(moment, delivery.schedule_timezone or "UTC")
 
 
 # --- phase 2: write ----------------------------------------------------------------
@@ -294,7 +318,9 @@ def _write(
     delivery = _claim(session, delivery_id, seen_hash, seen_version, new_state)
     execution = executions.main_execution(session, delivery, now)
     preparation.clear(session, execution.id)
-    preparation.insert_logs(session, now, execution.id, plan.exclusions, plan.recipients)
+    preparation.insert_logs(
+        session, now, execution.id, plan.exclusions, plan.recipients, plan.send_at
+    )
     to_deliver = len(plan.recipients)
     counters.reset(session, execution.id, to_deliver, now)
     executions.move(session, execution.id, list(ExecutionState), ExecutionState(new_state.value))
@@ -308,6 +334,8 @@ def _write(
         e.to_json() for e in stored_errors(plan.errors, plan.errors_total)
     ]
     delivery.preparation_warnings = [w.to_json() for w in plan.warnings()]
+    delivery.waves = [w.to_json() for w in plan.waves] if plan.send_at is not None else None
+    delivery.first_wave_at = plan.waves[0].at if plan.waves else None
     return delivery
 
 

@@ -51,7 +51,7 @@ class Work:
 
 def what_to_send(ctx: Context) -> Work:
     with ctx.sessions() as s:
-        sending = [(i, label(ref, key)) for i, ref, key in executions.to_send(s)]
+        sending = [(i, label(ref, key)) for i, ref, key in executions.to_send(s, ctx.clock.now())]
         return Work(sending, executions.with_retries_due(s, ctx.clock.now()))
 
 
@@ -85,7 +85,7 @@ async def send_due(
         guard=lambda execution_id: guard.check(ctx, execution_id),
     )
     with ctx.sessions() as s:
-        sending = executions.to_send(s)
+        sending = executions.to_send(s, ctx.clock.now())
         retrying = executions.with_retries_due(s, ctx.clock.now())
     for execution_id, ref, key in sending:
         name = names[execution_id] = label(ref, key)

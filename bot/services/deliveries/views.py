@@ -27,6 +27,7 @@ from bot.domain.preparation import PreparationError, PreparationWarning
 from bot.domain.readiness import is_pickable, not_ready_reason
 from bot.domain.roles import Actor, Permission
 from bot.domain.schedule import Aggregation, ScheduleKind, format_duration
+from bot.domain.waves import Wave
 from bot.services.deliveries.preview import preview_link, render_for
 from bot.store import counters, deliveries, executions, logs, preparation, profiles, reports
 from bot.store.models import Delivery, Execution
@@ -50,9 +51,46 @@ class Schedule:
     mode: ScheduleKind
     at: datetime | None = None
     timezone: str | None = None
+    # recipient-local: the wall clock each recipient gets it at ("2026-12-05T09:00");
+    # `at` is then that moment in `timezone`, the zone of profiles without one.
+    local: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"mode": self.mode.value, "at": _iso(self.at), "timezone": self.timezone}
+        return {
+            "mode": self.mode.value,
+            "at": _iso(self.at),
+            "timezone": self.timezone,
+            "local": self.local,
+        }
+
+
+@dataclass(frozen=True)
+class WaveView:
+    """One wave of a recipient-local send: when, where, how many, how many still wait
+    and how many never will be sent (the send was stopped first)."""
+
+    at: datetime
+    zones: tuple[str, ...]
+    recipients: int
+    waiting: int
+    cancelled: int = 0
+
+    @property
+    def sent(self) -> int:
+        return max(self.recipients - self.waiting - self.cancelled, 0)
+
+    @property
+    def wave(self) -> Wave:
+        return Wave(self.at, self.zones, self.recipients)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "at": _iso(self.at),
+            "zones": list(self.zones),
+            "recipients": self.recipients,
+            "waiting": self.waiting,
+            "cancelled": self.cancelled,
+        }
 
 
 @dataclass(frozen=True)
@@ -184,6 +222,13 @@ class DeliveryDetail:
     started_at: datetime | None
     finished_at: datetime | None
     executions: Sequence[ExecutionView]
+    # A recipient-local send's waves as prepared, with what each still has queued.
+    waves: Sequence[WaveView] = ()
+
+    @property
+    def next_wave(self) -> WaveView | None:
+        """The earliest wave with recipients still waiting (None: none, or no waves)."""
+        return next((w for w in self.waves if w.waiting > 0), None)
 
     @property
     def timezone(self) -> str | None:
@@ -223,6 +268,7 @@ class DeliveryDetail:
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
             "executions": [e.to_json() for e in self.executions],
+            "waves": [w.to_json() for w in self.waves],
         }
 
 
@@ -324,7 +370,19 @@ class HistoryEntry:
 def _schedule(d: Delivery) -> Schedule:
     if d.recurrence_cron:
         return Schedule(ScheduleKind.RECURRING, None, d.recurrence_timezone)
-    return Schedule(ScheduleKind(d.schedule_mode.value), d.scheduled_at, d.schedule_timezone)
+    return Schedule(
+        ScheduleKind(d.schedule_mode.value), d.scheduled_at, d.schedule_timezone, d.schedule_local
+    )
+
+
+def _waves(session: Session, d: Delivery, main: Execution | None) -> list[WaveView]:
+    if not d.waves:
+        return []
+    counts = logs.by_wave(session, main.id) if main is not None else {}
+    return [
+        WaveView(w.at, w.zones, w.recipients, *counts.get(w.at, (0, 0)))
+        for w in (Wave.from_json(data) for data in d.waves)
+    ]
 
 
 def _recurrence(d: Delivery) -> Recurrence | None:
@@ -405,6 +463,7 @@ def read_detail(session: Session, ref: str) -> DeliveryDetail:
         started_at=d.started_at,
         finished_at=d.finished_at,
         executions=[_execution_view(session, e) for e in runs if e.key != MAIN_KEY],
+        waves=_waves(session, d, main),
     )
 
 
@@ -508,7 +567,7 @@ def card(ctx: Context, actor: Actor, ref: str) -> Card:
     actor.require(Permission.CONFIRM_SEND)
     with ctx.sessions() as s:
         d = deliveries.get(s, ref)
-        shown = Card(read_detail(s, ref), not_ready_reason(deliveries.facts(d)))
+        shown = Card(read_detail(s, ref), not_ready_reason(deliveries.facts(d), ctx.clock.now()))
         try:
             sample = render_for(s, d)
         except DomainError:  # nobody to render for, or a template the preparation refuses

@@ -13,6 +13,7 @@ preparation stays valid across a rename, and is invalidated by anything else.
 
 from __future__ import annotations
 
+import datetime as dt
 import difflib
 import hashlib
 import json
@@ -47,6 +48,7 @@ from bot.domain.schedule import (
     default_request_confirmation,
     parse_duration,
 )
+from bot.domain.waves import LocalMoment
 from bot.engine.message import check_address_header
 from bot.engine.rendering import (
     MessageTemplates,
@@ -152,9 +154,30 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _time_of_day(value: Any) -> Any:
+    """YAML reads an unquoted 9:00 as the number 540 (base 60): ask for quotes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError('write the time of day in quotes, like time: "09:00"')
+    if isinstance(value, str) and not re.fullmatch(r"\s*([01]\d|2[0-3]):[0-5]\d\s*", value):
+        raise ValueError('write the time of day as HH:MM (24 hours), like time: "09:00"')
+    return value.strip() if isinstance(value, str) else value
+
+
+def _calendar_day(value: Any) -> Any:
+    if isinstance(value, datetime) or (
+        isinstance(value, str) and not re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", value)
+    ):
+        raise ValueError("give the date alone, like date: 2026-12-05; the time goes in time")
+    return value
+
+
 class ScheduleDefinition(_Strict):
     mode: ScheduleMode = ScheduleMode.ON_CONFIRM
     at: Annotated[datetime | None, BeforeValidator(_no_bare_date)] = None
+    # recipient-local: the date and the time of day each recipient gets it at, in
+    # their own zone; `timezone` is then the zone of profiles that have none.
+    date: Annotated[dt.date | None, BeforeValidator(_calendar_day)] = None
+    time: Annotated[str | None, BeforeValidator(_time_of_day)] = None
     timezone: str | None = Field(default=None, max_length=64)
 
     @field_validator("timezone")
@@ -166,29 +189,60 @@ class ScheduleDefinition(_Strict):
 
     @model_validator(mode="after")
     def _mode_fields(self) -> ScheduleDefinition:
-        if self.mode is ScheduleMode.AT:
-            if self.at is None:
-                raise FieldError("at", "mode: at needs a contact date, like at: 2026-11-27T08:00")
-            if self.timezone is None:
+        needs = _MODE_FIELDS.get(self.mode, ())
+        for name in needs:
+            if getattr(self, name) is None:
+                what = _NEEDED[name]
+                if name == "timezone" and self.mode is ScheduleMode.RECIPIENT_LOCAL:
+                    what = "the time zone of profiles that have none"
                 raise FieldError(
-                    "timezone", "mode: at needs a time zone, like timezone: Europe/Paris"
+                    name, f"mode: {self.mode.value} needs {what}, like {_EXAMPLES[name]}"
                 )
-        else:
-            for name in ("at", "timezone"):
-                if getattr(self, name) is not None:
-                    raise FieldError(
-                        name, f"{name} is used only with mode: at; set mode: at or remove {name}"
-                    )
+        for name in _EXAMPLES:
+            if name not in needs and getattr(self, name) is not None:
+                modes = " or ".join(f"mode: {m}" for m, f in _MODE_FIELDS.items() if name in f)
+                raise FieldError(
+                    name, f"{name} is used only with {modes}; set the mode or remove {name}"
+                )
         return self
 
     def at_utc(self) -> datetime | None:
-        """The contact date in UTC; a date without an offset is read in `timezone`."""
+        """The contact date in UTC; a date without an offset is read in `timezone`.
+
+        For recipient-local, the moment in the delivery's own zone (its profiles
+        without a zone get it then)."""
+        local = self.local_moment()
+        if local is not None:
+            return local.instant_in(self.timezone or "UTC")
         if self.at is None:
             return None
         at = self.at
         if at.tzinfo is None:
             at = at.replace(tzinfo=zone(self.timezone or "UTC"))
         return at.astimezone(UTC)
+
+    def local_moment(self) -> LocalMoment | None:
+        if self.mode is not ScheduleMode.RECIPIENT_LOCAL or self.date is None or not self.time:
+            return None
+        return LocalMoment.parse(f"{self.date.isoformat()}T{self.time}")
+
+
+_MODE_FIELDS: dict[ScheduleMode, tuple[str, ...]] = {
+    ScheduleMode.AT: ("at", "timezone"),
+    ScheduleMode.RECIPIENT_LOCAL: ("date", "time", "timezone"),
+}
+_NEEDED = {
+    "at": "a contact date",
+    "date": "a date",
+    "time": "a time of day",
+    "timezone": "a time zone",
+}
+_EXAMPLES = {
+    "at": "at: 2026-11-27T08:00",
+    "date": "date: 2026-12-05",
+    "time": 'time: "09:00"',
+    "timezone": "timezone: Europe/Paris",
+}
 
 
 class RecurrenceDefinition(_Strict):
@@ -378,6 +432,7 @@ class DeliveryDefinition(_Strict):
             "schedule_mode": schedule.mode.value,
             "scheduled_at": schedule.at_utc(),
             "schedule_timezone": schedule.timezone,
+            "schedule_local": local.text() if (local := schedule.local_moment()) else None,
             "recurrence_cron": recurrence.cron if recurrence else None,
             "recurrence_timezone": recurrence.timezone if recurrence else None,
             "aggregation": (recurrence.aggregation if recurrence else Aggregation.NONE).value,
@@ -416,6 +471,7 @@ HASHED_COLUMNS = (
     "schedule_mode",
     "scheduled_at",
     "schedule_timezone",
+    "schedule_local",
     "recurrence_cron",
     "recurrence_timezone",
     "aggregation",
@@ -426,11 +482,17 @@ HASHED_COLUMNS = (
 )
 
 
+# Hashed columns added after deliveries were stored: left out of the hash while unset.
+_ADDED_LATER = frozenset({"schedule_local"})
+
+
 def definition_hash(columns: dict[str, Any], audience: str) -> str:
     """sha256 of a canonical JSON of what is sent; the same for a file entry and a row."""
     canon: dict[str, Any] = {"audience": audience}
     for name in HASHED_COLUMNS:
         value = columns.get(name)
+        if value is None and name in _ADDED_LATER:
+            continue  # the hashes stored before the column existed stay the same
         if isinstance(value, datetime):
             value = value.astimezone(UTC).isoformat()
         canon[name] = value

@@ -24,6 +24,7 @@ from bot.context import Context, Session
 from bot.domain.errors import DomainError
 from bot.domain.lifecycle import Action, can, transition
 from bot.domain.roles import Actor, Permission
+from bot.domain.schedule import ScheduleMode
 from bot.services.imports.definitions import DeliveryDefinition, error_field, error_reason
 from bot.services.imports.problems import InputRejected, Problem
 from bot.services.imports.profiles import read_input
@@ -310,6 +311,15 @@ def _past_contact_date(
     at = definition.schedule.at_utc() if definition.schedule else None
     if at is None or at > now:
         return None
+    assert definition.schedule is not None
+    if definition.schedule.mode is ScheduleMode.RECIPIENT_LOCAL:
+        return Problem(
+            name,
+            entry.where(),
+            "schedule.date",
+            f"{definition.schedule.time} on {definition.schedule.date} has passed in "
+            f"{definition.schedule.timezone}: it cannot be confirmed while a wave is past",
+        )
     return Problem(
         name,
         entry.where(),

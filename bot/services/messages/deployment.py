@@ -3,7 +3,10 @@ updated in place while relaying and once more with the final KPIs.
 
 Updates are throttled per delivery (`chat.update` allows about 50 calls a minute per
 workspace); an update forced by a person's click, or one made once the delivery has
-left `in-progress`, always goes through so the message ends on the true figures.
+left `in-progress`, always goes through so the message ends on the true figures. An
+update the throttle holds back is made once the interval is over (one per delivery,
+however many were held): a send that stays in progress with nothing relaying, as a
+recipient-local send does between two waves, still shows its last batch.
 The message is drawn from the database each time, so whichever process sends, and
 however many updates were skipped, the one that goes out is right.
 
@@ -54,6 +57,8 @@ class DeploymentFollower:
         self.monotonic = monotonic
         self._last: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._held: dict[str, asyncio.TimerHandle] = {}  # the update made after the throttle
+        self._held_tasks: set[asyncio.Task[None]] = set()
 
     async def refresh_execution(self, execution_id: int) -> None:
         """After a batch of `execution_id` was recorded (the sender's hook).
@@ -120,6 +125,7 @@ class DeploymentFollower:
             now = self.monotonic()
             recent = now - self._last.get(ref, -1e9) < self.min_interval
             if state is DeliveryState.IN_PROGRESS and ts and not force and recent:
+                self._hold(ref, self.min_interval - (now - self._last[ref]))
                 return None
             view = await asyncio.to_thread(read_deployment, self.ctx, ref)
             try:
@@ -139,6 +145,26 @@ class DeploymentFollower:
         except Exception:
             log.exception("guard alerts of %s not brought up to date", ref)
         return view
+
+    def _hold(self, ref: str, delay: float) -> None:
+        """Make the update held back by the throttle after `delay` seconds, once."""
+        if ref in self._held:
+            return
+        loop = asyncio.get_running_loop()
+
+        def due() -> None:
+            del self._held[ref]
+            task = loop.create_task(self._held_update(ref))
+            self._held_tasks.add(task)
+            task.add_done_callback(self._held_tasks.discard)
+
+        self._held[ref] = loop.call_later(max(delay, 0.0), due)
+
+    async def _held_update(self, ref: str) -> None:
+        try:
+            await self.refresh(ref)
+        except Exception:
+            log.exception("Deployment message of %s not updated", ref)
 
     async def refresh_clicked(
         self, ref: str, execution_key: str | None, channel: str | None, ts: str | None
