@@ -48,7 +48,9 @@ def prepare_one(
     }
     (folder / "d.yml").write_text(yaml.safe_dump([entry], sort_keys=False))
     import_deliveries(ctx, CLI, folder / "d.yml")
-    prepare_delivery(ctx, CLI, ref)
+    result = prepare_delivery(ctx, CLI, ref)
+    # Said here, with the reasons, rather than later as "has preparation errors".
+    assert not result.errors_total, [e.describe() for e in result.errors]
 
 
 CLI = COMMAND_LINE  # the operator at the command line: every role

@@ -268,9 +268,14 @@ def test_the_rate_limit_holds_for_three_workers_together(
     times = sorted(t for t, _ in relay.received)
     senders = {line.split("[")[0] for n in range(3) for line in workers.log(n).splitlines()}
     assert senders, "the workers logged"
-    # Any 2-second window holds at most the rate's worth, plus the bucket's capacity and
-    # the chunk each worker may hold (store.rate, engine.rate_limit).
-    bound = 2 * rate + rate / 10 + 3 * (rate / 20)
+    # Any 2-second window grants at most the rate's worth, plus the bucket's capacity and
+    # the chunk each worker may hold (store.rate, engine.rate_limit). The relay sees when
+    # messages arrive, not when they were granted: a window can also hold the messages
+    # granted before it and still on their way, at most one per SMTP connection (six
+    # send jobs of two connections each), when a loaded machine delays them.
+    granted = 2 * rate + rate / 10 + 3 * (rate / 20)
+    in_flight = 6 * 2
+    bound = granted + in_flight
     busiest = max(sum(1 for u in times if t <= u < t + 2) for t in times)
     assert busiest <= bound, (busiest, bound)
     assert times[-1] - times[0] >= (240 - bound) / rate
