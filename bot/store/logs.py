@@ -239,9 +239,12 @@ def record_relayed(
     """The relay's answers: their events, each log's Message-ID and retry, claims released.
 
     Only while `token` still holds every one of these logs (`ClaimLost` otherwise).
+    The executemany UPDATEs (pipelined on PostgreSQL) come before the counters: a
+    sender stopped in the middle of a pipeline (SIGSTOP, a cut link), where no idle
+    timeout applies, then holds only its own logs, not the counter row the other
+    senders of the execution wait for.
     """
     _held(session, [r.log_id for r in relayed], token)
-    apply_log_events(session, now, events)
     if relayed:
         session.connection().execute(
             _RECORD,
@@ -255,6 +258,9 @@ def record_relayed(
                 for r in relayed
             ],
         )
+    # The events last: they end with the execution's counters, the one row every
+    # sender of the execution writes (`apply_log_events`).
+    apply_log_events(session, now, events)
 
 
 def record_unrenderable(

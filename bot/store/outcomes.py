@@ -116,8 +116,11 @@ def apply_log_events(session: Session, now: datetime, events: Sequence[LogEvent]
         if effect:
             health[log["profile_id"]].append(effect)
     _write_logs(session, logs.values())
-    _move_counters(session, now, deltas)
     _update_health(session, now, health)
+    # Last, a plain UPDATE per execution: the counter row is shared by every writer of
+    # the execution, so it is locked for as short a time as the transaction allows,
+    # and never while a pipelined executemany of this transaction is still being sent.
+    _move_counters(session, now, deltas)
 
 
 def _write_event(
