@@ -18,6 +18,7 @@ SAMPLE_EMAILS = 3  # addresses kept per aggregated warning, to show who is conce
 
 MISSING_VARIABLE = "missing variable"
 NO_UNSUBSCRIBE_LINK = "no unsubscribe link"
+FEW_RETRIES = "few retries for the last wave"  # a recipient-local send's (domain.waves)
 UNSUBSCRIBE_VARIABLE = "unsubscribe_url"
 
 
@@ -66,14 +67,21 @@ class PreparationError:
 
 @dataclass(frozen=True)
 class PreparationWarning:
-    """A variable some profiles lack: it renders empty. Counted, with a few addresses."""
+    """A variable some profiles lack: it renders empty. Counted, with a few addresses.
+
+    Or a message without its unsubscribe link (NO_UNSUBSCRIBE_LINK), or the last wave of
+    a recipient-local send left with less validity than its retries take (FEW_RETRIES,
+    said in `detail`)."""
 
     name: str
     count: int
     emails: Sequence[str] = field(default_factory=tuple)
     kind: str = MISSING_VARIABLE  # or NO_UNSUBSCRIBE_LINK (`name`: "unsubscribe_url")
+    detail: str | None = None
 
     def describe(self) -> str:
+        if self.detail:
+            return self.detail
         emails = ", ".join(self.emails)
         more = f" (e.g. {emails})" if emails else ""
         if self.kind == NO_UNSUBSCRIBE_LINK:
@@ -89,6 +97,7 @@ class PreparationWarning:
             "name": self.name,
             "count": self.count,
             "emails": list(self.emails),
+            **({"detail": self.detail} if self.detail else {}),
         }
 
     @classmethod
@@ -98,6 +107,7 @@ class PreparationWarning:
             count=int(data.get("count") or 0),
             emails=tuple(data.get("emails") or ()),
             kind=str(data.get("kind") or MISSING_VARIABLE),
+            detail=data.get("detail"),
         )
 
 

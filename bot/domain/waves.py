@@ -136,6 +136,26 @@ def validity_problem(waves: Sequence[Wave], validity: timedelta) -> str | None:
     )
 
 
+def retries_short(
+    waves: Sequence[Wave], validity: timedelta, retry_every: timedelta, retries: int
+) -> str | None:
+    """Why the last wave's soft bounces may not get all their retries: the validity left
+    after it is shorter than they take. A warning, not an error: most messages are
+    answered at the first try."""
+    if not waves or retries <= 0:
+        return None
+    left = waves[0].at + validity - waves[-1].at
+    needed = retry_every * retries
+    if left <= timedelta(0) or left >= needed:
+        return None  # too short is an error (validity_problem); long enough is fine
+    return (
+        f"the last wave ({utc_minute(waves[-1].at)}, {waves[-1].zones_text()}) has "
+        f"{format_duration(left)} of the validity period left, less than the "
+        f"{format_duration(needed)} its soft bounces' {retries} retries take (one every "
+        f"{format_duration(retry_every)}); a longer validity gives them all"
+    )
+
+
 def passed_problem(ref: str, waves: Sequence[Wave], now: datetime) -> str | None:
     """Why a recipient-local delivery cannot be confirmed at `now`: a wave has passed."""
     passed = [w for w in waves if w.at <= now]

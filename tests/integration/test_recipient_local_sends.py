@@ -118,6 +118,19 @@ def test_a_validity_that_ends_before_the_last_wave_is_refused_at_preparation(
     assert code == 1 and "has preparation errors" in err
 
 
+def test_a_last_wave_with_less_validity_left_than_its_retries_take_is_warned_of(
+    root: Root, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(root, capsys, "deliveries", "import", str(define(root, tmp_path, NINE, "16h")))
+    code, out, _ = run(root, capsys, "deliveries", "prepare", "local", "--json")
+    assert code == 0
+    warnings = json.loads(out)["warnings"]
+    (warning,) = [w for w in warnings if w["kind"] == "few retries for the last wave"]
+    assert warning["count"] == 1, "the last wave's recipients"
+    assert "has 2h of the validity period left, less than the 5h" in warning["detail"]
+    assert detail_json(root.context, "local")["state"] == "ready", "a warning only"
+
+
 @pytest.mark.parametrize(
     ("schedule", "needle"),
     [

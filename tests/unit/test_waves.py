@@ -15,6 +15,7 @@ from bot.domain.waves import (
     WavePlanner,
     describe_local,
     passed_problem,
+    retries_short,
     span_text,
     validity_problem,
 )
@@ -116,3 +117,20 @@ def test_a_recipient_s_wall_clock_reads_the_time_asked_for_unless_it_does_not_ex
             timedelta(hours=1),
         )
     assert LocalMoment.parse(moment.text()) == moment
+
+
+def test_the_last_wave_left_less_than_its_retries_take_is_a_warning() -> None:
+    waves = [
+        Wave(datetime(2026, 12, 5, 0, 0, tzinfo=UTC), ("Asia/Tokyo",), 1),
+        Wave(datetime(2026, 12, 5, 14, 0, tzinfo=UTC), ("America/New_York",), 4),
+    ]
+    hourly = timedelta(hours=1)
+    assert retries_short(waves, timedelta(hours=19), hourly, 5) is None  # 5h left: enough
+    assert retries_short(waves, timedelta(hours=12), hourly, 5) is None  # an error instead
+    assert retries_short(waves, timedelta(hours=16), hourly, 0) is None  # no retries
+    warning = retries_short(waves, timedelta(hours=16), hourly, 5)
+    assert warning == (
+        "the last wave (2026-12-05 14:00 UTC, America/New_York) has 2h of the validity "
+        "period left, less than the 5h its soft bounces' 5 retries take (one every 1h); "
+        "a longer validity gives them all"
+    )

@@ -33,6 +33,7 @@ from bot.domain.exclusions import ExclusionReason
 from bot.domain.executions import ExecutionState
 from bot.domain.lifecycle import Action, DeliveryState, transition
 from bot.domain.preparation import (
+    FEW_RETRIES,
     MAX_STORED_ERRORS,
     NO_UNSUBSCRIBE_LINK,
     SAMPLE_EMAILS,
@@ -46,7 +47,7 @@ from bot.domain.preparation import (
 from bot.domain.quarantine import EmailStatus
 from bot.domain.roles import Actor, Permission
 from bot.domain.schedule import ScheduleMode
-from bot.domain.waves import LocalMoment, Wave, WavePlanner, validity_problem
+from bot.domain.waves import LocalMoment, Wave, WavePlanner, retries_short, validity_problem
 from bot.engine.rendering import (
     PLACEHOLDER_LINKS,
     MessageTemplates,
@@ -124,6 +125,7 @@ class _Plan:
     send_at: list[datetime] | None = None
     waves: list[Wave] = field(default_factory=list)
     no_unsubscribe: list[Any] = field(default_factory=lambda: [0, []])  # [count, emails]
+    few_retries: str | None = None  # the last wave's retries may not all fit (domain.waves)
 
     def add_error(self, error: PreparationError) -> None:
         self.errors_total += 1
@@ -141,6 +143,9 @@ class _Plan:
             found.append(
                 PreparationWarning(UNSUBSCRIBE_VARIABLE, count, tuple(emails), NO_UNSUBSCRIBE_LINK)
             )
+        if self.few_retries and self.waves:
+            last = self.waves[-1].recipients
+            found.append(PreparationWarning("validity", last, (), FEW_RETRIES, self.few_retries))
         return found
 
     def note_no_unsubscribe(self, email: str) -> None:
@@ -208,6 +213,7 @@ def _plan(
     delivery: Delivery,
     progress: Progress | None = None,
     require_unsubscribe_link: bool = False,
+    retries: tuple[timedelta, int] = (timedelta(hours=1), 0),
 ) -> _Plan:
     """Target, exclude and render, one pass over the audience (the preparation's hot loop).
 
@@ -260,9 +266,11 @@ def _plan(
         plan.no_unsubscribe = [0, []]  # said once, as the error
     if planner is not None:
         plan.waves = planner.waves()
-        problem = validity_problem(plan.waves, timedelta(seconds=delivery.validity_seconds))
+        validity = timedelta(seconds=delivery.validity_seconds)
+        problem = validity_problem(plan.waves, validity)
         if problem:
             plan.add_error(PreparationError(None, "schedule", None, problem))
+        plan.few_retries = retries_short(plan.waves, validity, *retries)
     return plan
 
 
@@ -360,7 +368,9 @@ def prepare_delivery(
         delivery_id = delivery.id
         seen_hash = delivery.definition_hash
         seen_version = delivery.audience.version
-        plan = _plan(session, delivery, progress, ctx.settings.require_unsubscribe_link)
+        settings = ctx.settings
+        retries = (timedelta(minutes=settings.retry_interval_minutes), settings.max_retries)
+        plan = _plan(session, delivery, progress, settings.require_unsubscribe_link, retries)
     with ctx.sessions.begin() as session:
         delivery = _write(session, ctx, delivery_id, seen_hash, seen_version, plan)
         result = PreparationResult(
