@@ -73,7 +73,29 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # milliseconds of both processes' CPU. Connections are opened only when needed.
     kwargs.setdefault("pool_size", PG_POOL_SIZE)
     kwargs.setdefault("max_overflow", PG_POOL_SIZE)
-    return create_engine(parsed, **kwargs)
+    engine = create_engine(parsed, **kwargs)
+    event.listen(engine, "connect", _server_keepalives)
+    return engine
+
+
+# How soon the server ends a session whose client machine went silent: idle for this
+# long, then this many probes this far apart (30 s in all).
+SERVER_KEEPALIVE = (15, 5, 3)
+
+
+def _server_keepalives(dbapi_conn: Any, _record: Any) -> None:
+    """Have the server probe this connection, so that it notices a client cut from the
+    network within half a minute (the system's default is two hours) and ends its
+    transaction: a worker cut in the middle of a pipelined executemany, where no idle
+    timeout applies, would otherwise keep its logs' row locks until its link came back.
+    Ignored on a Unix socket."""
+    idle, interval, count = SERVER_KEEPALIVE
+    cur = dbapi_conn.cursor()
+    cur.execute(f"SET tcp_keepalives_idle = {idle}")
+    cur.execute(f"SET tcp_keepalives_interval = {interval}")
+    cur.execute(f"SET tcp_keepalives_count = {count}")
+    cur.close()
+    dbapi_conn.commit()
 
 
 def bound_idle(session: Session) -> None:

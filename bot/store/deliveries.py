@@ -10,7 +10,7 @@ transaction writes next cannot be raced either.
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -201,13 +201,47 @@ def deployment_location(session: Session, ref: str) -> tuple[DeliveryState, str 
     return d.state, d.deployment_channel or d.slack_channel, d.deployment_ts
 
 
+FIRST_POST_CLAIM = timedelta(minutes=1)  # a process that dies while posting lets go
+
+
+def claim_first_post(session: Session, ref: str, now: datetime) -> bool:
+    """Take the posting of `ref`'s first Deployment message; False when it is posted
+    already, or another process is posting it."""
+    result = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.ref == ref,
+            Delivery.deployment_ts.is_(None),
+            or_(
+                Delivery.deployment_claimed_until.is_(None),
+                Delivery.deployment_claimed_until < now,
+            ),
+        )
+        .values(deployment_claimed_until=now + FIRST_POST_CLAIM)
+        .execution_options(synchronize_session=False)
+    )
+    return affected(result) == 1
+
+
+def release_first_post(session: Session, ref: str) -> None:
+    """Posting failed: the next follower or reconcile tries again."""
+    session.execute(
+        update(Delivery).where(Delivery.ref == ref).values(deployment_claimed_until=None)
+    )
+
+
 def remember_deployment(
     session: Session, ref: str, channel: str, ts: str, shown: str | None = None
 ) -> None:
     session.execute(
         update(Delivery)
         .where(Delivery.ref == ref)
-        .values(deployment_channel=channel, deployment_ts=ts, deployment_shown=shown)
+        .values(
+            deployment_channel=channel,
+            deployment_ts=ts,
+            deployment_shown=shown,
+            deployment_claimed_until=None,
+        )
     )
 
 

@@ -161,10 +161,33 @@ def outdated(session: Session, since: datetime, ref: str | None = None) -> list[
     return list(session.scalars(query.order_by(GuardAlert.id)))
 
 
+def claim_redraw(session: Session, alert_id: int, now: datetime) -> GuardAlert | None:
+    """Take a posted alert to draw it again, unless another process is drawing it: a
+    stop reaches every follower at once, and each would make the same update."""
+    result = session.execute(
+        update(GuardAlert)
+        .where(
+            GuardAlert.id == alert_id,
+            GuardAlert.ts.is_not(None),
+            or_(GuardAlert.claimed_until.is_(None), GuardAlert.claimed_until < now),
+        )
+        .values(claimed_until=now + POST_CLAIM)
+        .execution_options(synchronize_session=False)
+    )
+    if affected(result) != 1:
+        return None
+    return session.get(GuardAlert, alert_id, populate_existing=True)
+
+
 def shown(session: Session, alert_id: int, state: str) -> None:
-    session.execute(update(GuardAlert).where(GuardAlert.id == alert_id).values(shown_state=state))
+    """Drawn for `state`; the drawing's claim is given back."""
+    session.execute(
+        update(GuardAlert)
+        .where(GuardAlert.id == alert_id)
+        .values(shown_state=state, claimed_until=None)
+    )
 
 
 def release_alert(session: Session, alert_id: int) -> None:
-    """Posting failed: the next follower or reconcile tries again."""
+    """Posting (or drawing) failed: the next follower or reconcile tries again."""
     session.execute(update(GuardAlert).where(GuardAlert.id == alert_id).values(claimed_until=None))

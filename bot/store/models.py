@@ -213,6 +213,9 @@ class Delivery(Base):
     # What that message last showed (`DeploymentView.shown_key`): the due work posts
     # again whatever Slack missed (bot.services.messages.deployment).
     deployment_shown: Mapped[str | None] = mapped_column(String(120))
+    # A process posting the first Deployment message holds this claim meanwhile, so
+    # that the server's follower and the due work's reconcile never both post one.
+    deployment_claimed_until: Mapped[datetime | None]
     confirmed_by: Mapped[str | None] = mapped_column(String(64))
     # The send guard's settings as the definition wrote them (`guard:`): None, the
     # global ones; {"off": true}; or some of rate, window, minimum (bot.domain.guard).

@@ -10,6 +10,9 @@ recipient-local send does between two waves, still shows its last batch.
 The message is drawn from the database each time, so whichever process sends, and
 however many updates were skipped, the one that goes out is right.
 
+The first message is claimed in the database before it is posted, so that two processes
+(the server's follower and the due work's reconcile) never both post one.
+
 What the message last showed is remembered with the delivery (`shown_key`: its state
 and its execution's). When Slack was down as the state changed, the message still
 reads "in progress"; `reconcile`, a step of the due work, finds every delivery whose
@@ -59,6 +62,10 @@ class DeploymentFollower:
         self._locks: dict[str, asyncio.Lock] = {}
         self._held: dict[str, asyncio.TimerHandle] = {}  # the update made after the throttle
         self._held_tasks: set[asyncio.Task[None]] = set()
+        # One drawing of the guard's alerts at a time: a stop reaches the follower from
+        # the click and from the sender at once, and each would find the alert outdated
+        # and draw it (the second a useless update). Held only on this process's loop.
+        self._alerts = asyncio.Lock()
 
     async def refresh_execution(self, execution_id: int) -> None:
         """After a batch of `execution_id` was recorded (the sender's hook).
@@ -75,7 +82,8 @@ class DeploymentFollower:
         try:
             # A pause by the send guard comes with its alert: the batch that crossed
             # the threshold is the one just recorded.
-            await post_alerts(self.ctx, self.notifications, execution_id)
+            async with self._alerts:
+                await post_alerts(self.ctx, self.notifications, execution_id)
         except Exception:
             log.exception("guard alerts of execution %d not posted", execution_id)
 
@@ -86,8 +94,9 @@ class DeploymentFollower:
         if not self.notifications.connected:
             return 0
         stale = await asyncio.to_thread(self._stale)
-        posted = await post_alerts(self.ctx, self.notifications)
-        posted += await sync_alerts(self.ctx, self.notifications)
+        async with self._alerts:
+            posted = await post_alerts(self.ctx, self.notifications)
+            posted += await sync_alerts(self.ctx, self.notifications)
         for ref in stale:
             if await self.refresh(ref, force=True) is not None:
                 posted += 1
@@ -127,6 +136,8 @@ class DeploymentFollower:
             if state is DeliveryState.IN_PROGRESS and ts and not force and recent:
                 self._hold(ref, self.min_interval - (now - self._last[ref]))
                 return None
+            if ts is None and not await asyncio.to_thread(self._claim_first_post, ref):
+                return None  # another process is posting it: it shows the same
             view = await asyncio.to_thread(read_deployment, self.ctx, ref)
             try:
                 posted = await self.notifications.deployment(view, channel, ts)
@@ -136,12 +147,15 @@ class DeploymentFollower:
                     ref,
                     exc.reason,
                 )
+                if ts is None:
+                    await asyncio.to_thread(self._release_first_post, ref)
                 return None
             await asyncio.to_thread(self._remember, ref, posted.channel, posted.ts, view)
             self._last[ref] = now
         try:
             # The guard's alerts of this delivery show the same buttons as its message.
-            await sync_alerts(self.ctx, self.notifications, ref)
+            async with self._alerts:
+                await sync_alerts(self.ctx, self.notifications, ref)
         except Exception:
             log.exception("guard alerts of %s not brought up to date", ref)
         return view
@@ -192,6 +206,14 @@ class DeploymentFollower:
             log.warning(
                 "Deployment message of %s@%s not updated (%s)", ref, execution_key, exc.reason
             )
+
+    def _claim_first_post(self, ref: str) -> bool:
+        with self.ctx.sessions.begin() as s:
+            return deliveries.claim_first_post(s, ref, self.ctx.clock.now())
+
+    def _release_first_post(self, ref: str) -> None:
+        with self.ctx.sessions.begin() as s:
+            deliveries.release_first_post(s, ref)
 
     def _where(self, ref: str) -> tuple[DeliveryState, str | None, str | None]:
         with self.ctx.sessions() as s:

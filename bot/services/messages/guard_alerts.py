@@ -11,7 +11,8 @@ post releases it for the next try. An alert older than a day is left as it is.
 A posted alert is drawn again when its delivery moves on (`sync_alerts`: a Resume
 or a Stop, from the alert, the Deployment message or the command line), so that its
 buttons are those of the state, as the Deployment message's are: the state it was
-last drawn for is kept with it, and an update is made only when that differs.
+last drawn for is kept with it, and an update is made only when that differs, by
+one process at a time (the same claim as posting's).
 """
 
 from __future__ import annotations
@@ -65,11 +66,15 @@ async def sync_alerts(ctx: Context, notifications: Notifications, ref: str | Non
     outdated = await asyncio.to_thread(_outdated, ctx, ref)
     done = 0
     for alert_id in outdated:
-        view, channel, ts = await asyncio.to_thread(_read, ctx, alert_id)
+        taken = await asyncio.to_thread(_take_drawn, ctx, alert_id)
+        if taken is None:
+            continue  # being drawn by another process, from the state it reads
+        view, channel, ts = taken
         try:
             await notifications.guard_alert(view, channel, ts)
         except NotificationFailed as exc:
             log.warning("guard alert of %s not updated (%s)", view.ref, exc)
+            await asyncio.to_thread(_release, ctx, alert_id)
             continue
         await asyncio.to_thread(_shown, ctx, alert_id, view)
         done += 1
@@ -113,11 +118,16 @@ def _take(ctx: Context, alert_id: int) -> tuple[GuardAlertView, str] | None:
         return _view(s, alert), alert.channel
 
 
-def _read(ctx: Context, alert_id: int) -> tuple[GuardAlertView, str, str]:
-    with ctx.sessions() as s:
-        alert = s.get(GuardAlert, alert_id)
-        assert alert is not None and alert.channel is not None and alert.ts is not None
-        return _view(s, alert), alert.channel, alert.ts
+def _take_drawn(ctx: Context, alert_id: int) -> tuple[GuardAlertView, str, str] | None:
+    with ctx.sessions.begin() as s:
+        alert = guard.claim_redraw(s, alert_id, ctx.clock.now())
+        if alert is None or alert.channel is None or alert.ts is None:
+            return None
+        view = _view(s, alert)
+        if alert.shown_state == view.state.value:
+            guard.release_alert(s, alert_id)  # drawn meanwhile by the process before
+            return None
+        return view, alert.channel, alert.ts
 
 
 def _release(ctx: Context, alert_id: int) -> None:

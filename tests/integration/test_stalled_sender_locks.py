@@ -1,4 +1,6 @@
-"""Recording a batch writes the execution's counter row last, after every executemany.
+"""A sender stopped or cut off while it records a batch holds nothing the others need.
+
+Recording a batch writes the execution's counter row last, after every executemany.
 
 The counter row is the one row every sender of an execution writes. On PostgreSQL an
 executemany is a pipeline, and a sender stopped while sending one (SIGSTOP, a cut
@@ -13,13 +15,14 @@ from pathlib import Path
 
 import pytest
 from scenario import as_user, prepare_one
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from bot.bootstrap import Root
 from bot.domain.logs import Event, LogEvent
 from bot.domain.roles import Role
 from bot.services.deliveries.lifecycle import confirm_send
 from bot.store import logs
+from bot.store.db import SERVER_KEEPALIVE
 from bot.store.logs import Relayed
 from bot.store.models import Execution
 
@@ -59,3 +62,18 @@ def test_the_counter_row_is_written_after_every_executemany(root: Root, tmp_path
 
 
 pytestmark = pytest.mark.usefixtures("backend")
+
+
+def test_the_server_probes_every_connection_so_a_cut_client_s_locks_end(
+    root: Root, backend: str
+) -> None:
+    """A client cut from the network mid-pipeline is noticed by the server's keepalives
+    (within half a minute, not the system's two hours) and its transaction ended."""
+    if backend != "postgresql":
+        pytest.skip("SQLite has no network connections")
+    with root.context.sessions() as s:
+        shown = [s.execute(text(f"SHOW tcp_keepalives_{n}")).scalar() for n in KEEPALIVE_NAMES]
+    assert shown == [str(v) for v in SERVER_KEEPALIVE]
+
+
+KEEPALIVE_NAMES = ("idle", "interval", "count")
