@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.domain.errors import NotFound
@@ -118,19 +118,7 @@ def unposted(session: Session, since: datetime, execution_id: int | None = None)
 
 def claim_alert(session: Session, alert_id: int, now: datetime) -> GuardAlert | None:
     """Take an alert to post it, unless posted or being posted by another process."""
-    result = session.execute(
-        update(GuardAlert)
-        .where(
-            GuardAlert.id == alert_id,
-            GuardAlert.ts.is_(None),
-            or_(GuardAlert.claimed_until.is_(None), GuardAlert.claimed_until < now),
-        )
-        .values(claimed_until=now + POST_CLAIM)
-        .execution_options(synchronize_session=False)
-    )
-    if affected(result) != 1:
-        return None
-    return session.get(GuardAlert, alert_id, populate_existing=True)
+    return _claim(session, alert_id, now, GuardAlert.ts.is_(None))
 
 
 def posted(
@@ -164,11 +152,18 @@ def outdated(session: Session, since: datetime, ref: str | None = None) -> list[
 def claim_redraw(session: Session, alert_id: int, now: datetime) -> GuardAlert | None:
     """Take a posted alert to draw it again, unless another process is drawing it: a
     stop reaches every follower at once, and each would make the same update."""
+    return _claim(session, alert_id, now, GuardAlert.ts.is_not(None))
+
+
+def _claim(
+    session: Session, alert_id: int, now: datetime, posted: ColumnElement[bool]
+) -> GuardAlert | None:
+    """The alert, claimed for `POST_CLAIM` if it is as `posted` says and nobody holds it."""
     result = session.execute(
         update(GuardAlert)
         .where(
             GuardAlert.id == alert_id,
-            GuardAlert.ts.is_not(None),
+            posted,
             or_(GuardAlert.claimed_until.is_(None), GuardAlert.claimed_until < now),
         )
         .values(claimed_until=now + POST_CLAIM)
