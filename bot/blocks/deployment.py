@@ -228,11 +228,14 @@ def waves_text(detail: DeliveryDetail, now: datetime | None = None) -> str | Non
     waves = detail.waves
     if not waves:
         return None
-    done = sum(1 for w in waves if w.waiting == 0)
+    done = sum(1 for w in waves if w.waiting == 0 and w.sent > 0)
     head = f"*Waves* — {done} of {len(waves)} sent"
     upcoming = detail.next_wave
+    cancelled = sum(w.cancelled for w in waves)
     if upcoming is not None and detail.state is not DeliveryState.STOPPED:
         head += f" · next wave {slack_date(upcoming.at)} ({escape(_wall(upcoming))})"
+    elif cancelled:
+        head += f" · {plural(cancelled, 'recipient')} not sent"
     lines = [head]
     for w in waves[:WAVES_SHOWN]:
         if w.waiting and detail.state is DeliveryState.PAUSED and now and w.at <= now:

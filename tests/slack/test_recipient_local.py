@@ -164,7 +164,9 @@ def test_waves_go_at_each_recipients_nine_and_pause_resume_stop_act_on_those_to_
     mock_slack.wait_for(lambda: detail_json(local, "local")["state"] == "stopped")
     tick(app, clock, NEW_YORK)
     assert sent_to(relay) == WAVES[TOKYO] | WAVES[PARIS], "stopped: the last wave never goes"
-    assert "✕ 09:00 America/New_York" in shown(mock_slack, "2 not sent (stopped)")
+    text = shown(mock_slack, "2 not sent (stopped)")
+    assert "✕ 09:00 America/New_York" in text
+    assert text.startswith("*Waves* — 2 of 3 sent · 2 recipients not sent"), text
     detail = detail_json(local, "local")
     assert [w["waiting"] for w in detail["waves"]] == [0, 0, 0]
     assert [w["cancelled"] for w in detail["waves"]] == [0, 0, 2]
