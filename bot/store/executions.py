@@ -203,11 +203,7 @@ def to_send(session: Session, now: datetime) -> Sequence[tuple[int, str, str]]:
     """
     waiting = (
         select(SendingLog.id)
-        .where(
-            SendingLog.execution_id == Execution.id,
-            SendingLog.status == LogStatus.QUEUED,
-            SendingLog.send_at > now,
-        )
+        .where(SendingLog.execution_id == Execution.id, logs.waits_for_wave(now))
         .exists()
     )
     due = (

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from bot.domain.logs import Event, FailureType, LogEvent, LogStatus
@@ -156,20 +156,17 @@ def due_now(now: datetime) -> ColumnElement[bool]:
     return or_(SendingLog.send_at.is_(None), SendingLog.send_at <= now)
 
 
+def waits_for_wave(now: datetime) -> ColumnElement[bool]:
+    """A queued log whose wave comes after `now`: its execution is not finished yet."""
+    return and_(SendingLog.status == LogStatus.QUEUED, SendingLog.send_at > now)
+
+
 def waiting_for_wave(session: Session, execution_id: int, now: datetime) -> bool:
-    """Queued logs of the execution wait for a later wave: it is not finished yet."""
-    return (
-        session.scalar(
-            select(SendingLog.id)
-            .where(
-                SendingLog.execution_id == execution_id,
-                SendingLog.status == LogStatus.QUEUED,
-                SendingLog.send_at > now,
-            )
-            .limit(1)
-        )
-        is not None
+    """Queued logs of the execution wait for a later wave."""
+    query = select(SendingLog.id).where(
+        SendingLog.execution_id == execution_id, waits_for_wave(now)
     )
+    return session.scalar(query.limit(1)) is not None
 
 
 def by_wave(session: Session, execution_id: int) -> dict[datetime, tuple[int, int]]:

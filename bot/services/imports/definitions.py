@@ -60,6 +60,7 @@ from bot.engine.rendering import (
 
 REF_PATTERN = r"[a-z0-9][a-z0-9_-]*"  # whole value (fullmatch): no trailing newline
 _HEADER_UNSAFE = re.compile(r"[\r\n\x00]")
+_BARE_DATE = re.compile(r"\s*\d{4}-\d{2}-\d{2}\s*")  # a date and no time
 _NAMED_ADDRESS = re.compile(r"^(?P<name>[^<>]*)<(?P<addr>[^<>]*)>$")
 
 
@@ -142,7 +143,7 @@ def _no_bare_date(value: Any) -> Any:
     """YAML reads `2026-11-27` as a date; a contact date needs a time as well."""
     if isinstance(value, date) and not isinstance(value, datetime):
         raise ValueError("give a date and a time, like 2026-11-27T08:00")
-    if isinstance(value, str) and re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", value):
+    if isinstance(value, str) and _BARE_DATE.fullmatch(value):
         raise ValueError("give a date and a time, like 2026-11-27T08:00")
     return value
 
@@ -164,9 +165,7 @@ def _time_of_day(value: Any) -> Any:
 
 
 def _calendar_day(value: Any) -> Any:
-    if isinstance(value, datetime) or (
-        isinstance(value, str) and not re.fullmatch(r"\s*\d{4}-\d{2}-\d{2}\s*", value)
-    ):
+    if isinstance(value, datetime) or (isinstance(value, str) and not _BARE_DATE.fullmatch(value)):
         raise ValueError("give the date alone, like date: 2026-12-05; the time goes in time")
     return value
 

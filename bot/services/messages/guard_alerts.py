@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from bot.context import Context, Session
@@ -41,21 +42,7 @@ async def post_alerts(
     if not notifications.connected:
         return 0
     waiting = await asyncio.to_thread(_waiting, ctx, execution_id)
-    done = 0
-    for alert_id in waiting:
-        taken = await asyncio.to_thread(_take, ctx, alert_id)
-        if taken is None:
-            continue  # posted, or being posted, by another process
-        view, channel = taken
-        try:
-            where = await notifications.guard_alert(view, channel, None)
-        except NotificationFailed as exc:
-            log.warning("guard alert of %s not posted (%s); tried again later", view.ref, exc)
-            await asyncio.to_thread(_release, ctx, alert_id)
-            continue
-        await asyncio.to_thread(_posted, ctx, alert_id, view, where.channel, where.ts)
-        done += 1
-    return done
+    return await _draw_each(ctx, notifications, waiting, _take)
 
 
 async def sync_alerts(ctx: Context, notifications: Notifications, ref: str | None = None) -> int:
@@ -64,19 +51,37 @@ async def sync_alerts(ctx: Context, notifications: Notifications, ref: str | Non
     if not notifications.connected:
         return 0
     outdated = await asyncio.to_thread(_outdated, ctx, ref)
+    return await _draw_each(ctx, notifications, outdated, _take_drawn)
+
+
+Taken = tuple[GuardAlertView, str, str | None]  # the view, its channel, its ts if posted
+
+
+async def _draw_each(
+    ctx: Context,
+    notifications: Notifications,
+    alert_ids: list[int],
+    take: Callable[[Context, int], Taken | None],
+) -> int:
+    """Claim each alert (`take`), post it or update it in place, record where and what
+    it shows; a failure gives the claim back for the next try. How many were drawn."""
     done = 0
-    for alert_id in outdated:
-        taken = await asyncio.to_thread(_take_drawn, ctx, alert_id)
+    for alert_id in alert_ids:
+        taken = await asyncio.to_thread(take, ctx, alert_id)
         if taken is None:
-            continue  # being drawn by another process, from the state it reads
+            continue  # drawn already, or being drawn, by another process
         view, channel, ts = taken
         try:
-            await notifications.guard_alert(view, channel, ts)
+            where = await notifications.guard_alert(view, channel, ts)
         except NotificationFailed as exc:
-            log.warning("guard alert of %s not updated (%s)", view.ref, exc)
+            what = "updated" if ts else "posted"
+            log.warning("guard alert of %s not %s (%s); tried again later", view.ref, what, exc)
             await asyncio.to_thread(_release, ctx, alert_id)
             continue
-        await asyncio.to_thread(_shown, ctx, alert_id, view)
+        if ts is None:
+            await asyncio.to_thread(_posted, ctx, alert_id, view, where.channel, where.ts)
+        else:
+            await asyncio.to_thread(_shown, ctx, alert_id, view)
         done += 1
     return done
 
@@ -110,15 +115,15 @@ def _view(s: Session, alert: GuardAlert) -> GuardAlertView:
     )
 
 
-def _take(ctx: Context, alert_id: int) -> tuple[GuardAlertView, str] | None:
+def _take(ctx: Context, alert_id: int) -> Taken | None:
     with ctx.sessions.begin() as s:
         alert = guard.claim_alert(s, alert_id, ctx.clock.now())
         if alert is None or alert.channel is None:
             return None
-        return _view(s, alert), alert.channel
+        return _view(s, alert), alert.channel, None
 
 
-def _take_drawn(ctx: Context, alert_id: int) -> tuple[GuardAlertView, str, str] | None:
+def _take_drawn(ctx: Context, alert_id: int) -> Taken | None:
     with ctx.sessions.begin() as s:
         alert = guard.claim_redraw(s, alert_id, ctx.clock.now())
         if alert is None or alert.channel is None or alert.ts is None:
